@@ -1,0 +1,33 @@
+"""Shared fixtures: configs composed with Hydra's compose API, small generated data in a
+session-wide cache, and the smoke run (trained once per session, reused by several tests)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+torch.set_num_threads(2)
+
+
+def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=overrides or [],
+            return_hydra_config=return_hydra_config,
+        )
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One data cache for the whole session (generated digits are reused across tests)."""
+    path = Path(os.environ.get("LABELMATCH_TEST_CACHE", tmp_path_factory.mktemp("cache")))
+    os.environ["LABELMATCH_CACHE"] = str(path)
+    return path
