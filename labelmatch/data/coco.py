@@ -1,0 +1,329 @@
+"""COCO-format detection datasets: loading, validation before training, and reading samples.
+
+Every dataset, the embedded digits one or a user's, resolves to a `CocoSplits`: one image
+folder and the labeled / unlabeled / validation annotation files (method-spec §6).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+
+from labelmatch.data.categories import CategoryMap
+from labelmatch.data.errors import DataError, UnknownCategoryError
+
+logger = logging.getLogger(__name__)
+
+
+def load_coco_json(path: str | os.PathLike, require_categories: bool = True) -> dict:
+    """Read a COCO annotation file and check its top-level structure.
+
+    `require_categories=False` is for unlabeled files, which may come without categories
+    (COCO's image_info_unlabeled2017.json).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: annotation file does not exist")
+    try:
+        with path.open("rb") as file:
+            coco = json.load(file)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: invalid JSON at line {error.lineno} column {error.colno} "
+            f"(char {error.pos}): {error.msg}"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error})") from error
+    if not isinstance(coco, dict):
+        raise DataError(f"{path}: top level must be a JSON object, got {type(coco).__name__}")
+    required = ["images", "categories"] if require_categories else ["images"]
+    for key in required:
+        if key not in coco:
+            raise DataError(f"{path}: missing required key '{key}'")
+    for key in ("images", "annotations", "categories"):
+        if key in coco and not isinstance(coco[key], list):
+            raise DataError(f"{path}: '{key}' must be a list, got {type(coco[key]).__name__}")
+    return coco
+
+
+@dataclass
+class CocoSplits:
+    """The four paths every dataset resolves to. `unlabeled_json` is None for supervised runs."""
+
+    image_dir: Path
+    labeled_json: Path
+    unlabeled_json: Path | None
+    val_json: Path
+
+    def __post_init__(self) -> None:
+        self.image_dir = Path(self.image_dir)
+        self.labeled_json = Path(self.labeled_json)
+        self.val_json = Path(self.val_json)
+        if self.unlabeled_json is not None:
+            self.unlabeled_json = Path(self.unlabeled_json)
+
+    def resolve(self) -> CocoSplits:
+        """Already resolved; present so that data modules can call `resolve()` on any splits."""
+        return self
+
+
+def _is_positive_integer(value: Any) -> bool:
+    """JSON numbers such as 640 or 640.0 (but not True, "640" or 640.5)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > 0
+        and float(value).is_integer()
+    )
+
+
+@dataclass
+class _ImageRecord:
+    """One image kept for training or evaluation; boxes are validated XYXY in pixels."""
+
+    image_id: int
+    path: str
+    height: int
+    width: int
+    boxes: np.ndarray  # float32 [N, 4] xyxy
+    labels: np.ndarray  # int64 [N], contiguous labels 1..C
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """A COCO annotation file plus its image folder, validated at construction.
+
+    Validation (all before training starts):
+      - unknown `category_id`, annotation of an unknown image, malformed bbox -> DataError;
+      - bbox with non-positive width/height, or entirely outside its image -> rejected, counted;
+      - bbox partly outside its image -> clipped to it, counted;
+      - `iscrowd=1` -> not a training target, counted;
+      - image without annotations -> kept as a background image;
+      - image record without width/height, or its file missing on disk -> DataError
+        (with `skip_invalid=True`: the image is dropped and counted instead).
+    The counts are in `report` and logged once.
+
+    `__getitem__` returns `(image, target)`: image a uint8 `tv_tensors.Image` [3, H, W] (RGB),
+    target `dict(boxes=BoundingBoxes XYXY float32 [N, 4], labels=int64 [N], image_id=int)`,
+    or what `transforms(image, target)` returns. An image file that cannot be decoded, or
+    whose size differs from its record, raises DataError; with `skip_invalid=True` it is
+    logged as a warning naming the file, counted in `report["images_skipped_unreadable"]`
+    (of the process that read it, e.g. a DataLoader worker) and `None` is returned, which
+    the collate functions of `labelmatch.data.datamodule` drop, so such a batch comes out
+    shorter.
+
+    Attributes: `image_ids` (kept images, file order), `class_counts` (training boxes per
+    label: index i = label i + 1; the class prior of method-spec §2 when this is the labeled
+    file), `report` (validation counts), `coco` (the parsed json).
+    """
+
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        ann_file: str | os.PathLike,
+        category_map: CategoryMap,
+        transforms: Callable[[tv_tensors.Image, dict], Any] | None = None,
+        skip_invalid: bool = False,
+        *,
+        coco: dict | None = None,
+    ) -> None:
+        """`coco` may pass the already-parsed contents of `ann_file` to avoid a second parse."""
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        self.category_map = category_map
+        self.transforms = transforms
+        self.skip_invalid = skip_invalid
+        self.coco = coco if coco is not None else load_coco_json(ann_file, require_categories=False)
+        self.report: dict[str, Any] = {
+            "file": str(self.ann_file),
+            "images": 0,
+            "background_images": 0,
+            "images_skipped_missing": 0,
+            "images_skipped_unreadable": 0,
+            "annotations": len(self.coco.get("annotations", [])),
+            "boxes": 0,
+            "crowd": 0,
+            "clipped": 0,
+            "rejected_degenerate": 0,
+            "rejected_outside": 0,
+        }
+        self._records = self._build_records()
+        self.image_ids: list[int] = [record.image_id for record in self._records]
+        self.class_counts: list[int] = self._count_boxes_per_class()
+        self._log_report()
+
+    # ---- construction -------------------------------------------------------------------
+
+    def _build_records(self) -> list[_ImageRecord]:
+        images, all_image_ids = self._read_image_records()
+        boxes_of: dict[int, list[list[float]]] = {image_id: [] for image_id in images}
+        labels_of: dict[int, list[int]] = {image_id: [] for image_id in images}
+        for annotation in self.coco.get("annotations", []):
+            image_id, box, label = self._validate_annotation(annotation, images, all_image_ids)
+            if box is not None:
+                boxes_of[image_id].append(box)
+                labels_of[image_id].append(label)
+        records = []
+        for image_id, (path, height, width) in images.items():
+            boxes = np.asarray(boxes_of[image_id], dtype=np.float32).reshape(-1, 4)
+            labels = np.asarray(labels_of[image_id], dtype=np.int64)
+            records.append(_ImageRecord(image_id, path, height, width, boxes, labels))
+            self.report["boxes"] += len(labels)
+            self.report["background_images"] += len(labels) == 0
+        self.report["images"] = len(records)
+        return records
+
+    def _read_image_records(self) -> tuple[dict[int, tuple[str, int, int]], set[int]]:
+        """(image id -> (path, height, width) of every usable image in file order, all ids)."""
+        images: dict[int, tuple[str, int, int]] = {}
+        all_image_ids: set[int] = set()
+        for position, image in enumerate(self.coco["images"]):
+            if not isinstance(image, dict) or not isinstance(image.get("id"), int):
+                raise DataError(f"{self.ann_file}: image entry {position} has no integer id")
+            image_id, file_name = image["id"], image.get("file_name")
+            where = f"{self.ann_file}: image id {image_id} ({file_name})"
+            if image_id in all_image_ids:
+                raise DataError(f"{where}: image id appears twice")
+            all_image_ids.add(image_id)
+            if not isinstance(file_name, str):
+                raise DataError(f"{where}: missing 'file_name'")
+            height, width = image.get("height"), image.get("width")
+            path = os.path.join(self.image_dir, file_name)
+            problem = None
+            if not (_is_positive_integer(height) and _is_positive_integer(width)):
+                problem = f"needs positive integer 'width' and 'height', got {width!r} x {height!r}"
+            elif not os.path.exists(path):
+                problem = f"image file {path} does not exist"
+            if problem is not None:
+                if not self.skip_invalid:
+                    raise DataError(f"{where}: {problem}")
+                logger.warning("skipping %s: %s", where, problem)
+                self.report["images_skipped_missing"] += 1
+                continue
+            images[image_id] = (path, int(height), int(width))
+        return images, all_image_ids
+
+    def _validate_annotation(
+        self, annotation: Any, images: dict[int, tuple[str, int, int]], all_image_ids: set[int]
+    ) -> tuple[int, list[float] | None, int]:
+        """Returns (image id, clipped xyxy box or None when not a target, label)."""
+        annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
+        where = f"{self.ann_file}: annotation id {annotation_id}"
+        if not isinstance(annotation, dict) or not isinstance(annotation_id, int):
+            raise DataError(f"{self.ann_file}: annotation without integer 'id': {annotation!r}")
+        image_id = annotation.get("image_id")
+        if not isinstance(image_id, int) or image_id not in all_image_ids:
+            raise DataError(f"{where}: image_id {image_id!r} is not in 'images'")
+        category_id = annotation.get("category_id")
+        try:
+            if not isinstance(category_id, int):
+                raise UnknownCategoryError(category_id)
+            label = self.category_map.to_label(category_id)
+        except UnknownCategoryError:
+            raise DataError(
+                f"{where} (image id {image_id}): unknown category_id {category_id!r} "
+                f"(known: {self.category_map.category_ids})"
+            ) from None
+        bbox = annotation.get("bbox")
+        if (
+            not isinstance(bbox, list | tuple)
+            or len(bbox) != 4
+            or not all(isinstance(v, int | float) and math.isfinite(v) for v in bbox)
+        ):
+            raise DataError(
+                f"{where} (image id {image_id}): bbox must be 4 finite numbers, got {bbox!r}"
+            )
+        if image_id not in images:  # its image was skipped (skip_invalid) and counted
+            return image_id, None, label
+        if annotation.get("iscrowd", 0):
+            self.report["crowd"] += 1
+            return image_id, None, label
+        _, height, width = images[image_id]
+        return image_id, self._clip_box(bbox, height, width), label
+
+    def _clip_box(self, bbox: list[float], height: int, width: int) -> list[float] | None:
+        """COCO [x, y, w, h] -> xyxy clipped to the image, or None (counted) when rejected."""
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            self.report["rejected_degenerate"] += 1
+            return None
+        x1, y1 = max(x, 0.0), max(y, 0.0)
+        x2, y2 = min(x + w, float(width)), min(y + h, float(height))
+        if x2 <= x1 or y2 <= y1:
+            self.report["rejected_outside"] += 1
+            return None
+        if (x1, y1, x2, y2) != (x, y, x + w, y + h):
+            self.report["clipped"] += 1
+        return [x1, y1, x2, y2]
+
+    def _count_boxes_per_class(self) -> list[int]:
+        counts = np.zeros(self.category_map.num_classes, dtype=np.int64)
+        for record in self._records:
+            counts += np.bincount(record.labels - 1, minlength=self.category_map.num_classes)
+        return counts.tolist()
+
+    def _log_report(self) -> None:
+        logger.info("%s", self.report)
+        changed = ("images_skipped_missing", "clipped", "rejected_degenerate", "rejected_outside")
+        problems = {key: self.report[key] for key in changed if self.report[key]}
+        if problems:
+            logger.warning("%s: validation changed or dropped: %s", self.ann_file, problems)
+
+    # ---- access -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def with_transforms(self, transforms: Callable | None) -> CocoDetection:
+        """The same validated images under other transforms (nothing is re-read or re-checked)."""
+        view = copy.copy(self)
+        view.transforms = transforms
+        return view
+
+    def __getitem__(self, index: int) -> Any:
+        record = self._records[index]
+        image = self._read_image(record)
+        if image is None:
+            return None
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(record.boxes.copy()),
+                format=tv_tensors.BoundingBoxFormat.XYXY,
+                canvas_size=(record.height, record.width),
+            ),
+            "labels": torch.from_numpy(record.labels.copy()),
+            "image_id": record.image_id,
+        }
+        if self.transforms is not None:
+            return self.transforms(image, target)
+        return image, target
+
+    def _read_image(self, record: _ImageRecord) -> tv_tensors.Image | None:
+        where = f"{record.path} (image id {record.image_id}, {self.ann_file})"
+        try:
+            image = decode_image(record.path, mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError, ValueError) as error:
+            problem = f"cannot read or decode image: {error}"
+        else:
+            if tuple(image.shape[-2:]) == (record.height, record.width):
+                return tv_tensors.Image(image)
+            problem = (
+                f"image is {image.shape[-1]}x{image.shape[-2]} (w x h) but its record says "
+                f"{record.width}x{record.height}"
+            )
+        if not self.skip_invalid:
+            raise DataError(f"{where}: {problem}")
+        logger.warning("skipping %s: %s", where, problem)
+        self.report["images_skipped_unreadable"] += 1
+        return None

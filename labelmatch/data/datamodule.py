@@ -1,0 +1,266 @@
+"""Lightning data module: labeled, unlabeled, validation and ACT-reference loaders.
+
+Batch formats (what the collate functions produce, lists because image sizes differ):
+  labeled / val / reference batch:
+    {"images": [float32 [3, H, W] in 0..1],
+     "targets": [dict(boxes=float32 [N, 4] view-frame XYXY, labels=int64 [N], image_id=int,
+                      matrix=[3, 3] original -> view, orig_size=(h, w))]}
+  unlabeled batch:
+    {"weak": [float32 [3, H, W]], "strong": [float32 [3, H', W']],
+     "weak_matrix": [[3, 3]], "strong_matrix": [[3, 3]],
+     "targets": [dict(boxes=ORIGINAL-frame XYXY [N, 4], labels=int64 [N], image_id=int)]}
+With `skip_invalid=True` an unreadable image is dropped (see `CocoDetection`), so a batch
+may hold fewer images than its batch size, in rare cases none.
+
+Training loaders stream endlessly (`InfiniteSampler`), so training is counted in steps; the
+trainer must run with `use_distributed_sampler=False`: each loader shards itself by the
+torch.distributed rank, including validation (each rank evaluates a disjoint share).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import lightning
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from labelmatch.data.categories import CategoryMap
+from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json
+from labelmatch.data.errors import DataError
+from labelmatch.data.samplers import InfiniteSampler
+from labelmatch.data.transforms import LabeledTransform, TestTransform, UnlabeledViews
+
+
+class ResolvableSplits(Protocol):
+    """Anything that yields the four dataset paths, e.g. `DigitsSplits` or `CocoSplits`."""
+
+    def resolve(self) -> CocoSplits: ...
+
+
+def collate_labeled(samples: Sequence[tuple[torch.Tensor, dict] | None]) -> dict[str, list]:
+    """Labeled, validation and reference batches; drops samples skipped as unreadable."""
+    kept = [sample for sample in samples if sample is not None]
+    return {"images": [image for image, _ in kept], "targets": [target for _, target in kept]}
+
+
+def collate_unlabeled(samples: Sequence[dict | None]) -> dict[str, list]:
+    """Unlabeled batches of `UnlabeledViews` outputs; drops samples skipped as unreadable."""
+    kept = [sample for sample in samples if sample is not None]
+    batch: dict[str, list] = {
+        key: [sample[key] for sample in kept]
+        for key in ("weak", "strong", "weak_matrix", "strong_matrix")
+    }
+    batch["targets"] = [sample["target"] for sample in kept]
+    return batch
+
+
+def distributed_rank_and_world_size() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, or (0, 1) when it is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _same_categories(reference: dict, reference_file: Any, other: dict, other_file: Any) -> None:
+    """DataError naming both files when their category lists (ids and names) differ."""
+
+    def as_pairs(coco: dict) -> list[tuple[Any, Any]]:
+        return sorted((c.get("id"), c.get("name")) for c in coco["categories"])
+
+    if as_pairs(reference) != as_pairs(other):
+        only_reference = sorted(set(as_pairs(reference)) - set(as_pairs(other)))
+        only_other = sorted(set(as_pairs(other)) - set(as_pairs(reference)))
+        raise DataError(
+            f"category lists differ between {reference_file} and {other_file}: "
+            f"(id, name) only in the first: {only_reference}, only in the second: {only_other}"
+        )
+
+
+class DetectionDataModule(lightning.LightningDataModule):
+    """Labeled + unlabeled + validation COCO-format splits for semi-supervised detection.
+
+    `splits` is a `CocoSplits` or anything with `resolve() -> CocoSplits` (e.g. `DigitsSplits`).
+    Scales are short sides in pixels with the long side capped at `max_size`; defaults follow
+    the official COCO recipe (method-spec §5).
+    """
+
+    def __init__(
+        self,
+        splits: CocoSplits | ResolvableSplits,
+        labeled_batch_size: int = 8,
+        unlabeled_batch_size: int = 8,
+        val_batch_size: int = 8,
+        num_workers: int = 2,
+        use_unlabeled: bool = True,
+        train_scales: Sequence[int] = tuple(range(480, 801, 32)),
+        weak_scales: Sequence[int] = tuple(range(500, 801, 50)),
+        strong_scales: Sequence[int] = tuple(range(500, 801, 50)),
+        test_scale: int = 800,
+        max_size: int = 1333,
+        flip_prob: float = 0.5,
+        skip_invalid: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.unresolved_splits = splits
+        self.labeled_batch_size = labeled_batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.use_unlabeled = use_unlabeled
+        self.labeled_transform = LabeledTransform(train_scales, max_size, flip_prob)
+        self.unlabeled_views = UnlabeledViews(weak_scales, strong_scales, max_size, flip_prob)
+        self.test_transform = TestTransform(test_scale, max_size)
+        self.skip_invalid = skip_invalid
+        self.seed = seed
+        self.splits: CocoSplits | None = None
+        self.category_map: CategoryMap | None = None
+        self.labeled_dataset: CocoDetection | None = None
+        self.unlabeled_dataset: CocoDetection | None = None
+        self.val_dataset: CocoDetection | None = None
+
+    # ---- setup --------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Runs once per node before `setup`: generates the digits dataset if needed."""
+        self.unresolved_splits.resolve()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Resolve the splits, build the category map from the labeled file, and the datasets.
+
+        Builds everything once, whatever the stage, so later stages reuse it.
+        """
+        if self.category_map is not None:
+            return
+        splits = self.unresolved_splits.resolve()
+        labeled_coco = load_coco_json(splits.labeled_json)
+        val_coco = load_coco_json(splits.val_json)
+        _same_categories(labeled_coco, splits.labeled_json, val_coco, splits.val_json)
+        category_map = CategoryMap.from_coco(labeled_coco["categories"])
+
+        def dataset(ann_file: Any, coco: dict, transforms: Any) -> CocoDetection:
+            return CocoDetection(
+                splits.image_dir, ann_file, category_map, transforms, self.skip_invalid, coco=coco
+            )
+
+        self.labeled_dataset = dataset(splits.labeled_json, labeled_coco, self.labeled_transform)
+        self.val_dataset = dataset(splits.val_json, val_coco, self.test_transform)
+        for name, data in (("labeled", self.labeled_dataset), ("val", self.val_dataset)):
+            if len(data) == 0:
+                raise DataError(f"{data.ann_file}: the {name} split has no usable images")
+        if self.use_unlabeled:
+            self.unlabeled_dataset = self._unlabeled_dataset(splits, labeled_coco, dataset)
+        self.splits, self.category_map = splits, category_map
+
+    def _unlabeled_dataset(
+        self, splits: CocoSplits, labeled_coco: dict, dataset: Any
+    ) -> CocoDetection:
+        if splits.unlabeled_json is None:
+            raise DataError("use_unlabeled=True but the dataset has no unlabeled annotation file")
+        coco = load_coco_json(splits.unlabeled_json, require_categories=False)
+        if "categories" in coco:  # COCO's image_info_unlabeled2017.json may have none
+            _same_categories(labeled_coco, splits.labeled_json, coco, splits.unlabeled_json)
+        unlabeled = dataset(splits.unlabeled_json, coco, self.unlabeled_views)
+        if len(unlabeled) == 0:
+            raise DataError(f"{splits.unlabeled_json}: use_unlabeled=True but it has no images")
+        return unlabeled
+
+    def _require_setup(self) -> CategoryMap:
+        if self.category_map is None:
+            raise RuntimeError("DetectionDataModule.setup() has not run yet")
+        return self.category_map
+
+    @property
+    def num_classes(self) -> int:
+        """C, foreground classes (model labels 1..C)."""
+        return self._require_setup().num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Name of label i + 1 at index i."""
+        return self._require_setup().names
+
+    # ---- loaders ------------------------------------------------------------------------
+
+    def _loader(
+        self,
+        dataset: CocoDetection,
+        batch_size: int,
+        sampler: Any,
+        collate: Any,
+        role: int,
+        persistent: bool = True,
+    ) -> DataLoader:
+        rank, _ = distributed_rank_and_world_size()
+        # Worker RNG seeds (augmentation) differ per seed, rank and loader role.
+        worker_seed = int(np.random.SeedSequence([self.seed, rank, role]).generate_state(1)[0])
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=persistent and self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(worker_seed),
+        )
+
+    def _infinite_sampler(self, dataset: CocoDetection, seed: int) -> InfiniteSampler:
+        rank, world_size = distributed_rank_and_world_size()
+        return InfiniteSampler(
+            len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size
+        )
+
+    def train_dataloader(self) -> dict[str, DataLoader]:
+        """{"labeled": ..., "unlabeled": ...} endless loaders ("unlabeled" only with unlabeled
+        data); Lightning combines the dict into a CombinedLoader."""
+        self._require_setup()
+        loaders = {
+            "labeled": self._loader(
+                self.labeled_dataset,
+                self.labeled_batch_size,
+                self._infinite_sampler(self.labeled_dataset, self.seed),
+                collate_labeled,
+                role=0,
+            )
+        }
+        if self.use_unlabeled:
+            loaders["unlabeled"] = self._loader(
+                self.unlabeled_dataset,
+                self.unlabeled_batch_size,
+                self._infinite_sampler(self.unlabeled_dataset, self.seed + 1),
+                collate_unlabeled,
+                role=1,
+            )
+        return loaders
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation images in file order; under DDP each rank takes a strided share."""
+        self._require_setup()
+        rank, world_size = distributed_rank_and_world_size()
+        share = range(rank, len(self.val_dataset), world_size)
+        return self._loader(self.val_dataset, self.val_batch_size, share, collate_labeled, role=2)
+
+    def reference_dataloader(self, num_images: int, seed: int) -> DataLoader:
+        """A freshly shuffled random subset of `num_images` unlabeled images (capped at the
+        set's size) under the test transform, in the val batch format: the reference set of
+        the ACT threshold refresh (method-spec §2). All ranks draw the same subset from `seed`
+        and each takes a disjoint strided share of it."""
+        self._require_setup()
+        if self.unlabeled_dataset is None:
+            raise DataError("reference_dataloader needs unlabeled data (use_unlabeled=False)")
+        generator = torch.Generator().manual_seed(seed)
+        subset = torch.randperm(len(self.unlabeled_dataset), generator=generator)[:num_images]
+        rank, world_size = distributed_rank_and_world_size()
+        return self._loader(
+            self.unlabeled_dataset.with_transforms(self.test_transform),
+            self.val_batch_size,
+            subset[rank::world_size].tolist(),
+            collate_labeled,
+            role=3,
+            persistent=False,  # a new loader every refresh; do not leave workers behind
+        )

@@ -1,0 +1,266 @@
+"""The embedded default dataset: canvases of scikit-learn's 8x8 handwritten digits.
+
+No download: `sklearn.datasets.load_digits` ships with scikit-learn. Each canvas is a light,
+slightly noisy RGB background with 2-6 non-overlapping dark digits of random size; a digit's
+box is the tight box of its ink. Digit k is drawn with probability proportional to
+`tail_ratio ** (-k / 9)`, a long tail like COCO's, which is what ACT's label-distribution
+prior (method-spec §2) is about. Category ids are 1..10 with names "0".."9".
+
+Validation canvases use other sklearn images than training canvases (a fixed per-class
+split), so validation measures generalisation to unseen handwriting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from labelmatch.data.coco import CocoSplits
+
+logger = logging.getLogger(__name__)
+
+# Bump when the drawing changes, so that cached datasets of an older drawing are not reused.
+_GENERATOR_VERSION = 2
+_NUM_CLASSES = 10
+# The last 20 % of each class's sklearn images (in sklearn's order) feed validation canvases.
+_VAL_SOURCE_FRACTION = 0.2
+# Upscaled sklearn intensities (0..1) below this are background, not ink.
+_INK_THRESHOLD = 0.2
+_PLACEMENT_ATTEMPTS = 100
+_CATEGORIES = [{"id": k + 1, "name": str(k), "supercategory": "digit"} for k in range(10)]
+
+
+def class_probabilities(tail_ratio: float) -> np.ndarray:
+    """P(digit k) proportional to tail_ratio ** (-k / 9): digit 0 is `tail_ratio` x digit 9. [10]"""
+    weights = float(tail_ratio) ** (-np.arange(_NUM_CLASSES) / (_NUM_CLASSES - 1))
+    return weights / weights.sum()
+
+
+def digit_source_split(targets: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per digit class, the indices of sklearn images (`targets` = `load_digits().target`)
+    for training canvases and for validation canvases.
+
+    Fixed (seed-independent), so validation digits never appear in training canvases.
+    """
+    train, val = [], []
+    for k in range(_NUM_CLASSES):
+        indices = np.flatnonzero(targets == k)
+        cut = len(indices) - round(_VAL_SOURCE_FRACTION * len(indices))
+        train.append(indices[:cut])
+        val.append(indices[cut:])
+    return train, val
+
+
+def _digit_ink(source: np.ndarray, size: int) -> np.ndarray:
+    """sklearn digit [8, 8] in 0..1 -> ink opacity [size, size] in 0..1, exactly 0 off the ink."""
+    upscaled = np.asarray(Image.fromarray(source.astype(np.float32)).resize((size, size)))
+    # At least 25 % opaque wherever there is ink, so that the tight box's edges are visible.
+    opacity = np.clip((upscaled - _INK_THRESHOLD) / (0.8 - _INK_THRESHOLD), 0.25, 1.0)
+    return np.where(upscaled > _INK_THRESHOLD, opacity, 0.0).astype(np.float32)
+
+
+def _ink_box(ink: np.ndarray, x: int, y: int) -> list[int]:
+    """Tight COCO box [x, y, w, h] of the non-zero pixels of `ink` [size, size] placed at (x, y)."""
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    width, height = int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+    return [x + int(cols[0]), y + int(rows[0]), width, height]
+
+
+def _apart(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    """Whether two (x, y, size) squares share no pixel."""
+    (ax, ay, a_size), (bx, by, b_size) = a, b
+    return ax >= bx + b_size or bx >= ax + a_size or ay >= by + b_size or by >= ay + a_size
+
+
+def _free_spot(
+    rng: np.random.Generator, canvas_size: int, size: int, taken: list[tuple[int, int, int]]
+) -> tuple[int, int] | None:
+    """Top-left (x, y) of a size x size square overlapping no taken (x, y, size) square."""
+    for _ in range(_PLACEMENT_ATTEMPTS):
+        x, y = (int(v) for v in rng.integers(0, canvas_size - size + 1, size=2))
+        if all(_apart((x, y, size), square) for square in taken):
+            return x, y
+    return None
+
+
+def _draw_canvas(
+    rng: np.random.Generator, digit_images: np.ndarray, sources: list[np.ndarray], params: dict
+) -> tuple[np.ndarray, list[tuple[int, list[int]]], int]:
+    """One canvas: (uint8 [S, S, 3], [(digit, [x, y, w, h] ink box)], digits not placed)."""
+    size = params["image_size"]
+    canvas = np.empty((size, size, 3), dtype=np.float32)
+    canvas[:] = rng.uniform(190.0, 250.0, size=3)  # light background colour
+    objects: list[tuple[int, list[int]]] = []
+    taken: list[tuple[int, int, int]] = []
+    not_placed = 0
+    probabilities = class_probabilities(params["tail_ratio"])
+    for _ in range(int(rng.integers(params["min_digits"], params["max_digits"] + 1))):
+        digit = int(rng.choice(_NUM_CLASSES, p=probabilities))
+        source = digit_images[rng.choice(sources[digit])]
+        digit_size = int(rng.integers(params["min_digit_size"], params["max_digit_size"] + 1))
+        spot = _free_spot(rng, size, digit_size, taken)
+        if spot is None:
+            not_placed += 1
+            continue
+        x, y = spot
+        taken.append((x, y, digit_size))
+        ink = _digit_ink(source, digit_size)[..., None]
+        region = canvas[y : y + digit_size, x : x + digit_size]
+        region[:] = region * (1.0 - ink) + rng.uniform(0.0, 90.0, size=3) * ink  # dark colour
+        objects.append((digit, _ink_box(ink[..., 0], x, y)))
+    canvas += params["noise_std"] * rng.standard_normal(canvas.shape, dtype=np.float32)
+    return np.clip(canvas, 0, 255).round().astype(np.uint8), objects, not_placed
+
+
+def _coco_annotation(annotation_id: int, image_id: int, digit: int, box: list[int]) -> dict:
+    x, y, w, h = box
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": digit + 1,
+        "bbox": [x, y, w, h],
+        "area": w * h,
+        "iscrowd": 0,
+    }
+
+
+def _write_dataset(directory: Path, params: dict) -> None:
+    """Draw all canvases into `directory`/images and write the three COCO files."""
+    digits = load_digits()
+    digit_images = digits.images / 16.0
+    train_sources, val_sources = digit_source_split(digits.target)
+    # Independent streams, so e.g. the labeled canvases do not change with num_unlabeled.
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(params["seed"]).spawn(3)]
+    splits = [
+        ("labeled", params["num_labeled"], train_sources),
+        ("unlabeled", params["num_unlabeled"], train_sources),
+        ("val", params["num_val"], val_sources),
+    ]
+    (directory / "images").mkdir()
+    size = params["image_size"]
+    image_id = annotation_id = 1  # unique over all three files
+    for (name, num_images, sources), rng in zip(splits, rngs):
+        images, annotations, not_placed = [], [], 0
+        for _ in range(num_images):
+            canvas, objects, missed = _draw_canvas(rng, digit_images, sources, params)
+            not_placed += missed
+            file_name = f"{image_id:07d}.png"
+            # Fast PNG compression: the noise does not compress anyway.
+            Image.fromarray(canvas).save(directory / "images" / file_name, compress_level=1)
+            images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+            for digit, box in objects:
+                annotations.append(_coco_annotation(annotation_id, image_id, digit, box))
+                annotation_id += 1
+            image_id += 1
+        if not_placed:
+            logger.info("digits %s: %d digits found no free spot, left out", name, not_placed)
+        info = {"description": f"labelmatch digits, {name} split", "parameters": params}
+        info["digits_not_placed"] = not_placed
+        coco = {"info": info, "images": images, "annotations": annotations}
+        coco["categories"] = _CATEGORIES
+        (directory / f"{name}.json").write_text(json.dumps(coco))
+
+
+def _check_params(params: dict) -> None:
+    if not 1 <= params["min_digits"] <= params["max_digits"]:
+        raise ValueError(f"need 1 <= min_digits <= max_digits: {params}")
+    if not 1 <= params["min_digit_size"] <= params["max_digit_size"] <= params["image_size"]:
+        raise ValueError(f"need 1 <= min_digit_size <= max_digit_size <= image_size: {params}")
+    if min(params["num_labeled"], params["num_val"]) < 1 or params["num_unlabeled"] < 0:
+        raise ValueError(f"need num_labeled, num_val >= 1 and num_unlabeled >= 0: {params}")
+    if params["tail_ratio"] <= 0 or params["noise_std"] < 0:
+        raise ValueError(f"need tail_ratio > 0 and noise_std >= 0: {params}")
+
+
+def generate_digits(
+    root: str | os.PathLike,
+    num_labeled: int = 50,
+    num_unlabeled: int = 1000,
+    num_val: int = 300,
+    image_size: int = 128,
+    min_digits: int = 2,
+    max_digits: int = 6,
+    min_digit_size: int = 16,
+    max_digit_size: int = 40,
+    tail_ratio: float = 10.0,
+    noise_std: float = 8.0,
+    seed: int = 0,
+) -> CocoSplits:
+    """Generate (once) and return the digits dataset under `root/<hash of the parameters>/`.
+
+    Writes `images/*.png`, `labeled.json`, `unlabeled.json` (annotations kept, for statistics
+    only) and `val.json`. Deterministic in the parameters; generated in a temporary folder
+    and published with an atomic rename, so concurrent callers and later calls reuse it.
+    `noise_std` is in 0..255 intensity units.
+    """
+    params: dict[str, Any] = {
+        "num_labeled": num_labeled,
+        "num_unlabeled": num_unlabeled,
+        "num_val": num_val,
+        "image_size": image_size,
+        "min_digits": min_digits,
+        "max_digits": max_digits,
+        "min_digit_size": min_digit_size,
+        "max_digit_size": max_digit_size,
+        "tail_ratio": float(tail_ratio),
+        "noise_std": float(noise_std),
+        "seed": seed,
+        "version": _GENERATOR_VERSION,
+    }
+    _check_params(params)
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(root)
+    directory = root / key
+    if not directory.is_dir():  # only ever created complete, by the rename below
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        try:
+            _write_dataset(staging, params)
+            os.chmod(staging, 0o755)  # mkdtemp makes it private
+            os.replace(staging, directory)
+            logger.info("generated digits dataset %s", directory)
+        except OSError:
+            if not directory.is_dir():  # not a lost race with another process
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return CocoSplits(
+        image_dir=directory / "images",
+        labeled_json=directory / "labeled.json",
+        unlabeled_json=directory / "unlabeled.json",
+        val_json=directory / "val.json",
+    )
+
+
+@dataclass
+class DigitsSplits:
+    """The digits dataset's parameters (as `generate_digits`); generates only on `resolve()`,
+    so that a config can hold it without generating anything at construction."""
+
+    root: str | os.PathLike
+    num_labeled: int = 50
+    num_unlabeled: int = 1000
+    num_val: int = 300
+    image_size: int = 128
+    min_digits: int = 2
+    max_digits: int = 6
+    min_digit_size: int = 16
+    max_digit_size: int = 40
+    tail_ratio: float = 10.0
+    noise_std: float = 8.0
+    seed: int = 0
+
+    def resolve(self) -> CocoSplits:
+        return generate_digits(**dataclasses.asdict(self))

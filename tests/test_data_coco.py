@@ -1,0 +1,222 @@
+"""CategoryMap and CocoDetection: round trips, validation of every bad-input case, samples."""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+
+from labelmatch.data.categories import CategoryMap
+from labelmatch.data.coco import CocoDetection, load_coco_json
+from labelmatch.data.errors import DataError
+
+CATEGORIES = [
+    {"id": 90, "name": "toothbrush"},
+    {"id": 1, "name": "person"},
+    {"id": 3, "name": "car"},
+]
+
+
+# ---- CategoryMap -------------------------------------------------------------------------
+
+
+def test_category_map_round_trips_non_contiguous_ids():
+    categories = CategoryMap.from_coco(CATEGORIES)
+    assert categories.num_classes == 3
+    assert categories.category_ids == [1, 3, 90]
+    assert categories.names == ["person", "car", "toothbrush"]
+    assert [categories.to_label(i) for i in (1, 3, 90)] == [1, 2, 3]
+    assert [categories.to_category_id(label) for label in (1, 2, 3)] == [1, 3, 90]
+    labels = torch.tensor([3, 1, 2, 2])
+    assert categories.labels_to_category_ids(labels).tolist() == [90, 1, 3, 3]
+    assert categories.labels_to_category_ids(torch.zeros(0, dtype=torch.int64)).shape == (0,)
+
+
+def test_category_map_rejects_unknown_ids_and_labels_clearly():
+    categories = CategoryMap.from_coco(CATEGORIES)
+    with pytest.raises(KeyError, match=r"category id 2 is not in .*\[1, 3, 90\]") as error:
+        categories.to_label(2)
+    assert isinstance(error.value, DataError)
+    with pytest.raises(DataError, match="label 0 is outside the model labels 1..3"):
+        categories.to_category_id(0)
+    with pytest.raises(DataError, match="1..3"):
+        categories.labels_to_category_ids(torch.tensor([1, 4]))
+    with pytest.raises(DataError, match="duplicate category ids"):
+        CategoryMap.from_coco([{"id": 1, "name": "a"}, {"id": 1, "name": "b"}])
+
+
+# ---- a tiny COCO dataset on disk ---------------------------------------------------------
+
+
+def _write_png(path: Path, height: int, width: int) -> None:
+    pixels = np.full((height, width, 3), 200, dtype=np.uint8)
+    pixels[10:20, 5:15] = (10, 20, 30)  # a dark object at x 5..15, y 10..20
+    Image.fromarray(pixels).save(path)
+
+
+def _annotation(annotation_id, image_id, bbox, category_id=3):
+    return {"id": annotation_id, "image_id": image_id, "category_id": category_id, "bbox": bbox}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """(image dir, json writer): images 1 (40x60, h x w) and 2 (30x30) exist on disk."""
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    _write_png(image_dir / "a.png", 40, 60)
+    _write_png(image_dir / "b.png", 30, 30)
+
+    def write(annotations, images=None, name="ann.json"):
+        images = images or [
+            {"id": 1, "file_name": "a.png", "height": 40, "width": 60},
+            {"id": 2, "file_name": "b.png", "height": 30, "width": 30},
+        ]
+        path = tmp_path / name
+        path.write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES})
+        )
+        return path
+
+    return image_dir, write
+
+
+def _dataset(image_dir, ann_file, **kwargs):
+    return CocoDetection(image_dir, ann_file, CategoryMap.from_coco(CATEGORIES), **kwargs)
+
+
+def test_sample_format_and_contiguous_labels(tiny):
+    image_dir, write = tiny
+    ann_file = write([_annotation(7, 1, [5, 10, 10, 10], 90), _annotation(8, 1, [0, 0, 4, 4], 1)])
+    dataset = _dataset(image_dir, ann_file)
+    assert len(dataset) == 2 and dataset.image_ids == [1, 2]
+    image, target = dataset[0]
+    assert isinstance(image, tv_tensors.Image)
+    assert image.dtype == torch.uint8 and image.shape == (3, 40, 60)
+    assert image[:, 15, 10].tolist() == [10, 20, 30]  # RGB order, inside the drawn object
+    boxes = target["boxes"]
+    assert isinstance(boxes, tv_tensors.BoundingBoxes)
+    assert boxes.format == tv_tensors.BoundingBoxFormat.XYXY and boxes.dtype == torch.float32
+    assert tuple(boxes.canvas_size) == (40, 60)
+    assert boxes.tolist() == [[5, 10, 15, 20], [0, 0, 4, 4]]
+    assert target["labels"].dtype == torch.int64 and target["labels"].tolist() == [3, 1]
+    assert target["image_id"] == 1
+    # Image 2 has no annotation: a valid background image.
+    _, background = dataset[1]
+    assert background["boxes"].shape == (0, 4) and background["labels"].shape == (0,)
+    assert dataset.report["background_images"] == 1
+    assert dataset.class_counts == [1, 0, 1]
+
+
+def test_transforms_receive_image_and_target(tiny):
+    image_dir, write = tiny
+    dataset = _dataset(image_dir, write([]), transforms=lambda image, target: target["image_id"])
+    assert [dataset[0], dataset[1]] == [1, 2]
+    assert dataset.with_transforms(None)[0][1]["image_id"] == 1
+    assert dataset[0] == 1  # with_transforms leaves the original alone
+
+
+def test_bad_boxes_are_clipped_or_rejected_and_counted(tiny, caplog):
+    image_dir, write = tiny
+    annotations = [
+        _annotation(1, 1, [5, 10, 10, 10]),  # fine
+        _annotation(2, 1, [50, 30, 20, 20]),  # partly outside the 60x40 image: clipped
+        _annotation(3, 1, [-5, -5, 10, 10]),  # partly outside at the origin: clipped
+        _annotation(4, 1, [5, 5, 0, 10]),  # zero width: rejected
+        _annotation(5, 1, [5, 5, 10, -1]),  # negative height: rejected
+        _annotation(6, 1, [61, 5, 10, 10]),  # entirely right of the image: rejected
+        _annotation(7, 2, [0, 30, 10, 10]),  # touches the bottom edge only: rejected
+        {**_annotation(8, 2, [1, 1, 5, 5]), "iscrowd": 1},  # crowd: not a target
+    ]
+    with caplog.at_level(logging.INFO, logger="labelmatch.data.coco"):
+        dataset = _dataset(image_dir, write(annotations))
+    report = dataset.report
+    assert (report["annotations"], report["boxes"], report["clipped"]) == (8, 3, 2)
+    assert (report["rejected_degenerate"], report["rejected_outside"], report["crowd"]) == (2, 2, 1)
+    assert dataset[0][1]["boxes"].tolist() == [[5, 10, 15, 20], [50, 30, 60, 40], [0, 0, 5, 5]]
+    assert dataset[1][1]["boxes"].shape == (0, 4)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "clipped" in warnings[0] and "rejected_outside" in warnings[0]
+
+
+def test_missing_annotation_file_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"nowhere\.json: annotation file does not exist"):
+        load_coco_json(tmp_path / "nowhere.json")
+
+
+def test_truncated_json_names_the_file_and_position(tmp_path):
+    path = tmp_path / "cut.json"
+    path.write_text('{"images": [{"id": 1, "file_na')
+    with pytest.raises(DataError, match=r"cut\.json: invalid JSON at line 1 column \d+"):
+        load_coco_json(path)
+
+
+def test_missing_required_keys(tmp_path):
+    path = tmp_path / "no_images.json"
+    path.write_text(json.dumps({"annotations": [], "categories": []}))
+    with pytest.raises(DataError, match=r"no_images\.json: missing required key 'images'"):
+        load_coco_json(path)
+    path.write_text(json.dumps({"images": []}))
+    with pytest.raises(DataError, match="missing required key 'categories'"):
+        load_coco_json(path)
+    assert load_coco_json(path, require_categories=False) == {"images": []}
+
+
+def test_unknown_category_names_file_and_annotation(tiny):
+    image_dir, write = tiny
+    ann_file = write([_annotation(1, 1, [5, 10, 10, 10]), _annotation(42, 2, [1, 1, 5, 5], 2)])
+    with pytest.raises(DataError, match=r"ann\.json: annotation id 42 \(image id 2\): unknown"):
+        _dataset(image_dir, ann_file)
+
+
+def test_annotation_of_unknown_image_and_malformed_bbox(tiny):
+    image_dir, write = tiny
+    with pytest.raises(DataError, match=r"annotation id 5: image_id 99 is not in 'images'"):
+        _dataset(image_dir, write([_annotation(5, 99, [1, 1, 5, 5])]))
+    with pytest.raises(DataError, match=r"annotation id 6 \(image id 1\): bbox must be 4 finite"):
+        _dataset(image_dir, write([_annotation(6, 1, [1, 1, 5])]))
+
+
+def test_missing_image_file_is_an_error_or_a_counted_skip(tiny):
+    image_dir, write = tiny
+    images = [
+        {"id": 1, "file_name": "a.png", "height": 40, "width": 60},
+        {"id": 3, "file_name": "gone.png", "height": 30, "width": 30},
+    ]
+    ann_file = write([_annotation(1, 3, [1, 1, 5, 5])], images=images)
+    with pytest.raises(DataError, match=r"image id 3 \(gone\.png\): image file .*gone\.png"):
+        _dataset(image_dir, ann_file)
+    dataset = _dataset(image_dir, ann_file, skip_invalid=True)
+    assert dataset.image_ids == [1]
+    assert dataset.report["images_skipped_missing"] == 1 and dataset.report["boxes"] == 0
+
+
+def test_image_record_without_size(tiny):
+    image_dir, write = tiny
+    images = [{"id": 4, "file_name": "a.png", "height": 40}]
+    with pytest.raises(DataError, match=r"image id 4 \(a\.png\): needs positive integer 'width'"):
+        _dataset(image_dir, write([], images=images))
+
+
+def test_corrupt_image_is_an_error_or_a_counted_skip(tiny, caplog):
+    image_dir, write = tiny
+    (image_dir / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    dataset = _dataset(image_dir, write([]))
+    dataset[0]  # the intact image reads fine
+    with pytest.raises(DataError, match=r"b\.png \(image id 2, .*ann\.json\): cannot read"):
+        dataset[1]
+    skipping = _dataset(image_dir, write([]), skip_invalid=True)
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data.coco"):
+        assert skipping[1] is None
+    assert skipping.report["images_skipped_unreadable"] == 1
+    assert any("b.png" in r.getMessage() for r in caplog.records)
+
+
+def test_image_whose_size_differs_from_its_record(tiny):
+    image_dir, write = tiny
+    images = [{"id": 1, "file_name": "a.png", "height": 60, "width": 40}]  # really 40 x 60
+    with pytest.raises(DataError, match=r"a\.png \(image id 1.*image is 60x40 \(w x h\)"):
+        _dataset(image_dir, write([], images=images))[0]

@@ -1,0 +1,250 @@
+"""InfiniteSampler and DetectionDataModule: streams, batch formats and shapes, errors."""
+
+import json
+from itertools import islice
+
+import lightning
+import pytest
+import torch
+
+from labelmatch.data.coco import CocoSplits
+from labelmatch.data.datamodule import DetectionDataModule
+from labelmatch.data.digits import DigitsSplits
+from labelmatch.data.errors import DataError
+from labelmatch.data.samplers import InfiniteSampler
+
+# ---- InfiniteSampler ---------------------------------------------------------------------
+
+
+def test_sampler_gives_a_fresh_permutation_per_pass():
+    stream = list(islice(iter(InfiniteSampler(7, seed=3)), 21))
+    passes = [stream[0:7], stream[7:14], stream[14:21]]
+    assert all(sorted(p) == list(range(7)) for p in passes)
+    assert passes[0] != passes[1]
+    assert stream == list(islice(iter(InfiniteSampler(7, seed=3)), 21))  # deterministic
+    assert list(islice(iter(InfiniteSampler(4, shuffle=False)), 6)) == [0, 1, 2, 3, 0, 1]
+    with pytest.raises(TypeError):
+        len(InfiniteSampler(7))
+
+
+def test_sampler_ranks_take_disjoint_strided_shares():
+    single = list(islice(iter(InfiniteSampler(5, seed=1)), 15))
+    shares = [
+        list(islice(iter(InfiniteSampler(5, seed=1, rank=r, world_size=3)), 5)) for r in range(3)
+    ]
+    # Rank r takes global positions r, r + 3, ... of the single-process stream.
+    for rank, share in enumerate(shares):
+        assert share == single[rank::3]
+    # Smaller dataset than world size: every rank still gets indices.
+    tiny = [list(islice(iter(InfiniteSampler(1, rank=r, world_size=2)), 3)) for r in range(2)]
+    assert tiny == [[0, 0, 0], [0, 0, 0]]
+
+
+def test_sampler_state_resumes_the_stream_exactly():
+    sampler = InfiniteSampler(5, seed=2, rank=1, world_size=2)
+    stream = iter(sampler)
+    head = list(islice(stream, 4))
+    state = sampler.state_dict()
+    assert state == {"pass_index": 1, "position": 4}  # global positions 1, 3, 5, 7 consumed
+    rest = list(islice(stream, 6))
+    resumed = InfiniteSampler(5, seed=2, rank=1, world_size=2)
+    resumed.load_state_dict(state)
+    assert list(islice(iter(resumed), 6)) == rest
+    assert head + rest == list(islice(iter(InfiniteSampler(5, seed=2, rank=1, world_size=2)), 10))
+
+
+# ---- DetectionDataModule on a small digits set -------------------------------------------
+
+SMALL = dict(
+    num_labeled=8, num_unlabeled=16, num_val=8, image_size=64, min_digit_size=12, max_digit_size=24
+)
+SCALES = dict(
+    train_scales=(48, 64),
+    weak_scales=(56, 64),
+    strong_scales=(72, 80),
+    test_scale=64,
+    max_size=100,
+)
+
+
+def _module(splits, **kwargs) -> DetectionDataModule:
+    settings = dict(labeled_batch_size=2, unlabeled_batch_size=3, val_batch_size=3, num_workers=0)
+    return DetectionDataModule(splits, **{**settings, **SCALES, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def digits_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("digits")
+
+
+@pytest.fixture(scope="module")
+def data(digits_root) -> DetectionDataModule:
+    module = _module(DigitsSplits(digits_root, **SMALL))
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+def test_setup_exposes_categories_splits_and_datasets(data):
+    assert data.num_classes == 10
+    assert data.class_names == [str(k) for k in range(10)]
+    assert data.category_map.to_label(1) == 1 and data.category_map.to_category_id(10) == 10
+    assert isinstance(data.splits, CocoSplits)
+    assert data.splits.labeled_json.name == "labeled.json"
+    lengths = [len(data.labeled_dataset), len(data.unlabeled_dataset), len(data.val_dataset)]
+    assert lengths == [8, 16, 8]
+
+
+def _check_view_target(target, image, batch_kind):
+    assert set(target) == {"boxes", "labels", "image_id", "matrix", "orig_size"}
+    assert type(target["boxes"]) is torch.Tensor, batch_kind  # not a tv_tensor
+    assert target["boxes"].dtype == torch.float32 and target["boxes"].shape[1] == 4
+    assert target["labels"].dtype == torch.int64
+    assert target["labels"].shape == (target["boxes"].shape[0],)
+    assert ((target["labels"] >= 1) & (target["labels"] <= 10)).all()
+    assert isinstance(target["image_id"], int)
+    assert target["matrix"].shape == (3, 3) and target["orig_size"] == (64, 64)
+    height, width = image.shape[1:]
+    assert (target["boxes"][:, 2:] <= torch.tensor([width, height]) + 1e-4).all()
+
+
+def test_labeled_batches(data):
+    loaders = data.train_dataloader()
+    assert set(loaders) == {"labeled", "unlabeled"}
+    # More batches than one pass of 8 images: the stream does not end.
+    for batch in islice(loaders["labeled"], 6):
+        assert set(batch) == {"images", "targets"}
+        assert len(batch["images"]) == len(batch["targets"]) == 2
+        for image, target in zip(batch["images"], batch["targets"]):
+            assert type(image) is torch.Tensor and image.dtype == torch.float32
+            assert image.shape[0] == 3 and min(image.shape[1:]) in (48, 64)
+            _check_view_target(target, image, "labeled")
+
+
+def test_unlabeled_batches(data):
+    batch = next(iter(data.train_dataloader()["unlabeled"]))
+    assert set(batch) == {"weak", "strong", "weak_matrix", "strong_matrix", "targets"}
+    assert all(len(value) == 3 for value in batch.values())
+    for weak, strong in zip(batch["weak"], batch["strong"]):
+        assert weak.dtype == strong.dtype == torch.float32
+        assert weak.shape[1] in (56, 64) and strong.shape[1] in (72, 80)
+    assert all(m.shape == (3, 3) for m in batch["weak_matrix"] + batch["strong_matrix"])
+    unlabeled_ids = set(data.unlabeled_dataset.image_ids)
+    for target in batch["targets"]:
+        assert set(target) == {"boxes", "labels", "image_id"}
+        assert target["image_id"] in unlabeled_ids
+        assert type(target["boxes"]) is torch.Tensor
+        assert (target["boxes"] <= 64).all()  # original 64x64 frame
+
+
+def test_val_loader_covers_the_val_set_once_in_file_order(data):
+    batches = list(data.val_dataloader())
+    assert [len(b["images"]) for b in batches] == [3, 3, 2]
+    targets = [t for b in batches for t in b["targets"]]
+    assert [t["image_id"] for t in targets] == data.val_dataset.image_ids
+    for batch in batches:
+        for image, target in zip(batch["images"], batch["targets"]):
+            assert image.shape == (3, 64, 64)
+            assert torch.equal(target["matrix"], torch.eye(3))
+            _check_view_target(target, image, "val")
+
+
+def _reference_ids(data, num_images, seed):
+    return [
+        t["image_id"] for b in data.reference_dataloader(num_images, seed) for t in b["targets"]
+    ]
+
+
+def test_reference_loader_draws_a_seeded_subset_of_unlabeled_images(data):
+    ids = _reference_ids(data, 5, seed=1)
+    assert len(ids) == len(set(ids)) == 5
+    assert set(ids) <= set(data.unlabeled_dataset.image_ids)
+    assert _reference_ids(data, 5, seed=1) == ids
+    assert _reference_ids(data, 5, seed=2) != ids
+    assert sorted(_reference_ids(data, 100, seed=1)) == sorted(data.unlabeled_dataset.image_ids)
+    batch = next(iter(data.reference_dataloader(5, seed=1)))
+    assert set(batch) == {"images", "targets"} and batch["images"][0].shape == (3, 64, 64)
+
+
+def test_supervised_module_has_no_unlabeled_loader(digits_root):
+    data = _module(DigitsSplits(digits_root, **SMALL), use_unlabeled=False)
+    data.setup("fit")
+    assert set(data.train_dataloader()) == {"labeled"}
+    with pytest.raises(DataError, match="unlabeled"):
+        data.reference_dataloader(4, seed=0)
+
+
+def test_worker_processes_produce_the_same_formats(data, digits_root):
+    module = _module(DigitsSplits(digits_root, **SMALL), num_workers=1)
+    module.setup("fit")
+    loaders = module.train_dataloader()
+    assert loaders["labeled"].persistent_workers
+    batch = next(iter(loaders["unlabeled"]))
+    assert len(batch["weak"]) == 3 and batch["strong"][0].dtype == torch.float32
+
+
+def test_missing_or_empty_unlabeled_split_is_an_error(data, tmp_path):
+    splits = data.splits
+    no_unlabeled = CocoSplits(splits.image_dir, splits.labeled_json, None, splits.val_json)
+    with pytest.raises(DataError, match="no unlabeled annotation file"):
+        _module(no_unlabeled).setup("fit")
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    no_images = CocoSplits(splits.image_dir, splits.labeled_json, empty, splits.val_json)
+    with pytest.raises(DataError, match="category lists differ"):
+        _module(no_images).setup("fit")
+    empty.write_text(json.dumps({"images": []}))  # no categories: only the images count
+    with pytest.raises(DataError, match=r"empty\.json: use_unlabeled=True but it has no images"):
+        _module(no_images).setup("fit")
+
+
+def test_disagreeing_category_lists_name_both_files(data, tmp_path):
+    val = json.loads(data.splits.val_json.read_text())
+    val["categories"][3]["name"] = "three"
+    other_val = tmp_path / "other_val.json"
+    other_val.write_text(json.dumps(val))
+    splits = CocoSplits(
+        data.splits.image_dir, data.splits.labeled_json, data.splits.unlabeled_json, other_val
+    )
+    with pytest.raises(DataError, match=r"labeled\.json and .*other_val\.json.*\(4, '3'\)"):
+        _module(splits).setup("fit")
+
+
+class _RecordingModule(lightning.LightningModule):
+    """Records the batches Lightning hands over; learns nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.train_batches, self.val_batches = [], []
+
+    def training_step(self, batch, batch_idx):
+        self.train_batches.append(batch)
+        return self.weight * 0.0
+
+    def validation_step(self, batch, batch_idx):
+        self.val_batches.append(batch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_combines_the_endless_loaders_by_steps(digits_root):
+    data = _module(DigitsSplits(digits_root, **SMALL))
+    model = _RecordingModule()
+    trainer = lightning.Trainer(
+        max_steps=5,
+        num_sanity_val_steps=0,
+        val_check_interval=5,
+        use_distributed_sampler=False,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=data)
+    assert len(model.train_batches) == 5  # more than one pass of the 8 labeled images
+    assert all(set(batch) == {"labeled", "unlabeled"} for batch in model.train_batches)
+    assert len(model.train_batches[-1]["unlabeled"]["weak"]) == 3
+    assert sum(len(batch["images"]) for batch in model.val_batches) == 8

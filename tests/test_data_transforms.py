@@ -1,0 +1,170 @@
+"""View geometry: hand-computed matrices, agreement with torchvision, and boxes that land on
+the same objects in the weak and strong views."""
+
+import pytest
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from labelmatch.data.geometry import flip_matrix, map_boxes, scale_matrix, weak_to_strong
+from labelmatch.data.transforms import (
+    LabeledTransform,
+    TestTransform,
+    UnlabeledViews,
+    resized_size,
+)
+
+BOX = [10.0, 20.0, 30.0, 40.0]
+
+
+def test_flip_and_scale_matrices_by_hand():
+    boxes = torch.tensor([BOX])
+    assert map_boxes(boxes, flip_matrix(100)).tolist() == [[70, 20, 90, 40]]
+    assert map_boxes(boxes, scale_matrix(2, 0.5)).tolist() == [[20, 10, 60, 20]]
+    # Flip first, then scale: [70, 20, 90, 40] -> [140, 10, 180, 20].
+    assert map_boxes(boxes, scale_matrix(2, 0.5) @ flip_matrix(100)).tolist() == [
+        [140, 10, 180, 20]
+    ]
+    assert map_boxes(torch.zeros(0, 4), flip_matrix(5)).shape == (0, 4)
+
+
+def test_weak_to_strong_by_hand():
+    weak = scale_matrix(0.5, 0.5) @ flip_matrix(100)
+    strong = scale_matrix(2, 2) @ flip_matrix(100)
+    # The shared flip cancels: weak -> strong is a pure 4x scale.
+    assert torch.allclose(weak_to_strong(weak, strong), scale_matrix(4, 4))
+    unflipped_strong = scale_matrix(3, 3)
+    weak_box = map_boxes(torch.tensor([BOX]), weak)  # [35, 10, 45, 20]: flipped, halved
+    assert map_boxes(weak_box, weak_to_strong(weak, unflipped_strong)).tolist() == [
+        [30, 60, 90, 120]
+    ]
+
+
+def test_map_boxes_agrees_with_torchvision_box_transforms():
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(50, 2, generator=generator) * torch.tensor([80.0, 50.0])
+    wh = torch.rand(50, 2, generator=generator) * 10 + 0.5
+    boxes = tv_tensors.BoundingBoxes(
+        torch.cat([xy, xy + wh], 1), format="XYXY", canvas_size=(60, 90)
+    )
+    expected = F.resize(F.horizontal_flip(boxes), [37, 55])
+    matrix = scale_matrix(55 / 90, 37 / 60) @ flip_matrix(90)
+    assert torch.allclose(map_boxes(boxes.as_subclass(torch.Tensor), matrix), expected, atol=1e-4)
+
+
+def test_resized_size_keeps_ratio_and_caps_the_long_side():
+    assert resized_size(480, 640, 800, 1333) == (800, 1067)
+    assert resized_size(640, 480, 800, 1333) == (1067, 800)
+    assert resized_size(100, 400, 800, 1333) == (333, 1333)  # long side capped
+    assert resized_size(64, 64, 80, 100) == (80, 80)
+
+
+def _scene() -> tuple[tv_tensors.Image, dict]:
+    """White 60x90 (h x w) image with one black object at x 20..40, y 10..30."""
+    image = torch.full((3, 60, 90), 255, dtype=torch.uint8)
+    image[:, 10:30, 20:40] = 0
+    boxes = torch.tensor([[20.0, 10.0, 40.0, 30.0]])
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(60, 90)),
+        "labels": torch.tensor([4]),
+        "image_id": 17,
+    }
+    return tv_tensors.Image(image), target
+
+
+def _object_box(view: torch.Tensor) -> torch.Tensor:
+    """XYXY extent of the dark pixels of a float view [3, H, W]."""
+    dark = view.mean(0) < 0.5
+    rows, cols = dark.any(1).nonzero().flatten(), dark.any(0).nonzero().flatten()
+    return torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_labeled_boxes_sit_on_the_object_in_the_view(flip_prob):
+    image, target = _scene()
+    transform = LabeledTransform([40, 50, 70], max_size=200, flip_prob=flip_prob, photometric=False)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        view, out = transform(image, target)
+        assert view.dtype == torch.float32 and 0 <= view.min() and view.max() <= 1
+        assert min(view.shape[1:]) in (40, 50, 70) and view.shape[0] == 3
+        assert (out["matrix"][0, 0] < 0) == (flip_prob == 1.0)
+        assert type(out["boxes"]) is torch.Tensor
+        assert torch.allclose(out["boxes"][0], _object_box(view), atol=1.0)
+        assert out["labels"].tolist() == [4] and out["image_id"] == 17
+        assert out["orig_size"] == (60, 90)
+
+
+def test_labeled_photometric_jitter_changes_pixels_not_geometry():
+    image, target = _scene()
+    changed = 0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        plain, plain_target = LabeledTransform([40, 50], 200, photometric=False)(image, target)
+        torch.manual_seed(seed)
+        jittered, jittered_target = LabeledTransform([40, 50], 200)(image, target)
+        assert torch.equal(plain_target["matrix"], jittered_target["matrix"])
+        assert torch.equal(plain_target["boxes"], jittered_target["boxes"])
+        assert 0 <= jittered.min() and jittered.max() <= 1
+        changed += not torch.allclose(plain, jittered)
+    assert changed >= 4  # the jitter is a no-op with probability 0.2 x 0.8 x 0.5 = 0.08
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_weak_boxes_mapped_to_the_strong_view_land_on_the_same_object(flip_prob):
+    image, target = _scene()
+    views = UnlabeledViews([40, 50], [70, 80, 90], max_size=200, flip_prob=flip_prob)
+    views.strong_jitter = v2.Identity()  # keep the object visible to locate it
+    truth = target["boxes"].as_subclass(torch.Tensor)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        out = views(image, target)
+        weak_box = map_boxes(truth, out["weak_matrix"])
+        assert torch.allclose(weak_box[0], _object_box(out["weak"]), atol=1.0)
+        # What the method does: weak-frame (teacher) boxes -> strong frame (student).
+        strong_box = map_boxes(weak_box, weak_to_strong(out["weak_matrix"], out["strong_matrix"]))
+        assert torch.allclose(strong_box, map_boxes(truth, out["strong_matrix"]), atol=1e-3)
+        assert torch.allclose(strong_box[0], _object_box(out["strong"]), atol=1.0)
+        assert min(out["weak"].shape[1:]) in (40, 50)
+        assert min(out["strong"].shape[1:]) in (70, 80, 90)
+        assert torch.equal(out["target"]["boxes"], truth)  # ground truth stays in the original
+        assert out["target"]["labels"].tolist() == [4] and out["image_id"] == 17
+
+
+def test_unlabeled_views_share_one_flip():
+    image, target = _scene()
+    views = UnlabeledViews([40], [60], max_size=200, flip_prob=0.5)
+    flips = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = views(image, target)
+        flips.append(bool(out["weak_matrix"][0, 0] < 0))
+        assert flips[-1] == bool(out["strong_matrix"][0, 0] < 0)
+    assert 0 < sum(flips) < 20
+
+
+def test_strong_view_is_photometrically_augmented_within_range():
+    image, target = _scene()
+    views = UnlabeledViews([60], [60], max_size=200, flip_prob=0.0)
+    changed = 0
+    for seed in range(10):
+        torch.manual_seed(seed)
+        out = views(image, target)
+        assert out["strong"].dtype == torch.float32
+        assert 0 <= out["strong"].min() and out["strong"].max() <= 1
+        assert torch.equal(out["weak_matrix"], out["strong_matrix"])
+        changed += not torch.allclose(out["weak"], out["strong"])
+    assert changed >= 9  # identity only with probability ~0.008
+
+
+def test_test_transform_is_deterministic_and_unflipped():
+    image, target = _scene()
+    transform = TestTransform(scale=30, max_size=200)
+    first_view, first = transform(image, target)
+    second_view, second = transform(image, target)
+    assert torch.equal(first_view, second_view) and torch.equal(first["boxes"], second["boxes"])
+    assert first_view.shape == (3, 30, 45)
+    assert torch.allclose(first["matrix"], scale_matrix(0.5, 0.5))
+    assert first["boxes"].tolist() == [[10, 5, 20, 15]]
+    assert first["orig_size"] == (60, 90)
