@@ -1,0 +1,168 @@
+"""Detector builders: offline construction, backbone weights from a local file, the no-resize
+transform, and the tiny detector's training and inference outputs."""
+
+import pytest
+import torch
+from torchvision.models import resnet50
+
+from labelmatch.models.faster_rcnn import build_frcnn_r50_fpn, build_frcnn_tiny
+from labelmatch.models.transform import IMAGENET_MEAN, IMAGENET_STD, PreResizedTransform
+
+TORCHVISION_LOSSES = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+
+
+def _targets(num_images: int, num_classes: int, height: int, width: int) -> list[dict]:
+    generator = torch.Generator().manual_seed(0)
+    targets = []
+    for _ in range(num_images):
+        sizes = torch.randint(16, 41, (4, 2), generator=generator).float()
+        corners = torch.rand(4, 2, generator=generator) * (torch.tensor([width, height]) - sizes)
+        targets.append(
+            dict(
+                boxes=torch.cat([corners, corners + sizes], dim=1),
+                labels=torch.randint(1, num_classes + 1, (4,), generator=generator),
+            )
+        )
+    return targets
+
+
+@pytest.fixture(scope="module")
+def resnet50_weights(tmp_path_factory):
+    """A torchvision resnet50 state dict on disk, with non-default BN statistics."""
+    state_dict = resnet50(weights=None).state_dict()
+    state_dict["bn1.running_mean"] = torch.randn(64)
+    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    torch.save(state_dict, path)
+    return path, state_dict
+
+
+def test_pre_resized_transform_normalises_and_pads_but_keeps_sizes():
+    transform = PreResizedTransform()
+    images = [torch.rand(3, 100, 70), torch.rand(3, 64, 130)]
+    boxes = torch.tensor([[1.0, 2.0, 30.0, 40.0]])
+    for training in (True, False):
+        transform.train(training)
+        batch, targets = transform(images, [dict(boxes=boxes), dict(boxes=boxes)])
+        assert batch.image_sizes == [(100, 70), (64, 130)]
+        assert batch.tensors.shape == (2, 3, 128, 160)  # padded to multiples of 32
+        assert torch.equal(targets[0]["boxes"], boxes)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    torch.testing.assert_close(batch.tensors[0, :, :100, :70], (images[0] - mean) / std)
+    assert batch.tensors[0, :, 100:, :].abs().sum() == 0
+    detections = [dict(boxes=boxes.clone())]
+    out = transform.postprocess(detections, [(100, 70)], [(100, 70)])
+    assert torch.equal(out[0]["boxes"], boxes)
+
+
+@pytest.mark.parametrize("builder", ["tiny", "r50"])
+def test_builders_add_background_and_use_test_time_settings(builder, resnet50_weights):
+    if builder == "tiny":
+        model = build_frcnn_tiny(num_classes=5)
+    else:
+        model = build_frcnn_r50_fpn(num_classes=5, backbone_weights=resnet50_weights[0])
+    assert model.roi_heads.box_predictor.cls_score.out_features == 6
+    assert model.roi_heads.box_predictor.bbox_pred.out_features == 24
+    assert isinstance(model.transform, PreResizedTransform)
+    assert model.transform.image_mean == list(IMAGENET_MEAN)
+    assert (model.roi_heads.score_thresh, model.roi_heads.nms_thresh) == (0.05, 0.5)
+    assert model.roi_heads.detections_per_img == 100
+
+
+def test_r50_uses_mmdetection_proposal_and_sampling_defaults(resnet50_weights):
+    model = build_frcnn_r50_fpn(3, resnet50_weights[0], box_score_thresh=0.001)
+    assert model.rpn._pre_nms_top_n == dict(training=2000, testing=1000)
+    assert model.rpn._post_nms_top_n == dict(training=1000, testing=1000)
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 512
+    assert model.roi_heads.fg_bg_sampler.positive_fraction == 0.25
+    assert model.roi_heads.score_thresh == 0.001  # keyword overrides the default
+
+
+def test_r50_loads_backbone_weights_and_freezes_stem(resnet50_weights):
+    path, saved = resnet50_weights
+    body = build_frcnn_r50_fpn(3, backbone_weights=str(path)).backbone.body
+    assert torch.equal(body.conv1.weight, saved["conv1.weight"])
+    assert torch.equal(body.layer4[2].conv3.weight, saved["layer4.2.conv3.weight"])
+    assert torch.equal(body.bn1.running_mean, saved["bn1.running_mean"])
+    assert not body.conv1.weight.requires_grad and not body.layer1[0].conv1.weight.requires_grad
+    assert body.layer2[0].conv1.weight.requires_grad  # trainable_backbone_layers=3: layer2-4
+    assert type(body.bn1).__name__ == "FrozenBatchNorm2d"
+
+
+def test_r50_accepts_wrapped_state_dict(tmp_path, resnet50_weights):
+    _, saved = resnet50_weights
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": saved}, path)
+    body = build_frcnn_r50_fpn(3, backbone_weights=path).backbone.body
+    assert torch.equal(body.layer3[0].conv2.weight, saved["layer3.0.conv2.weight"])
+
+
+def test_r50_missing_weights_file_names_path_and_never_downloads(tmp_path):
+    path = tmp_path / "no_such_resnet50.pth"
+    with pytest.raises(FileNotFoundError, match="no_such_resnet50.pth") as error:
+        build_frcnn_r50_fpn(3, backbone_weights=path)
+    assert "never downloaded" in str(error.value)
+
+
+def test_r50_rejects_mismatched_state_dict(tmp_path, resnet50_weights):
+    _, saved = resnet50_weights
+    broken = {k: v for k, v in saved.items() if k != "layer4.2.conv3.weight"}
+    broken["head.weight"] = torch.zeros(1)
+    path = tmp_path / "broken.pth"
+    torch.save(broken, path)
+    with pytest.raises(ValueError, match="broken.pth") as error:
+        build_frcnn_r50_fpn(3, backbone_weights=path)
+    assert "layer4.2.conv3.weight" in str(error.value) and "head.weight" in str(error.value)
+
+
+def test_r50_without_weights_warns_and_predicts_in_image_frame():
+    with pytest.warns(UserWarning, match="randomly"):
+        model = build_frcnn_r50_fpn(2, backbone_weights=None, box_score_thresh=0.0)
+    model.eval()
+    with torch.no_grad():
+        (detections,) = model([torch.rand(3, 96, 80)])
+    assert detections["boxes"].shape[1] == 4
+    assert (detections["boxes"][:, 2] <= 80).all() and (detections["boxes"][:, 3] <= 96).all()
+
+
+def test_builders_reject_resize_arguments_and_bad_class_counts():
+    with pytest.raises(ValueError, match="min_size"):
+        build_frcnn_tiny(3, min_size=800)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_frcnn_tiny(0)
+
+
+def test_tiny_training_forward_returns_torchvision_losses_and_learns():
+    torch.manual_seed(0)
+    model = build_frcnn_tiny(num_classes=3).train()
+    images = [torch.rand(3, 128, 128) for _ in range(2)]
+    targets = _targets(2, num_classes=3, height=128, width=128)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    history = []
+    for _ in range(12):
+        losses = model(images, targets)
+        assert set(losses) == TORCHVISION_LOSSES
+        total = sum(losses.values())
+        assert torch.isfinite(total)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append({name: loss.item() for name, loss in losses.items()})
+    assert model.backbone.body.stem[0].weight.grad.abs().sum() > 0
+    # Fits a fixed batch. Objectness, not the total: the classifier loss falls by predicting
+    # background everywhere, while objectness only falls if the RPN localises the boxes.
+    assert history[-1]["loss_objectness"] < 0.85 * history[0]["loss_objectness"]
+    assert sum(history[-1].values()) < 0.7 * sum(history[0].values())
+
+
+def test_tiny_eval_returns_detections_inside_unresized_image():
+    torch.manual_seed(0)
+    model = build_frcnn_tiny(num_classes=3, box_score_thresh=0.0).eval()
+    with torch.no_grad():
+        detections = model([torch.rand(3, 128, 128), torch.rand(3, 90, 120)])
+    for found, (height, width) in zip(detections, [(128, 128), (90, 120)]):
+        boxes = found["boxes"]
+        assert len(boxes) > 0 and len(boxes) <= 100
+        assert (boxes >= 0).all()
+        assert (boxes[:, [0, 2]] <= width).all() and (boxes[:, [1, 3]] <= height).all()
+        assert found["labels"].min() >= 1 and found["labels"].max() <= 3
