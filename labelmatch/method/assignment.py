@@ -1,0 +1,139 @@
+"""Three-way assignment of the student's proposals (paper Sec. 3.3, method-spec §3).
+
+Each proposal of the strong view is
+  POSITIVE  — IoU ≥ fg_iou with a reliable box: hard class + box regression, as supervised;
+  UNCERTAIN — else overlapping an uncertain box: soft target from the teacher's ROI head (Eq. 7);
+  NEGATIVE  — else IoU < bg_iou with every reliable box: background;
+  IGNORED   — else (between bg_iou and fg_iou): no loss.
+ROI sampling then draws the uncertain group from the positive quota (official `RandomSamplerLM`).
+
+The Fig. 6c ablation maps onto this module as follows:
+  uncertain = "self"   — the method: uncertain proposals get the soft loss of Eq. 7;
+  uncertain = "ignore" — same assignment and sampling, but the uncertain group gets no loss
+                         (neither positive nor negative);
+  uncertain = "iou"    — uncertain boxes are appended to the reliable boxes before calling
+                         `assign_proposals` (with none left uncertain): plain hard IoU assignment.
+"""
+
+from enum import IntEnum
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_area, box_iou
+
+
+class ProposalKind(IntEnum):
+    IGNORED = -1
+    NEGATIVE = 0
+    POSITIVE = 1
+    UNCERTAIN = 2
+
+
+class ProposalAssignment(NamedTuple):
+    """kind: int64[P] of ProposalKind; matched_reliable / matched_uncertain: int64[P], the
+    index of the matched box, −1 where the proposal is not of that kind."""
+
+    kind: Tensor
+    matched_reliable: Tensor
+    matched_uncertain: Tensor
+
+
+def box_iof(boxes: Tensor, regions: Tensor, eps: float = 1e-6) -> Tensor:
+    """Intersection over the area of `boxes` (MMDetection's `iof` mode), float[N, M].
+
+    boxes: [N, 4], regions: [M, 4], both (x1, y1, x2, y2). The area is floored at eps
+    as in MMDetection, so degenerate proposals give 0 rather than NaN.
+    """
+    top_left = torch.max(boxes[:, None, :2], regions[None, :, :2])
+    bottom_right = torch.min(boxes[:, None, 2:], regions[None, :, 2:])
+    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    return intersection / box_area(boxes).clamp(min=eps)[:, None]
+
+
+def _best_match(overlaps: Tensor) -> tuple[Tensor, Tensor]:
+    """Max overlap and its column per row of [P, B]; zeros / −1 when B = 0."""
+    if overlaps.shape[1] == 0:
+        no_match = torch.full((overlaps.shape[0],), -1, dtype=torch.long, device=overlaps.device)
+        return overlaps.new_zeros(overlaps.shape[0]), no_match
+    return overlaps.max(dim=1)
+
+
+def assign_proposals(
+    proposals: Tensor,
+    reliable_boxes: Tensor,
+    uncertain_boxes: Tensor,
+    fg_iou: float = 0.5,
+    bg_iou: float = 0.5,
+    uncertain_iof: float = 0.5,
+    *,
+    uncertain_metric: Literal["iof", "iou"] = "iof",
+) -> ProposalAssignment:
+    """Assigns proposals [P, 4] to reliable [R, 4] and uncertain [U, 4] boxes (any may be empty).
+
+    Precedence: positive (max IoU with reliable ≥ fg_iou) > uncertain (max overlap with an
+    uncertain box ≥ uncertain_iof, matched to the box of max overlap) > negative (max IoU with
+    reliable < bg_iou) > ignored. Official ROI defaults: fg = bg = 0.5.
+    The uncertain overlap is IoF (intersection / proposal area) by default, after the official
+    config's `ignore_iof_thr = 0.5`; but the official code passes the uncertain boxes to a
+    second `MaxIoUAssigner` call as ground truth, so what it computes is IoU ≥ 0.5:
+    `uncertain_metric="iou"` reproduces that.
+    """
+    if uncertain_metric not in ("iof", "iou"):
+        raise ValueError(f"uncertain_metric must be 'iof' or 'iou', got {uncertain_metric!r}")
+    max_iou, best_reliable = _best_match(box_iou(proposals, reliable_boxes))
+    overlap = box_iof if uncertain_metric == "iof" else box_iou
+    max_overlap, best_uncertain = _best_match(overlap(proposals, uncertain_boxes))
+
+    positive = max_iou >= fg_iou
+    uncertain = ~positive & (max_overlap >= uncertain_iof) & (best_uncertain >= 0)
+    negative = ~positive & ~uncertain & (max_iou < bg_iou)
+
+    kind = torch.full_like(best_reliable, int(ProposalKind.IGNORED))
+    kind[negative] = ProposalKind.NEGATIVE
+    kind[uncertain] = ProposalKind.UNCERTAIN
+    kind[positive] = ProposalKind.POSITIVE
+    matched_reliable = torch.where(positive, best_reliable, -1)
+    matched_uncertain = torch.where(uncertain, best_uncertain, -1)
+    return ProposalAssignment(kind, matched_reliable, matched_uncertain)
+
+
+def _random_subset(indices: Tensor, count: int, generator: torch.Generator | None) -> Tensor:
+    """At most `count` of `indices`, drawn without replacement; all of them if too few."""
+    if indices.numel() <= count:
+        return indices
+    device = generator.device if generator is not None else indices.device
+    order = torch.randperm(indices.numel(), generator=generator, device=device)
+    return indices[order[:count].to(indices.device)]
+
+
+def sample_proposals(
+    kind: Tensor,
+    num_samples: int = 512,
+    positive_fraction: float = 0.25,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Indices (positives, uncertain, negatives), int64, into `kind` (int64[P]).
+
+    Official `RandomSamplerLM.sample_pos_ig`, 512 ROIs and 25 % positive per image: the
+    positive quota int(num_samples · positive_fraction) is filled by positives first, what is
+    left of it by uncertain proposals, and negatives fill num_samples − (#pos + #uncertain).
+    Ignored proposals are never drawn.
+    """
+    if num_samples < 0 or not 0.0 <= positive_fraction <= 1.0:
+        raise ValueError(
+            f"need num_samples >= 0 and positive_fraction in [0, 1], "
+            f"got {num_samples} and {positive_fraction}"
+        )
+
+    def indices_of(k: ProposalKind) -> Tensor:
+        return torch.nonzero(kind == k).flatten()
+
+    quota = int(num_samples * positive_fraction)
+    positives = _random_subset(indices_of(ProposalKind.POSITIVE), quota, generator)
+    uncertain = _random_subset(
+        indices_of(ProposalKind.UNCERTAIN), quota - positives.numel(), generator
+    )
+    num_negatives = num_samples - positives.numel() - uncertain.numel()
+    negatives = _random_subset(indices_of(ProposalKind.NEGATIVE), num_negatives, generator)
+    return positives, uncertain, negatives

@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from labelmatch.method.mining import mine_reliable
+
+UNCERTAIN_BOXES = torch.tensor(
+    [
+        [0.0, 0.0, 10.0, 10.0],  # 0: good IoU, good score -> promoted
+        [20.0, 0.0, 30.0, 10.0],  # 1: IoU 1 and 0.5 -> mean 0.75 < 0.8
+        [40.0, 0.0, 50.0, 10.0],  # 2: IoU 1, scores 1.0 and 0.5 -> mean 0.75 < 0.8
+        [60.0, 0.0, 70.0, 10.0],  # 3: no proposals
+    ]
+)
+UNCERTAIN_LABELS = torch.tensor([1, 2, 3, 1])
+# Proposals interleaved across boxes, so the per-box means need a real scatter.
+BOX_INDEX = torch.tensor([1, 0, 2, 0, 1, 2])
+REFINED = torch.tensor(
+    [
+        [20.0, 0.0, 30.0, 10.0],  # box 1, IoU 1
+        [0.0, 0.0, 10.0, 10.0],  # box 0, IoU 1
+        [40.0, 0.0, 50.0, 10.0],  # box 2, IoU 1
+        [0.0, 0.0, 10.0, 9.0],  # box 0, IoU 0.9
+        [20.0, 0.0, 30.0, 5.0],  # box 1, IoU 0.5
+        [40.0, 0.0, 50.0, 10.0],  # box 2, IoU 1
+    ]
+)
+SCORES = torch.tensor([1.0, 0.9, 1.0, 0.8, 0.5, 0.5])  # box means: 0 -> 0.85, 1 -> 0.75, 2 -> 0.75
+
+
+def test_promotes_only_boxes_passing_both_means():
+    promoted = mine_reliable(UNCERTAIN_BOXES, UNCERTAIN_LABELS, BOX_INDEX, REFINED, SCORES)
+    assert promoted.tolist() == [True, False, False, False]
+    assert promoted.dtype == torch.bool
+
+
+def test_thresholds_are_inclusive_and_each_gate_matters():
+    # Boxes 1 and 2 sit exactly at 0.75: box 1 on both means, box 2 on the score only.
+    loose_score = mine_reliable(
+        UNCERTAIN_BOXES,
+        UNCERTAIN_LABELS,
+        BOX_INDEX,
+        REFINED,
+        SCORES,
+        score_threshold=0.75,
+        iou_threshold=0.8,
+    )
+    assert loose_score.tolist() == [True, False, True, False]  # box 1 still fails IoU
+    loose_iou = mine_reliable(
+        UNCERTAIN_BOXES,
+        UNCERTAIN_LABELS,
+        BOX_INDEX,
+        REFINED,
+        SCORES,
+        score_threshold=0.8,
+        iou_threshold=0.75,
+    )
+    assert loose_iou.tolist() == [True, False, False, False]  # box 1 now fails the score
+    both_loose = mine_reliable(
+        UNCERTAIN_BOXES,
+        UNCERTAIN_LABELS,
+        BOX_INDEX,
+        REFINED,
+        SCORES,
+        score_threshold=0.75,
+        iou_threshold=0.75,
+    )
+    assert both_loose.tolist() == [True, True, True, False]  # box 3 never: no proposals
+
+
+def test_gathers_the_box_class_from_full_teacher_distribution():
+    # K = 4 columns (background + 3 classes); each row's box class column holds SCORES.
+    full = torch.zeros(len(SCORES), 4)
+    box_class = UNCERTAIN_LABELS[BOX_INDEX]
+    full[torch.arange(len(SCORES)), box_class] = SCORES
+    full[:, 0] = 1.0 - SCORES  # a background column that must not be read
+    promoted = mine_reliable(UNCERTAIN_BOXES, UNCERTAIN_LABELS, BOX_INDEX, REFINED, full)
+    assert promoted.tolist() == [True, False, False, False]
+
+
+def test_no_proposals_and_no_boxes():
+    none = mine_reliable(
+        UNCERTAIN_BOXES,
+        UNCERTAIN_LABELS,
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, 4),
+        torch.zeros(0),
+    )
+    assert none.tolist() == [False] * 4
+    empty = mine_reliable(
+        torch.zeros(0, 4),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, 4),
+        torch.zeros(0),
+    )
+    assert empty.shape == (0,)
+
+
+def test_rejects_inconsistent_inputs():
+    with pytest.raises(ValueError, match="0..3"):
+        mine_reliable(UNCERTAIN_BOXES, UNCERTAIN_LABELS, BOX_INDEX + 2, REFINED, SCORES)
+    with pytest.raises(ValueError, match="M = 6"):
+        mine_reliable(UNCERTAIN_BOXES, UNCERTAIN_LABELS, BOX_INDEX, REFINED[:5], SCORES)
+    with pytest.raises(ValueError, match="uncertain labels"):
+        mine_reliable(UNCERTAIN_BOXES, UNCERTAIN_LABELS[:3], BOX_INDEX, REFINED, SCORES)
