@@ -1,0 +1,284 @@
+"""The LightningModule: a student detector and its EMA teacher (method-spec §1).
+
+`training_step` reads as the method does: supervised loss on the labeled batch -> the teacher
+pseudo-labels the weak views -> the labels move to the strong views -> the student's
+unsupervised loss. `method.name` picks supervised, mean_teacher (one fixed threshold) or
+labelmatch; ACT thresholds and RPLM mining are set from callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchvision.models.detection import FasterRCNN
+
+from labelmatch.data.geometry import map_boxes, weak_to_strong
+from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
+from labelmatch.method.ema import copy_weights, ema_update
+from labelmatch.method.pseudo_labels import (
+    merge_uncertain_into_reliable,
+    split_by_thresholds,
+)
+from labelmatch.method.teacher import teacher_forward
+from labelmatch.method.unlabeled_branch import MiningPolicy, unlabeled_losses
+from labelmatch.optim import build_sgd
+
+log = logging.getLogger(__name__)
+
+METHODS = ("supervised", "mean_teacher", "labelmatch")
+UNCERTAIN_MODES = ("self", "ignore", "iou")
+
+
+class LabelMatchModule(L.LightningModule):
+    """Student + EMA teacher. Only the student is optimised; the teacher labels in eval mode.
+
+    Args:
+        detector: the student, a torchvision FasterRCNN (the teacher is a deep copy).
+        method: the `method` config (name, burn_in_steps, ema_momentum, unsup_weight, ...).
+        optim: the `optim` config (see `labelmatch.optim.build_sgd`).
+        class_names: C foreground class names, index = label - 1.
+        category_ids: the dataset's category id of each label, index = label - 1.
+        val_json: COCO annotations the validation split is scored against.
+    """
+
+    def __init__(
+        self,
+        detector: FasterRCNN,
+        method: dict[str, Any],
+        optim: dict[str, Any],
+        class_names: list[str],
+        category_ids: list[int],
+        val_json: str,
+        model_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if method["name"] not in METHODS:
+            raise ValueError(f"method.name must be one of {METHODS}, got {method['name']!r}")
+        self.save_hyperparameters(ignore=["detector"])
+        self.student = detector
+        self.method = method
+        self.semi_supervised = method["name"] != "supervised"
+        self.burn_in_steps = int(method.get("burn_in_steps", 0)) if self.semi_supervised else 0
+        self.teacher: FasterRCNN | None = None
+        num_classes = len(class_names)
+        fixed = method.get("fixed_thresholds", {"reliable": 1.0, "uncertain": 1.0})
+        # Buffers, so that thresholds and the teacher's state travel with checkpoints.
+        self.register_buffer("reliable_thresholds", torch.full((num_classes,), fixed["reliable"]))
+        self.register_buffer("uncertain_thresholds", torch.full((num_classes,), fixed["uncertain"]))
+        self.register_buffer("teacher_ready", torch.tensor(False))
+        if self.semi_supervised:
+            uncertain_mode = method.get("uncertain", "self")
+            if uncertain_mode not in UNCERTAIN_MODES:
+                raise ValueError(f"method.uncertain must be one of {UNCERTAIN_MODES}")
+            self.teacher = copy.deepcopy(detector).requires_grad_(False).eval()
+        self.mining: MiningPolicy | None = None  # set by the RPLM callback
+        self.burn_in_metrics: dict[str, Any] | None = None
+        self.eval_metrics: dict[str, dict[str, Any]] = {}
+        self.last_eval_step = -1
+        self._predictions: dict[str, list[dict[str, Tensor]]] = {}
+
+    # ----------------------------------------------------------------------------- phases
+    def train(self, mode: bool = True) -> LabelMatchModule:
+        """The teacher always stays in eval mode (test-time RPN/ROI settings, BN statistics)."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    @property
+    def in_semi_supervised_phase(self) -> bool:
+        return self.semi_supervised and self.global_step >= self.burn_in_steps
+
+    def on_fit_start(self) -> None:
+        init_from = self.method.get("init_from")
+        if self.semi_supervised and init_from and self.global_step == 0:
+            load_student_weights(self.student, init_from)
+
+    def start_semi_supervised(self) -> None:
+        """The switch out of burn-in: teacher := student, and the burn-in model is evaluated.
+
+        Idempotent (guarded by a checkpointed flag); called by the module before the first
+        semi-supervised step and by the ACT callback before it lets the teacher label.
+        """
+        if self.teacher is None or bool(self.teacher_ready):
+            return
+        copy_weights(self.teacher, self.student)
+        self.teacher_ready.fill_(True)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:
+            self.burn_in_metrics = self.evaluate_loader(self.student, datamodule.val_dataloader())
+            self.log("burn_in/map", self.burn_in_metrics["map"], rank_zero_only=True)
+            log.info(
+                "burn-in done at step %d: mAP %.4f", self.global_step, self.burn_in_metrics["map"]
+            )
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.in_semi_supervised_phase:
+            self.start_semi_supervised()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # EMA after the optimiser step, every step of the semi-supervised phase (method-spec §1).
+        if self.teacher is not None and bool(self.teacher_ready):
+            ema_update(self.teacher, self.student, self.method["ema_momentum"])
+
+    # ----------------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        labeled = batch["labeled"]
+        supervised = self.student(labeled["images"], detector_targets(labeled["targets"]))
+        loss = sum(supervised.values())
+        logs = {f"train/sup/{name}": value for name, value in supervised.items()}
+        logs["train/sup_loss"] = loss
+
+        if self.in_semi_supervised_phase:
+            unsupervised, stats = self.unsupervised_step(batch["unlabeled"])
+            unsup_loss = sum(unsupervised.values())
+            loss = loss + self.method["unsup_weight"] * unsup_loss
+            logs.update({f"train/unsup/{name}": value for name, value in unsupervised.items()})
+            logs["train/unsup_loss"] = unsup_loss
+            logs.update({f"pseudo/{name}": value for name, value in stats.items()})
+        logs["train/loss"] = loss
+        batch_size = len(labeled["images"])
+        self.log_dict(logs, batch_size=batch_size)
+        return loss
+
+    def unsupervised_step(self, unlabeled: dict[str, Any]) -> tuple[dict[str, Tensor], dict]:
+        """Pseudo-label the weak views, move the labels to the strong views, student loss."""
+        teacher_out = teacher_forward(self.teacher, unlabeled["weak"])
+        pseudo_weak = [
+            split_by_thresholds(
+                det["boxes"],
+                det["scores"],
+                det["labels"],
+                self.reliable_thresholds,
+                self.uncertain_thresholds,
+            )
+            for det in teacher_out.detections
+        ]
+        if self.method.get("uncertain", "self") == "iou":
+            pseudo_weak = [merge_uncertain_into_reliable(p) for p in pseudo_weak]
+        to_strong = [
+            weak_to_strong(w, s)
+            for w, s in zip(unlabeled["weak_matrix"], unlabeled["strong_matrix"])
+        ]
+        to_weak = [torch.linalg.inv(m) for m in to_strong]
+        pseudo_strong = [
+            p.map(m, tuple(image.shape[-2:]))
+            for p, m, image in zip(pseudo_weak, to_strong, unlabeled["strong"])
+        ]
+        # Derive the weak-frame labels back from the strong ones, so both lists hold exactly the
+        # same boxes in the same order even if a mapped box was dropped at the border.
+        pseudo_weak = [
+            p.map(m, tuple(image.shape[-2:]))
+            for p, m, image in zip(pseudo_strong, to_weak, unlabeled["weak"])
+        ]
+        return unlabeled_losses(
+            self.student,
+            self.teacher,
+            unlabeled["strong"],
+            pseudo_strong,
+            pseudo_weak,
+            to_weak,
+            teacher_out,
+            uncertain_mode=self.method.get("uncertain", "self"),
+            uncertain_iof=self.method.get("uncertain_iof", 0.5),
+            uncertain_metric=self.method.get("uncertain_metric", "iof"),
+            teacher_temperature=self.method.get("tpt", 0.5),
+            student_temperature=self.method.get("tps", 1.0),
+            mining=self.mining,
+        )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer, scheduler = build_sgd(self.student.parameters(), **self.hparams.optim)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ----------------------------------------------------------------------------- evaluation
+    def evaluated_models(self) -> Iterable[tuple[str, FasterRCNN]]:
+        yield "student", self.student
+        if self.teacher is not None and bool(self.teacher_ready):
+            yield "teacher", self.teacher
+
+    def on_validation_epoch_start(self) -> None:
+        self._predictions = {name: [] for name, _ in self.evaluated_models()}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        for name, model in self.evaluated_models():
+            self._predictions[name].extend(predict_original_frame(model, batch))
+
+    def on_validation_epoch_end(self) -> None:
+        for name, predictions in self._predictions.items():
+            metrics = self.score(predictions, write_to=self.eval_dir / f"{name}.json")
+            self.eval_metrics[name] = metrics
+            scalars = {f"{name}/{k}": v for k, v in metrics.items() if k != "per_class"}
+            self.log_dict(scalars, rank_zero_only=True)
+        self.last_eval_step = self.global_step
+        self._predictions = {}
+
+    @property
+    def eval_dir(self) -> Path:
+        return Path(self.trainer.default_root_dir) / "eval"
+
+    def score(self, predictions: list[dict[str, Tensor]], write_to: Path | None = None) -> dict:
+        """COCO metrics of predictions (original frame) against `val_json`."""
+        results = to_coco_results(predictions, self.hparams.category_ids)
+        if write_to is not None and self.trainer.is_global_zero:
+            write_results(write_to, results)
+        return evaluate_coco(self.hparams.val_json, results, self.hparams.class_names)
+
+    @torch.no_grad()
+    def evaluate_loader(self, model: FasterRCNN, loader: Iterable[dict[str, Any]]) -> dict:
+        """Score `model` on a whole loader outside Lightning's loop (used at the burn-in switch)."""
+        was_training = model.training
+        model.eval()
+        predictions = []
+        for batch in loader:
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
+            predictions.extend(predict_original_frame(model, batch))
+        model.train(was_training)
+        return self.score(predictions)
+
+
+def detector_targets(targets: list[dict[str, Any]]) -> list[dict[str, Tensor]]:
+    """The two keys torchvision's detectors read from each target."""
+    return [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+
+
+@torch.no_grad()
+def predict_original_frame(model: FasterRCNN, batch: dict[str, Any]) -> list[dict[str, Tensor]]:
+    """Detections of an eval-mode model, mapped from the view back to the original image."""
+    outputs = model(batch["images"])
+    predictions = []
+    for output, target in zip(outputs, batch["targets"]):
+        to_original = torch.linalg.inv(target["matrix"].to(output["boxes"]))
+        predictions.append(
+            {
+                "image_id": int(target["image_id"]),
+                "boxes": map_boxes(output["boxes"], to_original).cpu(),
+                "scores": output["scores"].cpu(),
+                "labels": output["labels"].cpu(),
+            }
+        )
+    return predictions
+
+
+def load_student_weights(student: FasterRCNN, checkpoint_path: str) -> None:
+    """Start from a supervised model (the official two-stage recipe): a Lightning checkpoint of
+    this project (its `student.*` weights) or a plain detector state dict."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"method.init_from: no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state)
+    if any(key.startswith("student.") for key in state):
+        state = {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
+    student.load_state_dict(state)
+    log.info("student initialised from %s", path)

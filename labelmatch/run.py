@@ -1,0 +1,142 @@
+"""Training entry point: `python -m labelmatch.run [group=option ...] [key=value ...]`.
+
+Data is resolved and validated first (bad input fails before any model is built), then the
+detector, the LightningModule, the callbacks and the Trainer are built from the Hydra config.
+The run directory (Hydra's) receives `results.json`, `metrics.csv`, `eval/<model>.json`,
+`checkpoints/last.ckpt` and the resolved config in `.hydra/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from labelmatch.callbacks.act_refresh import ACTRefresh
+from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
+from labelmatch.data.errors import DataError
+from labelmatch.method.module import LabelMatchModule
+
+log = logging.getLogger("labelmatch")
+
+# The EMA teacher sits in eval mode on purpose (it labels with test-time settings).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=cfg.checkpoint_every_n_steps,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    method = cfg.method
+    if method.name == "labelmatch" and method.act.enabled:
+        callbacks.append(
+            ACTRefresh(
+                interval=method.act.interval,
+                subset=method.act.subset,
+                alpha=method.alpha,
+                min_threshold=method.act.min_threshold,
+                prior=OmegaConf.to_container(method.act.prior) if method.act.prior else None,
+            )
+        )
+    if method.name == "labelmatch" and method.rplm.enabled:
+        callbacks.append(ReliablePseudoLabelMining(score=method.rplm.score, iou=method.rplm.iou))
+    return callbacks
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns what is written to results.json."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data, use_unlabeled=cfg.method.name != "supervised")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    module = LabelMatchModule(
+        detector,
+        method=OmegaConf.to_container(cfg.method, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        class_names=list(datamodule.class_names),
+        category_ids=list(datamodule.category_map.category_ids),
+        val_json=str(datamodule.splits.val_json),
+        model_config=OmegaConf.to_container(cfg.model, resolve=True),
+    )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(run_dir),
+        logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
+        callbacks=build_callbacks(cfg, run_dir),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if module.last_eval_step != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+    results = collect_results(cfg, module, datamodule, trainer.global_step)
+    if trainer.is_global_zero:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        log.info(summary_line(results))
+    return results
+
+
+def collect_results(cfg: DictConfig, module: LabelMatchModule, datamodule, steps: int) -> dict:
+    results: dict[str, Any] = {
+        "method": cfg.method.name,
+        "steps": steps,
+        "seed": cfg.seed,
+        "val_json": str(datamodule.splits.val_json),
+    }
+    results.update(module.eval_metrics)
+    if module.burn_in_metrics is not None:
+        results["burn_in"] = module.burn_in_metrics
+    if module.semi_supervised:
+        names = module.hparams.class_names
+        results["act"] = {
+            "reliable": dict(zip(names, module.reliable_thresholds.tolist())),
+            "uncertain": dict(zip(names, module.uncertain_thresholds.tolist())),
+        }
+    return results
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    parts = [f"{results['method']} after {results['steps']} steps:"]
+    if "burn_in" in results:
+        parts.append(f"burn-in mAP {100 * results['burn_in']['map']:.1f}")
+    for name in ("student", "teacher"):
+        if name in results:
+            m = results[name]
+            parts.append(f"{name} mAP {100 * m['map']:.1f} (AP50 {100 * m['map_50']:.1f})")
+    return " | ".join(parts)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = train(cfg, run_dir)
+    except (DataError, FileNotFoundError) as error:
+        # Bad input is the user's to fix: one clear line, no traceback.
+        log.error("%s", error)
+        sys.exit(1)
+    final = results.get("teacher", results.get("student", {}))
+    return float(final.get("map", 0.0))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Every config group option composes, and the composed values are the documented defaults."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR, compose_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "group", ["data", "model", "method", "optim", "trainer", "paths", "experiment"]
+)
+def test_every_option_of_every_group_composes(group: str) -> None:
+    for option in options(group):
+        cfg = compose_config([f"{group}={option}"])
+        # Resolving catches broken interpolations; ??? (mandatory) values are allowed to stay.
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+def test_default_is_labelmatch_on_digits_with_official_method_defaults() -> None:
+    cfg = compose_config()
+    assert cfg.data._target_.endswith("digits_datamodule")
+    assert cfg.model._target_.endswith("build_frcnn_tiny")
+    method = cfg.method
+    assert method.name == "labelmatch"
+    assert (method.ema_momentum, method.unsup_weight, method.alpha) == (0.996, 2.0, 0.2)
+    assert (method.tpt, method.tps) == (0.5, 1.0)
+    assert (method.act.interval, method.act.subset, method.act.min_threshold) == (1000, 10000, 0.05)
+    assert (method.rplm.score, method.rplm.iou) == (0.8, 0.8)
+    assert (cfg.optim.momentum, cfg.optim.weight_decay) == (0.9, 1e-4)
+
+
+def test_mean_teacher_is_one_fixed_threshold_without_act_or_mining() -> None:
+    method = compose_config(["method=mean_teacher"]).method
+    assert method.name == "mean_teacher"
+    assert method.fixed_thresholds.reliable == method.fixed_thresholds.uncertain == 0.7
+    assert not method.act.enabled and not method.rplm.enabled
+
+
+def test_smoke_experiment_overlays_the_defaults() -> None:
+    cfg = compose_config(["experiment=smoke"])
+    assert cfg.trainer.max_steps <= 50
+    assert cfg.data.num_labeled < 50 and cfg.data.num_workers == 0
+    assert cfg.method.burn_in_steps < cfg.trainer.max_steps
