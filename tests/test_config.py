@@ -22,8 +22,8 @@ def test_every_option_of_every_group_composes(group: str) -> None:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
-def test_default_is_labelmatch_on_digits_with_official_method_defaults() -> None:
-    cfg = compose_config()
+def test_method_group_holds_the_official_defaults() -> None:
+    cfg = compose_config(["~experiment"])
     assert cfg.data._target_.endswith("digits_datamodule")
     assert cfg.model._target_.endswith("build_frcnn_tiny")
     method = cfg.method
@@ -44,6 +44,13 @@ def test_mean_teacher_is_one_fixed_threshold_without_act_or_mining() -> None:
 
 def test_smoke_experiment_overlays_the_defaults() -> None:
     cfg = compose_config(["experiment=smoke"])
-    assert cfg.trainer.max_steps <= 50
+    assert cfg.trainer.max_steps <= 60
     assert cfg.data.num_labeled < 50 and cfg.data.num_workers == 0
     assert cfg.method.burn_in_steps < cfg.trainer.max_steps
+
+
+def test_default_run_is_the_digits_recipe_with_burn_in_then_semi_supervised() -> None:
+    cfg = compose_config()
+    assert cfg.method.name == "labelmatch"
+    assert 0 < cfg.method.burn_in_steps < cfg.trainer.max_steps
+    assert cfg.method.act.interval < cfg.trainer.max_steps - cfg.method.burn_in_steps

@@ -155,4 +155,4 @@ def log_thresholds(
 ) -> None:
     metrics = {f"act/reliable/{name}": float(t) for name, t in zip(names, reliable)}
     metrics.update({f"act/uncertain/{name}": float(t) for name, t in zip(names, uncertain)})
-    pl_module.log_dict(metrics, rank_zero_only=True)
+    pl_module.log_event(metrics)

@@ -114,10 +114,19 @@ class LabelMatchModule(L.LightningModule):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None:
             self.burn_in_metrics = self.evaluate_loader(self.student, datamodule.val_dataloader())
-            self.log("burn_in/map", self.burn_in_metrics["map"], rank_zero_only=True)
+            self.log_event({"burn_in/map": self.burn_in_metrics["map"]})
             log.info(
                 "burn-in done at step %d: mAP %.4f", self.global_step, self.burn_in_metrics["map"]
             )
+
+    def log_event(self, metrics: dict[str, float]) -> None:
+        """Log values that change at events (burn-in end, ACT refresh) once, at this step.
+
+        `self.log` inside batch hooks would repeat them on every logged step until the next
+        event; the loggers themselves write on rank zero only.
+        """
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.in_semi_supervised_phase:
@@ -216,6 +225,7 @@ class LabelMatchModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for name, predictions in self._predictions.items():
+            predictions = gather_predictions(predictions)
             metrics = self.score(predictions, write_to=self.eval_dir / f"{name}.json")
             self.eval_metrics[name] = metrics
             scalars = {f"{name}/{k}": v for k, v in metrics.items() if k != "per_class"}
@@ -244,12 +254,22 @@ class LabelMatchModule(L.LightningModule):
             batch = self.transfer_batch_to_device(batch, self.device, 0)
             predictions.extend(predict_original_frame(model, batch))
         model.train(was_training)
-        return self.score(predictions)
+        return self.score(gather_predictions(predictions))
 
 
 def detector_targets(targets: list[dict[str, Any]]) -> list[dict[str, Tensor]]:
     """The two keys torchvision's detectors read from each target."""
     return [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+
+
+def gather_predictions(predictions: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    """Every rank's share of the val predictions (each rank scores a disjoint share of images),
+    so that all ranks compute the same COCO metrics."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return predictions
+    shares: list[list[dict[str, Tensor]] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shares, predictions)
+    return sorted((p for share in shares for p in share), key=lambda p: p["image_id"])
 
 
 @torch.no_grad()

@@ -1,0 +1,86 @@
+"""The LightningModule's mean-teacher contract: only the student is optimised, the teacher never
+gets gradients and labels in eval mode, burn-in can start from a checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from labelmatch.method.module import LabelMatchModule, load_student_weights
+from labelmatch.models.faster_rcnn import build_frcnn_tiny
+
+METHOD = {
+    "name": "labelmatch",
+    "burn_in_steps": 5,
+    "ema_momentum": 0.996,
+    "unsup_weight": 2.0,
+    "fixed_thresholds": {"reliable": 0.7, "uncertain": 0.3},
+    "uncertain": "self",
+}
+OPTIM = {
+    "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "warmup_steps": 0,
+    "warmup_factor": 0.001, "milestones": [], "gamma": 0.1,
+}  # fmt: skip
+
+
+def make_module(method: dict | None = None) -> LabelMatchModule:
+    torch.manual_seed(0)
+    return LabelMatchModule(
+        build_frcnn_tiny(3),
+        method=method or METHOD,
+        optim=OPTIM,
+        class_names=["a", "b", "c"],
+        category_ids=[1, 5, 9],
+        val_json="unused.json",
+    )
+
+
+def test_optimiser_sees_only_the_student() -> None:
+    module = make_module()
+    optimizer = module.configure_optimizers()["optimizer"]
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in module.student.parameters()}
+    assert optimised.isdisjoint(id(p) for p in module.teacher.parameters())
+
+
+def test_teacher_has_no_gradients_and_stays_in_eval_mode() -> None:
+    module = make_module()
+    module.train()
+    assert module.student.training
+    assert not module.teacher.training
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+
+
+def test_thresholds_start_fixed_and_live_in_the_state_dict() -> None:
+    state = make_module().state_dict()
+    assert state["reliable_thresholds"].tolist() == pytest.approx([0.7] * 3)
+    assert state["uncertain_thresholds"].tolist() == pytest.approx([0.3] * 3)
+    assert any(k.startswith("teacher.") for k in state)
+
+
+def test_supervised_has_no_teacher_and_no_burn_in() -> None:
+    module = make_module({"name": "supervised"})
+    assert module.teacher is None and module.burn_in_steps == 0
+    assert [name for name, _ in module.evaluated_models()] == ["student"]
+
+
+def test_unknown_method_or_uncertain_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="method.name"):
+        make_module({"name": "softteacher"})
+    with pytest.raises(ValueError, match="method.uncertain"):
+        make_module({**METHOD, "uncertain": "maybe"})
+
+
+def test_init_from_loads_the_student_of_a_lightning_checkpoint(tmp_path) -> None:
+    source = make_module()
+    with torch.no_grad():
+        for p in source.student.parameters():
+            p.add_(1.0)
+    path = tmp_path / "burn_in.ckpt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    target = make_module()
+    load_student_weights(target.student, str(path))
+    for a, b in zip(target.student.state_dict().values(), source.student.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_student_weights(target.student, str(tmp_path / "missing.ckpt"))
