@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-slow lint format bench bench-quality clean
+.PHONY: install run test lint format bench-quality clean
 
 install: $(STAMP)
 
@@ -23,16 +23,18 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
-
 lint: $(STAMP)
-	$(PY) -m ruff check labelmatch tests
-	$(PY) -m ruff format --check labelmatch tests
+	$(PY) -m ruff check labelmatch tests benchmarks
+	$(PY) -m ruff format --check labelmatch tests benchmarks
 
 format: $(STAMP)
-	$(PY) -m ruff format labelmatch tests
-	$(PY) -m ruff check --fix labelmatch tests
+	$(PY) -m ruff format labelmatch tests benchmarks
+	$(PY) -m ruff check --fix labelmatch tests benchmarks
+
+# Quality benchmark (not a test): supervised, mean_teacher and labelmatch at the same step budget
+# and seeds; writes its section of docs/benchmarks.md. E.g. make bench-quality ARGS="--reuse".
+bench-quality: $(STAMP)
+	$(PY) benchmarks/quality.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache
