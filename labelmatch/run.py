@@ -115,14 +115,14 @@ def collect_results(cfg: DictConfig, module: LabelMatchModule, datamodule, steps
 
 
 def summary_line(results: dict[str, Any]) -> str:
-    parts = [f"{results['method']} after {results['steps']} steps:"]
+    parts = []
     if "burn_in" in results:
         parts.append(f"burn-in mAP {100 * results['burn_in']['map']:.1f}")
     for name in ("student", "teacher"):
         if name in results:
             m = results[name]
             parts.append(f"{name} mAP {100 * m['map']:.1f} (AP50 {100 * m['map_50']:.1f})")
-    return " | ".join(parts)
+    return f"{results['method']} after {results['steps']} steps: " + " | ".join(parts)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
