@@ -144,3 +144,33 @@ def test_missing_data_is_one_clear_error_before_any_model_is_built(tmp_path, cac
     assert result.returncode == 1
     assert str(missing) in output
     assert "Traceback" not in output
+
+
+def test_coco_data_with_non_contiguous_category_ids_round_trips(tmp_path, cache_dir) -> None:
+    """`data=coco` reads any COCO json through the same code as the digits; the written
+    detections carry the dataset's own (here non-contiguous) category ids."""
+    from labelmatch.data.digits import DigitsSplits
+
+    splits = DigitsSplits(str(cache_dir / "digits"), num_labeled=8, num_unlabeled=8, num_val=8)
+    splits = splits.resolve()
+    remapped = {}
+    for name in ("labeled", "val"):
+        coco = json.loads(Path(getattr(splits, f"{name}_json")).read_text())
+        for category in coco["categories"]:
+            category["id"] = category["id"] * 7 + 3  # 10, 17, ..., 73
+        for annotation in coco["annotations"]:
+            annotation["category_id"] = annotation["category_id"] * 7 + 3
+        remapped[name] = tmp_path / f"{name}.json"
+        remapped[name].write_text(json.dumps(coco))
+    run_dir = train_cli(
+        tmp_path / "run", cache_dir, "data=coco", "method=supervised",
+        f"data.image_dir={splits.image_dir}", f"data.labeled_json={remapped['labeled']}",
+        f"data.val_json={remapped['val']}", "data.train_scales=[128]", "data.test_scale=128",
+        "data.max_size=256", "data.num_workers=0", "data.labeled_batch_size=4",
+        "trainer.max_steps=20", "trainer.val_check_interval=20",
+    )  # fmt: skip
+    detections = json.loads((run_dir / "eval" / "student.json").read_text())
+    assert detections
+    assert {d["category_id"] for d in detections} <= {c * 7 + 3 for c in range(1, 11)}
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["val_json"] == str(remapped["val"])
