@@ -174,3 +174,26 @@ def test_coco_data_with_non_contiguous_category_ids_round_trips(tmp_path, cache_
     assert {d["category_id"] for d in detections} <= {c * 7 + 3 for c in range(1, 11)}
     results = json.loads((run_dir / "results.json").read_text())
     assert results["val_json"] == str(remapped["val"])
+
+
+def test_two_process_ddp_on_cpu_keeps_the_ranks_in_step(tmp_path, cache_dir) -> None:
+    """Lightning's DDP (gloo) on 2 CPU processes: ACT scores are gathered with the strategy's
+    collectives, so both ranks refresh to the same thresholds; val predictions are gathered, so
+    both score the same burn-in mAP; nothing hangs when a batch has no pseudo labels."""
+    run_dir = train_cli(
+        tmp_path / "ddp", cache_dir, "experiment=smoke", "+trainer.strategy=ddp",
+        "trainer.devices=2", "trainer.accelerator=cpu",
+    )  # fmt: skip
+    events = []
+    for log_file in ("run.log", "train_ddp_process_1.log"):
+        lines = (run_dir / log_file).read_text().splitlines()
+        events.append(
+            [
+                line.split(" - ", 1)[1]
+                for line in lines
+                if "ACT refresh" in line or "burn-in done" in line
+            ]
+        )
+    assert len(events[0]) >= 3, events[0]
+    assert events[0] == events[1]
+    assert json.loads((run_dir / "results.json").read_text())["steps"] == 60
