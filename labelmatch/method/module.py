@@ -113,7 +113,10 @@ class LabelMatchModule(L.LightningModule):
         self.teacher_ready.fill_(True)
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None:
-            self.burn_in_metrics = self.evaluate_loader(self.student, datamodule.val_dataloader())
+            # Reuse Lightning's val loader when validation has run: a new one would start (and,
+            # being persistent, keep) another set of worker processes.
+            val_loader = self.trainer.val_dataloaders or datamodule.val_dataloader()
+            self.burn_in_metrics = self.evaluate_loader(self.student, val_loader)
             self.log_event({"burn_in/map": self.burn_in_metrics["map"]})
             log.info(
                 "burn-in done at step %d: mAP %.4f", self.global_step, self.burn_in_metrics["map"]
