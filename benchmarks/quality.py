@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.evaluation.pseudo_quality import pseudo_label_statistics
 from labelmatch.method.act import class_prior_from_counts
+from labelmatch.method.module import detector_state
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("supervised", "mean_teacher", "labelmatch")
@@ -150,10 +151,10 @@ def run_pseudo_statistics(run_dir: Path, method: str) -> dict[str, float]:
         run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
     state = checkpoint["state_dict"]
-    prefix = "student." if method == "supervised" else "teacher."
     detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
-    weights = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-    detector.load_state_dict(weights)
+    detector.load_state_dict(
+        detector_state(state, "student" if method == "supervised" else "teacher")
+    )
     if method == "supervised":
         reliable = torch.full((datamodule.num_classes,), supervised_reference_threshold())
         uncertain = reliable.clone()

@@ -293,6 +293,12 @@ def predict_original_frame(model: FasterRCNN, batch: dict[str, Any]) -> list[dic
     return predictions
 
 
+def detector_state(state_dict: dict[str, Tensor], model: str) -> dict[str, Tensor]:
+    """The weights of one detector ("student" or "teacher") from this module's state dict."""
+    prefix = f"{model}."
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def load_student_weights(student: FasterRCNN, checkpoint_path: str) -> None:
     """Start from a supervised model (the official two-stage recipe): a Lightning checkpoint of
     this project (its `student.*` weights) or a plain detector state dict."""
@@ -302,6 +308,6 @@ def load_student_weights(student: FasterRCNN, checkpoint_path: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=False)
     state = state.get("state_dict", state)
     if any(key.startswith("student.") for key in state):
-        state = {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
+        state = detector_state(state, "student")
     student.load_state_dict(state)
     log.info("student initialised from %s", path)
