@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -21,10 +22,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.callbacks.act_refresh import ACTRefresh
+from labelmatch.callbacks.interrupt import NonFiniteLossError, SaveOnInterrupt
+from labelmatch.callbacks.random_states import RandomStates
+from labelmatch.callbacks.rank_agreement import RankAgreement
 from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
+from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
 from labelmatch.data.errors import DataError
 from labelmatch.method.module import LabelMatchModule
 
@@ -43,6 +49,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
             every_n_train_steps=cfg.checkpoint_every_n_steps,
         ),
         LearningRateMonitor(logging_interval="step"),
+        SaveOnInterrupt(run_dir / "checkpoints"),
+        RandomStates(),
+        RankAgreement(),
     ]
     method = cfg.method
     if method.name == "labelmatch" and method.act.enabled:
@@ -67,6 +76,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
 
+    check_checkpoints_match_data(cfg, datamodule)
+
     detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
     module = LabelMatchModule(
         detector,
@@ -82,6 +93,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         default_root_dir=str(run_dir),
         logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
         callbacks=build_callbacks(cfg, run_dir),
+        plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if module.last_eval_step != trainer.global_step:
@@ -93,6 +105,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
         log.info(summary_line(results))
     return results
+
+
+def check_checkpoints_match_data(cfg: DictConfig, datamodule) -> None:
+    """Checkpoints trained on other classes fail here, naming the file, before any model."""
+    names, ids = list(datamodule.class_names), list(datamodule.category_map.category_ids)
+    if cfg.ckpt_path:
+        check_checkpoint_classes(cfg.ckpt_path, "ckpt_path", names, ids)
+    if cfg.method.get("init_from") and cfg.method.name != "supervised":
+        check_checkpoint_classes(cfg.method.init_from, "method.init_from", names, ids)
 
 
 def collect_results(cfg: DictConfig, module: LabelMatchModule, datamodule, steps: int) -> dict:
@@ -130,12 +151,24 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         results = train(cfg, run_dir)
-    except (DataError, FileNotFoundError) as error:
-        # Bad input is the user's to fix: one clear line, no traceback.
-        log.error("%s", error)
+    except (DataError, FileNotFoundError, NonFiniteLossError) as error:
+        # Bad input (or a diverged run) is the user's to fix: one clear line, no traceback.
+        log.error("%s", one_line(error))
         sys.exit(1)
+    except SIGTERMException:
+        # Stopped by SIGTERM or Ctrl-C; SaveOnInterrupt has saved and logged last.ckpt.
+        sys.exit(128 + signal.SIGTERM)
     final = results.get("teacher", results.get("student", {}))
     return float(final.get("map", 0.0))
+
+
+def one_line(error: BaseException) -> str:
+    """The error's own message. A DataError raised in a DataLoader worker is re-raised in the
+    main process with the worker's traceback in its message; its last line is the message."""
+    message = str(error).strip()
+    if "Original Traceback" in message:
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from torchvision import tv_tensors
 from labelmatch.data.categories import CategoryMap
 from labelmatch.data.coco import CocoDetection, load_coco_json
 from labelmatch.data.errors import DataError
+from labelmatch.method.act import act_thresholds, class_prior_from_counts
 
 CATEGORIES = [
     {"id": 90, "name": "toothbrush"},
@@ -201,9 +202,21 @@ def test_image_record_without_size(tiny):
         _dataset(image_dir, write([], images=images))
 
 
-def test_corrupt_image_is_an_error_or_a_counted_skip(tiny, caplog):
+def test_corrupt_image_is_an_error_or_a_counted_skip_before_training(tiny, caplog):
     image_dir, write = tiny
-    (image_dir / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    (image_dir / "b.png").write_bytes(b"this is not an image")
+    with pytest.raises(DataError, match=r"image id 2 \(b\.png\): cannot read image file .*b\.png"):
+        _dataset(image_dir, write([]))
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data.coco"):
+        skipping = _dataset(image_dir, write([_annotation(1, 2, [1, 1, 5, 5])]), skip_invalid=True)
+    assert skipping.image_ids == [1] and skipping.report["images_skipped_unreadable"] == 1
+    assert any("b.png" in r.getMessage() for r in caplog.records)
+
+
+def test_image_damaged_past_its_header_fails_when_read(tiny, caplog):
+    image_dir, write = tiny
+    intact = (image_dir / "b.png").read_bytes()
+    (image_dir / "b.png").write_bytes(intact[: len(intact) // 2])  # header intact, data cut
     dataset = _dataset(image_dir, write([]))
     dataset[0]  # the intact image reads fine
     with pytest.raises(DataError, match=r"b\.png \(image id 2, .*ann\.json\): cannot read"):
@@ -218,5 +231,39 @@ def test_corrupt_image_is_an_error_or_a_counted_skip(tiny, caplog):
 def test_image_whose_size_differs_from_its_record(tiny):
     image_dir, write = tiny
     images = [{"id": 1, "file_name": "a.png", "height": 60, "width": 40}]  # really 40 x 60
-    with pytest.raises(DataError, match=r"a\.png \(image id 1.*image is 60x40 \(w x h\)"):
-        _dataset(image_dir, write([], images=images))[0]
+    with pytest.raises(DataError, match=r"image id 1 \(a\.png\): image is 60x40 \(w x h\)"):
+        _dataset(image_dir, write([], images=images))
+    skipping = _dataset(image_dir, write([], images=images), skip_invalid=True)
+    assert len(skipping) == 0 and skipping.report["images_skipped_unreadable"] == 1
+
+
+def test_skip_invalid_drops_the_image_of_a_bad_annotation_and_counts_it(tiny, caplog):
+    image_dir, write = tiny
+    annotations = [
+        _annotation(1, 1, [5, 10, 10, 10]),
+        _annotation(2, 2, [1, 1, 5, 5], category_id=7),  # unknown category: image 2 dropped
+        _annotation(3, 1, [1, 1, 5, 5]),
+        _annotation(4, 99, [1, 1, 5, 5]),  # unknown image: the annotation alone is dropped
+    ]
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data.coco"):
+        dataset = _dataset(image_dir, write(annotations), skip_invalid=True)
+    assert dataset.image_ids == [1] and dataset.report["boxes"] == 2
+    assert dataset.report["images_skipped_bad_annotation"] == 1
+    assert dataset.report["annotations_skipped_invalid"] == 1
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "annotation id 2 (image id 2): unknown category_id 7" in messages
+    assert "annotation id 4: image_id 99" in messages
+    annotations[1]["bbox"] = [1, 1, float("nan"), 5]  # malformed box: also the whole image
+    annotations[1]["category_id"] = 3
+    assert _dataset(image_dir, write(annotations), skip_invalid=True).image_ids == [1]
+
+
+def test_a_class_absent_from_the_labeled_set_still_gets_act_thresholds(tiny):
+    image_dir, write = tiny
+    dataset = _dataset(image_dir, write([_annotation(1, 1, [5, 10, 10, 10], category_id=1)]))
+    assert dataset.class_counts == [1, 0, 0]  # car and toothbrush have no labeled box
+    prior = class_prior_from_counts(dataset.class_counts, len(dataset))
+    scores = [torch.tensor([0.9, 0.8]), torch.tensor([0.7, 0.4]), torch.zeros(0)]
+    reliable, uncertain = act_thresholds(scores, num_images=4, prior=prior, alpha=0.2)
+    assert torch.isfinite(reliable).all() and torch.isfinite(uncertain).all()
+    assert (uncertain >= 0.05).all() and (reliable >= uncertain).all()

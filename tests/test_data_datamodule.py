@@ -2,6 +2,7 @@
 
 import json
 from itertools import islice
+from types import SimpleNamespace
 
 import lightning
 import pytest
@@ -11,18 +12,22 @@ from labelmatch.data.coco import CocoSplits
 from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsSplits
 from labelmatch.data.errors import DataError
-from labelmatch.data.samplers import InfiniteSampler
+from labelmatch.data.samplers import Draw, InfiniteSampler, SeededDraws, draw_seed
 
 # ---- InfiniteSampler ---------------------------------------------------------------------
 
 
+def _indices(sampler, count):
+    return [draw.index for draw in islice(iter(sampler), count)]
+
+
 def test_sampler_gives_a_fresh_permutation_per_pass():
-    stream = list(islice(iter(InfiniteSampler(7, seed=3)), 21))
+    stream = _indices(InfiniteSampler(7, seed=3), 21)
     passes = [stream[0:7], stream[7:14], stream[14:21]]
     assert all(sorted(p) == list(range(7)) for p in passes)
     assert passes[0] != passes[1]
-    assert stream == list(islice(iter(InfiniteSampler(7, seed=3)), 21))  # deterministic
-    assert list(islice(iter(InfiniteSampler(4, shuffle=False)), 6)) == [0, 1, 2, 3, 0, 1]
+    assert stream == _indices(InfiniteSampler(7, seed=3), 21)  # deterministic
+    assert _indices(InfiniteSampler(4, shuffle=False), 6) == [0, 1, 2, 3, 0, 1]
     with pytest.raises(TypeError):
         len(InfiniteSampler(7))
 
@@ -32,25 +37,50 @@ def test_sampler_ranks_take_disjoint_strided_shares():
     shares = [
         list(islice(iter(InfiniteSampler(5, seed=1, rank=r, world_size=3)), 5)) for r in range(3)
     ]
-    # Rank r takes global positions r, r + 3, ... of the single-process stream.
+    # Rank r takes global positions r, r + 3, ... of the single-process stream, seeds included.
     for rank, share in enumerate(shares):
         assert share == single[rank::3]
     # Smaller dataset than world size: every rank still gets indices.
-    tiny = [list(islice(iter(InfiniteSampler(1, rank=r, world_size=2)), 3)) for r in range(2)]
+    tiny = [_indices(InfiniteSampler(1, rank=r, world_size=2), 3) for r in range(2)]
     assert tiny == [[0, 0, 0], [0, 0, 0]]
 
 
-def test_sampler_state_resumes_the_stream_exactly():
-    sampler = InfiniteSampler(5, seed=2, rank=1, world_size=2)
-    stream = iter(sampler)
-    head = list(islice(stream, 4))
-    state = sampler.state_dict()
-    assert state == {"pass_index": 1, "position": 4}  # global positions 1, 3, 5, 7 consumed
-    rest = list(islice(stream, 6))
-    resumed = InfiniteSampler(5, seed=2, rank=1, world_size=2)
-    resumed.load_state_dict(state)
-    assert list(islice(iter(resumed), 6)) == rest
-    assert head + rest == list(islice(iter(InfiniteSampler(5, seed=2, rank=1, world_size=2)), 10))
+def test_sampler_draws_are_a_function_of_the_stream_position():
+    whole = list(islice(iter(InfiniteSampler(5, seed=2, rank=1, world_size=2)), 10))
+    # Resuming after 4 draws of this rank's share continues the stream exactly.
+    resumed = InfiniteSampler(5, seed=2, rank=1, world_size=2, start=4)
+    assert list(islice(iter(resumed), 6)) == whole[4:]
+    # Global position g = rank + k * world_size carries seed draw_seed(seed, g).
+    assert [draw.seed for draw in whole[:3]] == [draw_seed(2, g) for g in (1, 3, 5)]
+    assert len({draw.seed for draw in whole}) == 10  # a fresh seed for every draw
+    assert InfiniteSampler(5, seed=3).__iter__().__next__().seed != whole[0].seed
+
+
+def test_seeded_draws_make_augmentation_independent_of_the_caller_rng():
+    def noisy(index):
+        return index, torch.rand(3)
+
+    dataset = SeededDraws(_CallDataset(noisy))
+    torch.manual_seed(0)
+    first = dataset[Draw(index=4, seed=11)]
+    caller_state = torch.get_rng_state()
+    torch.manual_seed(123)  # whatever the global RNG holds, the draw is the same
+    assert torch.equal(dataset[Draw(index=4, seed=11)][1], first[1])
+    assert not torch.equal(dataset[Draw(index=4, seed=12)][1], first[1])
+    torch.set_rng_state(caller_state)
+    dataset[Draw(index=4, seed=11)]
+    assert torch.equal(torch.get_rng_state(), caller_state)  # the caller's RNG is untouched
+
+
+class _CallDataset:
+    def __init__(self, function):
+        self.function = function
+
+    def __getitem__(self, index):
+        return self.function(index)
+
+    def __len__(self):
+        return 10
 
 
 # ---- DetectionDataModule on a small digits set -------------------------------------------
@@ -183,6 +213,21 @@ def test_worker_processes_produce_the_same_formats(data, digits_root):
     assert len(batch["weak"]) == 3 and batch["strong"][0].dtype == torch.float32
 
 
+def test_train_loaders_resume_at_the_trainer_step_whatever_the_workers(data, digits_root):
+    """A loader built by a trainer at step k starts with the batch an uninterrupted loader
+    delivers k-th, with the same augmentation, in the main process or in 2 workers."""
+    uninterrupted = list(islice(data.train_dataloader()["unlabeled"], 3))
+    resumed = _module(DigitsSplits(digits_root, **SMALL), num_workers=2)
+    resumed.setup("fit")
+    resumed.trainer = SimpleNamespace(global_step=2, accumulate_grad_batches=1)
+    batch = next(iter(resumed.train_dataloader()["unlabeled"]))
+    assert [t["image_id"] for t in batch["targets"]] == [
+        t["image_id"] for t in uninterrupted[2]["targets"]
+    ]
+    for key in ("weak", "strong", "strong_matrix"):
+        assert all(torch.equal(a, b) for a, b in zip(batch[key], uninterrupted[2][key])), key
+
+
 def test_missing_or_empty_unlabeled_split_is_an_error(data, tmp_path):
     splits = data.splits
     no_unlabeled = CocoSplits(splits.image_dir, splits.labeled_json, None, splits.val_json)
@@ -194,7 +239,7 @@ def test_missing_or_empty_unlabeled_split_is_an_error(data, tmp_path):
     with pytest.raises(DataError, match="category lists differ"):
         _module(no_images).setup("fit")
     empty.write_text(json.dumps({"images": []}))  # no categories: only the images count
-    with pytest.raises(DataError, match=r"empty\.json: use_unlabeled=True but it has no images"):
+    with pytest.raises(DataError, match=r"empty\.json: no usable unlabeled images, which a semi"):
         _module(no_images).setup("fit")
 
 

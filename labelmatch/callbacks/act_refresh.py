@@ -65,6 +65,12 @@ class ACTRefresh(L.Callback):
                 f"{len(pl_module.reliable_thresholds)}"
             )
 
+    def state_dict(self) -> dict[str, int]:
+        return {"refreshes": self.refreshes}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.refreshes = int(state_dict["refreshes"])
+
     def is_refresh_step(self, step: int, burn_in_steps: int) -> bool:
         return step >= burn_in_steps and (step - burn_in_steps) % self.interval == 0
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
@@ -89,6 +90,21 @@ def _is_positive_integer(value: Any) -> bool:
     )
 
 
+def _header_problem(path: str, height: int, width: int) -> str | None:
+    """What is wrong with an image file judged by its header alone (cheap: no decoding), or
+    None. Damage past the header is found when the image is decoded."""
+    try:
+        with Image.open(path) as image:
+            actual_width, actual_height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return f"cannot read image file {path}: {error}"
+    if (actual_height, actual_width) != (height, width):
+        return (
+            f"image is {actual_width}x{actual_height} (w x h) but its record says {width}x{height}"
+        )
+    return None
+
+
 @dataclass
 class _ImageRecord:
     """One image kept for training or evaluation; boxes are validated XYXY in pixels."""
@@ -110,8 +126,13 @@ class CocoDetection(torch.utils.data.Dataset):
       - bbox partly outside its image -> clipped to it, counted;
       - `iscrowd=1` -> not a training target, counted;
       - image without annotations -> kept as a background image;
-      - image record without width/height, or its file missing on disk -> DataError
-        (with `skip_invalid=True`: the image is dropped and counted instead).
+      - image record without width/height, its file missing on disk, not an image (header
+        unreadable) or of another size than its record -> DataError (with
+        `skip_invalid=True`: the image is dropped and counted instead);
+      - with `skip_invalid=True`, an annotation that would be a DataError (unknown
+        `category_id`, malformed bbox) drops its whole image (counted; dropping only the box
+        would teach the model that the object is background), and one of an unknown image or
+        without an id is dropped (counted).
     The counts are in `report` and logged once.
 
     `__getitem__` returns `(image, target)`: image a uint8 `tv_tensors.Image` [3, H, W] (RGB),
@@ -151,6 +172,8 @@ class CocoDetection(torch.utils.data.Dataset):
             "background_images": 0,
             "images_skipped_missing": 0,
             "images_skipped_unreadable": 0,
+            "images_skipped_bad_annotation": 0,
+            "annotations_skipped_invalid": 0,
             "annotations": len(self.coco.get("annotations", [])),
             "boxes": 0,
             "crowd": 0,
@@ -169,13 +192,22 @@ class CocoDetection(torch.utils.data.Dataset):
         images, all_image_ids = self._read_image_records()
         boxes_of: dict[int, list[list[float]]] = {image_id: [] for image_id in images}
         labels_of: dict[int, list[int]] = {image_id: [] for image_id in images}
+        bad_images: set[int] = set()
         for annotation in self.coco.get("annotations", []):
-            image_id, box, label = self._validate_annotation(annotation, images, all_image_ids)
+            try:
+                image_id, box, label = self._validate_annotation(annotation, images, all_image_ids)
+            except DataError as error:
+                if not self.skip_invalid:
+                    raise
+                bad_images |= self._skip_annotation(annotation, images, error)
+                continue
             if box is not None:
                 boxes_of[image_id].append(box)
                 labels_of[image_id].append(label)
         records = []
         for image_id, (path, height, width) in images.items():
+            if image_id in bad_images:
+                continue
             boxes = np.asarray(boxes_of[image_id], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(labels_of[image_id], dtype=np.int64)
             records.append(_ImageRecord(image_id, path, height, width, boxes, labels))
@@ -200,19 +232,35 @@ class CocoDetection(torch.utils.data.Dataset):
                 raise DataError(f"{where}: missing 'file_name'")
             height, width = image.get("height"), image.get("width")
             path = os.path.join(self.image_dir, file_name)
-            problem = None
+            problem, counter = None, "images_skipped_missing"
             if not (_is_positive_integer(height) and _is_positive_integer(width)):
                 problem = f"needs positive integer 'width' and 'height', got {width!r} x {height!r}"
             elif not os.path.exists(path):
                 problem = f"image file {path} does not exist"
+            else:
+                problem = _header_problem(path, int(height), int(width))
+                counter = "images_skipped_unreadable"
             if problem is not None:
                 if not self.skip_invalid:
                     raise DataError(f"{where}: {problem}")
                 logger.warning("skipping %s: %s", where, problem)
-                self.report["images_skipped_missing"] += 1
+                self.report[counter] += 1
                 continue
             images[image_id] = (path, int(height), int(width))
         return images, all_image_ids
+
+    def _skip_annotation(
+        self, annotation: Any, images: dict[int, tuple[str, int, int]], error: DataError
+    ) -> set[int]:
+        """skip_invalid: count and log a bad annotation; returns the kept image it drops."""
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if isinstance(image_id, int) and image_id in images:
+            logger.warning("skipping image id %s: %s", image_id, error)
+            self.report["images_skipped_bad_annotation"] += 1
+            return {image_id}
+        logger.warning("skipping annotation: %s", error)
+        self.report["annotations_skipped_invalid"] += 1
+        return set()
 
     def _validate_annotation(
         self, annotation: Any, images: dict[int, tuple[str, int, int]], all_image_ids: set[int]
@@ -275,7 +323,15 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def _log_report(self) -> None:
         logger.info("%s", self.report)
-        changed = ("images_skipped_missing", "clipped", "rejected_degenerate", "rejected_outside")
+        changed = (
+            "images_skipped_missing",
+            "images_skipped_unreadable",
+            "images_skipped_bad_annotation",
+            "annotations_skipped_invalid",
+            "clipped",
+            "rejected_degenerate",
+            "rejected_outside",
+        )
         problems = {key: self.report[key] for key in changed if self.report[key]}
         if problems:
             logger.warning("%s: validation changed or dropped: %s", self.ann_file, problems)

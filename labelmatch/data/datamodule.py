@@ -14,11 +14,15 @@ may hold fewer images than its batch size, in rare cases none.
 
 Training loaders stream endlessly (`InfiniteSampler`), so training is counted in steps; the
 trainer must run with `use_distributed_sampler=False`: each loader shards itself by the
-torch.distributed rank, including validation (each rank evaluates a disjoint share).
+torch.distributed rank, including validation (each rank evaluates a disjoint share). Each
+training sample is augmented under its own seed (`SeededDraws`), and a loader built by a
+resumed trainer starts after the draws its steps consumed: a resumed run sees exactly the
+batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -31,7 +35,7 @@ from torch.utils.data import DataLoader
 from labelmatch.data.categories import CategoryMap
 from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json
 from labelmatch.data.errors import DataError
-from labelmatch.data.samplers import InfiniteSampler
+from labelmatch.data.samplers import InfiniteSampler, SeededDraws
 from labelmatch.data.transforms import LabeledTransform, TestTransform, UnlabeledViews
 
 
@@ -56,6 +60,14 @@ def collate_unlabeled(samples: Sequence[dict | None]) -> dict[str, list]:
     }
     batch["targets"] = [sample["target"] for sample in kept]
     return batch
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT and SIGTERM to the main process, which finishes its step and
+    saves the run (`SaveOnInterrupt`); a worker killed by them would make the DataLoader abort
+    the main process first. The workers end when the main process ends its loaders (or exits)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def distributed_rank_and_world_size() -> tuple[int, int]:
@@ -160,13 +172,19 @@ class DetectionDataModule(lightning.LightningDataModule):
         self, splits: CocoSplits, labeled_coco: dict, dataset: Any
     ) -> CocoDetection:
         if splits.unlabeled_json is None:
-            raise DataError("use_unlabeled=True but the dataset has no unlabeled annotation file")
+            raise DataError(
+                "no unlabeled annotation file (data.unlabeled_json), which a semi-supervised "
+                "method needs (method=supervised trains without one)"
+            )
         coco = load_coco_json(splits.unlabeled_json, require_categories=False)
         if "categories" in coco:  # COCO's image_info_unlabeled2017.json may have none
             _same_categories(labeled_coco, splits.labeled_json, coco, splits.unlabeled_json)
         unlabeled = dataset(splits.unlabeled_json, coco, self.unlabeled_views)
         if len(unlabeled) == 0:
-            raise DataError(f"{splits.unlabeled_json}: use_unlabeled=True but it has no images")
+            raise DataError(
+                f"{splits.unlabeled_json}: no usable unlabeled images, which a semi-supervised "
+                "method needs (method=supervised trains without them)"
+            )
         return unlabeled
 
     def _require_setup(self) -> CategoryMap:
@@ -188,7 +206,7 @@ class DetectionDataModule(lightning.LightningDataModule):
 
     def _loader(
         self,
-        dataset: CocoDetection,
+        dataset: CocoDetection | SeededDraws,
         batch_size: int,
         sampler: Any,
         collate: Any,
@@ -196,7 +214,8 @@ class DetectionDataModule(lightning.LightningDataModule):
         persistent: bool = True,
     ) -> DataLoader:
         rank, _ = distributed_rank_and_world_size()
-        # Worker RNG seeds (augmentation) differ per seed, rank and loader role.
+        # Worker RNG seeds differ per seed, rank and loader role (training augmentation does not
+        # depend on them: it is seeded per draw, see SeededDraws).
         worker_seed = int(np.random.SeedSequence([self.seed, rank, role]).generate_state(1)[0])
         return DataLoader(
             dataset,
@@ -207,12 +226,28 @@ class DetectionDataModule(lightning.LightningDataModule):
             persistent_workers=persistent and self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(worker_seed),
+            worker_init_fn=ignore_stop_signals,
         )
 
-    def _infinite_sampler(self, dataset: CocoDetection, seed: int) -> InfiniteSampler:
+    def _consumed_batches(self) -> int:
+        """Batches each training loader has already delivered: 0, or the step a trainer
+        resumed from (one batch per loader per step and accumulated micro-step)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return trainer.global_step * trainer.accumulate_grad_batches
+
+    def _infinite_sampler(
+        self, dataset: CocoDetection, seed: int, batch_size: int
+    ) -> InfiniteSampler:
         rank, world_size = distributed_rank_and_world_size()
         return InfiniteSampler(
-            len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size
+            len(dataset),
+            shuffle=True,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            start=self._consumed_batches() * batch_size,
         )
 
     def train_dataloader(self) -> dict[str, DataLoader]:
@@ -221,18 +256,20 @@ class DetectionDataModule(lightning.LightningDataModule):
         self._require_setup()
         loaders = {
             "labeled": self._loader(
-                self.labeled_dataset,
+                SeededDraws(self.labeled_dataset),
                 self.labeled_batch_size,
-                self._infinite_sampler(self.labeled_dataset, self.seed),
+                self._infinite_sampler(self.labeled_dataset, self.seed, self.labeled_batch_size),
                 collate_labeled,
                 role=0,
             )
         }
         if self.use_unlabeled:
             loaders["unlabeled"] = self._loader(
-                self.unlabeled_dataset,
+                SeededDraws(self.unlabeled_dataset),
                 self.unlabeled_batch_size,
-                self._infinite_sampler(self.unlabeled_dataset, self.seed + 1),
+                self._infinite_sampler(
+                    self.unlabeled_dataset, self.seed + 1, self.unlabeled_batch_size
+                ),
                 collate_unlabeled,
                 role=1,
             )

@@ -1,25 +1,46 @@
-"""Endless index streams for iteration-based training."""
+"""Endless, reproducible streams of draws for iteration-based training.
+
+A draw is a dataset index plus the seed of its random augmentation. Both are pure functions of
+(sampler seed, position in the stream), so a resumed run re-creates the stream from the number
+of draws already consumed (the trainer's step x batch size) and gets the very same images with
+the very same augmentation, however many batches the loader workers had prefetched and however
+many workers there are.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
-class InfiniteSampler(Sampler[int]):
-    """Endless stream of dataset indices; each rank takes a disjoint strided share.
+class Draw(NamedTuple):
+    """One sample of a stream: which image, and the seed of its augmentation."""
+
+    index: int
+    seed: int
+
+
+def draw_seed(stream_seed: int, position: int) -> int:
+    """The augmentation seed of global stream position `position` (a 32-bit integer).
+
+    SeedSequence hashes the pair, so neighbouring positions get unrelated seeds.
+    """
+    return int(np.random.SeedSequence([stream_seed, position]).generate_state(1)[0])
+
+
+class InfiniteSampler(Sampler[Draw]):
+    """Endless stream of `Draw`s; each rank takes a disjoint strided share.
 
     The global stream is pass 0's order, then pass 1's, ...; pass p's order is a permutation
-    drawn from a generator seeded with `seed + p` (or 0..n-1 when `shuffle=False`). Rank r
-    yields the global positions r, r + world_size, r + 2 world_size, ..., so ranks never
-    repeat each other and every rank gets indices even when the dataset is smaller than
-    `world_size`.
-
-    State is (`pass_index`, `position`): the pass and the position in it that this rank
-    hands out next. It advances as indices are handed out, i.e. a DataLoader's prefetched
-    batches count as consumed. One iterator at a time: a new `iter()` continues the stream.
+    drawn from a generator seeded with `seed + p` (or 0..n-1 when `shuffle=False`). Global
+    position g draws image `order_p[g mod n]` (p = g div n) with augmentation seed
+    `draw_seed(seed, g)`. Rank r yields the global positions r, r + W, r + 2W, ... (W the world
+    size), so ranks never repeat each other and every rank gets indices even when the dataset is
+    smaller than W. `start` skips the first `start` draws of this rank's share (resuming).
     There is deliberately no `__len__` (training is counted in iterations).
     """
 
@@ -30,40 +51,54 @@ class InfiniteSampler(Sampler[int]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        start: int = 0,
     ) -> None:
         if dataset_size <= 0:
             raise ValueError(f"InfiniteSampler needs a non-empty dataset, got size {dataset_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
         self.dataset_size = dataset_size
         self.shuffle = shuffle
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.pass_index = 0
-        self.position = rank
+        self.start = start
 
-    def _order(self, pass_index: int) -> torch.Tensor:
-        """All indices in pass `pass_index`'s order, int64 [dataset_size]."""
+    def _order(self, pass_index: int) -> list[int]:
+        """All indices in pass `pass_index`'s order."""
         if not self.shuffle:
-            return torch.arange(self.dataset_size)
+            return list(range(self.dataset_size))
         generator = torch.Generator().manual_seed(self.seed + pass_index)
-        return torch.randperm(self.dataset_size, generator=generator)
+        return torch.randperm(self.dataset_size, generator=generator).tolist()
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Draw]:
+        position = self.rank + self.start * self.world_size
+        pass_index, order = -1, []
         while True:
-            order = self._order(self.pass_index).tolist()
-            while self.position < self.dataset_size:
-                index = order[self.position]
-                self.position += self.world_size
-                yield index
-            # The stride carries over the pass boundary of the global stream.
-            self.position -= self.dataset_size
-            self.pass_index += 1
+            current_pass, offset = divmod(position, self.dataset_size)
+            if current_pass != pass_index:
+                pass_index, order = current_pass, self._order(current_pass)
+            yield Draw(order[offset], draw_seed(self.seed, position))
+            position += self.world_size
 
-    def state_dict(self) -> dict[str, int]:
-        return {"pass_index": self.pass_index, "position": self.position}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.pass_index = int(state["pass_index"])
-        self.position = int(state["position"])
+class SeededDraws(Dataset):
+    """`dataset[draw.index]` with the torch RNG seeded by `draw.seed` for that one sample.
+
+    The transforms draw from the global torch RNG (torchvision's v2 transforms take no
+    generator); forking it keeps the caller's RNG untouched, so the model's own random
+    sampling (RPN/ROI proposal sampling) does not depend on the data either.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, draw: Draw) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(draw.seed)
+            return self.dataset[draw.index]

@@ -3,7 +3,8 @@
 Geometric ops (flip, resize) are decided here and applied with `transforms.v2.functional`, so
 every view knows its exact original -> view matrix (`labelmatch.data.geometry`); boxes are
 mapped with that matrix. Photometric ops touch the image only. Randomness comes from the
-global torch RNG, so `seed_everything` and DataLoader worker seeding apply.
+global torch RNG, which the training loaders seed per sample
+(`labelmatch.data.samplers.SeededDraws`): a view is a pure function of its draw.
 
 Input: `(image, target)` as returned by `CocoDetection`: uint8 image [3, H, W], target with
 XYXY `boxes` [N, 4], `labels` [N], `image_id`. Output images are float32 in [0, 1].

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
+from labelmatch.callbacks.interrupt import NonFiniteLossError
 from labelmatch.data.geometry import map_boxes, weak_to_strong
 from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
 from labelmatch.method.ema import copy_weights, ema_update
@@ -98,7 +99,9 @@ class LabelMatchModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         init_from = self.method.get("init_from")
-        if self.semi_supervised and init_from and self.global_step == 0:
+        # A resumed run (ckpt_path) already holds its weights; `global_step` is only restored
+        # after this hook, so the trainer's ckpt_path is what tells.
+        if self.semi_supervised and init_from and self.trainer.ckpt_path is None:
             load_student_weights(self.student, init_from)
 
     def start_semi_supervised(self) -> None:
@@ -135,10 +138,19 @@ class LabelMatchModule(L.LightningModule):
         if self.in_semi_supervised_phase:
             self.start_semi_supervised()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
         # EMA after the optimiser step, every step of the semi-supervised phase (method-spec §1).
+        # Here rather than in on_train_batch_end, which runs after the callbacks' hooks: a
+        # checkpoint saved there would miss this step's update.
         if self.teacher is not None and bool(self.teacher_ready):
             ema_update(self.teacher, self.student, self.method["ema_momentum"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["burn_in_metrics"] = self.burn_in_metrics
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.burn_in_metrics = checkpoint.get("burn_in_metrics")
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -156,9 +168,19 @@ class LabelMatchModule(L.LightningModule):
             logs["train/unsup_loss"] = unsup_loss
             logs.update({f"pseudo/{name}": value for name, value in stats.items()})
         logs["train/loss"] = loss
+        self.stop_if_not_finite(loss, logs)
         batch_size = len(labeled["images"])
-        self.log_dict(logs, batch_size=batch_size)
+        # sync_dist: under DDP the logged values are means over the ranks.
+        self.log_dict(logs, batch_size=batch_size, sync_dist=True)
         return loss
+
+    def stop_if_not_finite(self, loss: Tensor, terms: dict[str, Any]) -> None:
+        """NonFiniteLossError on every rank when the loss is NaN/inf on any rank, before the
+        optimiser step (so the weights are still those of the last good step)."""
+        not_finite = not bool(torch.isfinite(loss))
+        if self.trainer.strategy.reduce_boolean_decision(not_finite, all=False):
+            values = {name: float(value) for name, value in terms.items()}
+            raise NonFiniteLossError(self.global_step, values)
 
     def unsupervised_step(self, unlabeled: dict[str, Any]) -> tuple[dict[str, Tensor], dict]:
         """Pseudo-label the weak views, move the labels to the strong views, student loss."""

@@ -1,0 +1,101 @@
+"""Save the run when it is stopped: by SIGTERM (a scheduler's pre-emption), by Ctrl-C, by a
+non-finite loss, or by an unreadable image met during training.
+
+Lightning turns SIGTERM into a `SIGTERMException` once the running step is complete (all ranks
+together), then calls `on_exception` of every callback: that is where `last.ckpt` is written,
+from a consistent state, so `ckpt_path=.../last.ckpt` resumes it. SIGINT is routed through the
+same path (the first Ctrl-C finishes the step and saves; a second one stops at once). A
+non-finite loss stops every rank at the same step, before the optimiser step: its state is
+saved separately (`nonfinite-step<N>.ckpt`) for inspection, leaving `last.ckpt` as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from labelmatch.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite (on at least one rank)."""
+
+    def __init__(self, step: int, terms: dict[str, float]) -> None:
+        self.step = step
+        shown = ", ".join(f"{name}={value:.4g}" for name, value in terms.items())
+        super().__init__(
+            f"non-finite loss at step {step} ({shown}); lower optim.lr or set "
+            "trainer.gradient_clip_val"
+        )
+
+
+class SaveOnInterrupt(L.Callback):
+    """Args:
+    dirpath: the checkpoint folder (`last.ckpt`, `nonfinite-step<N>.ckpt`).
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.signal: int | None = None  # the signal that stopped the run, if any
+        self._previous_sigint: Any = None
+
+    # ---- Ctrl-C behaves like SIGTERM ------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning has installed its SIGTERM handler by now (Trainer._run, before the loop;
+        # not on Windows, where Ctrl-C keeps Lightning's KeyboardInterrupt handling).
+        sigterm_handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        if sigterm_handled and _is_main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        # No logging here (a signal handler may interrupt a logging call holding its lock).
+        signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
+        self.signal = signal.SIGINT
+        signal.raise_signal(signal.SIGTERM)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None and _is_main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    # ---- saving -----------------------------------------------------------------------------
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.signal = self.signal or signal.SIGTERM
+            path = self._save(trainer, "last.ckpt")
+            log.warning(
+                "stopped by %s at step %d: state saved to %s (resume with ckpt_path=%s)",
+                signal.Signals(self.signal).name,
+                trainer.global_step,
+                path,
+                path,
+            )
+        elif isinstance(exception, NonFiniteLossError):
+            path = self._save(trainer, f"nonfinite-step{exception.step}.ckpt")
+            log.error("the state before the non-finite step is saved in %s for inspection", path)
+        elif isinstance(exception, DataError) and trainer.world_size == 1:
+            # Raised while fetching a batch, i.e. between two complete steps. (Under DDP the
+            # other ranks wait in a collective, so saving, which synchronises, would hang.)
+            path = self._save(trainer, "last.ckpt")
+            log.warning("bad input at step %d: state saved to %s", trainer.global_step, path)
+
+    def _save(self, trainer: L.Trainer, name: str) -> Path:
+        path = self.dirpath / name
+        trainer.save_checkpoint(path, weights_only=False)
+        return path
+
+
+def _is_main_thread() -> bool:
+    # Signal handlers can only be installed from the main thread.
+    return threading.current_thread() is threading.main_thread()
