@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -88,6 +89,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         val_json=str(datamodule.splits.val_json),
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
     )
+    if cfg.ckpt_path:
+        keep_earlier_metrics(run_dir)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
@@ -105,6 +108,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
         log.info(summary_line(results))
     return results
+
+
+@rank_zero_only
+def keep_earlier_metrics(run_dir: Path) -> None:
+    """Lightning's CSVLogger starts `metrics.csv` afresh in a directory that has one: a run
+    resumed in its own directory first moves the earlier file to `metrics.<n>.csv`."""
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file():
+        number = 1 + sum(1 for _ in run_dir.glob("metrics.*.csv"))
+        metrics.rename(run_dir / f"metrics.{number}.csv")
 
 
 def check_checkpoints_match_data(cfg: DictConfig, datamodule) -> None:

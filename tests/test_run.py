@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,23 +180,114 @@ def test_coco_data_with_non_contiguous_category_ids_round_trips(tmp_path, cache_
 
 
 def test_two_process_ddp_on_cpu_keeps_the_ranks_in_step(tmp_path, cache_dir) -> None:
-    """Lightning's DDP (gloo) on 2 CPU processes: ACT scores are gathered with the strategy's
+    """`trainer=ddp` (gloo) on 2 CPU processes: ACT scores are gathered with the strategy's
     collectives, so both ranks refresh to the same thresholds; val predictions are gathered, so
-    both score the same burn-in mAP; nothing hangs when a batch has no pseudo labels."""
+    both score the same burn-in mAP; after every validation and at the end both ranks hash their
+    whole state (student, teacher, thresholds) and must agree; nothing hangs or turns NaN when a
+    batch has no pseudo labels; only rank 0 writes the run's files."""
     run_dir = train_cli(
-        tmp_path / "ddp", cache_dir, "experiment=smoke", "+trainer.strategy=ddp",
+        tmp_path / "ddp", cache_dir, "experiment=smoke", "trainer=ddp",
         "trainer.devices=2", "trainer.accelerator=cpu",
     )  # fmt: skip
-    events = []
+    events, digests = [], []
     for log_file in ("run.log", "train_ddp_process_1.log"):
-        lines = (run_dir / log_file).read_text().splitlines()
-        events.append(
-            [
-                line.split(" - ", 1)[1]
-                for line in lines
-                if "ACT refresh" in line or "burn-in done" in line
-            ]
-        )
+        lines = [line.split(" - ", 1)[1] for line in (run_dir / log_file).read_text().splitlines()]
+        events.append([line for line in lines if "ACT refresh" in line or "burn-in done" in line])
+        digests.append([line.split(": ")[-1] for line in lines if "state digest at step" in line])
     assert len(events[0]) >= 3, events[0]
     assert events[0] == events[1]
-    assert json.loads((run_dir / "results.json").read_text())["steps"] == 60
+    assert len(digests[0]) == 3, digests[0]  # validations at steps 30 and 60, end of training
+    assert digests[0] == digests[1]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["steps"] == 60
+    assert all(math.isfinite(v) for v in logged(read_metrics(run_dir), "train/loss"))
+    written = {path.name for path in run_dir.iterdir()}
+    assert written == {"results.json", "metrics.csv", "eval", "checkpoints", ".hydra", "run.log",
+                       "hparams.yaml", "train_ddp_process_1.log"}  # fmt: skip
+
+
+# ---- exact resume, interruption, bad checkpoints ------------------------------------------
+
+# Burn-in ends (step 16) and ACT refreshes (16, 24, 32) on both sides of step 20; one
+# validation, at the end.
+RESUME = (
+    "experiment=smoke", "method.burn_in_steps=16", "method.act.interval=8",
+    "trainer.val_check_interval=40", "checkpoint_every_n_steps=20",
+)  # fmt: skip
+
+
+def test_a_run_resumed_at_step_20_ends_exactly_as_an_uninterrupted_one(
+    tmp_path, cache_dir, monkeypatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread: one summation order
+    whole = train_cli(tmp_path / "whole", cache_dir, *RESUME, "trainer.max_steps=40")
+    halves = train_cli(tmp_path / "halves", cache_dir, *RESUME, "trainer.max_steps=20")
+    checkpoint = halves / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 20
+    train_cli(halves, cache_dir, *RESUME, "trainer.max_steps=40", f"ckpt_path={checkpoint}")
+    resumed = json.loads((halves / "results.json").read_text())
+    uninterrupted = json.loads((whole / "results.json").read_text())
+    assert resumed["steps"] == 40
+    assert resumed == uninterrupted  # metrics, burn-in metrics, thresholds: all equal
+    log = (halves / "run.log").read_text()
+    assert "burn-in done at step 16" in log and "ACT refresh 3 at step 32" in log
+    states = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for run in (whole, halves)
+    ]
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+
+
+def test_sigterm_saves_a_loadable_last_checkpoint_and_exits(tmp_path, cache_dir) -> None:
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
+    command = [
+        sys.executable, "-m", "labelmatch.run", f"hydra.run.dir={run_dir}",
+        "experiment=smoke", "trainer.max_steps=1000", "checkpoint_every_n_steps=4",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # wait for training to be under way (the step-4 checkpoint)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "stopped by SIGTERM at step" in output
+    checkpoint = torch.load(last, weights_only=False)
+    assert 4 <= checkpoint["global_step"] < 1000
+    assert {"RandomStates", "ACTRefresh"} <= {key.split("{")[0] for key in checkpoint["callbacks"]}
+    assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
+    assert any(key.startswith("teacher.") for key in checkpoint["state_dict"])
+    assert not (run_dir / "results.json").exists()
+    assert not list(last.parent.glob("*.tmp"))  # nothing half-written left behind
+
+
+def test_checkpoint_of_other_classes_is_one_clear_error_before_training(tmp_path, cache_dir):
+    plain = tmp_path / "five_classes.pth"
+    torch.save({"roi_heads.box_predictor.cls_score.weight": torch.zeros(6, 8)}, plain)
+    for option in (f"ckpt_path={plain}", f"method.init_from={plain}"):
+        result = run_cli(tmp_path / "run", cache_dir, "experiment=smoke", option)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output[-3000:]
+        assert f"{plain} has a classifier for 5 classes, the data has 10" in output
+        assert "Traceback" not in output
+        assert not (tmp_path / "run" / "metrics.csv").exists()  # training never started
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_saves_the_state(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        run_dir, cache_dir, "experiment=smoke", "method=supervised", "optim.lr=1e4",
+        "optim.warmup_steps=0", "trainer.max_steps=20",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "non-finite loss at step" in output and "lower optim.lr" in output
+    assert "Traceback" not in output
+    saved = list((run_dir / "checkpoints").glob("nonfinite-step*.ckpt"))
+    assert len(saved) == 1 and str(saved[0]) in output
+    step = int(saved[0].stem.removeprefix("nonfinite-step"))
+    assert torch.load(saved[0], weights_only=False)["global_step"] == step
+    assert not (run_dir / "results.json").exists()

@@ -9,6 +9,7 @@ processes keeps the states it was seeded with, and says so.
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from typing import Any
@@ -57,11 +58,14 @@ class RandomStates(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         # Called on every rank while a checkpoint is assembled; rank 0 writes the file.
         states = capture_random_states()
-        if dist.is_available() and dist.is_initialized():
-            every_rank: list[dict[str, Any] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(every_rank, states)
-            return {"ranks": every_rank}
-        return {"ranks": [states]}
+        if not (dist.is_available() and dist.is_initialized()):
+            return {"ranks": [states]}
+        # Gathered as torch.save bytes: all_gather_object cannot carry CPU tensors reliably.
+        buffer = io.BytesIO()
+        torch.save(states, buffer)
+        every_rank: list[bytes | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(every_rank, buffer.getvalue())
+        return {"ranks": [torch.load(io.BytesIO(data), weights_only=True) for data in every_rank]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._to_restore = state_dict["ranks"]

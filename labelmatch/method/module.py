@@ -179,7 +179,7 @@ class LabelMatchModule(L.LightningModule):
         optimiser step (so the weights are still those of the last good step)."""
         not_finite = not bool(torch.isfinite(loss))
         if self.trainer.strategy.reduce_boolean_decision(not_finite, all=False):
-            values = {name: float(value) for name, value in terms.items()}
+            values = {name: float(torch.as_tensor(value).detach()) for name, value in terms.items()}
             raise NonFiniteLossError(self.global_step, values)
 
     def unsupervised_step(self, unlabeled: dict[str, Any]) -> tuple[dict[str, Tensor], dict]:

@@ -1,0 +1,91 @@
+"""Checkpoint files: atomic writes, class checks, random states; the ACT subset under DDP."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from labelmatch.callbacks.random_states import capture_random_states, restore_random_states
+from labelmatch.checkpoints import atomic_torch_save, check_checkpoint_classes
+from labelmatch.data import datamodule as datamodule_module
+from labelmatch.data.errors import DataError
+
+NAMES, IDS = ["cat", "dog"], [3, 7]
+
+
+def test_atomic_save_replaces_the_file_whole_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    atomic_torch_save({"step": 1}, path)
+    atomic_torch_save({"step": 2}, path)
+    assert torch.load(path)["step"] == 2
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        atomic_torch_save({"step": 3, "bad": Unpicklable()}, path)
+    assert torch.load(path)["step"] == 2  # the previous checkpoint is intact
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_checkpoint_of_this_project_must_have_the_same_classes(tmp_path):
+    path = tmp_path / "run.ckpt"
+    torch.save({"hyper_parameters": {"class_names": NAMES, "category_ids": IDS}}, path)
+    check_checkpoint_classes(path, "ckpt_path", NAMES, IDS)  # same classes: fine
+    with pytest.raises(DataError, match=r"ckpt_path: .*run\.ckpt was trained on 2 classes"):
+        check_checkpoint_classes(path, "ckpt_path", ["cat", "bird"], IDS)
+    with pytest.raises(DataError, match=r"\('dog', 7\)\], the data has 2: .*\('dog', 8\)"):
+        check_checkpoint_classes(path, "ckpt_path", NAMES, [3, 8])
+
+
+def test_plain_state_dict_is_checked_by_its_classifier_size(tmp_path):
+    path = tmp_path / "detector.pth"
+    torch.save({"roi_heads.box_predictor.cls_score.weight": torch.zeros(3, 4)}, path)
+    check_checkpoint_classes(path, "method.init_from", NAMES, IDS)
+    with pytest.raises(DataError, match=r"init_from: .*detector\.pth has a classifier for 2"):
+        check_checkpoint_classes(path, "method.init_from", NAMES + ["bird"], IDS + [9])
+
+
+def test_missing_or_unreadable_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path: no checkpoint at .*nowhere\.ckpt"):
+        check_checkpoint_classes(tmp_path / "nowhere.ckpt", "ckpt_path", NAMES, IDS)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"broken\.ckpt is not a readable checkpoint"):
+        check_checkpoint_classes(broken, "ckpt_path", NAMES, IDS)
+
+
+def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    torch.save(capture_random_states(), tmp_path / "states.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(2))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_random_states(torch.load(tmp_path / "states.pt", weights_only=True))
+    assert (random.random(), np.random.rand()) == expected[:2]
+    assert torch.equal(torch.rand(2), expected[2])
+
+
+def test_act_reference_subset_is_split_across_ranks_without_overlap(monkeypatch, tmp_path):
+    from labelmatch.data.datamodule import DetectionDataModule
+    from labelmatch.data.digits import DigitsSplits
+
+    data = DetectionDataModule(
+        DigitsSplits(tmp_path, num_labeled=4, num_unlabeled=10, num_val=2, image_size=48),
+        num_workers=0, val_batch_size=2, train_scales=(48,), weak_scales=(48,),
+        strong_scales=(48,), test_scale=48, max_size=64,
+    )  # fmt: skip
+    data.setup("fit")
+    shares = []
+    for rank in range(3):
+        monkeypatch.setattr(
+            datamodule_module, "distributed_rank_and_world_size", lambda rank=rank: (rank, 3)
+        )
+        loader = data.reference_dataloader(8, seed=5)
+        shares.append([t["image_id"] for batch in loader for t in batch["targets"]])
+    monkeypatch.setattr(datamodule_module, "distributed_rank_and_world_size", lambda: (0, 1))
+    single = [t["image_id"] for b in data.reference_dataloader(8, seed=5) for t in b["targets"]]
+    assert sorted(sum(shares, [])) == sorted(single)  # together: the single-process subset
+    assert len(set(sum(shares, []))) == 8  # no image on two ranks
