@@ -390,6 +390,18 @@ def test_without_uncertain_boxes_the_soft_loss_is_a_zero_in_the_graph():
     assert all(torch.isfinite(loss) for loss in run.losses.values())
 
 
+def test_a_batch_without_pseudo_labels_keeps_every_loss_and_parameter_in_the_graph():
+    """DDP (without find_unused_parameters) needs a gradient for every student parameter from
+    every rank at every step: with no pseudo box at all, the losses stay finite and in the graph
+    and the backward still reaches every parameter."""
+    run = _same_view_run(pseudo_specs=[{}, {}])
+    assert run.stats["reliable_per_image"] == run.stats["uncertain_per_image"] == 0.0
+    assert all(torch.isfinite(loss) and loss.requires_grad for loss in run.losses.values())
+    sum(run.losses.values()).backward()
+    trainable = [p for p in run.student.parameters() if p.requires_grad]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+
+
 def test_ignore_mode_gives_the_uncertain_rows_no_loss(plain_run):
     run = _same_view_run(uncertain_mode="ignore")
     assert (run.rois.kind == UNC).sum() > 0  # they are still sampled, just without a loss

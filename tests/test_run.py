@@ -17,7 +17,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from labelmatch.data.errors import DataError
 from labelmatch.evaluation.coco_eval import evaluate_coco
+from labelmatch.run import one_line
 
 METRIC_KEYS = {"map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"}
 
@@ -291,3 +293,19 @@ def test_non_finite_loss_stops_with_a_clear_error_and_saves_the_state(tmp_path, 
     step = int(saved[0].stem.removeprefix("nonfinite-step"))
     assert torch.load(saved[0], weights_only=False)["global_step"] == step
     assert not (run_dir / "results.json").exists()
+
+
+class _UnreadableImages(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise DataError(f"/data/{index}.png (image id {index}, a.json): cannot read or decode")
+
+
+def test_a_data_error_raised_in_a_loader_worker_is_reported_as_its_own_line() -> None:
+    loader = torch.utils.data.DataLoader(_UnreadableImages(), num_workers=1)
+    with pytest.raises(DataError) as error:
+        next(iter(loader))
+    assert "Traceback" in str(error.value)  # how torch re-raises it in the main process
+    assert one_line(error.value) == "/data/0.png (image id 0, a.json): cannot read or decode"
