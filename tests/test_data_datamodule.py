@@ -243,6 +243,19 @@ def test_missing_or_empty_unlabeled_split_is_an_error(data, tmp_path):
         _module(no_images).setup("fit")
 
 
+def test_labeled_split_left_empty_by_skipped_images_is_an_error(data, tmp_path):
+    labeled = json.loads(data.splits.labeled_json.read_text())
+    for image in labeled["images"]:
+        image["file_name"] = "gone/" + image["file_name"]
+    missing = tmp_path / "labeled_missing.json"
+    missing.write_text(json.dumps(labeled))
+    splits = CocoSplits(
+        data.splits.image_dir, missing, data.splits.unlabeled_json, data.splits.val_json
+    )
+    with pytest.raises(DataError, match=r"labeled_missing\.json: the labeled split has no usable"):
+        _module(splits, skip_invalid=True).setup("fit")
+
+
 def test_disagreeing_category_lists_name_both_files(data, tmp_path):
     val = json.loads(data.splits.val_json.read_text())
     val["categories"][3]["name"] = "three"
