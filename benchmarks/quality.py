@@ -1,15 +1,19 @@
 """Quality benchmark: supervised vs mean teacher vs LabelMatch at the same step budget and seeds.
 
-    python benchmarks/quality.py [--seeds 0 1] [--methods M ...] [--out docs/benchmarks.md]
-                                 [--runs-dir outputs/bench-quality] [--reuse] [hydra overrides]
+    python benchmarks/quality.py [--experiment digits] [--seeds 0 1] [--methods M ...]
+                                 [--out docs/benchmarks.md] [--runs-dir DIR] [--reuse]
+                                 [hydra overrides]
 
-Each (method, seed) trains with `python -m labelmatch.run method=M seed=S
-hydra.run.dir=RUNS/M-sS [overrides]` (the same recipe, hence the same steps, for every method),
-unless `--reuse` finds that run's results.json. Then its final model labels the unlabeled split
-(test transform) with the run's final thresholds, and the pseudo labels are scored against the
-split's ground truth (Fig. 4 of the paper: precision, boxes per image, class-distribution KL).
+Each (method, seed) trains with `python -m labelmatch.run experiment=E method=M seed=S
+hydra.run.dir=RUNS/M-sS [overrides]` (the same recipe, hence the same steps, for every method;
+E is `digits` or one of the COCO-standard analogues `digits_1pct`, `digits_5pct`, `digits_10pct`;
+RUNS defaults to outputs/bench-quality/E), unless `--reuse` finds that run's results.json. Then
+its final model labels the unlabeled split (test transform) with the run's final thresholds, and
+the pseudo labels are scored against the split's ground truth (Fig. 4 of the paper: precision,
+boxes per image, class-distribution KL).
 The table replaces the `<!-- quality:begin -->` ... `<!-- quality:end -->` section of `--out`
-(created if missing), so other benchmark sections can share the file.
+(`quality-E` markers for an experiment E other than digits; created if missing), so other
+benchmark sections can share the file.
 """
 
 from __future__ import annotations
@@ -43,7 +47,14 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = ("supervised", "mean_teacher", "labelmatch")
 # The issue's targets: LabelMatch's mAP must exceed each baseline's by at least this many points.
 TARGETS = {"supervised": 10.0, "mean_teacher": 2.0}
-BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+# One section per experiment: `quality` for the default digits recipe, `quality-E` for others.
+
+
+def section_markers(experiment: str) -> tuple[str, str]:
+    name = "quality" if experiment == "digits" else f"quality-{experiment}"
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
 # Lines of the training log echoed as progress: the project's own INFO/WARNING/ERROR records
 # (Hydra's job logging format "[time][logger][LEVEL] - message"), except the per-file data
 # reports (dicts of counts; they stay in train.log).
@@ -122,11 +133,10 @@ def ensure_trained(
     else:
         train(method, seed, run_dir, overrides, label)
     results = json.loads(results_path.read_text())
-    if (results.get("method"), results.get("seed")) != (method, seed):
-        sys.exit(
-            f"{results_path}: expected method={method} seed={seed}, found "
-            f"method={results.get('method')} seed={results.get('seed')}"
-        )
+    recorded = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    expected = [f"method={method}", f"seed={seed}", *overrides]
+    if not set(expected) <= set(recorded):
+        sys.exit(f"{run_dir}: trained with {recorded}, not with {expected}")
     evaluated = evaluated_model(method)
     if evaluated not in results:
         sys.exit(f"{results_path}: no {evaluated} metrics (did the run end within burn-in?)")
@@ -268,6 +278,7 @@ def render(
     runs_dir: Path,
     seeds: Sequence[int],
     overrides: Sequence[str],
+    experiment: str,
 ) -> str:
     runs_by_method: dict[str, list[Run]] = {}
     for run in runs:
@@ -276,14 +287,15 @@ def render(
     steps_text = str(steps[0]) if len(steps) == 1 else f"DIFFER across runs: {steps}"
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     fixed = supervised_reference_threshold()
-    recipe = " ".join(overrides) if overrides else "the default recipe (experiment=digits)"
+    recipe = " ".join(overrides)
     run_command = shlex.join(
         ["python", "-m", "labelmatch.run", "method=M", "seed=S"]
         + [f"hydra.run.dir={shown(runs_dir)}/M-sS", *overrides]
     )
     return "\n".join(
         [
-            "## Pseudo-label quality: supervised vs mean teacher vs LabelMatch",
+            "## Pseudo-label quality: supervised vs mean teacher vs LabelMatch"
+            + ("" if experiment == "digits" else f" ({experiment})"),
             "",
             f"Command: `{command}`",
             "",
@@ -323,21 +335,22 @@ def render(
     )
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, experiment: str) -> None:
     """Replace the quality section of `path` (between the markers), or add it."""
-    block = f"{BEGIN}\n{section}\n{END}"
+    begin_marker, end_marker = section_markers(experiment)
+    block = f"{begin_marker}\n{section}\n{end_marker}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# Benchmarks\n\n{block}\n")
         return
     text = path.read_text()
-    begin, end = text.find(BEGIN), text.find(END)
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if (begin == -1) != (end == -1) or end < begin:
-        sys.exit(f"{path}: the markers {BEGIN} and {END} must both appear, in that order")
+        sys.exit(f"{path}: the markers {begin_marker} and {end_marker} must both appear, in order")
     if begin == -1:
         path.write_text(text.rstrip("\n") + f"\n\n{block}\n")
     else:
-        path.write_text(text[:begin] + block + text[end + len(END) :])
+        path.write_text(text[:begin] + block + text[end + len(end_marker) :])
 
 
 # ------------------------------------------------------------------------------------ main
@@ -346,17 +359,30 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
-    parser.add_argument("--runs-dir", type=Path, default=Path("outputs/bench-quality"))
+    parser.add_argument(
+        "--experiment",
+        default="digits",
+        help="the recipe: digits (default), digits_1pct, digits_5pct or digits_10pct",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        help="where the runs go (default: outputs/bench-quality/EXPERIMENT)",
+    )
     parser.add_argument(
         "--reuse", action="store_true", help="use run dirs that already hold results.json"
     )
     # Hydra overrides (key=value, +key=value, ~key) may come anywhere, even after --seeds 0 1.
     overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     args = parser.parse_args([a for a in argv if a not in overrides])
-    banned = [o for o in overrides if o.split("=")[0].lstrip("+~") in ("method", "seed")]
+    set_by_options = ("method", "seed", "experiment")
+    banned = [o for o in overrides if o.split("=")[0].lstrip("+~") in set_by_options]
     if banned:
-        parser.error(f"{banned}: method and seed are set by --methods and --seeds")
-    return args, overrides
+        parser.error(
+            f"{banned}: experiment, method and seed are set by --experiment, --methods, --seeds"
+        )
+    args.runs_dir = args.runs_dir or Path("outputs/bench-quality") / args.experiment
+    return args, [f"experiment={args.experiment}", *overrides]
 
 
 def main(argv: Sequence[str]) -> None:
@@ -378,7 +404,8 @@ def main(argv: Sequence[str]) -> None:
         )
         runs.append(run)
     command = shlex.join(["python", os.path.relpath(sys.argv[0]), *argv])
-    write_section(args.out, render(runs, command, runs_dir, args.seeds, overrides))
+    section = render(runs, command, runs_dir, args.seeds, overrides, args.experiment)
+    write_section(args.out, section, args.experiment)
     print(f"wrote {args.out}")
     for line in target_lines({m: [r for r in runs if r.method == m] for m in args.methods}):
         print(line)

@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from labelmatch.callbacks.act_refresh import ACTRefresh
 from labelmatch.callbacks.interrupt import NonFiniteLossError, SaveOnInterrupt
@@ -171,6 +172,11 @@ def main(cfg: DictConfig) -> float:
     except SIGTERMException:
         # Stopped by SIGTERM or Ctrl-C; SaveOnInterrupt has saved and logged last.ckpt.
         sys.exit(128 + signal.SIGTERM)
+    except MissingMandatoryValue as error:  # a ??? key, e.g. data.root of the paper experiments
+        log.error(
+            "%s is not set: give it on the command line (%s=...)", error.full_key, error.full_key
+        )
+        sys.exit(1)
     final = results.get("teacher", results.get("student", {}))
     return float(final.get("map", 0.0))
 

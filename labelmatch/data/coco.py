@@ -61,12 +61,18 @@ def load_coco_json(path: str | os.PathLike, require_categories: bool = True) -> 
 
 @dataclass
 class CocoSplits:
-    """The four paths every dataset resolves to. `unlabeled_json` is None for supervised runs."""
+    """The four paths every dataset resolves to. `unlabeled_json` is None for supervised runs.
+
+    File names are relative to `image_dir`, or to `unlabeled_image_dir` / `val_image_dir` when
+    those splits keep their images elsewhere (COCO's train2017/, unlabeled2017/, val2017/).
+    """
 
     image_dir: Path
     labeled_json: Path
     unlabeled_json: Path | None
     val_json: Path
+    unlabeled_image_dir: Path | None = None
+    val_image_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.image_dir = Path(self.image_dir)
@@ -74,6 +80,8 @@ class CocoSplits:
         self.val_json = Path(self.val_json)
         if self.unlabeled_json is not None:
             self.unlabeled_json = Path(self.unlabeled_json)
+        self.unlabeled_image_dir = Path(self.unlabeled_image_dir or self.image_dir)
+        self.val_image_dir = Path(self.val_image_dir or self.image_dir)
 
     def resolve(self) -> CocoSplits:
         """Already resolved; present so that data modules can call `resolve()` on any splits."""

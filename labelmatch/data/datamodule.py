@@ -154,13 +154,17 @@ class DetectionDataModule(lightning.LightningDataModule):
         _same_categories(labeled_coco, splits.labeled_json, val_coco, splits.val_json)
         category_map = CategoryMap.from_coco(labeled_coco["categories"])
 
-        def dataset(ann_file: Any, coco: dict, transforms: Any) -> CocoDetection:
+        def dataset(image_dir: Any, ann_file: Any, coco: dict, transforms: Any) -> CocoDetection:
             return CocoDetection(
-                splits.image_dir, ann_file, category_map, transforms, self.skip_invalid, coco=coco
+                image_dir, ann_file, category_map, transforms, self.skip_invalid, coco=coco
             )
 
-        self.labeled_dataset = dataset(splits.labeled_json, labeled_coco, self.labeled_transform)
-        self.val_dataset = dataset(splits.val_json, val_coco, self.test_transform)
+        self.labeled_dataset = dataset(
+            splits.image_dir, splits.labeled_json, labeled_coco, self.labeled_transform
+        )
+        self.val_dataset = dataset(
+            splits.val_image_dir, splits.val_json, val_coco, self.test_transform
+        )
         for name, data in (("labeled", self.labeled_dataset), ("val", self.val_dataset)):
             if len(data) == 0:
                 raise DataError(f"{data.ann_file}: the {name} split has no usable images")
@@ -179,7 +183,9 @@ class DetectionDataModule(lightning.LightningDataModule):
         coco = load_coco_json(splits.unlabeled_json, require_categories=False)
         if "categories" in coco:  # COCO's image_info_unlabeled2017.json may have none
             _same_categories(labeled_coco, splits.labeled_json, coco, splits.unlabeled_json)
-        unlabeled = dataset(splits.unlabeled_json, coco, self.unlabeled_views)
+        unlabeled = dataset(
+            splits.unlabeled_image_dir, splits.unlabeled_json, coco, self.unlabeled_views
+        )
         if len(unlabeled) == 0:
             raise DataError(
                 f"{splits.unlabeled_json}: no usable unlabeled images, which a semi-supervised "

@@ -28,6 +28,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from labelmatch.data.coco import CocoSplits
+from labelmatch.prepare.folds import write_fold
 
 logger = logging.getLogger(__name__)
 
@@ -264,3 +265,44 @@ class DigitsSplits:
 
     def resolve(self) -> CocoSplits:
         return generate_digits(**dataclasses.asdict(self))
+
+
+@dataclass
+class DigitsFoldSplits:
+    """The CPU analogue of COCO-standard: `num_train` train canvases, of which `percent` % are
+    labeled, drawn by the COCO-standard fold sampler (`labelmatch.prepare.folds`, fold `fold`),
+    the rest unlabeled; `num_val` val canvases.
+
+    The canvases are generated once as one pool (`generate_digits` with every train canvas in
+    its labeled.json); the fold files go to `semi_supervised/train.{fold}@{percent}.json` and
+    `...-unlabeled.json` beside it, with their sidecar.
+    """
+
+    root: str | os.PathLike
+    num_train: int = 1000
+    percent: float = 10
+    fold: int = 1
+    num_val: int = 300
+    image_size: int = 128
+    tail_ratio: float = 10.0
+    seed: int = 0
+
+    def resolve(self) -> CocoSplits:
+        pool = generate_digits(
+            self.root,
+            num_labeled=self.num_train,
+            num_unlabeled=0,
+            num_val=self.num_val,
+            image_size=self.image_size,
+            tail_ratio=self.tail_ratio,
+            seed=self.seed,
+        )
+        labeled, unlabeled = write_fold(
+            pool.labeled_json,
+            pool.labeled_json.parent / "semi_supervised",
+            self.fold,
+            self.percent,
+            prefix="train",
+            overwrite=False,
+        )
+        return CocoSplits(pool.image_dir, labeled, unlabeled, pool.val_json)

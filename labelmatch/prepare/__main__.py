@@ -1,0 +1,111 @@
+"""`python -m labelmatch.prepare {coco_standard, ut_split, coco_additional, voc, checksum} ...`
+
+Writes the annotation files the experiments read (see README, "The paper's experiments").
+Bad input ends with one line naming the file and what is wrong, exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from labelmatch.data.errors import DataError
+from labelmatch.prepare.coco_additional import write_coco_additional
+from labelmatch.prepare.folds import write_coco_standard
+from labelmatch.prepare.sidecar import read_checksum
+from labelmatch.prepare.unbiased_teacher import write_ut_split
+from labelmatch.prepare.voc import write_voc
+
+log = logging.getLogger("labelmatch.prepare")
+
+
+def coco_standard(args: argparse.Namespace) -> None:
+    for path in write_coco_standard(args.data_dir, args.seed, args.percent, args.overwrite):
+        print(path)
+
+
+def ut_split(args: argparse.Namespace) -> None:
+    paths = write_ut_split(
+        args.data_dir, args.supervision_file, args.percent, args.seed, args.overwrite
+    )
+    for path in paths:
+        print(path)
+
+
+def coco_additional(args: argparse.Namespace) -> None:
+    print(write_coco_additional(args.data_dir, args.overwrite))
+
+
+def voc(args: argparse.Namespace) -> None:
+    for path in write_voc(args.devkit, args.overwrite).values():
+        print(path)
+
+
+def checksum(args: argparse.Namespace) -> None:
+    for path in args.files:
+        print(f"{read_checksum(path)}  {path}")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m labelmatch.prepare", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    def command(name: str, run: Callable, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command(
+        "coco_standard",
+        coco_standard,
+        "STAC fold SEED at PERCENT percent: DIR/annotations/semi_supervised/"
+        "instances_train2017.SEED@PERCENT.json and ...-unlabeled.json",
+    )
+    sub.add_argument("--data-dir", required=True, help="COCO 2017 directory (with annotations/)")
+    sub.add_argument("--percent", type=float, required=True, help="1, 5 or 10 in the paper")
+    sub.add_argument("--seed", type=int, required=True, help="the fold, 1-5 in the paper")
+    sub = command(
+        "ut_split",
+        ut_split,
+        "Unbiased Teacher's labeled set: DIR/annotations/semi_supervised/"
+        "instances_train2017.utSEED@PERCENT.json and ...-unlabeled.json",
+    )
+    sub.add_argument("--data-dir", required=True, help="COCO 2017 directory (with annotations/)")
+    sub.add_argument("--supervision-file", required=True, help="dataseed/COCO_supervision.txt")
+    sub.add_argument("--percent", type=float, required=True, help="0.5, 1, 2, 5 or 10")
+    sub.add_argument("--seed", type=int, required=True, help="0-9")
+    sub = command(
+        "coco_additional",
+        coco_additional,
+        "annotations/image_info_unlabeled2017.json -> "
+        "annotations/semi_supervised/instances_unlabeled2017.json",
+    )
+    sub.add_argument("--data-dir", required=True, help="COCO 2017 directory (with annotations/)")
+    sub = command(
+        "voc",
+        voc,
+        "VOC2007 trainval/test and VOC2012 trainval XML -> "
+        "DEVKIT/annotations/{voc07_trainval,voc12_trainval,voc07_test}.json",
+    )
+    sub.add_argument("--devkit", required=True, help="the VOCdevkit directory")
+    for sub in commands.choices.values():
+        sub.add_argument("--overwrite", action="store_true", help="rewrite existing files")
+    sub = command("checksum", checksum, "checksum of the image ids of COCO json files")
+    sub.add_argument("files", nargs="+")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        args.run(args)
+    except DataError as error:
+        log.error("%s", error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

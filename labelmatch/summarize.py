@@ -1,0 +1,185 @@
+"""Final metrics of every job of a Hydra sweep, as one table: `python -m labelmatch.summarize DIR`.
+
+Reads each job directory under DIR (any folder with `.hydra/overrides.yaml`): its overrides and
+its `results.json`. Prints a markdown table with one row per job (the overrides that differ
+between jobs, steps, teacher and student AP x 100) and writes it to `DIR/summary.md` and
+`DIR/summary.csv`. When the sweep varies `seed` or `data.fold`, a second table gives mean ± sample
+std over them for each setting of the other overrides (also `DIR/summary_mean.csv`). A job
+without a readable `results.json` (failed or still running) is listed with that status and left
+out of the means. Missing values (a supervised job has no teacher) are "—", empty in the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+# Overrides that repeat one setting (Table 1 averages folds); means are taken over them.
+REPEAT_KEYS = ("seed", "data.fold")
+# (column, model in results.json, metric key); values are AP x 100.
+METRICS = [
+    ("teacher mAP", "teacher", "map"),
+    ("teacher AP50", "teacher", "map_50"),
+    ("teacher AP75", "teacher", "map_75"),
+    ("student mAP", "student", "map"),
+    ("student AP50", "student", "map_50"),
+]
+
+
+@dataclass
+class Job:
+    directory: Path  # relative to the sweep directory
+    overrides: dict[str, str]
+    results: dict[str, Any] | None
+    status: str
+
+    def metric(self, model: str, key: str) -> float:
+        """AP x 100, NaN when the job has no results or no such model (supervised: no teacher)."""
+        value = (self.results or {}).get(model, {}).get(key)
+        return math.nan if value is None else 100.0 * value
+
+
+def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
+    """Hydra's overrides.yaml list ("key=value", "+key=value", "~key") -> {key: value}."""
+    parsed = {}
+    for line in lines:
+        key, _, value = str(line).partition("=")
+        parsed[key.lstrip("+")] = "(deleted)" if key.startswith("~") else value
+    return parsed
+
+
+def _natural_key(path: Path) -> list:
+    """Job folders 0, 1, ..., 10 in numeric, not string, order."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def read_results(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(results or None, status): "ok", "no results.json" or "unreadable results.json"."""
+    if not path.is_file():
+        return None, "no results.json"
+    try:
+        return json.loads(path.read_text()), "ok"
+    except json.JSONDecodeError:
+        return None, "unreadable results.json"
+
+
+def find_jobs(sweep_dir: Path) -> list[Job]:
+    jobs = []
+    for overrides_file in sweep_dir.rglob(".hydra/overrides.yaml"):
+        directory = overrides_file.parent.parent
+        results, status = read_results(directory / "results.json")
+        overrides = parse_overrides(OmegaConf.to_container(OmegaConf.load(overrides_file)))
+        jobs.append(Job(directory.relative_to(sweep_dir), overrides, results, status))
+    return sorted(jobs, key=lambda job: _natural_key(job.directory))
+
+
+def varying_keys(jobs: Sequence[Job]) -> list[str]:
+    """Override keys whose value is not the same in every job, in first-seen order."""
+    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    return [k for k in keys if len({job.overrides.get(k, "") for job in jobs}) > 1]
+
+
+def format_value(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.2f}"
+
+
+def per_job_rows(jobs: Sequence[Job], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["job", *keys, "status", "steps", *(name for name, _, _ in METRICS)]
+    rows = []
+    for job in jobs:
+        steps = str(job.results["steps"]) if job.results is not None else ""
+        metrics = [format_value(job.metric(model, key)) for _, model, key in METRICS]
+        settings = [job.overrides.get(k, "") for k in keys]
+        rows.append([str(job.directory), *settings, job.status, steps, *metrics])
+    return header, rows
+
+
+def mean_and_std(values: Sequence[float]) -> str:
+    """ "mean ± sample std" of the non-NaN values (just the mean for one value)."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def mean_rows(jobs: Sequence[Job], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """One row per setting of the non-repeat overrides: mean ± std over seeds/folds."""
+    setting_keys = [k for k in keys if k not in REPEAT_KEYS]
+    repeats = [k for k in keys if k in REPEAT_KEYS]
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        if job.results is not None:
+            groups.setdefault(tuple(job.overrides.get(k, "") for k in setting_keys), []).append(job)
+    header = [*setting_keys, f"runs (over {', '.join(repeats)})"]
+    header += [name for name, _, _ in METRICS]
+    rows = []
+    for setting, members in groups.items():
+        cells = [mean_and_std([j.metric(model, key) for j in members]) for _, model, key in METRICS]
+        rows.append([*setting, str(len(members)), *cells])
+    return header, rows
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows([["" if cell == "—" else cell for cell in row] for row in rows])
+
+
+def summarize(sweep_dir: Path) -> str:
+    """Write summary.md / summary.csv (/ summary_mean.csv) into `sweep_dir`; returns the md."""
+    jobs = find_jobs(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir}: no job directories (.hydra/overrides.yaml) in it")
+    keys = varying_keys(jobs)
+    common = [f"{k}={v}" for k, v in jobs[0].overrides.items() if k not in keys]
+    header, rows = per_job_rows(jobs, keys)
+    write_csv(sweep_dir / "summary.csv", header, rows)
+    finished = sum(job.results is not None for job in jobs)
+    parts = [
+        f"# Sweep {sweep_dir}",
+        "",
+        f"{len(jobs)} jobs, {finished} with results.json; common overrides: "
+        f"{' '.join(common) or '(none)'}. AP values × 100 (COCO AP@[.5:.95], AP@.5, AP@.75).",
+        "",
+        markdown(header, rows),
+    ]
+    if any(k in REPEAT_KEYS for k in keys):
+        header, rows = mean_rows(jobs, keys)
+        write_csv(sweep_dir / "summary_mean.csv", header, rows)
+        parts += ["", "Mean ± sample std over seeds / folds:", "", markdown(header, rows)]
+    text = "\n".join(parts) + "\n"
+    (sweep_dir / "summary.md").write_text(text)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m labelmatch.summarize", description=__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory")
+    args = parser.parse_args(argv)
+    try:
+        print(summarize(args.sweep_dir), end="")
+    except FileNotFoundError as error:
+        sys.exit(str(error))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The paper's experiments as one-word configs: each composes with the settings of method-spec,
+the cluster launcher composes, and missing data is one clear error before any model is built."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+PAPER = ["coco_1pct", "coco_5pct", "coco_10pct", "coco_additional", "voc"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment: str) -> None:
+    cfg = compose_config([f"experiment={experiment}"])
+    # Resolving catches broken interpolations; data.root / backbone_weights stay ??? (mandatory).
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+@pytest.mark.parametrize("experiment", PAPER)
+def test_paper_experiments_carry_the_official_settings(experiment: str) -> None:
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.model._target_.endswith("build_frcnn_r50_fpn")
+    assert OmegaConf.is_missing(cfg.data, "root")
+    # 16 + 16 images per step on 8 GPUs at lr 0.01; warm-up 500 from 0.001x; no decay.
+    assert (cfg.data.labeled_batch_size, cfg.data.unlabeled_batch_size) == (2, 2)
+    assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (8, 1)
+    optim = cfg.optim
+    assert (optim.lr, optim.warmup_steps, optim.warmup_factor, list(optim.milestones)) == (
+        0.01, 500, 0.001, []
+    )  # fmt: skip
+    assert (cfg.data.test_scale, cfg.data.max_size) == (800, 1333)
+    assert list(cfg.data.weak_scales) == [500, 550, 600, 650, 700, 750, 800]
+    method = cfg.method
+    assert method.name == "labelmatch"
+    assert (method.act.interval, method.act.subset, method.alpha) == (1000, 10000, 0.2)
+    assert (method.unsup_weight, method.tpt, method.tps, method.ema_momentum) == (
+        2.0, 0.5, 1.0, 0.996
+    )  # fmt: skip
+    iterations = {"coco_additional": 540_000, "voc": 80_000}.get(experiment, 160_000)
+    assert cfg.trainer.max_steps == iterations
+
+
+@pytest.mark.parametrize("percent", [1, 5, 10])
+def test_coco_and_digits_percent_experiments_pick_percent_and_fold(percent: int) -> None:
+    coco = compose_config([f"experiment=coco_{percent}pct", "data.fold=3"])
+    assert coco.data._target_.endswith("coco_standard_datamodule")
+    assert (coco.data.percent, coco.data.fold, coco.data.split) == (percent, 3, "stac")
+    digits = compose_config([f"experiment=digits_{percent}pct"])
+    assert digits.data._target_.endswith("digits_fold_datamodule")
+    assert (digits.data.percent, digits.data.fold, digits.data.num_train) == (percent, 1, 1000)
+    # The default digits recipe, only the data differs.
+    default = compose_config()
+    assert digits.trainer == default.trainer and digits.method == default.method
+
+
+def test_voc_and_coco_additional_read_their_own_data() -> None:
+    assert compose_config(["experiment=voc"]).data._target_.endswith("voc_datamodule")
+    additional = compose_config(["experiment=coco_additional"]).data
+    assert additional._target_.endswith("coco_additional_datamodule")
+
+
+@pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
+def test_slurm_launcher_composes_with_the_project_config(launcher: str) -> None:
+    cfg = compose_config(
+        [f"hydra/launcher={launcher}", "experiment=coco_10pct", "trainer.num_nodes=2"],
+        return_hydra_config=True,
+    )
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    if launcher == "slurm":  # one task per GPU, sized from the trainer
+        assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 8, 8)
+
+
+def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "labelmatch.run", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_missing_data_root_is_one_clear_error_naming_the_prepare_command(tmp_path) -> None:
+    missing = tmp_path / "no_coco_here"
+    result = run_cli(tmp_path, "experiment=coco_5pct", f"data.root={missing}", "data.fold=2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"{missing} does not exist" in output
+    command = (
+        f"python -m labelmatch.prepare coco_standard --data-dir {missing} --percent 5 --seed 2"
+    )
+    assert command in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any training
+
+
+def test_unset_data_root_is_one_clear_error(tmp_path) -> None:
+    result = run_cli(tmp_path, "experiment=voc")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "data.root is not set" in output
+    assert "Traceback" not in output

@@ -1,0 +1,312 @@
+"""`python -m labelmatch.prepare`: COCO-standard folds against the reference algorithm, Unbiased
+Teacher's position lists, VOC XML, the sidecar, and the first-use/missing-data paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelmatch.data.categories import CategoryMap
+from labelmatch.data.coco import CocoDetection
+from labelmatch.data.digits import DigitsFoldSplits, generate_digits
+from labelmatch.data.errors import DataError
+from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSplits, VocSplits
+from labelmatch.evaluation.coco_eval import evaluate_coco
+from labelmatch.prepare.__main__ import main as prepare
+from labelmatch.prepare.folds import stac_split
+from labelmatch.prepare.unbiased_teacher import write_ut_split
+from labelmatch.prepare.voc import write_voc
+
+CATEGORIES = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 90, "name": "brush"}]
+
+
+def synthetic_train2017(num_images: int = 1000, seed: int = 0) -> dict:
+    """instances_train2017.json in miniature: ids not sorted in file order, 0-4 boxes per image
+    (some images without any, some boxes crowd), plus licenses and info."""
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(np.arange(1, 5 * num_images))[:num_images].tolist()
+    images = [{"id": i, "file_name": f"{i:012d}.jpg", "width": 64, "height": 48} for i in ids]
+    annotations = []
+    for image_id in ids:
+        for _ in range(int(rng.integers(0, 5))):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(rng.choice([1, 3, 90])),
+                    "bbox": [1, 2, 10, 12],
+                    "area": 120,
+                    "iscrowd": int(rng.random() < 0.1),
+                }
+            )
+    rng.shuffle(annotations)  # annotations need not be grouped by image
+    return {
+        "info": {"description": "synthetic"},
+        "licenses": [{"id": 1, "name": "x"}],
+        "images": images,
+        "annotations": annotations,
+        "categories": CATEGORIES,
+    }
+
+
+def reference_stac_split(anno: dict, seed: int, percent: float) -> tuple[dict, dict]:
+    """STAC's prepare_coco_data.py / MMDetection's split_coco.py, written out as they are."""
+    np.random.seed(seed)
+    image_list = anno["images"]
+    labeled_tot = int(percent / 100.0 * len(image_list))
+    labeled_ind = np.random.choice(range(len(image_list)), size=labeled_tot)
+    labeled_id, labeled_images, unlabeled_images = [], [], []
+    labeled_ind = set(labeled_ind)
+    for i in range(len(image_list)):
+        if i in labeled_ind:
+            labeled_images.append(image_list[i])
+            labeled_id.append(image_list[i]["id"])
+        else:
+            unlabeled_images.append(image_list[i])
+    labeled_id = set(labeled_id)
+    labeled_annotations, unlabeled_annotations = [], []
+    for an in anno["annotations"]:
+        if an["image_id"] in labeled_id:
+            labeled_annotations.append(an)
+        else:
+            unlabeled_annotations.append(an)
+
+    def save(images, annotations):
+        return {
+            "images": images,
+            "annotations": annotations,
+            "licenses": anno["licenses"],
+            "categories": anno["categories"],
+            "info": anno["info"],
+        }
+
+    return save(labeled_images, labeled_annotations), save(unlabeled_images, unlabeled_annotations)
+
+
+def write_coco_dir(root: Path, train: dict) -> Path:
+    """A COCO 2017 layout: train2017/, val2017/, annotations/ with train and a tiny val json."""
+    (root / "annotations").mkdir(parents=True)
+    (root / "train2017").mkdir()
+    (root / "val2017").mkdir()
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(train))
+    val = {"images": [], "annotations": [], "categories": train["categories"]}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(val))
+    return root
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# ---- COCO-standard folds ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seed", "percent"), [(1, 1), (2, 5), (5, 10)])
+def test_coco_standard_split_equals_the_reference_algorithm(tmp_path, seed, percent) -> None:
+    train = synthetic_train2017()
+    root = write_coco_dir(tmp_path / "coco", train)
+    prepare(["coco_standard", "--data-dir", str(root), "--percent", str(percent),
+             "--seed", str(seed)])  # fmt: skip
+    folder = root / "annotations" / "semi_supervised"
+    labeled = read(folder / f"instances_train2017.{seed}@{percent}.json")
+    unlabeled = read(folder / f"instances_train2017.{seed}@{percent}-unlabeled.json")
+    expected_labeled, expected_unlabeled = reference_stac_split(train, seed, percent)
+    # Same images (ids, file order, count), annotations, and copied keys in the same order.
+    assert labeled == expected_labeled and list(labeled) == list(expected_labeled)
+    assert unlabeled == expected_unlabeled
+    # Nothing lost, nothing twice; annotations follow their images.
+    labeled_ids = [image["id"] for image in labeled["images"]]
+    unlabeled_ids = [image["id"] for image in unlabeled["images"]]
+    assert sorted(labeled_ids + unlabeled_ids) == sorted(i["id"] for i in train["images"])
+    assert not set(labeled_ids) & set(unlabeled_ids)
+    assert len(labeled["annotations"]) + len(unlabeled["annotations"]) == len(train["annotations"])
+    assert {a["image_id"] for a in labeled["annotations"]} <= set(labeled_ids)
+    # With replacement: at most int(percent / 100 * N) images.
+    assert 0 < len(labeled_ids) <= int(percent / 100 * 1000)
+    sidecar = read(folder / f"instances_train2017.{seed}@{percent}.ids.json")
+    assert sidecar["labeled_image_ids"] == sorted(labeled_ids)
+    canonical = ",".join(map(str, sorted(labeled_ids))).encode()
+    assert sidecar["checksum"] == hashlib.sha256(canonical).hexdigest()
+    assert (sidecar["fold"], sidecar["percent"]) == (seed, percent)
+
+
+def test_fold_files_are_written_on_first_use_and_reused_afterwards(tmp_path) -> None:
+    root = write_coco_dir(tmp_path / "coco", synthetic_train2017(200))
+    splits = CocoStandardSplits(root, fold=3, percent=5).resolve()
+    assert splits.labeled_json.name == "instances_train2017.3@5.json"
+    assert splits.unlabeled_json.name == "instances_train2017.3@5-unlabeled.json"
+    assert (splits.image_dir, splits.val_image_dir) == (root / "train2017", root / "val2017")
+    assert splits.unlabeled_image_dir == root / "train2017"
+    # A split file from another codebase (here: one image fewer) is reused as it is.
+    other = read(splits.labeled_json)
+    other["images"] = other["images"][1:]
+    splits.labeled_json.write_text(json.dumps(other))
+    CocoStandardSplits(root, fold=3, percent=5).resolve()
+    assert read(splits.labeled_json) == other
+
+
+def test_checksum_command_matches_the_sidecar(tmp_path, capsys) -> None:
+    root = write_coco_dir(tmp_path / "coco", synthetic_train2017(100))
+    prepare(["coco_standard", "--data-dir", str(root), "--percent", "10", "--seed", "1"])
+    labeled = root / "annotations" / "semi_supervised" / "instances_train2017.1@10.json"
+    capsys.readouterr()
+    prepare(["checksum", str(labeled)])
+    printed = capsys.readouterr().out.split()[0]
+    assert printed == read(labeled.with_name("instances_train2017.1@10.ids.json"))["checksum"]
+
+
+def test_digits_fold_split_is_the_same_sampler_on_the_train_canvases(tmp_path) -> None:
+    small = dict(num_val=4, image_size=64, tail_ratio=10.0, seed=0)
+    splits = DigitsFoldSplits(tmp_path, num_train=40, percent=25, fold=2, **small).resolve()
+    pool = read(generate_digits(tmp_path, num_labeled=40, num_unlabeled=0, **small).labeled_json)
+    expected_labeled, expected_unlabeled = stac_split(pool, 25, 2)
+    assert read(splits.labeled_json)["images"] == expected_labeled["images"]
+    assert read(splits.unlabeled_json)["images"] == expected_unlabeled["images"]
+    assert splits.labeled_json.name == "train.2@25.json"
+
+
+# ---- Unbiased Teacher's position lists -------------------------------------------------------
+
+
+def test_ut_positions_index_images_sorted_by_id_without_crowd_only_images(tmp_path) -> None:
+    train = synthetic_train2017(300, seed=1)
+    root = write_coco_dir(tmp_path / "coco", train)
+    with_objects = sorted(
+        {a["image_id"] for a in train["annotations"] if a["iscrowd"] == 0}
+    )  # what detectron2 keeps, in its (id) order
+    count = int(10 / 100 * len(with_objects))  # Unbiased Teacher's count for 10 %
+    positions = np.random.default_rng(0).choice(len(with_objects), count, replace=False)
+    supervision = tmp_path / "COCO_supervision.txt"
+    supervision.write_text(json.dumps({"10.0": {"0": positions.tolist()}}))
+    prepare(["ut_split", "--data-dir", str(root), "--supervision-file", str(supervision),
+             "--percent", "10", "--seed", "0"])  # fmt: skip
+    folder = root / "annotations" / "semi_supervised"
+    labeled = read(folder / "instances_train2017.ut0@10.json")
+    unlabeled = read(folder / "instances_train2017.ut0@10-unlabeled.json")
+    expected = sorted(with_objects[p] for p in positions)
+    assert [i["id"] for i in labeled["images"]] == expected
+    assert [i["id"] for i in unlabeled["images"]] == [i for i in with_objects if i not in expected]
+    by_image = {i["id"]: [a for a in train["annotations"] if a["image_id"] == i["id"]]
+                for i in train["images"]}  # fmt: skip
+    assert labeled["annotations"] == [a for a in train["annotations"] if a["image_id"] in expected]
+    assert sum(len(by_image[i]) for i in expected) == len(labeled["annotations"])
+    sidecar = read(folder / "instances_train2017.ut0@10.ids.json")
+    assert sidecar["labeled_image_ids"] == expected
+    assert sidecar["images_without_objects_left_out"] == 300 - len(with_objects) > 0
+
+
+def test_ut_positions_of_another_train_file_are_rejected(tmp_path) -> None:
+    root = write_coco_dir(tmp_path / "coco", synthetic_train2017(300, seed=1))
+    supervision = tmp_path / "COCO_supervision.txt"
+    supervision.write_text(json.dumps({"10.0": {"0": list(range(5))}}))
+    with pytest.raises(DataError, match=r"5 positions for 10 %.*not the same train2017"):
+        write_ut_split(root, supervision, 10, 0)
+    with pytest.raises(DataError, match=r"ut_split --data-dir .* --percent 10 --seed 0"):
+        CocoStandardSplits(root, fold=0, percent=10, split="unbiased_teacher").resolve()
+
+
+# ---- VOC ---------------------------------------------------------------------------------------
+
+
+def voc_xml(size: tuple[int, int] | None, objects: list[tuple[str, int, tuple]]) -> str:
+    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height></size>" if size else ""
+    objects_xml = "".join(
+        f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
+        f"<xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax>"
+        "</bndbox></object>"
+        for name, difficult, b in objects
+    )
+    return f"<annotation>{size_xml}{objects_xml}</annotation>"
+
+
+@pytest.fixture
+def mini_devkit(tmp_path) -> Path:
+    """VOC2007: 000005 (trainval: a dog and a difficult person), 000007 (test: a car);
+    VOC2012: 2008_000008 (trainval: a cat, XML without <size>)."""
+    devkit = tmp_path / "VOCdevkit"
+    images = {
+        ("VOC2007", "trainval"): ("000005", (50, 40), [("dog", 0, (11, 6, 30, 25)),
+                                                      ("person", 1, (2, 2, 9, 20))]),
+        ("VOC2007", "test"): ("000007", (30, 20), [("car", 0, (1, 1, 30, 20))]),
+        ("VOC2012", "trainval"): ("2008_000008", None, [("cat", 0, (5, 5, 15, 15))]),
+    }  # fmt: skip
+    for (year, image_set), (name, size, objects) in images.items():
+        for folder in ("Annotations", "ImageSets/Main", "JPEGImages"):
+            (devkit / year / folder).mkdir(parents=True, exist_ok=True)
+        (devkit / year / "ImageSets" / "Main" / f"{image_set}.txt").write_text(f"{name}\n")
+        (devkit / year / "Annotations" / f"{name}.xml").write_text(voc_xml(size, objects))
+        Image.new("RGB", size or (24, 18)).save(devkit / year / "JPEGImages" / f"{name}.jpg")
+    return devkit
+
+
+def test_voc_xml_becomes_coco_json_with_difficult_as_crowd(mini_devkit) -> None:
+    prepare(["voc", "--devkit", str(mini_devkit)])
+    splits = VocSplits(mini_devkit).resolve()
+    trainval, test = read(splits.labeled_json), read(splits.val_json)
+    assert [c["name"] for c in trainval["categories"]][:3] == ["aeroplane", "bicycle", "bird"]
+    assert len(trainval["categories"]) == 20 and trainval["categories"] == test["categories"]
+    assert trainval["images"] == [
+        {"id": 5, "file_name": "VOC2007/JPEGImages/000005.jpg", "width": 50, "height": 40}
+    ]
+    dog, person = trainval["annotations"]
+    assert (dog["category_id"], dog["bbox"], dog["iscrowd"]) == (12, [10, 5, 19, 19], 0)
+    assert (person["category_id"], person["iscrowd"], person["ignore"]) == (15, 1, 1)
+    unlabeled = read(splits.unlabeled_json)
+    assert unlabeled["images"][0]["id"] == 2008000008
+    assert (unlabeled["images"][0]["width"], unlabeled["images"][0]["height"]) == (24, 18)
+    # Training reads the difficult box as crowd: not a target, counted.
+    names = CategoryMap.from_coco(trainval["categories"])
+    dataset = CocoDetection(splits.image_dir, splits.labeled_json, names)
+    assert (dataset.report["boxes"], dataset.report["crowd"]) == (1, 1)
+
+
+def test_cocoeval_skips_the_difficult_object(mini_devkit) -> None:
+    prepare(["voc", "--devkit", str(mini_devkit)])
+    trainval = mini_devkit / "annotations" / "voc07_trainval.json"
+    dog = {"image_id": 5, "category_id": 12, "bbox": [10, 5, 19, 19], "score": 0.9}
+    # Only the dog is detected; were the difficult person a real object, person AP would be 0
+    # and the mean 0.5.
+    metrics = evaluate_coco(trainval, [dog])
+    assert metrics["map"] == pytest.approx(1.0)
+    assert metrics["per_class"]["person"] is None
+    assert metrics["per_class"]["dog"] == pytest.approx(1.0)
+
+
+# ---- missing data: one DataError naming the path and the command -----------------------------
+
+
+def test_missing_roots_name_the_path_and_the_prepare_command(tmp_path) -> None:
+    missing = tmp_path / "nowhere"
+    cases = [
+        (CocoStandardSplits(missing, fold=2, percent=5), "coco_standard --data-dir"),
+        (CocoAdditionalSplits(missing), "coco_additional --data-dir"),
+        (VocSplits(missing), "voc --devkit"),
+    ]
+    for splits, command in cases:
+        with pytest.raises(DataError) as error:
+            splits.resolve()
+        assert str(missing) in str(error.value)
+        assert f"python -m labelmatch.prepare {command} {missing}" in str(error.value)
+
+
+def test_missing_pieces_inside_the_root_are_named(tmp_path, mini_devkit) -> None:
+    root = write_coco_dir(tmp_path / "coco", synthetic_train2017(20))
+    (root / "val2017").rmdir()
+    with pytest.raises(DataError, match=rf"{root / 'val2017'} does not exist"):
+        CocoStandardSplits(root).resolve()
+    with pytest.raises(
+        DataError, match=r"voc07_trainval.json does not exist.*prepare voc --devkit"
+    ):
+        VocSplits(mini_devkit).resolve()
+    bad = mini_devkit / "VOC2007" / "Annotations" / "000007.xml"
+    bad.write_text(bad.read_text().replace("car", "truck"))
+    with pytest.raises(DataError, match=r"000007.xml: object 0: unknown class 'truck'"):
+        write_voc(mini_devkit)
+    with pytest.raises(SystemExit) as exit_status:  # the command: one log line, status 1
+        prepare(["voc", "--devkit", str(mini_devkit)])
+    assert exit_status.value.code == 1

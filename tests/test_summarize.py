@@ -1,0 +1,96 @@
+"""`python -m labelmatch.summarize`: per-job and mean ± std tables of a Hydra sweep, on a
+hand-made sweep directory and on a real 2-job multirun of the smoke experiment."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from labelmatch.summarize import summarize
+
+
+def fake_job(job_dir: Path, overrides: list[str], teacher_map: float | None) -> None:
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    if teacher_map is not None:
+        metrics = {"map": teacher_map, "map_50": 2 * teacher_map, "map_75": teacher_map / 2}
+        results = {"steps": 100, "teacher": metrics, "student": {**metrics, "map": 0.1}}
+        (job_dir / "results.json").write_text(json.dumps(results))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_per_job_table_and_mean_std_over_folds(tmp_path) -> None:
+    # alpha x fold sweep; fold 3 of alpha 0.4 failed (no results.json).
+    maps = {("0.2", "1"): 0.30, ("0.2", "2"): 0.34, ("0.4", "1"): 0.20, ("0.4", "3"): None}
+    for index, ((alpha, fold), value) in enumerate(maps.items()):
+        overrides = ["experiment=coco_1pct", f"method.alpha={alpha}", f"data.fold={fold}"]
+        fake_job(tmp_path / str(index), overrides, value)
+    text = summarize(tmp_path)
+    assert "common overrides: experiment=coco_1pct" in text
+    rows = read_csv(tmp_path / "summary.csv")
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    assert [(r["method.alpha"], r["data.fold"], r["status"]) for r in rows][-1] == (
+        "0.4", "3", "no results.json"
+    )  # fmt: skip
+    assert rows[0]["teacher mAP"] == "30.00" and rows[0]["teacher AP50"] == "60.00"
+    assert rows[3]["teacher mAP"] == ""
+    means = read_csv(tmp_path / "summary_mean.csv")
+    assert [(m["method.alpha"], m["runs (over data.fold)"]) for m in means] == [
+        ("0.2", "2"), ("0.4", "1")
+    ]  # fmt: skip
+    # 30 and 34: mean 32, sample std 2.83; one run: its value alone.
+    assert means[0]["teacher mAP"] == "32.00 ± 2.83"
+    assert means[1]["teacher mAP"] == "20.00"
+    assert (tmp_path / "summary.md").read_text() == text
+    assert "| 0.2 | 2 | 32.00 ± 2.83 |" in text
+
+
+def test_no_mean_table_when_no_seed_or_fold_varies(tmp_path) -> None:
+    for index, alpha in enumerate(["0.1", "0.2"]):
+        fake_job(tmp_path / str(index), [f"method.alpha={alpha}", "seed=1"], 0.25)
+    text = summarize(tmp_path)
+    assert "Mean ±" not in text and not (tmp_path / "summary_mean.csv").exists()
+    assert "common overrides: seed=1" in text
+
+
+def test_two_job_multirun_of_the_smoke_experiment_then_summarize(tmp_path, cache_dir) -> None:
+    """One Hydra basic-sweeper job per alpha, each with its own run dir and results.json (the
+    default CSV logger), then the summary of both."""
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir), OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "labelmatch.run", "-m", "experiment=smoke",
+         "method.alpha=0.1,0.2", f"hydra.sweep.dir={sweep}", "trainer.max_steps=16",
+         "method.burn_in_steps=8", "trainer.val_check_interval=16",
+         "checkpoint_every_n_steps=16"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for job, alpha in (("0", 0.1), ("1", 0.2)):
+        assert OmegaConf.load(sweep / job / ".hydra" / "config.yaml").method.alpha == alpha
+        assert json.loads((sweep / job / "results.json").read_text())["steps"] == 16
+        assert (sweep / job / "metrics.csv").is_file()
+    summary = subprocess.run(
+        [sys.executable, "-m", "labelmatch.summarize", str(sweep)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert summary.returncode == 0, summary.stderr
+    rows = read_csv(sweep / "summary.csv")
+    assert [(r["job"], r["method.alpha"], r["status"], r["steps"]) for r in rows] == [
+        ("0", "0.1", "ok", "16"), ("1", "0.2", "ok", "16")
+    ]  # fmt: skip
+    for row, job in zip(rows, ("0", "1")):
+        teacher = json.loads((sweep / job / "results.json").read_text())["teacher"]
+        assert float(row["teacher mAP"]) == pytest.approx(100 * teacher["map"], abs=0.005)
+    assert summary.stdout == (sweep / "summary.md").read_text()
