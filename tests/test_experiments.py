@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, compose_config
@@ -73,9 +74,11 @@ def test_slurm_launcher_composes_with_the_project_config(launcher: str) -> None:
         [f"hydra/launcher={launcher}", "experiment=coco_10pct", "trainer.num_nodes=2"],
         return_hydra_config=True,
     )
-    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert params["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    # What Hydra does at -m: instantiate the launcher from the node inside the whole config.
+    slurm = instantiate(cfg.hydra.launcher)
+    assert type(slurm).__name__ == "SlurmLauncher"
     if launcher == "slurm":  # one task per GPU, sized from the trainer
+        params = slurm.params
         assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 8, 8)
 
 

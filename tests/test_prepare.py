@@ -13,6 +13,7 @@ from PIL import Image
 
 from labelmatch.data.categories import CategoryMap
 from labelmatch.data.coco import CocoDetection
+from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsFoldSplits, generate_digits
 from labelmatch.data.errors import DataError
 from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSplits, VocSplits
@@ -310,3 +311,23 @@ def test_missing_pieces_inside_the_root_are_named(tmp_path, mini_devkit) -> None
     with pytest.raises(SystemExit) as exit_status:  # the command: one log line, status 1
         prepare(["voc", "--devkit", str(mini_devkit)])
     assert exit_status.value.code == 1
+
+
+def test_coco_splits_read_train_and_val_images_from_their_own_folders(tmp_path) -> None:
+    train = synthetic_train2017(12, seed=2)
+    root = write_coco_dir(tmp_path / "coco", train)
+    val = {**train, "images": train["images"][:2], "annotations": []}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(val))
+    for image in train["images"]:
+        Image.new("RGB", (64, 48)).save(root / "train2017" / image["file_name"], format="PNG")
+    for image in val["images"]:  # only val2017/ has these two as val images
+        Image.new("RGB", (64, 48)).save(root / "val2017" / image["file_name"], format="PNG")
+    data = DetectionDataModule(
+        CocoStandardSplits(root, fold=1, percent=50), num_workers=0, test_scale=48, max_size=64
+    )
+    data.setup("fit")
+    assert data.labeled_dataset.image_dir == data.unlabeled_dataset.image_dir == root / "train2017"
+    assert data.val_dataset.image_dir == root / "val2017"
+    image, _ = data.val_dataset[0]
+    assert tuple(image.shape[-2:]) == (48, 64)
+    assert len(data.labeled_dataset) + len(data.unlabeled_dataset) == 12

@@ -35,7 +35,7 @@ def write_coco_additional(data_dir: str | os.PathLike, overwrite: bool = False) 
     annotations = Path(data_dir) / "annotations"
     out = unlabeled2017_path(data_dir)
     if out.is_file() and not overwrite:
-        log.info("reusing %s", out)
+        log.debug("reusing %s", out)
         return out
     image_info = load_coco_json(
         annotations / "image_info_unlabeled2017.json", require_categories=False

@@ -51,7 +51,7 @@ def write_fold(
     unless `overwrite`, so splits written by other codebases drop in."""
     labeled_path, unlabeled_path = split_paths(out_dir, split_name(seed, percent, prefix))
     if labeled_path.is_file() and unlabeled_path.is_file() and not overwrite:
-        log.info("reusing the existing split %s", labeled_path)
+        log.debug("reusing the existing split %s", labeled_path)
         return labeled_path, unlabeled_path
     coco = load_coco_json(source_json)
     labeled, unlabeled = stac_split(coco, percent, seed)

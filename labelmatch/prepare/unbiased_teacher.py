@@ -81,7 +81,7 @@ def write_ut_split(
     out_dir = annotations / "semi_supervised"
     labeled_path, unlabeled_path = split_paths(out_dir, ut_split_name(seed, percent))
     if labeled_path.is_file() and unlabeled_path.is_file() and not overwrite:
-        log.info("reusing the existing split %s", labeled_path)
+        log.debug("reusing the existing split %s", labeled_path)
         return labeled_path, unlabeled_path
     source = annotations / "instances_train2017.json"
     coco = load_coco_json(source)

@@ -149,7 +149,7 @@ def write_voc(devkit: str | os.PathLike, overwrite: bool = False) -> dict[str, P
     paths = voc_annotation_paths(devkit)
     for name, (year, image_set) in VOC_SPLITS.items():
         if paths[name].is_file() and not overwrite:
-            log.info("reusing %s", paths[name])
+            log.debug("reusing %s", paths[name])
             continue
         coco, report = voc_to_coco(devkit, year, image_set)
         write_json_atomic(paths[name], coco)
