@@ -257,6 +257,7 @@ def test_voc_xml_becomes_coco_json_with_difficult_as_crowd(mini_devkit) -> None:
     dog, person = trainval["annotations"]
     assert (dog["category_id"], dog["bbox"], dog["iscrowd"]) == (12, [10, 5, 19, 19], 0)
     assert (person["category_id"], person["iscrowd"], person["ignore"]) == (15, 1, 1)
+    assert read(mini_devkit / "annotations" / "voc07_trainval.ids.json")["labeled_image_ids"] == [5]
     unlabeled = read(splits.unlabeled_json)
     assert unlabeled["images"][0]["id"] == 2008000008
     assert (unlabeled["images"][0]["width"], unlabeled["images"][0]["height"]) == (24, 18)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from labelmatch.data.errors import DataError
 from labelmatch.prepare.files import write_json_atomic
+from labelmatch.prepare.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ def voc_annotation_paths(devkit: str | os.PathLike) -> dict[str, Path]:
 
 def write_voc(devkit: str | os.PathLike, overwrite: bool = False) -> dict[str, Path]:
     """Convert the three VOC splits to `devkit/annotations/{voc07_trainval, voc12_trainval,
-    voc07_test}.json`; existing files are kept unless `overwrite`."""
+    voc07_test}.json` (the labeled one with its sidecar); existing files are kept unless
+    `overwrite`."""
     devkit = Path(devkit)
     if not devkit.is_dir():
         raise DataError(f"{devkit}: VOCdevkit directory does not exist")
@@ -153,5 +155,7 @@ def write_voc(devkit: str | os.PathLike, overwrite: bool = False) -> dict[str, P
             continue
         coco, report = voc_to_coco(devkit, year, image_set)
         write_json_atomic(paths[name], coco)
+        if name == "voc07_trainval":  # the labeled split
+            write_sidecar(paths[name], coco, {"source": f"{year}/ImageSets/Main/{image_set}.txt"})
         log.info("wrote %s: %s", paths[name], report)
     return paths
