@@ -33,6 +33,7 @@ def test_paper_experiments_carry_the_official_settings(experiment: str) -> None:
     # 16 + 16 images per step on 8 GPUs at lr 0.01; warm-up 500 from 0.001x; no decay.
     assert (cfg.data.labeled_batch_size, cfg.data.unlabeled_batch_size) == (2, 2)
     assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (8, 1)
+    assert cfg.trainer.strategy._target_.endswith("DDPStrategy")
     optim = cfg.optim
     assert (optim.lr, optim.warmup_steps, optim.warmup_factor, list(optim.milestones)) == (
         0.01, 500, 0.001, []
