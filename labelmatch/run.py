@@ -3,7 +3,7 @@
 Data is resolved and validated first (bad input fails before any model is built), then the
 detector, the LightningModule, the callbacks and the Trainer are built from the Hydra config.
 The run directory (Hydra's) receives `results.json`, `metrics.csv`, `eval/<model>.json`,
-`checkpoints/last.ckpt` and the resolved config in `.hydra/`.
+`checkpoints/last.ckpt`, `plots/` and the resolved config in `.hydra/`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -29,11 +29,14 @@ from omegaconf.errors import MissingMandatoryValue
 
 from labelmatch.callbacks.act_refresh import ACTRefresh
 from labelmatch.callbacks.interrupt import NonFiniteLossError, SaveOnInterrupt
+from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
 from labelmatch.callbacks.random_states import RandomStates
 from labelmatch.callbacks.rank_agreement import RankAgreement
 from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
+from labelmatch.callbacks.run_plots import RunPlots
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
 from labelmatch.data.errors import DataError
+from labelmatch.loggers import finish_wandb_run
 from labelmatch.method.module import LabelMatchModule
 
 log = logging.getLogger("labelmatch")
@@ -68,7 +71,23 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         )
     if method.name == "labelmatch" and method.rplm.enabled:
         callbacks.append(ReliablePseudoLabelMining(score=method.rplm.score, iou=method.rplm.iou))
+    if method.name != "supervised":
+        prior = method.get("act", {}).get("prior")
+        callbacks.append(
+            PseudoLabelStatistics(prior=OmegaConf.to_container(prior) if prior else None)
+        )
+    callbacks.append(RunPlots())  # after the statistics: it draws what they logged
     return callbacks
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """metrics.csv always, plus the `logger` group's choice (wandb, tensorboard) if any."""
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    if cfg.logger.get("_target_"):
+        extra = instantiate(cfg.logger, save_dir=str(run_dir))
+        extra.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        loggers.append(extra)
+    return loggers
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -95,7 +114,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
-        logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
+        logger=build_loggers(cfg, run_dir),
         callbacks=build_callbacks(cfg, run_dir),
         plugins=[AtomicCheckpointIO()],
     )
@@ -163,8 +182,10 @@ def summary_line(results: dict[str, Any]) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    succeeded = False
     try:
         results = train(cfg, run_dir)
+        succeeded = True
     except (DataError, FileNotFoundError, NonFiniteLossError) as error:
         # Bad input (or a diverged run) is the user's to fix: one clear line, no traceback.
         log.error("%s", one_line(error))
@@ -177,6 +198,8 @@ def main(cfg: DictConfig) -> float:
             "%s is not set: give it on the command line (%s=...)", error.full_key, error.full_key
         )
         sys.exit(1)
+    finally:
+        finish_wandb_run(succeeded)  # each job of a multirun is its own wandb run
     final = results.get("teacher", results.get("student", {}))
     return float(final.get("map", 0.0))
 

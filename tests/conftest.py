@@ -4,6 +4,8 @@ session-wide cache, and the smoke run (trained once per session, reused by sever
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,26 @@ def cache_dir(tmp_path_factory) -> Path:
     path = Path(os.environ.get("LABELMATCH_TEST_CACHE", tmp_path_factory.mktemp("cache")))
     os.environ["LABELMATCH_CACHE"] = str(path)
     return path
+
+
+def run_cli(run_dir: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "labelmatch.run", f"hydra.run.dir={run_dir}", *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def train_cli(run_dir: Path, cache_dir: Path, *overrides: str) -> Path:
+    result = run_cli(run_dir, cache_dir, *overrides)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, cache_dir) -> Path:
+    """LabelMatch on the smoke experiment, trained once per session for every test using it."""
+    return train_cli(tmp_path_factory.mktemp("smoke"), cache_dir, "experiment=smoke")

@@ -12,6 +12,7 @@ from labelmatch.data.coco import CocoSplits
 from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsSplits
 from labelmatch.data.errors import DataError
+from labelmatch.data.geometry import map_boxes
 from labelmatch.data.samplers import Draw, InfiniteSampler, SeededDraws, draw_seed
 
 # ---- InfiniteSampler ---------------------------------------------------------------------
@@ -160,11 +161,12 @@ def test_unlabeled_batches(data):
         assert weak.shape[1] in (56, 64) and strong.shape[1] in (72, 80)
     assert all(m.shape == (3, 3) for m in batch["weak_matrix"] + batch["strong_matrix"])
     unlabeled_ids = set(data.unlabeled_dataset.image_ids)
-    for target in batch["targets"]:
-        assert set(target) == {"boxes", "labels", "image_id"}
+    for target, weak_matrix in zip(batch["targets"], batch["weak_matrix"]):
+        assert set(target) == {"boxes", "weak_boxes", "labels", "image_id"}
         assert target["image_id"] in unlabeled_ids
         assert type(target["boxes"]) is torch.Tensor
         assert (target["boxes"] <= 64).all()  # original 64x64 frame
+        assert torch.allclose(target["weak_boxes"], map_boxes(target["boxes"], weak_matrix))
 
 
 def test_val_loader_covers_the_val_set_once_in_file_order(data):

@@ -129,6 +129,7 @@ def test_weak_boxes_mapped_to_the_strong_view_land_on_the_same_object(flip_prob)
         assert min(out["weak"].shape[1:]) in (40, 50)
         assert min(out["strong"].shape[1:]) in (70, 80, 90)
         assert torch.equal(out["target"]["boxes"], truth)  # ground truth stays in the original
+        assert torch.equal(out["target"]["weak_boxes"], weak_box)  # and travels in the weak frame
         assert out["target"]["labels"].tolist() == [4] and out["image_id"] == 17
 
 
@@ -168,3 +169,13 @@ def test_test_transform_is_deterministic_and_unflipped():
     assert torch.allclose(first["matrix"], scale_matrix(0.5, 0.5))
     assert first["boxes"].tolist() == [[10, 5, 20, 15]]
     assert first["orig_size"] == (60, 90)
+
+
+def test_unlabeled_image_without_annotations_has_empty_ground_truth_in_both_frames():
+    image, target = _scene()
+    target["boxes"] = tv_tensors.BoundingBoxes(
+        torch.zeros(0, 4), format="XYXY", canvas_size=(60, 90)
+    )
+    target["labels"] = torch.zeros(0, dtype=torch.int64)
+    out = UnlabeledViews([40, 50], [70, 80], max_size=200)(image, target)
+    assert out["target"]["boxes"].shape == out["target"]["weak_boxes"].shape == (0, 4)

@@ -20,25 +20,9 @@ from pycocotools.cocoeval import COCOeval
 from labelmatch.data.errors import DataError
 from labelmatch.evaluation.coco_eval import evaluate_coco
 from labelmatch.run import one_line
+from tests.conftest import run_cli, train_cli
 
 METRIC_KEYS = {"map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"}
-
-
-def run_cli(run_dir: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, "-m", "labelmatch.run", f"hydra.run.dir={run_dir}", *overrides],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def train_cli(run_dir: Path, cache_dir: Path, *overrides: str) -> Path:
-    result = run_cli(run_dir, cache_dir, *overrides)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return run_dir
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -48,12 +32,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def logged(rows: list[dict[str, str]], key: str) -> list[float]:
     return [float(row[key]) for row in rows if row.get(key)]
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, cache_dir) -> Path:
-    """LabelMatch on the smoke experiment, trained once for all the tests below."""
-    return train_cli(tmp_path_factory.mktemp("smoke"), cache_dir, "experiment=smoke")
 
 
 def test_smoke_run_writes_every_artefact(smoke_run: Path) -> None:

@@ -21,6 +21,8 @@ from labelmatch.method.act import (
     class_prior_from_counts,
     scores_by_class,
 )
+from labelmatch.method.pseudo_labels import count_by_thresholds
+from labelmatch.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class ACTRefresh(L.Callback):
         datamodule = trainer.datamodule
         num_images = min(self.subset, len(datamodule.unlabeled_dataset))
         loader = datamodule.reference_dataloader(num_images, seed=pl_module.global_step)
+        loader = progress(loader, f"ACT refresh at step {pl_module.global_step}")
         labels, scores = teacher_scores(pl_module, loader)
         labels, scores = gather_across_ranks(trainer, labels, scores)
         num_classes = len(pl_module.reliable_thresholds)
@@ -101,8 +104,10 @@ class ACTRefresh(L.Callback):
         self.refreshes += 1
         names = pl_module.hparams.class_names
         log_thresholds(pl_module, names, reliable, uncertain)
+        num_reliable, num_uncertain = count_by_thresholds(labels, scores, reliable, uncertain)
         log.info(
-            "ACT refresh %d at step %d on %d images: reliable %.3f-%.3f, uncertain %.3f-%.3f",
+            "ACT refresh %d at step %d on %d images: reliable %.3f-%.3f, uncertain %.3f-%.3f; "
+            "per image %.2f reliable + %.2f uncertain pseudo boxes (labeled prior %.2f)",
             self.refreshes,
             pl_module.global_step,
             num_images,
@@ -110,6 +115,9 @@ class ACTRefresh(L.Callback):
             reliable.max(),
             uncertain.min(),
             uncertain.max(),
+            num_reliable / num_images,
+            num_uncertain / num_images,
+            self.prior.boxes_per_image,
         )
 
 

@@ -8,7 +8,9 @@ Batch formats (what the collate functions produce, lists because image sizes dif
   unlabeled batch:
     {"weak": [float32 [3, H, W]], "strong": [float32 [3, H', W']],
      "weak_matrix": [[3, 3]], "strong_matrix": [[3, 3]],
-     "targets": [dict(boxes=ORIGINAL-frame XYXY [N, 4], labels=int64 [N], image_id=int)]}
+     "targets": [dict(boxes=ORIGINAL-frame XYXY [N, 4], weak_boxes=the same in the weak
+                      view's frame [N, 4], labels=int64 [N], image_id=int)]}
+    (ground truth of the unlabeled images, for pseudo-label statistics only; [0, 4] if none)
 With `skip_invalid=True` an unreadable image is dropped (see `CocoDetection`), so a batch
 may hold fewer images than its batch size, in rare cases none.
 

@@ -128,8 +128,9 @@ class UnlabeledViews:
     with three random-erasing passes (method-spec §5, unlabeled).
 
     Returns dict(weak [3, hw, ww], strong [3, hs, ws], weak_matrix [3, 3],
-    strong_matrix [3, 3], target (ground truth in the ORIGINAL frame, for statistics only:
-    boxes, labels, image_id), image_id).
+    strong_matrix [3, 3], target (ground truth, for statistics only: boxes in the ORIGINAL
+    frame, weak_boxes the same boxes in the weak view's frame, labels, image_id), image_id).
+    An image without annotations has empty boxes [0, 4].
     """
 
     def __init__(
@@ -152,13 +153,15 @@ class UnlabeledViews:
         strong_size = resized_size(height, width, _random_choice(self.strong_scales), self.max_size)
         weak, weak_matrix = flip_and_resize(image, flip, weak_size)
         strong, strong_matrix = flip_and_resize(image, flip, strong_size)
+        boxes = target["boxes"].as_subclass(torch.Tensor).float()
         return {
             "weak": _to_float(weak),
             "strong": self.strong_jitter(_to_float(strong)),
             "weak_matrix": weak_matrix,
             "strong_matrix": strong_matrix,
             "target": {
-                "boxes": target["boxes"].as_subclass(torch.Tensor).float(),
+                "boxes": boxes,
+                "weak_boxes": map_boxes(boxes, weak_matrix),
                 "labels": target["labels"],
                 "image_id": target["image_id"],
             },

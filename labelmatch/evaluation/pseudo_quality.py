@@ -8,14 +8,15 @@ a reference one (the labeled prior, or the unlabeled ground truth). Classes are 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from labelmatch.method.pseudo_labels import split_by_thresholds
+from labelmatch.method.pseudo_labels import PseudoLabels, split_by_thresholds
 
 
 def match_precision(
@@ -181,3 +182,146 @@ def _summarise(
         "kl_to_gt": kl_to_gt,
         "num_images": num_images,
     }
+
+
+# ------------------------------------------------------------------ counts over training batches
+@dataclass
+class PseudoLabelCounts:
+    """Pseudo-label box counts over a set of images; per-class tensors are int64 [C], index c-1.
+
+    "pseudo" boxes are the reliable plus the uncertain ones; a true positive is a pseudo box
+    matched to a ground-truth box of its class (IoU >= 0.5, one-to-one, `match_precision`).
+    """
+
+    num_images: int
+    reliable: Tensor
+    uncertain: Tensor
+    mined: int
+    true_positives: Tensor
+    reliable_true_positives: Tensor
+    ground_truth: Tensor
+
+    @classmethod
+    def zeros(cls, num_classes: int) -> PseudoLabelCounts:
+        zero = torch.zeros(num_classes, dtype=torch.long)
+        return cls(0, zero, zero.clone(), 0, zero.clone(), zero.clone(), zero.clone())
+
+    def __add__(self, other: PseudoLabelCounts) -> PseudoLabelCounts:
+        return PseudoLabelCounts.from_vector(self.to_vector() + other.to_vector())
+
+    def to_vector(self) -> Tensor:
+        """float64 [5C + 2] (images, mined, then the five per-class counts): one all-reduce."""
+        head = torch.tensor([self.num_images, self.mined], dtype=torch.float64)
+        per_class = [self.reliable, self.uncertain, self.true_positives]
+        per_class += [self.reliable_true_positives, self.ground_truth]
+        return torch.cat([head, *(c.double().cpu() for c in per_class)])
+
+    @classmethod
+    def from_vector(cls, vector: Tensor) -> PseudoLabelCounts:
+        vector = vector.detach().cpu().round().long()
+        num_images, mined, rest = int(vector[0]), int(vector[1]), vector[2:]
+        reliable, uncertain, tp, reliable_tp, gt = rest.reshape(5, -1)
+        return cls(num_images, reliable, uncertain, mined, tp, reliable_tp, gt)
+
+
+def true_positives_per_class(
+    boxes: Tensor, labels: Tensor, gt_boxes: Tensor, gt_labels: Tensor, num_classes: int
+) -> Tensor:
+    """int64 [C]: how many of one image's boxes [N,4] (labels [N], in score order) match a
+    ground-truth box [G,4] (gt_labels [G]) of their class, as `match_precision` matches.
+
+    Boxes of different classes never match, so matching class by class gives the same pairs
+    as matching the whole image at once; one call per class present, not per box.
+    """
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    for c in labels.unique().tolist():
+        mine, theirs = labels == c, gt_labels == c
+        counts[c - 1] = match_precision(
+            boxes[mine], labels[mine], gt_boxes[theirs], gt_labels[theirs]
+        )[0]
+    return counts
+
+
+def count_pseudo_labels(
+    pseudo: PseudoLabels, gt_boxes: Tensor, gt_labels: Tensor, num_classes: int
+) -> PseudoLabelCounts:
+    """Counts of one image: its pseudo labels and its ground truth, both in the same frame."""
+    reliable_boxes, reliable_labels = pseudo.reliable_boxes.cpu(), pseudo.reliable_labels.cpu()
+    uncertain_boxes, uncertain_labels = pseudo.uncertain_boxes.cpu(), pseudo.uncertain_labels.cpu()
+    gt_boxes, gt_labels = gt_boxes.cpu(), gt_labels.cpu()
+
+    def per_class(labels: Tensor) -> Tensor:
+        return torch.bincount(labels.long() - 1, minlength=num_classes)
+
+    # Within a class every reliable score is above every uncertain one and both keep the
+    # detections' score order, so [reliable, uncertain] is in score order.
+    pseudo_boxes = torch.cat([reliable_boxes, uncertain_boxes])
+    pseudo_labels = torch.cat([reliable_labels, uncertain_labels])
+    return PseudoLabelCounts(
+        num_images=1,
+        reliable=per_class(reliable_labels),
+        uncertain=per_class(uncertain_labels),
+        mined=0,
+        true_positives=true_positives_per_class(
+            pseudo_boxes, pseudo_labels, gt_boxes, gt_labels, num_classes
+        ),
+        reliable_true_positives=true_positives_per_class(
+            reliable_boxes, reliable_labels, gt_boxes, gt_labels, num_classes
+        ),
+        ground_truth=per_class(gt_labels),
+    )
+
+
+def summarize_counts(
+    counts: PseudoLabelCounts,
+    prior: Tensor,
+    prior_boxes_per_image: float,
+    class_names: Sequence[str],
+    with_ground_truth: bool,
+) -> dict[str, float]:
+    """The Fig. 4 measures of `counts` (names without the `pseudo/` prefix); undefined values
+    (a ratio over zero boxes) are left out rather than logged as NaN.
+
+    prior [C]: the labeled class ratios ACT aims at (Eq. 4), prior_boxes_per_image its boxes
+    per image. Ground-truth measures (precision, recall, gt_per_image, kl_to_gt, gt_share) only
+    `with_ground_truth`, i.e. when the unlabeled images have annotations.
+    """
+    n = counts.num_images
+    if n == 0:
+        return {}
+    pseudo = counts.reliable + counts.uncertain
+    stats: dict[str, float] = {
+        "reliable_per_image": counts.reliable.sum().item() / n,
+        "uncertain_per_image": counts.uncertain.sum().item() / n,
+        "mined_per_image": counts.mined / n,
+        "boxes_per_image": pseudo.sum().item() / n,
+        "prior_per_image": float(prior_boxes_per_image),
+    }
+    prior = torch.as_tensor(prior, dtype=torch.float64)
+    stats.update({f"prior_share/{c}": float(r) for c, r in zip(class_names, prior)})
+    if pseudo.sum() > 0:
+        share = pseudo.double() / pseudo.sum()
+        stats.update({f"share/{c}": float(r) for c, r in zip(class_names, share)})
+        stats["kl_to_prior"] = kl_divergence(share, prior)
+    if not with_ground_truth:
+        return stats
+    gt = counts.ground_truth
+    stats["gt_per_image"] = gt.sum().item() / n
+    if gt.sum() > 0:
+        gt_share = gt.double() / gt.sum()
+        stats.update({f"gt_share/{c}": float(r) for c, r in zip(class_names, gt_share)})
+        stats["recall"] = counts.true_positives.sum().item() / gt.sum().item()
+        if pseudo.sum() > 0:
+            stats["kl_to_gt"] = kl_divergence(share, gt_share)
+    if pseudo.sum() > 0:
+        stats["precision"] = counts.true_positives.sum().item() / pseudo.sum().item()
+    if counts.reliable.sum() > 0:
+        stats["reliable_precision"] = (
+            counts.reliable_true_positives.sum().item() / counts.reliable.sum().item()
+        )
+    for c, name in enumerate(class_names):
+        if pseudo[c] > 0:
+            stats[f"precision/{name}"] = counts.true_positives[c].item() / pseudo[c].item()
+        if gt[c] > 0:
+            stats[f"recall/{name}"] = counts.true_positives[c].item() / gt[c].item()
+    return stats

@@ -24,12 +24,14 @@ from labelmatch.data.geometry import map_boxes, weak_to_strong
 from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
 from labelmatch.method.ema import copy_weights, ema_update
 from labelmatch.method.pseudo_labels import (
+    PseudoLabelBatch,
     merge_uncertain_into_reliable,
     split_by_thresholds,
 )
 from labelmatch.method.teacher import teacher_forward
 from labelmatch.method.unlabeled_branch import MiningPolicy, unlabeled_losses
 from labelmatch.optim import build_sgd
+from labelmatch.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class LabelMatchModule(L.LightningModule):
         self.eval_metrics: dict[str, dict[str, Any]] = {}
         self.last_eval_step = -1
         self._predictions: dict[str, list[dict[str, Tensor]]] = {}
+        # The last unsupervised step's pseudo labels, read by the PseudoLabelStatistics callback.
+        self.pseudo_batch: PseudoLabelBatch | None = None
 
     # ----------------------------------------------------------------------------- phases
     def train(self, mode: bool = True) -> LabelMatchModule:
@@ -166,7 +170,6 @@ class LabelMatchModule(L.LightningModule):
             loss = loss + self.method["unsup_weight"] * unsup_loss
             logs.update({f"train/unsup/{name}": value for name, value in unsupervised.items()})
             logs["train/unsup_loss"] = unsup_loss
-            logs.update({f"pseudo/{name}": value for name, value in stats.items()})
         logs["train/loss"] = loss
         self.stop_if_not_finite(loss, logs)
         batch_size = len(labeled["images"])
@@ -212,7 +215,7 @@ class LabelMatchModule(L.LightningModule):
             p.map(m, tuple(image.shape[-2:]))
             for p, m, image in zip(pseudo_strong, to_weak, unlabeled["weak"])
         ]
-        return unlabeled_losses(
+        losses, stats = unlabeled_losses(
             self.student,
             self.teacher,
             unlabeled["strong"],
@@ -227,6 +230,15 @@ class LabelMatchModule(L.LightningModule):
             student_temperature=self.method.get("tps", 1.0),
             mining=self.mining,
         )
+        self.pseudo_batch = PseudoLabelBatch(
+            strong_images=[image.detach() for image in unlabeled["strong"]],
+            pseudo_strong=pseudo_strong,
+            pseudo_weak=pseudo_weak,
+            gt_weak_boxes=[t["weak_boxes"] for t in unlabeled["targets"]],
+            gt_weak_labels=[t["labels"] for t in unlabeled["targets"]],
+            num_mined=round(stats["mined_per_image"] * len(pseudo_strong)),
+        )
+        return losses, stats
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_sgd(self.student.parameters(), **self.hparams.optim)
@@ -254,6 +266,9 @@ class LabelMatchModule(L.LightningModule):
             metrics = self.score(predictions, write_to=self.eval_dir / f"{name}.json")
             self.eval_metrics[name] = metrics
             scalars = {f"{name}/{k}": v for k, v in metrics.items() if k != "per_class"}
+            # Per-class AP (the paper's Tab. 4 reads it on head and tail classes).
+            per_class = metrics["per_class"].items()
+            scalars.update({f"{name}/ap/{c}": ap for c, ap in per_class if ap is not None})
             self.log_dict(scalars, rank_zero_only=True)
         self.last_eval_step = self.global_step
         self._predictions = {}
@@ -275,7 +290,7 @@ class LabelMatchModule(L.LightningModule):
         was_training = model.training
         model.eval()
         predictions = []
-        for batch in loader:
+        for batch in progress(loader, "evaluation"):
             batch = self.transfer_batch_to_device(batch, self.device, 0)
             predictions.extend(predict_original_frame(model, batch))
         model.train(was_training)

@@ -90,3 +90,31 @@ def merge_uncertain_into_reliable(pseudo: PseudoLabels) -> PseudoLabels:
         uncertain_labels=pseudo.uncertain_labels[:0],
         uncertain_scores=pseudo.uncertain_scores[:0],
     )
+
+
+@dataclass
+class PseudoLabelBatch:
+    """What one unsupervised step did, kept by the module for statistics callbacks (detached).
+
+    strong_images: [3,H,W] per image, the student's views; pseudo_strong / pseudo_weak: the same
+    pseudo labels per image in the strong and weak frames; gt_weak_boxes [G,4] / gt_weak_labels
+    [G]: the unlabeled images' ground truth in the weak frame ([0,4] when they have none);
+    num_mined: uncertain boxes RPLM promoted in the batch.
+    """
+
+    strong_images: list[Tensor]
+    pseudo_strong: list[PseudoLabels]
+    pseudo_weak: list[PseudoLabels]
+    gt_weak_boxes: list[Tensor]
+    gt_weak_labels: list[Tensor]
+    num_mined: int
+
+
+def count_by_thresholds(
+    labels: Tensor, scores: Tensor, reliable_thresholds: Tensor, uncertain_thresholds: Tensor
+) -> tuple[int, int]:
+    """(reliable, uncertain) boxes among detections labels [N] (1..C), scores [N], split as
+    `split_by_thresholds` splits them."""
+    reliable = scores >= reliable_thresholds.to(scores.device)[labels - 1]
+    uncertain = (scores >= uncertain_thresholds.to(scores.device)[labels - 1]) & ~reliable
+    return int(reliable.sum()), int(uncertain.sum())

@@ -1,0 +1,71 @@
+"""Re-evaluate a checkpoint: `python -m labelmatch.evaluate checkpoint=CKPT [data overrides]`.
+
+Scores the checkpoint's student and (trained) teacher on a val split with the training's own
+validation code (Lightning's validate loop, `LabelMatchModule.score`), and writes to Hydra's run
+directory the same `results.json` fields as training (plus `checkpoint`) and `eval/<model>.json`.
+The data group and its overrides are those of `python -m labelmatch.run` (`data=coco
+data.val_json=...`); its categories must be the checkpoint's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from labelmatch.checkpoint import CheckpointError, load_module, training_config
+from labelmatch.data.errors import DataError
+from labelmatch.run import collect_results, summary_line
+
+log = logging.getLogger("labelmatch")
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    module, checkpoint = load_module(cfg.checkpoint)
+    datamodule = instantiate(cfg.data, use_unlabeled=False)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    check_same_categories(module, datamodule, cfg.checkpoint)
+    module.hparams.val_json = str(datamodule.splits.val_json)
+    trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=False, callbacks=[])
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+
+    trained = training_config(cfg.checkpoint)
+    run = OmegaConf.create(
+        {"method": {"name": module.method["name"]}, "seed": trained.seed if trained else None}
+    )
+    results = collect_results(run, module, datamodule, checkpoint["global_step"])
+    results["checkpoint"] = str(Path(cfg.checkpoint).resolve())
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    log.info(summary_line(results))
+    return results
+
+
+def check_same_categories(module, datamodule, checkpoint: str) -> None:
+    expected = (list(module.hparams.category_ids), list(module.hparams.class_names))
+    found = (list(datamodule.category_map.category_ids), list(datamodule.class_names))
+    if expected != found:
+        raise CheckpointError(
+            f"{datamodule.splits.val_json}: categories (ids, names) {found} differ from those "
+            f"checkpoint={checkpoint} was trained on: {expected}"
+        )
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (CheckpointError, DataError, FileNotFoundError) as error:
+        log.error("%s", error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The paper's pictures of a run, drawn from its `metrics.csv` (no wandb needed).
+
+Threshold trajectories per class; pseudo-label vs prior class distribution (Fig. 1); precision,
+boxes per image and KL divergence over training (Fig. 4 a-c); per-class val AP of student and
+teacher, head to tail classes (Tab. 4); strong views with reliable (green) and uncertain (yellow)
+pseudo boxes (Fig. 5). Figures are built with matplotlib's object API (`Figure`, no pyplot), so
+they render off-screen in training and inline in a notebook alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+from labelmatch.method.pseudo_labels import PseudoLabels
+
+Series = tuple[list[int], list[float]]  # (steps, values) of one logged name
+
+RELIABLE_COLOUR, UNCERTAIN_COLOUR = "lime", "yellow"
+
+
+def read_metrics(path: str | Path) -> dict[str, Series]:
+    """Every logged name of a Lightning `metrics.csv` with its (steps, values), empty cells and
+    NaN left out."""
+    series: dict[str, Series] = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            step = int(float(row["step"]))
+            for name, cell in row.items():
+                if name == "step" or cell in ("", None) or math.isnan(float(cell)):
+                    continue
+                steps, values = series.setdefault(name, ([], []))
+                steps.append(step)
+                values.append(float(cell))
+    return series
+
+
+def latest(metrics: dict[str, Series], prefix: str, class_names: Sequence[str]) -> list[float]:
+    """Last logged value of `<prefix>/<class>` per class (NaN where never logged)."""
+    return [
+        metrics[f"{prefix}/{c}"][1][-1] if f"{prefix}/{c}" in metrics else math.nan
+        for c in class_names
+    ]
+
+
+def plot_thresholds(metrics: dict[str, Series], class_names: Sequence[str]) -> Figure | None:
+    """ACT's per-class reliable (solid) and uncertain (dashed) thresholds over training."""
+    if not any(f"act/reliable/{c}" in metrics for c in class_names):
+        return None
+    figure = Figure(figsize=(8, 4), layout="constrained")
+    axes = figure.subplots()
+    colours = _class_colours(len(class_names))
+    for name, colour in zip(class_names, colours):
+        for kind, style in (("reliable", "-"), ("uncertain", "--")):
+            if f"act/{kind}/{name}" in metrics:
+                steps, values = metrics[f"act/{kind}/{name}"]
+                label = name if kind == "reliable" else None
+                axes.plot(steps, values, style, color=colour, marker=".", label=label)
+    axes.set(xlabel="step", ylabel="score threshold", ylim=(0, 1.02))
+    axes.set_title("ACT thresholds per class (solid reliable, dashed uncertain)")
+    axes.legend(ncol=2, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    return figure
+
+
+def plot_class_distribution(
+    metrics: dict[str, Series], class_names: Sequence[str]
+) -> Figure | None:
+    """Fig. 1: the latest pseudo labels' class shares next to the labeled prior (and the
+    unlabeled ground truth when it is known), classes head to tail."""
+    if not any(f"pseudo/share/{c}" in metrics for c in class_names):
+        return None
+    bars = {"pseudo labels": latest(metrics, "pseudo/share", class_names)}
+    bars["labeled prior"] = latest(metrics, "pseudo/prior_share", class_names)
+    if any(f"pseudo/gt_share/{c}" in metrics for c in class_names):
+        bars["unlabeled ground truth"] = latest(metrics, "pseudo/gt_share", class_names)
+    order = _head_to_tail(bars["labeled prior"])
+    figure = Figure(figsize=(8, 3.5), layout="constrained")
+    axes = figure.subplots()
+    width = 0.8 / len(bars)
+    for index, (label, shares) in enumerate(bars.items()):
+        offsets = [i + (index - (len(bars) - 1) / 2) * width for i in range(len(order))]
+        axes.bar(offsets, [shares[i] for i in order], width, label=label)
+    axes.set_xticks(range(len(order)), [class_names[i] for i in order])
+    step = metrics[f"pseudo/share/{class_names[order[0]]}"][0][-1]
+    axes.set(ylabel="share of boxes", title=f"class distribution at step {step}")
+    axes.legend()
+    return figure
+
+
+def plot_pseudo_quality(metrics: dict[str, Series]) -> Figure | None:
+    """Fig. 4: (a) precision / recall, (b) boxes per image, (c) KL divergence, over training."""
+    panels = (
+        ("(a) precision (IoU ≥ 0.5, same class)", ("precision", "reliable_precision", "recall")),
+        (
+            "(b) boxes per image",
+            (
+                "reliable_per_image",
+                "uncertain_per_image",
+                "mined_per_image",
+                "boxes_per_image",
+                "gt_per_image",
+                "prior_per_image",
+            ),
+        ),  # fmt: skip
+        ("(c) KL(pseudo ‖ reference)", ("kl_to_prior", "kl_to_gt")),
+    )
+    if not any(f"pseudo/{name}" in metrics for _, names in panels for name in names):
+        return None
+    figure = Figure(figsize=(12, 3.5), layout="constrained")
+    for axes, (title, names) in zip(figure.subplots(1, 3), panels):
+        for name in names:
+            if f"pseudo/{name}" in metrics:
+                steps, values = metrics[f"pseudo/{name}"]
+                style = ":" if name in ("gt_per_image", "prior_per_image") else "-"
+                axes.plot(steps, values, style, marker=".", label=name)
+        axes.set(xlabel="step", title=title)
+        axes.legend(fontsize=7)
+    return figure
+
+
+def plot_per_class_ap(metrics: dict[str, Series], class_names: Sequence[str]) -> Figure | None:
+    """Tab. 4: latest val AP@[.5:.95] per class of student and teacher, head to tail classes
+    (by the labeled prior when it was logged)."""
+    models = [
+        m for m in ("student", "teacher") if any(f"{m}/ap/{c}" in metrics for c in class_names)
+    ]
+    if not models:
+        return None
+    prior = latest(metrics, "pseudo/prior_share", class_names)
+    order = _head_to_tail(prior) if not all(map(math.isnan, prior)) else range(len(class_names))
+    order = list(order)
+    figure = Figure(figsize=(8, 3.5), layout="constrained")
+    axes = figure.subplots()
+    width = 0.8 / len(models)
+    for index, model in enumerate(models):
+        ap = latest(metrics, f"{model}/ap", class_names)
+        offsets = [i + (index - (len(models) - 1) / 2) * width for i in range(len(order))]
+        axes.bar(offsets, [ap[i] for i in order], width, label=model)
+    axes.set_xticks(range(len(order)), [class_names[i] for i in order])
+    axes.set(ylabel="AP@[.5:.95]", ylim=(0, 1), title="val AP per class, head → tail")
+    axes.legend()
+    return figure
+
+
+def draw_pseudo_labels(
+    images: Sequence[Tensor], pseudo: Sequence[PseudoLabels], class_names: Sequence[str]
+) -> Figure:
+    """Fig. 5 style: views [3,H,W] in [0,1] with their reliable (green) and uncertain (yellow)
+    pseudo boxes, in the views' own frame."""
+    figure = Figure(figsize=(3 * len(images), 3.2), layout="constrained")
+    for axes, image, labels in zip(
+        figure.subplots(1, len(images), squeeze=False)[0], images, pseudo
+    ):
+        axes.imshow(image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
+        for boxes, classes, colour in (
+            (labels.reliable_boxes, labels.reliable_labels, RELIABLE_COLOUR),
+            (labels.uncertain_boxes, labels.uncertain_labels, UNCERTAIN_COLOUR),
+        ):
+            for (x1, y1, x2, y2), label in zip(boxes.tolist(), classes.tolist()):
+                axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour))
+                axes.text(x1, y1, class_names[label - 1], color=colour, fontsize=7, va="bottom")
+        axes.set_title(
+            f"{len(labels.reliable_boxes)} reliable, {len(labels.uncertain_boxes)} uncertain",
+            fontsize=8,
+        )
+        axes.axis("off")
+    return figure
+
+
+def write_plots(run_dir: str | Path, class_names: Sequence[str]) -> list[Path]:
+    """Draw every figure the run's metrics.csv allows into `run_dir/plots/`; returns the files."""
+    run_dir = Path(run_dir)
+    metrics_file = run_dir / "metrics.csv"
+    if not metrics_file.is_file():
+        return []
+    metrics = read_metrics(metrics_file)
+    figures = {
+        "thresholds.png": plot_thresholds(metrics, class_names),
+        "class_distribution.png": plot_class_distribution(metrics, class_names),
+        "pseudo_quality.png": plot_pseudo_quality(metrics),
+        "per_class_ap.png": plot_per_class_ap(metrics, class_names),
+    }
+    written = []
+    for name, figure in figures.items():
+        if figure is not None:
+            path = run_dir / "plots" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(path, dpi=100)
+            written.append(path)
+    return written
+
+
+def _head_to_tail(shares: Sequence[float]) -> list[int]:
+    return sorted(range(len(shares)), key=lambda i: -shares[i] if not math.isnan(shares[i]) else 0)
+
+
+def _class_colours(num_classes: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if num_classes <= 10 else "turbo"]
+    return [
+        cmap(i / max(num_classes - 1, 1)) if num_classes > 10 else cmap(i)
+        for i in range(num_classes)
+    ]

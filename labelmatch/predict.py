@@ -1,0 +1,113 @@
+"""Detect objects in a folder of images with a trained checkpoint:
+
+    python -m labelmatch.predict checkpoint=CKPT images=DIR out=DIR [model=teacher|student]
+                                 [score=0.5]
+
+Each image is resized exactly as in evaluation (`TestTransform`; short side `test_scale`, long
+side <= `max_size`, both taken from the training run's config when not given), detected by the
+teacher (default; the student for a checkpoint without a trained teacher) and written to `out`
+as `<name>.png` with its boxes drawn; the detections with score >= `score` go to
+`out/detections.json` (COCO results: image_id, category_id of the dataset, bbox xywh, score) and
+the images' ids, names and sizes to `out/images.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image, write_png
+from torchvision.utils import draw_bounding_boxes
+
+from labelmatch.checkpoint import CheckpointError, load_module, pick_detector, training_config
+from labelmatch.data.transforms import TestTransform
+from labelmatch.evaluation.coco_eval import to_coco_results, write_results
+from labelmatch.method.module import predict_original_frame
+from labelmatch.progress import progress
+
+log = logging.getLogger("labelmatch")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"images={folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"images={folder}: no {'/'.join(IMAGE_SUFFIXES)} file in it")
+    stems = [p.stem for p in files]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise CheckpointError(f"images={folder}: several files named {clashes} (out/<name>.png)")
+    return files
+
+
+def test_transform(cfg: DictConfig) -> TestTransform:
+    """The evaluation resize of the training run, unless `test_scale`/`max_size` are given."""
+    trained = training_config(cfg.checkpoint)
+    sizes = {}
+    for key in ("test_scale", "max_size"):
+        sizes[key] = cfg[key] if cfg[key] is not None else (trained.data[key] if trained else None)
+        if sizes[key] is None:
+            raise CheckpointError(
+                f"{key}=?: the checkpoint's run directory has no .hydra/config.yaml; pass "
+                f"{key}=<pixels> as in training"
+            )
+    return TestTransform(sizes["test_scale"], sizes["max_size"])
+
+
+@torch.no_grad()
+def predict(cfg: DictConfig) -> list[dict]:
+    module, _ = load_module(cfg.checkpoint)
+    detector = pick_detector(module, cfg.model)
+    transform = test_transform(cfg)
+    names, category_ids = module.hparams.class_names, module.hparams.category_ids
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions, images = [], []
+    for image_id, path in enumerate(progress(image_files(Path(cfg.images)), "predict"), 1):
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
+        height, width = image.shape[-2:]
+        no_boxes = tv_tensors.BoundingBoxes(
+            torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)
+        )
+        view, target = transform(
+            image, {"boxes": no_boxes, "labels": torch.zeros(0), "image_id": image_id}
+        )
+        [prediction] = predict_original_frame(detector, {"images": [view], "targets": [target]})
+        keep = prediction["scores"] >= cfg.score
+        prediction = {k: v[keep] if torch.is_tensor(v) else v for k, v in prediction.items()}
+        captions = [
+            f"{names[label - 1]} {score:.2f}"
+            for label, score in zip(prediction["labels"].tolist(), prediction["scores"].tolist())
+        ]
+        if captions:  # draw_bounding_boxes warns on an empty box list
+            image = draw_bounding_boxes(image, prediction["boxes"], captions, colors="lime")
+        write_png(image, str(out / f"{path.stem}.png"))
+        predictions.append(prediction)
+        images.append({"id": image_id, "file_name": path.name, "height": height, "width": width})
+    write_results(out / "detections.json", to_coco_results(predictions, category_ids))
+    (out / "images.json").write_text(json.dumps(images, indent=2))
+    boxes = sum(len(p["boxes"]) for p in predictions)
+    log.info("%d images, %d boxes with score >= %.2f -> %s", len(images), boxes, cfg.score, out)
+    return predictions
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        predict(cfg)
+    except (CheckpointError, FileNotFoundError) as error:
+        log.error("%s", error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Seeing a run: the offline wandb run, plots/, and the predict / evaluate entry points on the
+session's smoke run (no extra training except one short wandb run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from tests.conftest import compose_config, train_cli
+
+# ---------------------------------------------------------------------------------- wandb
+_BLOCK, _FILE_HEADER, _FULL, _LAST = 32 * 1024, 7, 1, 4
+
+
+def wandb_records(path: Path) -> Iterator:
+    """The records of an offline run's `run-<id>.wandb` file: after a 7-byte file header
+    (":W&B", magic, version), LevelDB-log chunks (crc32 4, length 2, type 1, payload) in 32 KiB
+    blocks, each record a `wandb_internal_pb2.Record` split over FIRST/MIDDLE/LAST chunks."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    offset, chunks = _FILE_HEADER, []
+    while offset + 7 <= len(data):
+        if _BLOCK - offset % _BLOCK < 7:  # a block's tail too short for a header is padding
+            offset += _BLOCK - offset % _BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[offset : offset + 7])
+        chunks.append(data[offset + 7 : offset + 7 + length])
+        offset += 7 + length
+        if kind in (_FULL, _LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            chunks = []
+            yield record
+
+
+def wandb_summary_and_exit(run_file: Path) -> tuple[dict[str, object], int | None]:
+    summary, exit_code = {}, None
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        elif kind == "exit":
+            exit_code = record.exit.exit_code
+    return summary, exit_code
+
+
+def test_offline_wandb_run_holds_the_statistics_in_its_summary(tmp_path, cache_dir, monkeypatch):
+    """No account, no network: logger=wandb runs offline; 42 steps = burn-in (40), one ACT
+    refresh, statistics logged at steps 41 and 42, a validation; the run is finished."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    train_cli(
+        tmp_path / "run", cache_dir, "experiment=smoke", "logger=wandb",
+        "trainer.max_steps=42", "trainer.val_check_interval=42",
+    )  # fmt: skip
+    [run_file] = (tmp_path / "wandb-dir").glob("wandb/offline-run-*/run-*.wandb")
+    summary, exit_code = wandb_summary_and_exit(run_file)
+    assert exit_code == 0, "the job must finish its wandb run"
+    for name in (
+        "pseudo/precision", "pseudo/recall", "pseudo/reliable_per_image",
+        "pseudo/uncertain_per_image", "pseudo/mined_per_image", "pseudo/gt_per_image",
+        "pseudo/kl_to_prior", "pseudo/kl_to_gt", "pseudo/share/0", "pseudo/prior_share/9",
+        "act/reliable/0", "act/uncertain/9", "teacher/map", "student/map", "teacher/ap/0",
+    ):  # fmt: skip
+        assert isinstance(summary.get(name), (int, float)), name
+    # Images and tables are summarised by their fields (nested keys, joined with "/" here).
+    assert summary["pseudo/images/_type"] == "images/separated"  # the Fig. 5 drawings
+    assert summary["teacher/per_class_ap/_type"] == "table-file"
+    assert 0.0 <= summary["pseudo/precision"] <= 1.0
+
+
+def test_tensorboard_logger_is_built_beside_the_csv(tmp_path) -> None:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from labelmatch.run import build_loggers
+
+    loggers = build_loggers(compose_config(["logger=tensorboard"]), tmp_path)
+    assert [type(logger) for logger in loggers] == [CSVLogger, TensorBoardLogger]
+    assert [type(x) for x in build_loggers(compose_config(), tmp_path)] == [CSVLogger]
+
+
+# ---------------------------------------------------------------------------------- plots
+def assert_drawn_png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 10_000, path
+    pixels = imread(path)
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) >= 200, path
+    assert np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0).shape[0] > 50, path
+
+
+def test_smoke_run_draws_its_plots(smoke_run: Path) -> None:
+    for name in ("thresholds", "class_distribution", "pseudo_quality", "per_class_ap"):
+        assert_drawn_png(smoke_run / "plots" / f"{name}.png")
+    drawings = sorted((smoke_run / "plots" / "pseudo_labels").glob("step_*.png"))
+    refreshes = (smoke_run / "run.log").read_text().count("ACT refresh")
+    assert len(drawings) == refreshes == 3  # one per threshold update
+    for path in drawings:
+        assert_drawn_png(path)
+
+
+# ------------------------------------------------------------------------- predict / evaluate
+def run_module(module: str, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir))
+    result = subprocess.run(
+        [sys.executable, "-m", module, *overrides], env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_predict_reproduces_the_teachers_val_detections(smoke_run, cache_dir, tmp_path) -> None:
+    """score=0 keeps every detection the model outputs, so the teacher's predictions on val
+    images are exactly those training wrote to eval/teacher.json."""
+    results = json.loads((smoke_run / "results.json").read_text())
+    val = json.loads(Path(results["val_json"]).read_text())
+    records = val["images"][:3]
+    images = tmp_path / "images"
+    images.mkdir()
+    image_dir = Path(results["val_json"]).parent / "images"
+    for record in records:
+        (images / record["file_name"]).symlink_to(image_dir / record["file_name"])
+    out = tmp_path / "out"
+    run_module(
+        "labelmatch.predict", cache_dir, f"checkpoint={smoke_run / 'checkpoints' / 'last.ckpt'}",
+        f"images={images}", f"out={out}", "score=0",
+    )  # fmt: skip
+    listed = json.loads((out / "images.json").read_text())
+    assert [i["file_name"] for i in listed] == sorted(r["file_name"] for r in records)
+    val_id = {r["file_name"]: r["id"] for r in records}
+    predicted = json.loads((out / "detections.json").read_text())
+    evaluated = json.loads((smoke_run / "eval" / "teacher.json").read_text())
+    for image in listed:
+        mine = [d for d in predicted if d["image_id"] == image["id"]]
+        theirs = [d for d in evaluated if d["image_id"] == val_id[image["file_name"]]]
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs):
+            assert a["category_id"] == b["category_id"]
+            assert a["bbox"] == pytest.approx(b["bbox"], abs=0.02)
+            assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+        drawn = imread(out / f"{Path(image['file_name']).stem}.png")
+        assert drawn.shape[:2] == (image["height"], image["width"])
+
+
+def test_evaluate_rewrites_the_training_results(smoke_run, cache_dir, tmp_path) -> None:
+    trained = json.loads((smoke_run / "results.json").read_text())
+    run_dir = tmp_path / "evaluate"
+    run_module(
+        "labelmatch.evaluate", cache_dir, f"checkpoint={smoke_run / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={run_dir}", "data.num_labeled=16", "data.num_unlabeled=48",
+        "data.num_val=16", "data.num_workers=0",
+    )  # fmt: skip
+    results = json.loads((run_dir / "results.json").read_text())
+    # Every training field but the burn-in model's metrics, which no checkpoint holds.
+    assert set(results) == set(trained) - {"burn_in"} | {"checkpoint"}
+    for key in ("method", "steps", "seed", "val_json", "act"):
+        assert results[key] == trained[key], key
+    for model in ("student", "teacher"):
+        per_class = results[model].pop("per_class")
+        assert per_class == pytest.approx(trained[model].pop("per_class")), model
+        assert results[model] == pytest.approx(trained[model]), model
+        assert (run_dir / "eval" / f"{model}.json").is_file()

@@ -1,0 +1,158 @@
+"""Pseudo-label statistics logged in training, on a constructed case computed by hand, and the
+small pieces of the observation tooling that need no training (loggers, detector choice)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
+from labelmatch.checkpoint import pick_detector
+from labelmatch.loggers import resolve_wandb_mode
+from labelmatch.method.module import LabelMatchModule
+from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels, count_by_thresholds
+from labelmatch.models.faster_rcnn import build_frcnn_tiny
+
+NAMES = ["a", "b", "c"]
+PRIOR = {"class_ratios": [0.6, 0.3, 0.1], "boxes_per_image": 2.5}
+
+
+def boxes(*rows: list[float]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
+
+
+def labels(*values: int) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long)
+
+
+def pseudo(reliable, reliable_labels, uncertain, uncertain_labels) -> PseudoLabels:
+    return PseudoLabels(
+        reliable, reliable_labels, uncertain, uncertain_labels, torch.full((len(uncertain),), 0.5)
+    )
+
+
+def image_one() -> tuple[PseudoLabels, torch.Tensor, torch.Tensor]:
+    """GT: a at [0,0,10,10], b at [20,20,30,30]. Reliable: a on the a box (TP), a on the b box
+    (wrong class, FP). Uncertain: b at IoU 81/100 with the b box (TP), c where nothing is (FP)."""
+    labels_ = pseudo(
+        boxes([0, 0, 10, 10], [20, 20, 30, 30]), labels(1, 1),
+        boxes([21, 21, 30, 30], [50, 50, 60, 60]), labels(2, 3),
+    )  # fmt: skip
+    return labels_, boxes([0, 0, 10, 10], [20, 20, 30, 30]), labels(1, 2)
+
+
+def image_two() -> tuple[PseudoLabels, torch.Tensor, torch.Tensor]:
+    """GT: a at [0,0,10,10], c at [40,40,50,50]. Reliable: a on the a box (TP), then a duplicate
+    of it (IoU 0.81, but the box is taken: FP). No uncertain box."""
+    labels_ = pseudo(boxes([0, 0, 10, 10], [1, 1, 10, 10]), labels(1, 1), boxes(), labels())
+    return labels_, boxes([0, 0, 10, 10], [40, 40, 50, 50]), labels(1, 3)
+
+
+def step_batch(image, num_mined: int) -> PseudoLabelBatch:
+    pseudo_labels, gt_boxes, gt_labels = image
+    return PseudoLabelBatch(
+        strong_images=[torch.zeros(3, 64, 64)],
+        pseudo_strong=[pseudo_labels],
+        pseudo_weak=[pseudo_labels],
+        gt_weak_boxes=[gt_boxes],
+        gt_weak_labels=[gt_labels],
+        num_mined=num_mined,
+    )
+
+
+def run_step(callback: PseudoLabelStatistics, batch: PseudoLabelBatch, step: int) -> dict:
+    """One on_train_batch_end as Lightning calls it (single process, no ACT callback: the
+    fixed-threshold teacher counts as one threshold update)."""
+    logged: dict[str, float] = {}
+    trainer = SimpleNamespace(
+        callbacks=[], global_step=step, log_every_n_steps=10, world_size=1, is_global_zero=False
+    )
+    module = SimpleNamespace(
+        pseudo_batch=batch, hparams=SimpleNamespace(class_names=NAMES),
+        in_semi_supervised_phase=True, teacher_ready=torch.tensor(True), log_event=logged.update,
+    )  # fmt: skip
+    callback.on_train_batch_end(trainer, module, None, None, 0)
+    assert module.pseudo_batch is None, "the callback takes the batch off the module"
+    return logged
+
+
+def statistics_callback() -> PseudoLabelStatistics:
+    callback = PseudoLabelStatistics(prior=PRIOR)
+    datamodule = SimpleNamespace(unlabeled_dataset=SimpleNamespace(class_counts=[2, 1, 1]))
+    callback.setup(SimpleNamespace(datamodule=datamodule), None, "fit")
+    callback.updates_seen = 1  # the teacher already labels: no update at these steps
+    return callback
+
+
+def test_logged_statistics_equal_hand_computed_values_across_a_resume() -> None:
+    callback = statistics_callback()
+    assert run_step(callback, step_batch(image_one(), num_mined=1), step=9) == {}  # not a log step
+    resumed = statistics_callback()
+    resumed.load_state_dict(callback.state_dict())
+    logged = run_step(resumed, step_batch(image_two(), num_mined=0), step=10)
+
+    # 2 images; reliable a,a | a,a; uncertain b,c; 3 of the 6 pseudo boxes and of the 4 GT match.
+    assert logged["pseudo/reliable_per_image"] == 2.0
+    assert logged["pseudo/uncertain_per_image"] == 1.0
+    assert logged["pseudo/mined_per_image"] == 0.5
+    assert logged["pseudo/boxes_per_image"] == 3.0
+    assert logged["pseudo/gt_per_image"] == 2.0
+    assert logged["pseudo/prior_per_image"] == 2.5
+    assert logged["pseudo/precision"] == 0.5
+    assert logged["pseudo/reliable_precision"] == 0.5
+    assert logged["pseudo/recall"] == 0.75
+    assert [logged[f"pseudo/precision/{c}"] for c in NAMES] == [0.5, 1.0, 0.0]
+    assert [logged[f"pseudo/recall/{c}"] for c in NAMES] == [1.0, 1.0, 0.0]
+    share = [4 / 6, 1 / 6, 1 / 6]
+    assert [logged[f"pseudo/share/{c}"] for c in NAMES] == pytest.approx(share)
+    assert [logged[f"pseudo/gt_share/{c}"] for c in NAMES] == pytest.approx([0.5, 0.25, 0.25])
+    assert [logged[f"pseudo/prior_share/{c}"] for c in NAMES] == pytest.approx([0.6, 0.3, 0.1])
+    kl_prior = sum(p * math.log(p / q) for p, q in zip(share, [0.6, 0.3, 0.1]))
+    kl_gt = sum(p * math.log(p / q) for p, q in zip(share, [0.5, 0.25, 0.25]))
+    assert logged["pseudo/kl_to_prior"] == pytest.approx(kl_prior)
+    assert logged["pseudo/kl_to_gt"] == pytest.approx(kl_gt)
+    # The log empties the window: the next log step without new batches reports nothing.
+    assert run_step(resumed, None, step=20) == {}
+
+
+def test_without_unlabeled_annotations_only_the_prior_side_is_logged() -> None:
+    callback = statistics_callback()
+    callback.with_ground_truth = False
+    logged = run_step(callback, step_batch(image_one(), num_mined=0), step=10)
+    assert logged["pseudo/boxes_per_image"] == 4.0
+    assert "pseudo/kl_to_prior" in logged
+    for name in ("precision", "recall", "gt_per_image", "kl_to_gt", "gt_share/a"):
+        assert f"pseudo/{name}" not in logged
+
+
+def test_count_by_thresholds_splits_as_training_does() -> None:
+    scores = torch.tensor([0.9, 0.5, 0.2, 0.6, 0.05])
+    classes = labels(1, 1, 1, 2, 2)
+    reliable, uncertain = torch.tensor([0.8, 0.7]), torch.tensor([0.3, 0.1])
+    assert count_by_thresholds(classes, scores, reliable, uncertain) == (1, 2)
+
+
+def test_wandb_mode_auto_is_offline_without_an_api_key(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert resolve_wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
+    assert resolve_wandb_mode("offline") == "offline"
+    with pytest.raises(ValueError, match="logger.mode"):
+        resolve_wandb_mode("cloud")
+
+
+def test_a_checkpoint_without_trained_teacher_predicts_with_its_student() -> None:
+    module = LabelMatchModule(
+        build_frcnn_tiny(3), method={"name": "supervised"}, optim={}, class_names=NAMES,
+        category_ids=[1, 2, 3], val_json="unused.json",
+    )  # fmt: skip
+    assert pick_detector(module, "teacher") is module.student
+    assert pick_detector(module, "student") is module.student
