@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
@@ -133,8 +134,7 @@ def plot_per_class_ap(metrics: dict[str, Series], class_names: Sequence[str]) ->
     if not models:
         return None
     prior = latest(metrics, "pseudo/prior_share", class_names)
-    order = _head_to_tail(prior) if not all(map(math.isnan, prior)) else range(len(class_names))
-    order = list(order)
+    order = _head_to_tail(prior)  # the given order when no prior was logged
     figure = Figure(figsize=(8, 3.5), layout="constrained")
     axes = figure.subplots()
     width = 0.8 / len(models)
@@ -197,14 +197,12 @@ def write_plots(run_dir: str | Path, class_names: Sequence[str]) -> list[Path]:
 
 
 def _head_to_tail(shares: Sequence[float]) -> list[int]:
-    return sorted(range(len(shares)), key=lambda i: -shares[i] if not math.isnan(shares[i]) else 0)
+    """Class indices by decreasing share (classes without a share last, in their order)."""
+    return sorted(range(len(shares)), key=lambda i: 0.0 if math.isnan(shares[i]) else -shares[i])
 
 
-def _class_colours(num_classes: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if num_classes <= 10 else "turbo"]
-    return [
-        cmap(i / max(num_classes - 1, 1)) if num_classes > 10 else cmap(i)
-        for i in range(num_classes)
-    ]
+def _class_colours(num_classes: int) -> list[tuple[float, float, float, float]]:
+    """tab10's distinct colours up to 10 classes, evenly spaced turbo colours beyond."""
+    if num_classes <= 10:
+        return [colormaps["tab10"](i) for i in range(num_classes)]
+    return [colormaps["turbo"](i / (num_classes - 1)) for i in range(num_classes)]
