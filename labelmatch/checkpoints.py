@@ -1,4 +1,5 @@
-"""Checkpoint files: written atomically, and checked against the data before they are loaded.
+"""Checkpoint files: written atomically, checked against the data before they are loaded, and
+read back into a module for the predict and evaluate entry points.
 
 Lightning's own writer commits through fsspec, which stages the file in the system temp folder
 and moves it over: across file systems (a local /tmp, the run directory on shared storage) that
@@ -9,17 +10,27 @@ old checkpoint or the new one, never a part.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from omegaconf import DictConfig, OmegaConf
+from torchvision.models.detection import FasterRCNN
 
 from labelmatch.data.errors import DataError
+from labelmatch.method.module import LabelMatchModule
+
+log = logging.getLogger(__name__)
+
+MODELS = ("teacher", "student")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -90,3 +101,49 @@ def check_checkpoint_classes(
             f"{option}: {path} has a classifier for {weights[0].shape[0] - 1} classes, the data "
             f"has {len(class_names)}"
         )
+
+
+def load_module(
+    path: str | os.PathLike, option: str = "checkpoint"
+) -> tuple[LabelMatchModule, dict]:
+    """(module in eval mode on the CPU, the raw checkpoint) of a `python -m labelmatch.run`
+    checkpoint of any method. Its hyper-parameters hold what rebuilds the module: the detector's
+    config (`model_config`, an explicit `_target_`), class names, category ids, method, val file;
+    its state dict the student, the teacher and the thresholds."""
+    path = Path(path)
+    checkpoint = _read_checkpoint(path, option)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    if "state_dict" not in checkpoint or not hparams.get("model_config"):
+        raise DataError(
+            f"{option}: {path} is not a training checkpoint of this project (it needs a "
+            "state_dict and the module's hyper-parameters with model_config)"
+        )
+    model_config = dict(hparams["model_config"])
+    if "backbone_weights" in model_config:
+        model_config["backbone_weights"] = None  # the checkpoint holds every weight
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*backbone_weights=None")
+        detector = instantiate(model_config, num_classes=len(hparams["class_names"]))
+    module = LabelMatchModule(detector, **hparams)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    return module.eval(), checkpoint
+
+
+def pick_detector(module: LabelMatchModule, model: str) -> FasterRCNN:
+    """The teacher or the student; a checkpoint without a trained teacher (supervised, or saved
+    during burn-in) gives its student, with a warning."""
+    if model not in MODELS:
+        raise DataError(f"model must be one of {MODELS}, got {model!r}")
+    if model == "teacher" and (module.teacher is None or not bool(module.teacher_ready)):
+        name = module.method["name"]
+        log.warning("the checkpoint has no trained teacher (method %s): using the student", name)
+        return module.student
+    return module.teacher if model == "teacher" else module.student
+
+
+def training_config(checkpoint_path: str | os.PathLike) -> DictConfig | None:
+    """The resolved Hydra config of the run that wrote `<run>/checkpoints/<name>.ckpt`, if that
+    run directory is still there."""
+    config_file = Path(checkpoint_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    return OmegaConf.load(config_file) if config_file.is_file() else None

@@ -20,9 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from labelmatch.checkpoint import CheckpointError, load_module, training_config
+from labelmatch.checkpoints import check_checkpoint_classes, load_module, training_config
 from labelmatch.data.errors import DataError
-from labelmatch.run import collect_results, summary_line
+from labelmatch.run import collect_results, one_line, summary_line
 
 log = logging.getLogger("labelmatch")
 
@@ -32,8 +32,10 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule = instantiate(cfg.data, use_unlabeled=False)
     datamodule.prepare_data()
     datamodule.setup("validate")
-    check_same_categories(module, datamodule, cfg.checkpoint)
+    names, ids = list(datamodule.class_names), list(datamodule.category_map.category_ids)
+    check_checkpoint_classes(cfg.checkpoint, "checkpoint", names, ids)
     module.hparams.val_json = str(datamodule.splits.val_json)
+    module.burn_in_metrics = None  # measured in training, on its val split: not re-evaluated
     trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=False, callbacks=[])
     trainer.validate(module, datamodule=datamodule, verbose=False)
 
@@ -48,22 +50,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return results
 
 
-def check_same_categories(module, datamodule, checkpoint: str) -> None:
-    expected = (list(module.hparams.category_ids), list(module.hparams.class_names))
-    found = (list(datamodule.category_map.category_ids), list(datamodule.class_names))
-    if expected != found:
-        raise CheckpointError(
-            f"{datamodule.splits.val_json}: categories (ids, names) {found} differ from those "
-            f"checkpoint={checkpoint} was trained on: {expected}"
-        )
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (CheckpointError, DataError, FileNotFoundError) as error:
-        log.error("%s", error)
+    except (DataError, FileNotFoundError) as error:
+        log.error("%s", one_line(error))
         sys.exit(1)
 
 

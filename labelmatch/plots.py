@@ -42,6 +42,22 @@ def read_metrics(path: str | Path) -> dict[str, Series]:
     return series
 
 
+def read_run_metrics(run_dir: str | Path) -> dict[str, Series]:
+    """`read_metrics` over a run's whole history: a run resumed in its own directory has moved
+    its earlier logs to `metrics.<n>.csv` (n = 1, 2, ...) before writing `metrics.csv` afresh."""
+    run_dir = Path(run_dir)
+    numbered = [p for p in run_dir.glob("metrics.*.csv") if p.suffixes[0][1:].isdigit()]
+    earlier = sorted(numbered, key=lambda p: int(p.suffixes[0][1:]))
+    series: dict[str, Series] = {}
+    for path in [*earlier, run_dir / "metrics.csv"]:
+        if path.is_file():
+            for name, (steps, values) in read_metrics(path).items():
+                series.setdefault(name, ([], []))
+                series[name][0].extend(steps)
+                series[name][1].extend(values)
+    return series
+
+
 def latest(metrics: dict[str, Series], prefix: str, class_names: Sequence[str]) -> list[float]:
     """Last logged value of `<prefix>/<class>` per class (NaN where never logged)."""
     return [
@@ -176,10 +192,7 @@ def draw_pseudo_labels(
 def write_plots(run_dir: str | Path, class_names: Sequence[str]) -> list[Path]:
     """Draw every figure the run's metrics.csv allows into `run_dir/plots/`; returns the files."""
     run_dir = Path(run_dir)
-    metrics_file = run_dir / "metrics.csv"
-    if not metrics_file.is_file():
-        return []
-    metrics = read_metrics(metrics_file)
+    metrics = read_run_metrics(run_dir)
     figures = {
         "thresholds.png": plot_thresholds(metrics, class_names),
         "class_distribution.png": plot_class_distribution(metrics, class_names),

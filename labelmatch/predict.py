@@ -25,11 +25,13 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, write_png
 from torchvision.utils import draw_bounding_boxes
 
-from labelmatch.checkpoint import CheckpointError, load_module, pick_detector, training_config
+from labelmatch.checkpoints import load_module, pick_detector, training_config
+from labelmatch.data.errors import DataError
 from labelmatch.data.transforms import TestTransform
 from labelmatch.evaluation.coco_eval import to_coco_results, write_results
 from labelmatch.method.module import predict_original_frame
 from labelmatch.progress import progress
+from labelmatch.run import one_line
 
 log = logging.getLogger("labelmatch")
 
@@ -45,7 +47,7 @@ def image_files(folder: Path) -> list[Path]:
     stems = [p.stem for p in files]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
-        raise CheckpointError(f"images={folder}: several files named {clashes} (out/<name>.png)")
+        raise DataError(f"images={folder}: several files named {clashes} (out/<name>.png)")
     return files
 
 
@@ -56,7 +58,7 @@ def test_transform(cfg: DictConfig) -> TestTransform:
     for key in ("test_scale", "max_size"):
         sizes[key] = cfg[key] if cfg[key] is not None else (trained.data[key] if trained else None)
         if sizes[key] is None:
-            raise CheckpointError(
+            raise DataError(
                 f"{key}=?: the checkpoint's run directory has no .hydra/config.yaml; pass "
                 f"{key}=<pixels> as in training"
             )
@@ -104,8 +106,9 @@ def predict(cfg: DictConfig) -> list[dict]:
 def main(cfg: DictConfig) -> None:
     try:
         predict(cfg)
-    except (CheckpointError, FileNotFoundError) as error:
-        log.error("%s", error)
+    except (DataError, FileNotFoundError) as error:
+        # Bad input is the user's to fix: one clear line, no traceback.
+        log.error("%s", one_line(error))
         sys.exit(1)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
-from labelmatch.checkpoint import pick_detector
+from labelmatch.checkpoints import pick_detector
 from labelmatch.loggers import resolve_wandb_mode
 from labelmatch.method.module import LabelMatchModule
 from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels, count_by_thresholds
