@@ -183,7 +183,7 @@ def test_two_process_ddp_on_cpu_keeps_the_ranks_in_step(tmp_path, cache_dir) -> 
     assert all(math.isfinite(v) for v in logged(read_metrics(run_dir), "train/loss"))
     written = {path.name for path in run_dir.iterdir()}
     assert written == {"results.json", "metrics.csv", "eval", "checkpoints", ".hydra", "run.log",
-                       "hparams.yaml", "train_ddp_process_1.log"}  # fmt: skip
+                       "hparams.yaml", "train_ddp_process_1.log", "plots"}  # fmt: skip
 
 
 # ---- exact resume, interruption, bad checkpoints ------------------------------------------
