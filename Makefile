@@ -7,8 +7,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH_OUT ?= outputs/bench.json
+# Idle OpenMP threads sleep instead of spinning (see labelmatch/__init__.py): on a shared CPU,
+# spinning made training steps up to 10x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test lint format bench-quality clean
+.PHONY: install run test lint format bench bench-quality clean
 
 install: $(STAMP)
 
@@ -31,8 +35,15 @@ format: $(STAMP)
 	$(PY) -m ruff format labelmatch tests benchmarks
 	$(PY) -m ruff check --fix labelmatch tests benchmarks
 
-# Quality benchmark (not a test): supervised, mean_teacher and labelmatch at the same step budget
-# and seeds; writes its section of docs/benchmarks.md. E.g. make bench-quality ARGS="--reuse".
+# Speed benchmark (not a test, ~5 min on a 2-core CPU): a LabelMatch step next to its floor, ACT,
+# data loading, memory -> JSON in $(BENCH_OUT) and a table. ARGS="--docs docs/benchmarks.md"
+# also rewrites its section of the docs.
+bench: $(STAMP)
+	$(PY) benchmarks/speed.py --out $(BENCH_OUT) $(ARGS)
+
+# Quality benchmark (not a test): supervised, mean_teacher, labelmatch and labelmatch_online (online
+# ACT) at the same step budget and seeds; writes its section of docs/benchmarks.md.
+# E.g. make bench-quality ARGS="--reuse".
 bench-quality: $(STAMP)
 	$(PY) benchmarks/quality.py $(ARGS)
 

@@ -44,7 +44,11 @@ from labelmatch.method.act import class_prior_from_counts
 from labelmatch.method.module import detector_state
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("supervised", "mean_teacher", "labelmatch")
+METHODS = ("supervised", "mean_teacher", "labelmatch", "labelmatch_online")
+# Benchmark entries that are a method config plus overrides: name -> (method, overrides).
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "labelmatch_online": ("labelmatch", ["method.act.mode=online"]),  # official online ACT
+}
 # The issue's targets: LabelMatch's mAP must exceed each baseline's by at least this many points.
 TARGETS = {"supervised": 10.0, "mean_teacher": 2.0}
 # One section per experiment: `quality` for the default digits recipe, `quality-E` for others.
@@ -59,6 +63,11 @@ def section_markers(experiment: str) -> tuple[str, str]:
 # (Hydra's job logging format "[time][logger][LEVEL] - message"), except the per-file data
 # reports (dicts of counts; they stay in train.log).
 PROGRESS_LINE = re.compile(r"\]\[labelmatch[\w.]*\]\[(INFO|WARNING|ERROR)\] - (?!\{)(.*)")
+
+
+def method_and_overrides(entry: str) -> tuple[str, list[str]]:
+    """The `method=` config of a benchmark entry and the overrides that make it that entry."""
+    return VARIANTS.get(entry, (entry, []))
 
 
 def evaluated_model(method: str) -> str:
@@ -88,11 +97,13 @@ class Run:
 # ------------------------------------------------------------------------------------ training
 def train(method: str, seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> None:
     """`python -m labelmatch.run` in a subprocess, its output to RUN/train.log, progress echoed."""
+    config_method, variant = method_and_overrides(method)
     command = [
         sys.executable,
         "-m",
         "labelmatch.run",
-        f"method={method}",
+        f"method={config_method}",
+        *variant,
         f"seed={seed}",
         f"hydra.run.dir={run_dir}",
         *overrides,
@@ -134,7 +145,8 @@ def ensure_trained(
         train(method, seed, run_dir, overrides, label)
     results = json.loads(results_path.read_text())
     recorded = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
-    expected = [f"method={method}", f"seed={seed}", *overrides]
+    config_method, variant = method_and_overrides(method)
+    expected = [f"method={config_method}", *variant, f"seed={seed}", *overrides]
     if not set(expected) <= set(recorded):
         sys.exit(f"{run_dir}: trained with {recorded}, not with {expected}")
     evaluated = evaluated_model(method)
@@ -303,7 +315,12 @@ def render(
             f"- Date: {now}",
             f"- Recipe: {recipe}; training steps: {steps_text}; seeds: "
             f"{' '.join(map(str, seeds))} (mean ± sample std over seeds)",
-            f"- Each run: `{run_command}`",
+            f"- Each run: `{run_command}`"
+            + "".join(
+                f"; {name} is `method={base} {' '.join(extra)}`"
+                for name, (base, extra) in VARIANTS.items()
+                if name in runs_by_method
+            ),
             "",
             "Targets (mean mAP over seeds, points):",
             "",

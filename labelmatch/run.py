@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from labelmatch.callbacks.act_refresh import ACTRefresh
+from labelmatch.callbacks.channels_last import ChannelsLast
 from labelmatch.callbacks.interrupt import NonFiniteLossError, SaveOnInterrupt
 from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
 from labelmatch.callbacks.random_states import RandomStates
@@ -57,6 +58,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         SaveOnInterrupt(run_dir / "checkpoints"),
         RandomStates(),
         RankAgreement(),
+        ChannelsLast(cfg.channels_last),
     ]
     method = cfg.method
     if method.name == "labelmatch" and method.act.enabled:
@@ -67,6 +69,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
                 alpha=method.alpha,
                 min_threshold=method.act.min_threshold,
                 prior=OmegaConf.to_container(method.act.prior) if method.act.prior else None,
+                mode=method.act.mode,
+                queue_images=method.act.queue_images,
+                queue_top_k=method.act.queue_top_k,
+                online_interval=method.act.online_interval,
             )
         )
     if method.name == "labelmatch" and method.rplm.enabled:

@@ -4,12 +4,18 @@ Before the first semi-supervised step and then every `interval` steps, the teach
 freshly shuffled random subset of the unlabeled images; per class, its sorted post-NMS scores and
 the labeled class prior give the reliable and uncertain thresholds, written into the module's
 threshold buffers (so they are checkpointed and restored with it).
+
+`mode="online"` is the official online variant instead: the refresh pass runs once, before the
+first semi-supervised step, to initialise; from then on the thresholds come from a bounded queue
+of the teacher's top scores on the pseudo-labelling batches themselves (`ScoreQueue`, gathered
+over ranks, checkpointed with this callback's state), recomputed every `online_interval` steps.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -17,10 +23,14 @@ from torch import Tensor
 
 from labelmatch.method.act import (
     ClassPrior,
+    ScoreQueue,
     act_thresholds,
     class_prior_from_counts,
+    online_act_thresholds,
     scores_by_class,
+    top_scores_per_class,
 )
+from labelmatch.method.module import precision_context
 from labelmatch.method.pseudo_labels import count_by_thresholds
 from labelmatch.progress import progress
 
@@ -35,7 +45,12 @@ class ACTRefresh(L.Callback):
     min_threshold: floor of both thresholds (official 0.05).
     prior: None to count the labeled annotations, or the official `manual_prior`
         {"class_ratios": [C floats], "boxes_per_image": float}.
+    mode: "offline" (a refresh pass every `interval` steps) or "online" (a score queue).
+    queue_images, queue_top_k: online queue size, images x scores per class (official 12800, 20).
+    online_interval: steps between threshold updates from the queue (online mode).
     """
+
+    MODES = ("offline", "online")
 
     def __init__(
         self,
@@ -44,7 +59,18 @@ class ACTRefresh(L.Callback):
         alpha: float = 0.2,
         min_threshold: float = 0.05,
         prior: dict | None = None,
+        mode: str = "offline",
+        queue_images: int = 12800,
+        queue_top_k: int = 20,
+        online_interval: int = 1,
     ) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+        self.queue_images = queue_images
+        self.queue_top_k = queue_top_k
+        self.online_interval = online_interval
+        self.queue: ScoreQueue | None = None
         self.interval = interval
         self.subset = subset
         self.alpha = alpha
@@ -66,14 +92,12 @@ class ACTRefresh(L.Callback):
                 f"method.act.prior has {len(self.prior.class_ratios)} classes, the data has "
                 f"{len(pl_module.reliable_thresholds)}"
             )
-
-    def state_dict(self) -> dict[str, int]:
-        return {"refreshes": self.refreshes}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.refreshes = int(state_dict["refreshes"])
+        if self.mode == "online" and self.queue is None:  # not if a checkpoint restored it
+            self.queue = ScoreQueue(self.queue_images, self.prior.num_classes, self.queue_top_k)
 
     def is_refresh_step(self, step: int, burn_in_steps: int) -> bool:
+        if self.mode == "online":  # the refresh pass only initialises the queue
+            return step == burn_in_steps
         return step >= burn_in_steps and (step - burn_in_steps) % self.interval == 0
 
     def on_train_batch_start(
@@ -89,16 +113,20 @@ class ACTRefresh(L.Callback):
         num_images = min(self.subset, len(datamodule.unlabeled_dataset))
         loader = datamodule.reference_dataloader(num_images, seed=pl_module.global_step)
         loader = progress(loader, f"ACT refresh at step {pl_module.global_step}")
-        labels, scores = teacher_scores(pl_module, loader)
-        labels, scores = gather_across_ranks(trainer, labels, scores)
-        num_classes = len(pl_module.reliable_thresholds)
-        reliable, uncertain = act_thresholds(
-            scores_by_class(labels, scores, num_classes),
-            num_images=num_images,
-            prior=self.prior,
-            alpha=self.alpha,
-            min_threshold=self.min_threshold,
-        )
+        detections = teacher_detections(pl_module, loader)
+        labels, scores = gather_across_ranks(trainer, *concatenate(detections))
+        if self.mode == "online":  # the reference pass fills the queue; Eq. 5-6 on the queue
+            self.push(trainer, detections)
+            reliable, uncertain = self.queue_thresholds()
+        else:
+            num_classes = len(pl_module.reliable_thresholds)
+            reliable, uncertain = act_thresholds(
+                scores_by_class(labels, scores, num_classes),
+                num_images=num_images,
+                prior=self.prior,
+                alpha=self.alpha,
+                min_threshold=self.min_threshold,
+            )
         pl_module.reliable_thresholds.copy_(reliable)
         pl_module.uncertain_thresholds.copy_(uncertain)
         self.refreshes += 1
@@ -120,29 +148,103 @@ class ACTRefresh(L.Callback):
             self.prior.boxes_per_image,
         )
 
+    # ------------------------------------------------------------------------ online mode
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        # The teacher's detections on this step's weak views, left by the module's pseudo-labelling.
+        detections = getattr(pl_module, "latest_teacher_detections", None)
+        if self.mode != "online" or detections is None:
+            return
+        self.push(trainer, detections)
+        pl_module.latest_teacher_detections = None
+        steps = pl_module.global_step - pl_module.burn_in_steps  # the optimiser step is counted
+        if steps % self.online_interval == 0:
+            reliable, uncertain = self.queue_thresholds()
+            pl_module.reliable_thresholds.copy_(reliable)
+            pl_module.uncertain_thresholds.copy_(uncertain)
+            if pl_module.global_step % trainer.log_every_n_steps == 0:
+                log_thresholds(pl_module, pl_module.hparams.class_names, reliable, uncertain)
+
+    def push(self, trainer: L.Trainer, detections: list[dict[str, Tensor]]) -> None:
+        """Each image's per-class top scores into the queue, from every rank."""
+        rows = [
+            top_scores_per_class(d["labels"], d["scores"], self.prior.num_classes, self.queue_top_k)
+            for d in detections
+        ]
+        empty = torch.zeros(0, self.prior.num_classes, self.queue_top_k)
+        self.queue.push(gather_rows(trainer, torch.stack(rows) if rows else empty))
+
+    def queue_thresholds(self) -> tuple[Tensor, Tensor]:
+        return online_act_thresholds(self.queue, self.prior, self.alpha, self.min_threshold)
+
+    # ------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"refreshes": self.refreshes}
+        if self.queue is not None:  # online mode
+            state["queue"] = self.queue.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.refreshes = int(state_dict["refreshes"])
+        if "queue" not in state_dict:
+            return
+        saved = state_dict["queue"]["scores"]
+        if self.queue is None:  # Lightning may restore before setup
+            self.queue = ScoreQueue(saved.shape[1], saved.shape[0], saved.shape[2])
+        self.queue.load_state_dict(state_dict["queue"])
+
 
 # The official refresh pass uses the test-time score floor of 0.001 (method-spec §2); it matters
 # when a class has fewer detections than the rank looked up, which then clamps to the last one.
 REFRESH_SCORE_FLOOR = 0.001
 
 
-@torch.no_grad()
-def teacher_scores(pl_module: L.LightningModule, loader) -> tuple[Tensor, Tensor]:
-    """Post-NMS labels [N] and scores [N] of the teacher (eval mode) over a loader."""
-    labels, scores = [], []
+def teacher_detections(pl_module: L.LightningModule, loader) -> list[dict[str, Tensor]]:
+    """Post-NMS labels [N] and scores [N] of each image, the teacher (eval mode) over a loader.
+
+    Under inference mode and the trainer's precision (autocast with bf16-mixed / 16-mixed), as
+    Lightning runs validation, so the refresh costs what plain inference costs.
+    """
+    detections = []
     roi_heads = pl_module.teacher.roi_heads
     score_floor, roi_heads.score_thresh = roi_heads.score_thresh, REFRESH_SCORE_FLOOR
     try:
-        for batch in loader:
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            for detections in pl_module.teacher(batch["images"]):
-                labels.append(detections["labels"])
-                scores.append(detections["scores"])
+        with torch.inference_mode(), precision_context(pl_module):
+            for batch in loader:
+                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                for output in pl_module.teacher(batch["images"]):
+                    detections.append({"labels": output["labels"], "scores": output["scores"]})
     finally:
         roi_heads.score_thresh = score_floor
-    if not labels:
+    return detections
+
+
+def concatenate(detections: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
+    """All images' labels [N] and scores [N] in one pair of tensors."""
+    if not detections:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
-    return torch.cat(labels), torch.cat(scores)
+    labels = torch.cat([d["labels"] for d in detections])
+    return labels, torch.cat([d["scores"] for d in detections]).float()
+
+
+def teacher_scores(pl_module: L.LightningModule, loader) -> tuple[Tensor, Tensor]:
+    """Post-NMS labels [N] and scores [N] of the teacher (eval mode) over a loader."""
+    return concatenate(teacher_detections(pl_module, loader))
+
+
+def gather_rows(trainer: L.Trainer, rows: Tensor) -> Tensor:
+    """Every rank's rows [B_r, ...] concatenated in rank order (row counts may differ)."""
+    if trainer.world_size == 1:
+        return rows
+    strategy = trainer.strategy
+    device = strategy.root_device
+    count = torch.tensor([len(rows)], device=device)
+    counts = strategy.all_gather(count).flatten().tolist()
+    padded = rows.new_zeros(max(counts), *rows.shape[1:]).to(device)
+    padded[: len(rows)] = rows.to(device)
+    gathered = strategy.all_gather(padded)  # [world, max(counts), ...]
+    return torch.cat([gathered[rank, :n] for rank, n in enumerate(counts)]).cpu()
 
 
 def gather_across_ranks(

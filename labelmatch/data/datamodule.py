@@ -99,7 +99,9 @@ class DetectionDataModule(lightning.LightningDataModule):
 
     `splits` is a `CocoSplits` or anything with `resolve() -> CocoSplits` (e.g. `DigitsSplits`).
     Scales are short sides in pixels with the long side capped at `max_size`; defaults follow
-    the official COCO recipe (method-spec §5).
+    the official COCO recipe (method-spec §5). `pin_memory=None` pins batches when CUDA is
+    available; training and validation workers persist across epochs unless
+    `persistent_workers=False` (the ACT reference loader never persists: one per refresh).
     """
 
     def __init__(
@@ -109,6 +111,8 @@ class DetectionDataModule(lightning.LightningDataModule):
         unlabeled_batch_size: int = 8,
         val_batch_size: int = 8,
         num_workers: int = 2,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
         use_unlabeled: bool = True,
         train_scales: Sequence[int] = tuple(range(480, 801, 32)),
         weak_scales: Sequence[int] = tuple(range(500, 801, 50)),
@@ -125,6 +129,9 @@ class DetectionDataModule(lightning.LightningDataModule):
         self.unlabeled_batch_size = unlabeled_batch_size
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
+        # None: pinned host memory exactly when a CUDA device is there to copy batches to.
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers
         self.use_unlabeled = use_unlabeled
         self.labeled_transform = LabeledTransform(train_scales, max_size, flip_prob)
         self.unlabeled_views = UnlabeledViews(weak_scales, strong_scales, max_size, flip_prob)
@@ -231,8 +238,8 @@ class DetectionDataModule(lightning.LightningDataModule):
             sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
-            persistent_workers=persistent and self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            persistent_workers=persistent and self.persistent_workers and self.num_workers > 0,
+            pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(worker_seed),
             worker_init_fn=ignore_stop_signals,
         )

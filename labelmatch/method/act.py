@@ -9,6 +9,7 @@ Classes are contiguous 1..C (0 is background); per-class tensors are indexed 0..
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -84,6 +85,11 @@ def scores_by_class(labels: Tensor, scores: Tensor, num_classes: int) -> list[Te
     labels: int64[N] in 1..num_classes; scores: float[N]. Returns C tensors, entry c-1 holding
     the scores of class c.
     """
+    _check_detections(labels, scores, num_classes)
+    return [scores[labels == c] for c in range(1, num_classes + 1)]
+
+
+def _check_detections(labels: Tensor, scores: Tensor, num_classes: int) -> None:
     if labels.shape != scores.shape or labels.ndim != 1:
         raise ValueError(
             f"labels {tuple(labels.shape)} and scores {tuple(scores.shape)} must be 1-D, equal"
@@ -93,7 +99,6 @@ def scores_by_class(labels: Tensor, scores: Tensor, num_classes: int) -> list[Te
             f"labels must lie in 1..{num_classes}, got range "
             f"{labels.min().item()}..{labels.max().item()}"
         )
-    return [scores[labels == c] for c in range(1, num_classes + 1)]
 
 
 def act_thresholds(
@@ -131,3 +136,103 @@ def act_thresholds(
         torch.stack(reliable).clamp(min=min_threshold),
         torch.stack(uncertain).clamp(min=min_threshold),
     )
+
+
+# ----------------------------------------------------------------------------------- online ACT
+# The official online variant (`labelmatch_online.py`, method-spec §2) keeps, instead of a refresh
+# pass every K steps, a queue of the teacher's scores on the pseudo-labelling batches themselves:
+# the top 20 scores per class of each of the last 12,800 images, gathered over all ranks; the
+# thresholds are Eq. 5-6 on the queue, with R = the images it holds.
+QUEUE_PADDING = -1.0  # marks "no detection" in a per-class top-k row (scores lie in [0, 1])
+
+
+def top_scores_per_class(labels: Tensor, scores: Tensor, num_classes: int, k: int) -> Tensor:
+    """The k best scores of each class in one image, float32[C, k], descending, padded with
+    QUEUE_PADDING where a class has fewer than k detections.
+
+    labels: int64[N] in 1..num_classes; scores: float[N] (post-NMS detections of one image).
+    """
+    _check_detections(labels, scores, num_classes)
+    # One [C, N] matrix holding each detection in its class row: a single topk for all classes.
+    by_class = scores.new_full((num_classes, scores.numel()), QUEUE_PADDING)
+    by_class[labels - 1, torch.arange(scores.numel(), device=scores.device)] = scores.detach()
+    best = by_class.topk(min(k, scores.numel()), dim=1).values
+    top = scores.new_full((num_classes, k), QUEUE_PADDING)
+    top[:, : best.shape[1]] = best
+    return top.float()
+
+
+class ScoreQueue:
+    """A bounded FIFO of per-image, per-class top-k teacher scores (online ACT's memory).
+
+    scores: float32[C, capacity, k]; image slots are filled in ring order and `num_images` of
+    them are valid (all once the queue has wrapped). Class-major, so that one class's scores
+    are one contiguous row. Lives on the CPU: it is small (80 x 12,800 x 20 floats for COCO,
+    82 MB) and the thresholds are computed there anyway.
+    """
+
+    def __init__(self, capacity: int, num_classes: int, top_k: int) -> None:
+        if capacity < 1 or num_classes < 1 or top_k < 1:
+            raise ValueError(
+                f"need capacity, num_classes, top_k >= 1, got {capacity}, {num_classes}, {top_k}"
+            )
+        self.scores = torch.full((num_classes, capacity, top_k), QUEUE_PADDING)
+        self.next_slot = 0
+        self.num_images = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.scores.shape[1]
+
+    @property
+    def top_k(self) -> int:
+        return self.scores.shape[2]
+
+    def push(self, top: Tensor) -> None:
+        """Appends images' rows float[B, C, k] (see `top_scores_per_class`), dropping the oldest
+        images beyond the capacity."""
+        num_classes, _, top_k = self.scores.shape
+        if top.ndim != 3 or top.shape[1:] != (num_classes, top_k):
+            raise ValueError(
+                f"queue rows must be [B, {num_classes}, {top_k}], got {tuple(top.shape)}"
+            )
+        top = top[-self.capacity :].detach().float().cpu()
+        slots = (self.next_slot + torch.arange(len(top))) % self.capacity
+        self.scores[:, slots] = top.transpose(0, 1)
+        self.next_slot = (self.next_slot + len(top)) % self.capacity
+        self.num_images = min(self.num_images + len(top), self.capacity)
+
+    def scores_per_class(self, limits: Sequence[int] | None = None) -> list[Tensor]:
+        """C tensors of the queued scores of each class, padding removed, for `act_thresholds`
+        with num_images = `self.num_images`. With `limits`, only the best limits[c] scores of
+        class c: enough for Eq. 5-6, whose largest rank is int(E_c), and much cheaper to sort
+        than the whole queue."""
+        filled = self.scores[:, : self.num_images].reshape(self.scores.shape[0], -1)
+        if limits is None:
+            return [row[row >= 0] for row in filled]
+        best = [row.topk(min(int(limit), row.numel())).values for row, limit in zip(filled, limits)]
+        return [row[row >= 0] for row in best]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scores": self.scores, "next_slot": self.next_slot, "num_images": self.num_images}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state["scores"]
+        if (saved.shape[0], saved.shape[2]) != (self.scores.shape[0], self.top_k):
+            raise ValueError(
+                f"checkpointed ACT queue holds {saved.shape[0]} classes x top {saved.shape[2]}, "
+                f"this run {self.scores.shape[0]} x top {self.top_k}"
+            )
+        self.scores = saved.clone()
+        self.next_slot = int(state["next_slot"])
+        self.num_images = int(state["num_images"])
+
+
+def online_act_thresholds(
+    queue: ScoreQueue, prior: ClassPrior, alpha: float = 0.2, min_threshold: float = 0.05
+) -> tuple[Tensor, Tensor]:
+    """Eq. 5-6 on the queued scores, R = the images in the queue: exactly `act_thresholds` on
+    them, reading only the top int(E_c) + 1 scores of each class."""
+    num_images = max(queue.num_images, 1)
+    limits = [int(e) + 1 for e in prior.expected_boxes(num_images).tolist()]
+    return act_thresholds(queue.scores_per_class(limits), num_images, prior, alpha, min_threshold)

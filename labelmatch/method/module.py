@@ -8,9 +8,11 @@ labelmatch; ACT thresholds and RPLM mining are set from callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,7 @@ class LabelMatchModule(L.LightningModule):
                 raise ValueError(f"method.uncertain must be one of {UNCERTAIN_MODES}")
             self.teacher = copy.deepcopy(detector).requires_grad_(False).eval()
         self.mining: MiningPolicy | None = None  # set by the RPLM callback
+        self.latest_teacher_detections: list[dict[str, Tensor]] | None = None
         self.burn_in_metrics: dict[str, Any] | None = None
         self.eval_metrics: dict[str, dict[str, Any]] = {}
         self.last_eval_step = -1
@@ -188,6 +191,8 @@ class LabelMatchModule(L.LightningModule):
     def unsupervised_step(self, unlabeled: dict[str, Any]) -> tuple[dict[str, Tensor], dict]:
         """Pseudo-label the weak views, move the labels to the strong views, student loss."""
         teacher_out = teacher_forward(self.teacher, unlabeled["weak"])
+        # Read by online ACT (callbacks/act_refresh.py), which queues these scores.
+        self.latest_teacher_detections = teacher_out.detections
         pseudo_weak = [
             split_by_thresholds(
                 det["boxes"],
@@ -290,11 +295,19 @@ class LabelMatchModule(L.LightningModule):
         was_training = model.training
         model.eval()
         predictions = []
-        for batch in progress(loader, "evaluation"):
-            batch = self.transfer_batch_to_device(batch, self.device, 0)
-            predictions.extend(predict_original_frame(model, batch))
+        with precision_context(self):  # as Lightning's validation loop runs
+            for batch in progress(loader, "evaluation"):
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                predictions.extend(predict_original_frame(model, batch))
         model.train(was_training)
         return self.score(gather_predictions(predictions))
+
+
+def precision_context(module: L.LightningModule) -> AbstractContextManager:
+    """The trainer's precision for a forward pass outside Lightning's loops (autocast under
+    `trainer.precision=bf16-mixed` / `16-mixed`); nothing without a trainer."""
+    trainer = module._trainer
+    return trainer.precision_plugin.forward_context() if trainer else contextlib.nullcontext()
 
 
 def detector_targets(targets: list[dict[str, Any]]) -> list[dict[str, Tensor]]:

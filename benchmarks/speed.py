@@ -1,0 +1,486 @@
+"""Speed benchmark (not a test): what a LabelMatch step costs next to its floor, on the digits.
+
+    python benchmarks/speed.py [--out outputs/bench.json] [--docs docs/benchmarks.md]
+                               [--init-from CKPT] [--steps 20] [hydra overrides]
+
+One process, `model=frcnn_tiny` on the default experiment's data (experiment=digits), the
+default loader workers. The student first trains supervised for `--pretrain-steps` steps (or
+starts from `--init-from`, a checkpoint of this project), so that the teacher detects digits
+and ACT sets thresholds from real scores; then every figure is a median over `--steps` repeats
+after `--warmup` repeats, on batches fetched beforehand (data loading is measured on its own):
+
+- supervised_step_s: a burn-in training step (labeled batch B: forward, backward, SGD step);
+- labelmatch_step_s: a semi-supervised step (labeled B + unlabeled B, the module's
+  training_step, backward, SGD step, EMA update);
+- teacher_infer_s: the teacher's pass on the B weak views (detections and the features kept);
+- student_unlabeled_step_s: the student's forward + backward on the B strong views with the
+  teacher's reliable and uncertain boxes as ordinary targets (no second SGD step);
+- floor_ratio = (supervised + student_unlabeled + teacher_infer) / supervised; step_ratio =
+  labelmatch / supervised: what the method adds beyond the floor is step_ratio - floor_ratio;
+- act_img_per_s: the ACT refresh pass (the callback's loader and teacher pass, score floor
+  0.001, thresholds); eval_img_per_s: plain inference of the same model on the val loader;
+- loader_img_per_s: labeled images + paired weak/strong unlabeled views per second from the
+  DataModule's two training loaders; train_img_per_s = (B_l + B_u) / labelmatch_step_s;
+- act_overhead_*: a refresh of R images every K steps as a share of training time, at the
+  default recipe (K = method.act.interval, R = min(method.act.subset, unlabeled images)) and at
+  the paper's K = 1000, R = 10000; online ACT's per-step queue update as a share of a step;
+- peak_rss_mib: peak resident memory of this process, which builds what `make run` builds
+  (data, student, teacher, loaders) and runs every kind of step it runs.
+The section between `<!-- speed:begin -->` and `<!-- speed:end -->` of `--docs` is replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from labelmatch.callbacks.act_refresh import teacher_detections, teacher_scores
+from labelmatch.data.geometry import weak_to_strong
+from labelmatch.method.act import (
+    ClassPrior,
+    ScoreQueue,
+    act_thresholds,
+    class_prior_from_counts,
+    online_act_thresholds,
+    scores_by_class,
+    top_scores_per_class,
+)
+from labelmatch.method.ema import ema_update
+from labelmatch.method.module import LabelMatchModule, detector_state
+from labelmatch.method.pseudo_labels import split_by_thresholds
+from labelmatch.method.teacher import teacher_forward
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+PAPER_INTERVAL, PAPER_SUBSET = 1000, 10000  # the official K and R (method-spec §1)
+
+# target name -> (measured value, bound, verdict); filled by `targets`.
+Targets = dict[str, tuple[float, float, bool]]
+
+
+# ----------------------------------------------------------------------------------- set-up
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=["model=frcnn_tiny", *overrides])
+
+
+def build(cfg: DictConfig) -> tuple[Any, LabelMatchModule]:
+    datamodule = instantiate(cfg.data, use_unlabeled=True)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    method["name"] = "labelmatch"
+    module = LabelMatchModule(
+        detector,
+        method=method,
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        class_names=list(datamodule.class_names),
+        category_ids=list(datamodule.category_map.category_ids),
+        val_json=str(datamodule.splits.val_json),
+    )
+    return datamodule, module
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message} (load {load_average()[0]})", flush=True)
+
+
+def seconds(fn: Callable[..., object], *args: Any) -> float:
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+# ------------------------------------------------------------------------------ measurements
+def loader_throughput(datamodule, steps: int, warmup: int) -> tuple[float, list, list]:
+    """Images per second of the two training loaders together (one labeled and one unlabeled
+    batch per step), and the batches drawn (reused for the step timings)."""
+    loaders = datamodule.train_dataloader()
+    labeled_iter, unlabeled_iter = iter(loaders["labeled"]), iter(loaders["unlabeled"])
+    labeled, unlabeled, images = [], [], 0
+    for _ in range(warmup):  # starts the workers and fills their prefetch queues
+        labeled.append(next(labeled_iter))
+        unlabeled.append(next(unlabeled_iter))
+    started = time.perf_counter()
+    for _ in range(steps):
+        labeled.append(next(labeled_iter))
+        unlabeled.append(next(unlabeled_iter))
+        images += len(labeled[-1]["images"]) + len(unlabeled[-1]["weak"])
+    elapsed = time.perf_counter() - started
+    del labeled_iter, unlabeled_iter  # ends the workers
+    return images / elapsed, labeled, unlabeled
+
+
+def set_act_thresholds(module: LabelMatchModule, datamodule, num_images: int) -> None:
+    labels, scores = teacher_scores(module, datamodule.reference_dataloader(num_images, seed=0))
+    labeled = datamodule.labeled_dataset
+    prior = class_prior_from_counts(labeled.class_counts, len(labeled))
+    reliable, uncertain = act_thresholds(
+        scores_by_class(labels, scores, datamodule.num_classes),
+        num_images,
+        prior,
+        alpha=module.method["alpha"],
+        min_threshold=module.method["act"]["min_threshold"],
+    )
+    module.reliable_thresholds.copy_(reliable)
+    module.uncertain_thresholds.copy_(uncertain)
+
+
+def eval_pass(module: LabelMatchModule, loader) -> int:
+    images = 0
+    with torch.inference_mode():
+        for batch in loader:
+            module.teacher(batch["images"])
+            images += len(batch["images"])
+    return images
+
+
+def pseudo_targets(module: LabelMatchModule, unlabeled: dict) -> list[dict[str, torch.Tensor]]:
+    """The teacher's reliable + uncertain boxes moved to the strong views, as plain targets."""
+    out = teacher_forward(module.teacher, unlabeled["weak"])
+    targets = []
+    for det, weak_m, strong_m, strong in zip(
+        out.detections, unlabeled["weak_matrix"], unlabeled["strong_matrix"], unlabeled["strong"]
+    ):
+        pseudo = split_by_thresholds(
+            det["boxes"],
+            det["scores"],
+            det["labels"],
+            module.reliable_thresholds,
+            module.uncertain_thresholds,
+        ).map(weak_to_strong(weak_m, strong_m), tuple(strong.shape[-2:]))
+        targets.append(
+            {
+                "boxes": torch.cat([pseudo.reliable_boxes, pseudo.uncertain_boxes]),
+                "labels": torch.cat([pseudo.reliable_labels, pseudo.uncertain_labels]),
+            }
+        )
+    return targets
+
+
+def measure(args: argparse.Namespace, cfg: DictConfig) -> dict[str, Any]:
+    """Every figure of the benchmark (see the module docstring)."""
+    datamodule, module = build(cfg)
+    module.train()
+    optimizer = module.configure_optimizers()["optimizer"]
+    rounds = args.warmup + args.steps
+    results: dict[str, Any] = {}
+    progress("data loading")
+    results["loader_img_per_s"], labeled, unlabeled = loader_throughput(datamodule, rounds, 3)
+    labeled, unlabeled = labeled[-rounds:], unlabeled[-rounds:]
+
+    def sgd_step(loss: torch.Tensor) -> None:
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def supervised_step(i: int) -> None:
+        module.burn_in_steps = 10**9  # training_step stays in the supervised phase
+        sgd_step(module.training_step({"labeled": labeled[i % rounds]}, i))
+
+    if args.init_from:
+        state = torch.load(args.init_from, map_location="cpu", weights_only=False)
+        module.student.load_state_dict(detector_state(state["state_dict"], "teacher"))
+    for i in range(0 if args.init_from else args.pretrain_steps):
+        if i % 25 == 0:
+            progress(f"supervised pre-training, step {i}/{args.pretrain_steps}")
+        supervised_step(i)
+    module.burn_in_steps = 0
+    module.start_semi_supervised()  # teacher := student
+    num_reference = min(cfg.method.act.subset, len(datamodule.unlabeled_dataset))
+    set_act_thresholds(module, datamodule, num_reference)
+    results.update(inference_rates(module, datamodule, args))
+    results.update(
+        step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step, args)
+    )
+
+    batch_images = cfg.data.labeled_batch_size + cfg.data.unlabeled_batch_size
+    results["train_img_per_s"] = batch_images / results["labelmatch_step_s"]
+    results["floor_ratio"] = (
+        results["supervised_step_s"]
+        + results["student_unlabeled_step_s"]
+        + results["teacher_infer_s"]
+    ) / results["supervised_step_s"]
+    results["step_ratio"] = results["labelmatch_step_s"] / results["supervised_step_s"]
+
+    def refresh_share(interval: int, subset: int) -> float:
+        refresh_s = subset / results["act_img_per_s"]
+        return refresh_s / (interval * results["labelmatch_step_s"] + refresh_s)
+
+    results["act_interval"], results["act_subset"] = int(cfg.method.act.interval), num_reference
+    results["act_overhead_default"] = refresh_share(cfg.method.act.interval, num_reference)
+    results["act_overhead_paper"] = refresh_share(PAPER_INTERVAL, PAPER_SUBSET)
+    results["act_overhead_online"] = results["online_act_update_s"] / results["labelmatch_step_s"]
+    return results
+
+
+def inference_rates(module: LabelMatchModule, datamodule, args) -> dict[str, float]:
+    """act_img_per_s and eval_img_per_s, whole passes (loader start included), alternated so
+    that load from other processes hits both alike; medians over the repeats."""
+    num_images = min(args.inference_images, len(datamodule.unlabeled_dataset))
+    val_loader = datamodule.val_dataloader()
+    act, plain = [], []
+    for _ in range(args.inference_repeats):
+        act.append(num_images / seconds(set_act_thresholds, module, datamodule, num_images))
+        plain.append(len(datamodule.val_dataset) / seconds(eval_pass, module, val_loader))
+    # the last refresh must be the run's: on min(subset, unlabeled) images
+    set_act_thresholds(
+        module, datamodule, min(module.method["act"]["subset"], len(datamodule.unlabeled_dataset))
+    )
+    return {"act_img_per_s": statistics.median(act), "eval_img_per_s": statistics.median(plain)}
+
+
+def step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step, args) -> dict:
+    """Median seconds of each kind of step. Every round times each kind once on the same batch,
+    so that load from other processes hits all kinds alike; the first `warmup` rounds are not
+    counted."""
+    queue, prior = full_online_queue(module, datamodule)
+    targets = {}
+
+    def student_unlabeled(i: int) -> None:
+        losses = module.student(unlabeled[i]["strong"], targets[i])
+        sum(losses.values()).backward()
+        module.student.zero_grad(set_to_none=True)
+
+    def labelmatch_step(i: int) -> None:
+        module.burn_in_steps = 0
+        batch = {"labeled": labeled[i], "unlabeled": unlabeled[i]}
+        sgd_step(module.training_step(batch, i))
+        module.on_train_batch_end(None, batch, i)  # the EMA update
+
+    def online_update() -> None:  # what online ACT's callback does after each step
+        rows = [
+            top_scores_per_class(d["labels"], d["scores"], prior.num_classes, queue.top_k)
+            for d in module.latest_teacher_detections
+        ]
+        queue.push(torch.stack(rows))
+        online_act_thresholds(queue, prior, module.method["alpha"])
+
+    times: dict[str, list[float]] = {}
+    for i in range(args.warmup + args.steps):
+        targets[i] = pseudo_targets(module, unlabeled[i])
+        measured = {
+            "supervised_step_s": seconds(supervised_step, i),
+            "teacher_infer_s": seconds(teacher_forward, module.teacher, unlabeled[i]["weak"]),
+            "student_unlabeled_step_s": seconds(student_unlabeled, i),
+            "labelmatch_step_s": seconds(labelmatch_step, i),
+            "online_act_update_s": seconds(online_update),
+            "ema_update_s": seconds(ema_update, module.teacher, module.student, 0.996),
+        }
+        if i >= args.warmup:
+            for key, value in measured.items():
+                times.setdefault(key, []).append(value)
+    results = {key: statistics.median(values) for key, values in times.items()}
+    boxes = [len(t["boxes"]) for batch in targets.values() for t in batch]
+    results["pseudo_boxes_per_image"] = round(statistics.mean(boxes), 2)
+    return results
+
+
+def full_online_queue(module: LabelMatchModule, datamodule) -> tuple[ScoreQueue, ClassPrior]:
+    """Online ACT's queue at its configured size, filled (as in a long run) by repeating the
+    teacher's per-image top scores on the unlabeled images."""
+    act = module.method["act"]
+    num_classes = datamodule.num_classes
+    queue = ScoreQueue(act["queue_images"], num_classes, act["queue_top_k"])
+    loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), seed=1)
+    rows = torch.stack(
+        [
+            top_scores_per_class(d["labels"], d["scores"], num_classes, queue.top_k)
+            for d in teacher_detections(module, loader)
+        ]
+    )
+    while queue.num_images < queue.capacity:
+        queue.push(rows)
+    labeled = datamodule.labeled_dataset
+    return queue, class_prior_from_counts(labeled.class_counts, len(labeled))
+
+
+# ------------------------------------------------------------------------------------ report
+def targets(r: dict[str, Any], rss_limit_mib: float) -> Targets:
+    """The issue's targets: name -> (value, bound, passed)."""
+    return {
+        "step_ratio <= 1.10 x floor_ratio": (
+            r["step_ratio"],
+            1.10 * r["floor_ratio"],
+            r["step_ratio"] <= 1.10 * r["floor_ratio"],
+        ),
+        "act_img_per_s >= 0.9 x eval_img_per_s": (
+            r["act_img_per_s"],
+            0.9 * r["eval_img_per_s"],
+            r["act_img_per_s"] >= 0.9 * r["eval_img_per_s"],
+        ),
+        "loader_img_per_s >= 3 x train_img_per_s": (
+            r["loader_img_per_s"],
+            3 * r["train_img_per_s"],
+            r["loader_img_per_s"] >= 3 * r["train_img_per_s"],
+        ),
+        "ACT refresh <= 5 % of training (default K, R)": (
+            100 * r["act_overhead_default"],
+            5.0,
+            r["act_overhead_default"] <= 0.05,
+        ),
+        "peak RSS <= 4 GiB": (r["peak_rss_mib"], rss_limit_mib, r["peak_rss_mib"] <= rss_limit_mib),
+    }
+
+
+ROWS: list[tuple[str, str]] = [
+    ("supervised_step_s", "{:.3f}"),
+    ("labelmatch_step_s", "{:.3f}"),
+    ("teacher_infer_s", "{:.3f}"),
+    ("student_unlabeled_step_s", "{:.3f}"),
+    ("ema_update_s", "{:.4f}"),
+    ("floor_ratio", "{:.3f}"),
+    ("step_ratio", "{:.3f}"),
+    ("act_img_per_s", "{:.1f}"),
+    ("eval_img_per_s", "{:.1f}"),
+    ("loader_img_per_s", "{:.1f}"),
+    ("train_img_per_s", "{:.1f}"),
+    ("act_overhead_default", "{:.2%}"),
+    ("act_overhead_paper", "{:.2%}"),
+    ("online_act_update_s", "{:.4f}"),
+    ("act_overhead_online", "{:.2%}"),
+    ("pseudo_boxes_per_image", "{:.2f}"),
+    ("peak_rss_mib", "{:.0f}"),
+]
+
+
+def markdown(results: dict[str, Any], checks: Targets) -> str:
+    lines = ["| key | value |", "|---|---|"]
+    lines += [f"| `{key}` | {fmt.format(results[key])} |" for key, fmt in ROWS]
+    lines += ["", "| target | measured | bound | verdict |", "|---|---|---|---|"]
+    for name, (value, bound, passed) in checks.items():
+        verdict = "**pass**" if passed else "**short**"
+        lines.append(f"| {name} | {value:.3f} | {bound:.3f} | {verdict} |")
+    return "\n".join(lines)
+
+
+def machine_description() -> str:
+    cpu = "unknown CPU"
+    if Path("/proc/cpuinfo").is_file():
+        found = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = found[0].strip() if found else cpu
+    cores = len(os.sched_getaffinity(0))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cores} cores (nproc), {cpu}, {gpu}; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the speed section of `path` (between the markers), or append it."""
+    block = f"{BEGIN}\n{section}\n{END}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    begin, end = text.find(BEGIN), text.find(END)
+    if (begin == -1) != (end == -1) or end < begin:
+        sys.exit(f"{path}: the markers {BEGIN} and {END} must both appear, in that order")
+    if begin == -1:
+        path.write_text(text.rstrip("\n") + f"\n\n{block}\n")
+    else:
+        path.write_text(text[:begin] + block + text[end + len(END) :])
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench.json"))
+    parser.add_argument("--docs", type=Path, default=None, help="update this file's section")
+    parser.add_argument("--init-from", type=Path, default=None, help="a checkpoint of this project")
+    parser.add_argument("--pretrain-steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=20, help="timed repeats per figure")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed repeats before those")
+    parser.add_argument("--inference-images", type=int, default=300)
+    parser.add_argument("--inference-repeats", type=int, default=3)
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    return parser.parse_args([a for a in argv if a not in overrides]), overrides
+
+
+def main(argv: Sequence[str]) -> None:
+    args, overrides = parse_args(argv)
+    warnings.filterwarnings("ignore", message=r".*self\.log\(\)")  # no Trainer in this process
+    cfg = compose_config(overrides)
+    load_before = load_average()
+    started = time.monotonic()
+    results = measure(args, cfg)
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["loader_worker_peak_rss_mib"] = (
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    )
+    checks = targets(results, rss_limit_mib=4 * 1024)
+    results["targets"] = {
+        name: {"value": v, "bound": b, "verdict": "pass" if ok else "short"}
+        for name, (v, b, ok) in checks.items()
+    }
+    command = shlex.join(["python", os.path.relpath(sys.argv[0]), *argv])
+    results["meta"] = {
+        "command": command,
+        "machine": machine_description(),
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "overrides": overrides,
+        "batch": [cfg.data.labeled_batch_size, cfg.data.unlabeled_batch_size],
+        "num_workers": cfg.data.num_workers,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "init": str(args.init_from) if args.init_from else f"{args.pretrain_steps} steps",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    table = markdown(results, checks)
+    print(table)
+    print(
+        f"wrote {args.out}; load average {load_before} -> {results['meta']['load_average_after']}"
+    )
+    if args.docs is not None:
+        write_section(args.docs, docs_section(results, table))
+        print(f"wrote {args.docs}")
+
+
+def docs_section(results: dict[str, Any], table: str) -> str:
+    meta = results["meta"]
+    return "\n".join(
+        [
+            "## Speed: a LabelMatch step next to its floor (`make bench`)",
+            "",
+            f"Command: `{meta['command']}`",
+            "",
+            f"- Machine: {meta['machine']}",
+            f"- Date: {meta['date']}; {meta['minutes']} min; load average (1/5/15 min) "
+            f"{meta['load_average_before']} before, {meta['load_average_after']} after",
+            f"- Setting: model=frcnn_tiny, experiment=digits data (batch {meta['batch'][0]} "
+            f"labeled + {meta['batch'][1]} unlabeled, {meta['num_workers']} loader workers); "
+            f"model from {meta['init']}; medians of {meta['steps']} repeats after "
+            f"{meta['warmup']}",
+            "",
+            table,
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
