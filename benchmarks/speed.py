@@ -32,6 +32,7 @@ The section between `<!-- speed:begin -->` and `<!-- speed:end -->` of `--docs` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -53,6 +54,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.callbacks.act_refresh import teacher_detections, teacher_scores
+from labelmatch.callbacks.channels_last import to_channels_last
 from labelmatch.data.geometry import weak_to_strong
 from labelmatch.method.act import (
     ClassPrior,
@@ -78,8 +80,10 @@ Targets = dict[str, tuple[float, float, bool]]
 
 # ----------------------------------------------------------------------------------- set-up
 def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """The default experiment with model=frcnn_tiny unless the overrides pick a model."""
+    model = [] if any(o.startswith("model=") for o in overrides) else ["model=frcnn_tiny"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=["model=frcnn_tiny", *overrides])
+        return compose("config", overrides=[*model, *overrides])
 
 
 def build(cfg: DictConfig) -> tuple[Any, LabelMatchModule]:
@@ -105,9 +109,25 @@ def progress(message: str) -> None:
 
 
 def seconds(fn: Callable[..., object], *args: Any) -> float:
+    synchronize()
     started = time.perf_counter()
     fn(*args)
+    synchronize()
     return time.perf_counter() - started
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """What Lightning's `trainer.precision` does around each step: autocast for the mixed
+    precisions (fp16's gradient scaling costs one multiply per step and is left out)."""
+    dtypes = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+    if precision == "32-true":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtypes[precision])
 
 
 # ------------------------------------------------------------------------------ measurements
@@ -149,6 +169,7 @@ def eval_pass(module: LabelMatchModule, loader) -> int:
     images = 0
     with torch.inference_mode():
         for batch in loader:
+            batch = module.transfer_batch_to_device(batch, module.device, 0)
             module.teacher(batch["images"])
             images += len(batch["images"])
     return images
@@ -170,7 +191,8 @@ def pseudo_targets(module: LabelMatchModule, unlabeled: dict) -> list[dict[str, 
         ).map(weak_to_strong(weak_m, strong_m), tuple(strong.shape[-2:]))
         targets.append(
             {
-                "boxes": torch.cat([pseudo.reliable_boxes, pseudo.uncertain_boxes]),
+                # float32: autocast leaves bf16 boxes, which torchvision's target check refuses
+                "boxes": torch.cat([pseudo.reliable_boxes, pseudo.uncertain_boxes]).float(),
                 "labels": torch.cat([pseudo.reliable_labels, pseudo.uncertain_labels]),
             }
         )
@@ -180,13 +202,18 @@ def pseudo_targets(module: LabelMatchModule, unlabeled: dict) -> list[dict[str, 
 def measure(args: argparse.Namespace, cfg: DictConfig) -> dict[str, Any]:
     """Every figure of the benchmark (see the module docstring)."""
     datamodule, module = build(cfg)
-    module.train()
+    device = torch.device(args.device)
+    module.to(device).train()
+    if device.type == "cuda" and cfg.channels_last is not False:
+        for detector in (module.student, module.teacher):
+            to_channels_last(detector)
     optimizer = module.configure_optimizers()["optimizer"]
     rounds = args.warmup + args.steps
     results: dict[str, Any] = {}
     progress("data loading")
     results["loader_img_per_s"], labeled, unlabeled = loader_throughput(datamodule, rounds, 3)
-    labeled, unlabeled = labeled[-rounds:], unlabeled[-rounds:]
+    labeled = [module.transfer_batch_to_device(b, device, 0) for b in labeled[-rounds:]]
+    unlabeled = [module.transfer_batch_to_device(b, device, 0) for b in unlabeled[-rounds:]]
 
     def sgd_step(loss: torch.Tensor) -> None:
         loss.backward()
@@ -208,7 +235,9 @@ def measure(args: argparse.Namespace, cfg: DictConfig) -> dict[str, Any]:
     module.start_semi_supervised()  # teacher := student
     num_reference = min(cfg.method.act.subset, len(datamodule.unlabeled_dataset))
     set_act_thresholds(module, datamodule, num_reference)
+    progress("ACT refresh and plain inference")
     results.update(inference_rates(module, datamodule, args))
+    progress("training steps")
     results.update(
         step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step, args)
     )
@@ -360,12 +389,13 @@ ROWS: list[tuple[str, str]] = [
     ("act_overhead_online", "{:.2%}"),
     ("pseudo_boxes_per_image", "{:.2f}"),
     ("peak_rss_mib", "{:.0f}"),
+    ("peak_gpu_mib", "{:.0f}"),
 ]
 
 
 def markdown(results: dict[str, Any], checks: Targets) -> str:
     lines = ["| key | value |", "|---|---|"]
-    lines += [f"| `{key}` | {fmt.format(results[key])} |" for key, fmt in ROWS]
+    lines += [f"| `{key}` | {fmt.format(results[key])} |" for key, fmt in ROWS if key in results]
     lines += ["", "| target | measured | bound | verdict |", "|---|---|---|---|"]
     for name, (value, bound, passed) in checks.items():
         verdict = "**pass**" if passed else "**short**"
@@ -414,6 +444,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--warmup", type=int, default=5, help="untimed repeats before those")
     parser.add_argument("--inference-images", type=int, default=300)
     parser.add_argument("--inference-repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"]
+    )
     overrides = [a for a in argv if not a.startswith("-") and "=" in a]
     return parser.parse_args([a for a in argv if a not in overrides]), overrides
 
@@ -424,7 +458,10 @@ def main(argv: Sequence[str]) -> None:
     cfg = compose_config(overrides)
     load_before = load_average()
     started = time.monotonic()
-    results = measure(args, cfg)
+    with autocast(args.precision, torch.device(args.device)):
+        results = measure(args, cfg)
+    if torch.cuda.is_available():
+        results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["loader_worker_peak_rss_mib"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -445,6 +482,10 @@ def main(argv: Sequence[str]) -> None:
         "overrides": overrides,
         "batch": [cfg.data.labeled_batch_size, cfg.data.unlabeled_batch_size],
         "num_workers": cfg.data.num_workers,
+        "device": args.device,
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "precision": args.precision,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "steps": args.steps,
         "warmup": args.warmup,
         "init": str(args.init_from) if args.init_from else f"{args.pretrain_steps} steps",
@@ -472,7 +513,9 @@ def docs_section(results: dict[str, Any], table: str) -> str:
             f"- Machine: {meta['machine']}",
             f"- Date: {meta['date']}; {meta['minutes']} min; load average (1/5/15 min) "
             f"{meta['load_average_before']} before, {meta['load_average_after']} after",
-            f"- Setting: model=frcnn_tiny, experiment=digits data (batch {meta['batch'][0]} "
+            f"- Setting: {meta['model']} on {meta['device']}, precision {meta['precision']}, "
+            f"OMP_WAIT_POLICY={meta['omp_wait_policy']}; experiment=digits data "
+            f"{' '.join(meta['overrides'])} (batch {meta['batch'][0]} "
             f"labeled + {meta['batch'][1]} unlabeled, {meta['num_workers']} loader workers); "
             f"model from {meta['init']}; medians of {meta['steps']} repeats after "
             f"{meta['warmup']}",

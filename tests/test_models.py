@@ -5,6 +5,7 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
+from labelmatch.callbacks.channels_last import to_channels_last
 from labelmatch.models.faster_rcnn import build_frcnn_r50_fpn, build_frcnn_tiny
 from labelmatch.models.transform import IMAGENET_MEAN, IMAGENET_STD, PreResizedTransform
 
@@ -166,3 +167,18 @@ def test_tiny_eval_returns_detections_inside_unresized_image():
         assert (boxes >= 0).all()
         assert (boxes[:, [0, 2]] <= width).all() and (boxes[:, [1, 3]] <= height).all()
         assert found["labels"].min() >= 1 and found["labels"].max() <= 3
+
+
+def test_channels_last_changes_the_layout_not_the_function() -> None:
+    torch.manual_seed(0)
+    model = build_frcnn_tiny(3).eval()
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        before = model.backbone(images)
+        to_channels_last(model)
+        after = model.backbone(images)
+    conv = model.backbone.body.stem[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert after["0"].is_contiguous(memory_format=torch.channels_last)
+    for level in before:
+        torch.testing.assert_close(after[level], before[level], rtol=1e-4, atol=1e-5)
