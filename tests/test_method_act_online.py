@@ -121,6 +121,6 @@ def test_callback_state_holds_the_queue_only_in_online_mode() -> None:
     fresh.load_state_dict(callback.state_dict())  # before setup, as Lightning may call it
     assert torch.equal(fresh.queue.scores, callback.queue.scores)
     assert fresh.queue.num_images == 4
-    assert ACTRefresh().state_dict() == {}
+    assert ACTRefresh().state_dict() == {"refreshes": 0}
     with pytest.raises(ValueError, match="method.act.mode"):
         ACTRefresh(mode="sometimes")

@@ -86,7 +86,6 @@ def test_bf16_mixed_covers_the_whole_semi_supervised_step(bf16_online_run) -> No
     assert len(dtypes["teacher_roi"]) > len(dtypes["teacher"])
     assert set(dtypes["teacher_roi"]) == {torch.bfloat16}
     metrics = trainer.callback_metrics
-    assert metrics["pseudo/uncertain_per_image"] > 0
     for name in ("train/loss", "train/unsup_loss", "train/unsup/roi_soft", "train/sup_loss"):
         assert math.isfinite(float(metrics[name])), name
 
