@@ -32,7 +32,6 @@ The section between `<!-- speed:begin -->` and `<!-- speed:end -->` of `--docs` 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -48,6 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -121,13 +121,16 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """What Lightning's `trainer.precision` does around each step: autocast for the mixed
-    precisions (fp16's gradient scaling costs one multiply per step and is left out)."""
-    dtypes = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-    if precision == "32-true":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtypes[precision])
+def bare_trainer(args: argparse.Namespace) -> L.Trainer:
+    """A Trainer the module can be attached to outside `fit`: its strategy (the module's
+    non-finite-loss check), its precision plugin (autocast for bf16-mixed / 16-mixed, as
+    `trainer.precision` gives a run) and no logging (`barebones`)."""
+    return L.Trainer(
+        barebones=True,
+        accelerator="gpu" if args.device.startswith("cuda") else "cpu",
+        devices=1,
+        precision=args.precision,
+    )
 
 
 # ------------------------------------------------------------------------------ measurements
@@ -200,9 +203,16 @@ def pseudo_targets(module: LabelMatchModule, unlabeled: dict) -> list[dict[str, 
 
 
 def measure(args: argparse.Namespace, cfg: DictConfig) -> dict[str, Any]:
-    """Every figure of the benchmark (see the module docstring)."""
+    """Every figure of the benchmark (see the module docstring), under the precision's autocast
+    (fp16's gradient scaling costs one multiply per step and is left out)."""
+    with bare_trainer(args).precision_plugin.forward_context():
+        return measure_in_precision(args, cfg)
+
+
+def measure_in_precision(args: argparse.Namespace, cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = build(cfg)
     device = torch.device(args.device)
+    module.trainer = bare_trainer(args)
     module.to(device).train()
     if device.type == "cuda" and cfg.channels_last is not False:
         for detector in (module.student, module.teacher):
@@ -458,8 +468,7 @@ def main(argv: Sequence[str]) -> None:
     cfg = compose_config(overrides)
     load_before = load_average()
     started = time.monotonic()
-    with autocast(args.precision, torch.device(args.device)):
-        results = measure(args, cfg)
+    results = measure(args, cfg)
     if torch.cuda.is_available():
         results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
