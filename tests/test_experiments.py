@@ -3,16 +3,11 @@ the cluster launcher composes, and missing data is one clear error before any mo
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import CONF_DIR, compose_config, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 PAPER = ["coco_1pct", "coco_5pct", "coco_10pct", "coco_additional", "voc"]
@@ -83,20 +78,13 @@ def test_slurm_launcher_composes_with_the_project_config(launcher: str) -> None:
         assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 8, 8)
 
 
-def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, "-m", "labelmatch.run", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def test_missing_data_root_is_one_clear_error_naming_the_prepare_command(tmp_path) -> None:
+def test_missing_data_root_is_one_clear_error_naming_the_prepare_command(
+    tmp_path, cache_dir
+) -> None:
     missing = tmp_path / "no_coco_here"
-    result = run_cli(tmp_path, "experiment=coco_5pct", f"data.root={missing}", "data.fold=2")
+    result = run_cli(
+        tmp_path / "run", cache_dir, "experiment=coco_5pct", f"data.root={missing}", "data.fold=2"
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert f"{missing} does not exist" in output
@@ -108,8 +96,8 @@ def test_missing_data_root_is_one_clear_error_naming_the_prepare_command(tmp_pat
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any training
 
 
-def test_unset_data_root_is_one_clear_error(tmp_path) -> None:
-    result = run_cli(tmp_path, "experiment=voc")
+def test_unset_data_root_is_one_clear_error(tmp_path, cache_dir) -> None:
+    result = run_cli(tmp_path / "run", cache_dir, "experiment=voc")
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "data.root is not set" in output
