@@ -215,6 +215,29 @@ def test_worker_processes_produce_the_same_formats(data, digits_root):
     assert len(batch["weak"]) == 3 and batch["strong"][0].dtype == torch.float32
 
 
+def test_inference_loaders_load_in_the_main_process_without_cuda(digits_root, monkeypatch):
+    """Validation and ACT reference loaders use `inference_workers`: by default 0 on a CPU-only
+    machine, `num_workers` with CUDA; training loaders always use `num_workers`."""
+    splits = DigitsSplits(digits_root, **SMALL)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = _module(splits, num_workers=2)
+    cpu.setup("fit")
+    assert cpu.val_dataloader().num_workers == 0
+    assert cpu.reference_dataloader(4, seed=0).num_workers == 0
+    assert cpu.train_dataloader()["unlabeled"].num_workers == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = _module(splits, num_workers=2, pin_memory=False)
+    gpu.setup("fit")
+    assert gpu.val_dataloader().num_workers == 2
+    assert gpu.reference_dataloader(4, seed=0).num_workers == 2
+    explicit = _module(splits, num_workers=2, pin_memory=False, inference_workers=1)
+    explicit.setup("fit")
+    batch = next(iter(explicit.reference_dataloader(4, seed=0)))
+    assert explicit.reference_dataloader(4, seed=0).num_workers == 1
+    in_process = next(iter(cpu.reference_dataloader(4, seed=0)))
+    assert all(torch.equal(a, b) for a, b in zip(batch["images"], in_process["images"]))
+
+
 def test_train_loaders_resume_at_the_trainer_step_whatever_the_workers(data, digits_root):
     """A loader built by a trainer at step k starts with the batch an uninterrupted loader
     delivers k-th, with the same augmentation, in the main process or in 2 workers."""

@@ -80,6 +80,10 @@ def test_act_refreshes_and_both_kinds_of_pseudo_labels_appear(smoke_run: Path) -
     log = (smoke_run / "run.log").read_text()
     assert "ACT refresh 2 at step" in log
     rows = read_metrics(smoke_run)
+    # every refresh reports what its pass cost, in the log and as a metric
+    refresh_seconds = logged(rows, "act/refresh_seconds")
+    assert len(refresh_seconds) == log.count("ACT reference pass:") == log.count("ACT refresh ")
+    assert all(seconds > 0 for seconds in refresh_seconds)
     assert max(logged(rows, "pseudo/reliable_per_image")) > 0
     assert max(logged(rows, "pseudo/uncertain_per_image")) > 0
     assert logged(rows, "act/reliable/0") and logged(rows, "act/uncertain/9")

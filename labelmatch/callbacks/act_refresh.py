@@ -14,6 +14,7 @@ over ranks, checkpointed with this callback's state), recomputed every `online_i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -109,6 +110,7 @@ class ACTRefresh(L.Callback):
         self.refresh(trainer, pl_module)
 
     def refresh(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        started = time.perf_counter()
         datamodule = trainer.datamodule
         num_images = min(self.subset, len(datamodule.unlabeled_dataset))
         loader = datamodule.reference_dataloader(num_images, seed=pl_module.global_step)
@@ -147,6 +149,11 @@ class ACTRefresh(L.Callback):
             num_uncertain / num_images,
             self.prior.boxes_per_image,
         )
+        # What the pass costs the run, on its own line: the line above is compared across ranks
+        # and across a resume, so it holds nothing that depends on the machine.
+        seconds = time.perf_counter() - started
+        pl_module.log_event({"act/refresh_seconds": seconds})
+        log.info("ACT reference pass: %d images in %.1f s", num_images, seconds)
 
     # ------------------------------------------------------------------------ online mode
     def on_train_batch_end(

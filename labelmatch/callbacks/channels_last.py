@@ -4,7 +4,9 @@ On CUDA, cuDNN's tensor-core convolutions under mixed precision (`trainer.precis
 or `16-mixed`) run natively in NHWC; in NCHW every convolution pays a layout transpose. The
 weights are converted once at setup; the batched images are converted at the backbone's input,
 so every feature map downstream (FPN, RPN head, RoIAlign input) stays NHWC. `mode="auto"`
-converts only when training runs on a CUDA device (on the CPU the tiny model gains nothing).
+converts only when training runs on a CUDA device. On the CPU the gain is modest and left
+opt-in (`channels_last=true`): on the tiny model, 2 cores, inference about 10 % and a training
+step about 6 % faster (2026-11-25, alternating A/B of the same batches).
 """
 
 from __future__ import annotations

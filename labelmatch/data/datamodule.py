@@ -102,6 +102,8 @@ class DetectionDataModule(lightning.LightningDataModule):
     the official COCO recipe (method-spec §5). `pin_memory=None` pins batches when CUDA is
     available; training and validation workers persist across epochs unless
     `persistent_workers=False` (the ACT reference loader never persists: one per refresh).
+    `inference_workers` serve the test-transform loaders (validation, ACT reference); None
+    means `num_workers` when CUDA is available and 0 (the main process) otherwise.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
+        inference_workers: int | None = None,
         use_unlabeled: bool = True,
         train_scales: Sequence[int] = tuple(range(480, 801, 32)),
         weak_scales: Sequence[int] = tuple(range(500, 801, 50)),
@@ -132,6 +135,14 @@ class DetectionDataModule(lightning.LightningDataModule):
         # None: pinned host memory exactly when a CUDA device is there to copy batches to.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
+        # On a CPU-only machine the detector's threads already use every core, and a test view
+        # (decode + one resize) costs about 1 ms: worker processes only add their start-up and
+        # an inter-process copy per image. Measured on the digits (2 cores): the ACT refresh
+        # pass runs at 85-90 images/s in the main process against 70 with 2 workers
+        # (docs/benchmarks.md). Training views (strong augmentation) keep `num_workers`.
+        if inference_workers is None:
+            inference_workers = num_workers if torch.cuda.is_available() else 0
+        self.inference_workers = inference_workers
         self.use_unlabeled = use_unlabeled
         self.labeled_transform = LabeledTransform(train_scales, max_size, flip_prob)
         self.unlabeled_views = UnlabeledViews(weak_scales, strong_scales, max_size, flip_prob)
@@ -227,7 +238,10 @@ class DetectionDataModule(lightning.LightningDataModule):
         collate: Any,
         role: int,
         persistent: bool = True,
+        workers: int | None = None,
     ) -> DataLoader:
+        """`workers`: loader processes, `num_workers` unless given."""
+        workers = self.num_workers if workers is None else workers
         rank, _ = distributed_rank_and_world_size()
         # Worker RNG seeds differ per seed, rank and loader role (training augmentation does not
         # depend on them: it is seeded per draw, see SeededDraws).
@@ -237,8 +251,8 @@ class DetectionDataModule(lightning.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=persistent and self.persistent_workers and self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=persistent and self.persistent_workers and workers > 0,
             pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(worker_seed),
             worker_init_fn=ignore_stop_signals,
@@ -295,7 +309,14 @@ class DetectionDataModule(lightning.LightningDataModule):
         self._require_setup()
         rank, world_size = distributed_rank_and_world_size()
         share = range(rank, len(self.val_dataset), world_size)
-        return self._loader(self.val_dataset, self.val_batch_size, share, collate_labeled, role=2)
+        return self._loader(
+            self.val_dataset,
+            self.val_batch_size,
+            share,
+            collate_labeled,
+            role=2,
+            workers=self.inference_workers,
+        )
 
     def reference_dataloader(self, num_images: int, seed: int) -> DataLoader:
         """A freshly shuffled random subset of `num_images` unlabeled images (capped at the
@@ -315,4 +336,5 @@ class DetectionDataModule(lightning.LightningDataModule):
             collate_labeled,
             role=3,
             persistent=False,  # a new loader every refresh; do not leave workers behind
+            workers=self.inference_workers,
         )
