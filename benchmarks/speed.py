@@ -21,9 +21,14 @@ after `--warmup` repeats, on batches fetched beforehand (data loading is measure
   0.001, thresholds); eval_img_per_s: plain inference of the same model on the val loader;
 - loader_img_per_s: labeled images + paired weak/strong unlabeled views per second from the
   DataModule's two training loaders; train_img_per_s = (B_l + B_u) / labelmatch_step_s;
+- act_batch_s: one batch of the refresh pass (loading under the test transform, the teacher,
+  score floor 0.001), timed in every round next to the steps;
 - act_overhead_*: a refresh of R images every K steps as a share of training time, at the
   default recipe (K = method.act.interval, R = min(method.act.subset, unlabeled images)) and at
-  the paper's K = 1000, R = 10000; online ACT's per-step queue update as a share of a step;
+  the paper's K = 1000, R = 10000: per round, ceil(R / batch) act batches against K LabelMatch
+  steps of the same round, then the median over rounds (a loader's start-up, once per refresh,
+  is left out; act_img_per_s includes it); online ACT's per-step queue update as a share of a
+  step;
 - peak_rss_mib: peak resident memory of this process, which builds what `make run` builds
   (data, student, teacher, loaders) and runs every kind of step it runs.
 The section between `<!-- speed:begin -->` and `<!-- speed:end -->` of `--docs` is replaced.
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -43,7 +49,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +220,11 @@ def measure_in_precision(args: argparse.Namespace, cfg: DictConfig) -> dict[str,
     device = torch.device(args.device)
     module.trainer = bare_trainer(args)
     module.to(device).train()
-    if device.type == "cuda" and cfg.channels_last is not False:
+    if cfg.channels_last is True or (cfg.channels_last == "auto" and device.type == "cuda"):
         for detector in (module.student, module.teacher):
-            to_channels_last(detector)
-    optimizer = module.configure_optimizers()["optimizer"]
+            to_channels_last(detector)  # as the run's ChannelsLast callback does
+    optimization = module.configure_optimizers()
+    optimizer, scheduler = optimization["optimizer"], optimization["lr_scheduler"]["scheduler"]
     rounds = args.warmup + args.steps
     results: dict[str, Any] = {}
     progress("data loading")
@@ -228,6 +235,7 @@ def measure_in_precision(args: argparse.Namespace, cfg: DictConfig) -> dict[str,
     def sgd_step(loss: torch.Tensor) -> None:
         loss.backward()
         optimizer.step()
+        scheduler.step()  # the warm-up: pre-training must reach the recipe's learning rate
         optimizer.zero_grad(set_to_none=True)
 
     def supervised_step(i: int) -> None:
@@ -261,13 +269,7 @@ def measure_in_precision(args: argparse.Namespace, cfg: DictConfig) -> dict[str,
     ) / results["supervised_step_s"]
     results["step_ratio"] = results["labelmatch_step_s"] / results["supervised_step_s"]
 
-    def refresh_share(interval: int, subset: int) -> float:
-        refresh_s = subset / results["act_img_per_s"]
-        return refresh_s / (interval * results["labelmatch_step_s"] + refresh_s)
-
     results["act_interval"], results["act_subset"] = int(cfg.method.act.interval), num_reference
-    results["act_overhead_default"] = refresh_share(cfg.method.act.interval, num_reference)
-    results["act_overhead_paper"] = refresh_share(PAPER_INTERVAL, PAPER_SUBSET)
     results["act_overhead_online"] = results["online_act_update_s"] / results["labelmatch_step_s"]
     return results
 
@@ -314,10 +316,27 @@ def step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step
         queue.push(torch.stack(rows))
         online_act_thresholds(queue, prior, module.method["alpha"])
 
+    # The refresh pass one batch at a time, from the refresh's own loader (restarted untimed when
+    # a pass ends), so that each round times it next to the steps it is amortised over.
+    num_reference = min(module.method["act"]["subset"], len(datamodule.unlabeled_dataset))
+    reference: Iterator = iter(())
+
+    def act_batch(batch: dict) -> None:
+        teacher_detections(module, [batch])
+
+    def next_reference_batch(i: int) -> dict:
+        nonlocal reference
+        batch = next(reference, None)
+        if batch is None:
+            reference = iter(datamodule.reference_dataloader(num_reference, seed=i))
+            batch = next(reference)
+        return batch
+
     times: dict[str, list[float]] = {}
     for i in range(args.warmup + args.steps):
         targets[i] = pseudo_targets(module, unlabeled[i])
         measured = {
+            "act_batch_s": seconds(act_batch, next_reference_batch(i)),
             "supervised_step_s": seconds(supervised_step, i),
             "teacher_infer_s": seconds(teacher_forward, module.teacher, unlabeled[i]["weak"]),
             "student_unlabeled_step_s": seconds(student_unlabeled, i),
@@ -329,9 +348,24 @@ def step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step
             for key, value in measured.items():
                 times.setdefault(key, []).append(value)
     results = {key: statistics.median(values) for key, values in times.items()}
+    batch = datamodule.val_batch_size
+    for name, interval, subset in (
+        ("default", module.method["act"]["interval"], num_reference),
+        ("paper", PAPER_INTERVAL, PAPER_SUBSET),
+    ):
+        shares = [
+            refresh_share(math.ceil(subset / batch) * act, interval * step)
+            for act, step in zip(times["act_batch_s"], times["labelmatch_step_s"])
+        ]
+        results[f"act_overhead_{name}"] = statistics.median(shares)
     boxes = [len(t["boxes"]) for batch in targets.values() for t in batch]
     results["pseudo_boxes_per_image"] = round(statistics.mean(boxes), 2)
     return results
+
+
+def refresh_share(refresh_s: float, training_s: float) -> float:
+    """A refresh's share of the time of the K steps it is amortised over, refresh included."""
+    return refresh_s / (training_s + refresh_s)
 
 
 def full_online_queue(module: LabelMatchModule, datamodule) -> tuple[ScoreQueue, ClassPrior]:
@@ -390,6 +424,7 @@ ROWS: list[tuple[str, str]] = [
     ("floor_ratio", "{:.3f}"),
     ("step_ratio", "{:.3f}"),
     ("act_img_per_s", "{:.1f}"),
+    ("act_batch_s", "{:.3f}"),
     ("eval_img_per_s", "{:.1f}"),
     ("loader_img_per_s", "{:.1f}"),
     ("train_img_per_s", "{:.1f}"),
