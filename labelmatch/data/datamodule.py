@@ -138,7 +138,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         # On a CPU-only machine the detector's threads already use every core, and a test view
         # (decode + one resize) costs about 1 ms: worker processes only add their start-up and
         # an inter-process copy per image. Measured on the digits (2 cores): the ACT refresh
-        # pass runs at 85-90 images/s in the main process against 70 with 2 workers
+        # pass runs at 83 images/s in the main process against 69 with 2 workers
         # (docs/benchmarks.md). Training views (strong augmentation) keep `num_workers`.
         if inference_workers is None:
             inference_workers = num_workers if torch.cuda.is_available() else 0
