@@ -18,6 +18,9 @@ def test_every_experiment_composes(experiment: str) -> None:
     cfg = compose_config([f"experiment={experiment}"])
     # Resolving catches broken interpolations; data.root / backbone_weights stay ??? (mandatory).
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    # The README's loader keys exist in every data config, so `data.KEY=...` overrides them.
+    loader_keys = {"num_workers", "pin_memory", "persistent_workers", "inference_workers"}
+    assert loader_keys <= set(cfg.data), loader_keys - set(cfg.data)
 
 
 @pytest.mark.parametrize("experiment", PAPER)
