@@ -17,6 +17,7 @@ from labelmatch.method.act import (
     online_act_thresholds,
     scores_by_class,
     top_scores_per_class,
+    top_scores_per_image,
 )
 
 NUM_CLASSES, TOP_K = 3, 4
@@ -51,6 +52,16 @@ def test_top_scores_per_class_sorts_each_class_and_pads() -> None:
     assert empty.tolist() == [[pad] * 3] * 2
     with pytest.raises(ValueError, match="labels must lie in 1..3"):
         top_scores_per_class(torch.tensor([4]), torch.tensor([0.5]), NUM_CLASSES, TOP_K)
+
+
+def test_top_scores_per_image_stacks_each_images_rows() -> None:
+    images = random_detections(5, seed=3)
+    detections = [{"labels": lab, "scores": s} for lab, s in images]
+    rows = top_scores_per_image(detections, NUM_CLASSES, TOP_K)
+    assert rows.shape == (5, NUM_CLASSES, TOP_K)
+    for row, (lab, s) in zip(rows, images):
+        torch.testing.assert_close(row, top_scores_per_class(lab, s, NUM_CLASSES, TOP_K))
+    assert top_scores_per_image([], NUM_CLASSES, TOP_K).shape == (0, NUM_CLASSES, TOP_K)
 
 
 @pytest.mark.parametrize("alpha", [0.2, 1.0])

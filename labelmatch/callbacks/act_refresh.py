@@ -29,7 +29,7 @@ from labelmatch.method.act import (
     class_prior_from_counts,
     online_act_thresholds,
     scores_by_class,
-    top_scores_per_class,
+    top_scores_per_image,
 )
 from labelmatch.method.module import precision_context
 from labelmatch.method.pseudo_labels import count_by_thresholds
@@ -116,7 +116,7 @@ class ACTRefresh(L.Callback):
         loader = datamodule.reference_dataloader(num_images, seed=pl_module.global_step)
         loader = progress(loader, f"ACT refresh at step {pl_module.global_step}")
         detections = teacher_detections(pl_module, loader)
-        labels, scores = gather_across_ranks(trainer, *concatenate(detections))
+        labels, scores = (gather_rows(trainer, t) for t in concatenate(detections))
         if self.mode == "online":  # the reference pass fills the queue; Eq. 5-6 on the queue
             self.push(trainer, detections)
             reliable, uncertain = self.queue_thresholds()
@@ -175,12 +175,8 @@ class ACTRefresh(L.Callback):
 
     def push(self, trainer: L.Trainer, detections: list[dict[str, Tensor]]) -> None:
         """Each image's per-class top scores into the queue, from every rank."""
-        rows = [
-            top_scores_per_class(d["labels"], d["scores"], self.prior.num_classes, self.queue_top_k)
-            for d in detections
-        ]
-        empty = torch.zeros(0, self.prior.num_classes, self.queue_top_k)
-        self.queue.push(gather_rows(trainer, torch.stack(rows) if rows else empty))
+        rows = top_scores_per_image(detections, self.prior.num_classes, self.queue_top_k)
+        self.queue.push(gather_rows(trainer, rows))
 
     def queue_thresholds(self) -> tuple[Tensor, Tensor]:
         return online_act_thresholds(self.queue, self.prior, self.alpha, self.min_threshold)
@@ -235,13 +231,9 @@ def concatenate(detections: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
     return labels, torch.cat([d["scores"] for d in detections]).float()
 
 
-def teacher_scores(pl_module: L.LightningModule, loader) -> tuple[Tensor, Tensor]:
-    """Post-NMS labels [N] and scores [N] of the teacher (eval mode) over a loader."""
-    return concatenate(teacher_detections(pl_module, loader))
-
-
 def gather_rows(trainer: L.Trainer, rows: Tensor) -> Tensor:
-    """Every rank's rows [B_r, ...] concatenated in rank order (row counts may differ)."""
+    """Every rank's rows [B_r, ...] concatenated in rank order (row counts may differ), on the
+    CPU; the strategy's all_gather of the counts, then of the rows padded to the longest."""
     if trainer.world_size == 1:
         return rows
     strategy = trainer.strategy
@@ -252,25 +244,6 @@ def gather_rows(trainer: L.Trainer, rows: Tensor) -> Tensor:
     padded[: len(rows)] = rows.to(device)
     gathered = strategy.all_gather(padded)  # [world, max(counts), ...]
     return torch.cat([gathered[rank, :n] for rank, n in enumerate(counts)]).cpu()
-
-
-def gather_across_ranks(
-    trainer: L.Trainer, labels: Tensor, scores: Tensor
-) -> tuple[Tensor, Tensor]:
-    """All ranks' detections on every rank (the strategy's all_gather; lengths padded with -1)."""
-    if trainer.world_size == 1:
-        return labels, scores
-    strategy = trainer.strategy
-    count = torch.tensor([len(labels)], device=labels.device)
-    longest = int(strategy.all_gather(count).max())
-    padded_labels = torch.full((longest,), -1, dtype=labels.dtype, device=labels.device)
-    padded_scores = torch.zeros(longest, dtype=scores.dtype, device=scores.device)
-    padded_labels[: len(labels)] = labels
-    padded_scores[: len(scores)] = scores
-    all_labels = strategy.all_gather(padded_labels).flatten()
-    all_scores = strategy.all_gather(padded_scores).flatten()
-    valid = all_labels >= 0
-    return all_labels[valid], all_scores[valid]
 
 
 def log_thresholds(

@@ -162,6 +162,15 @@ def top_scores_per_class(labels: Tensor, scores: Tensor, num_classes: int, k: in
     return top.float()
 
 
+def top_scores_per_image(
+    detections: Sequence[dict[str, Tensor]], num_classes: int, k: int
+) -> Tensor:
+    """`top_scores_per_class` of each image's detections ({"labels", "scores"}), stacked:
+    float32[B, C, k], the rows `ScoreQueue.push` takes (B = 0 for no image)."""
+    rows = [top_scores_per_class(d["labels"], d["scores"], num_classes, k) for d in detections]
+    return torch.stack(rows) if rows else torch.full((0, num_classes, k), QUEUE_PADDING)
+
+
 class ScoreQueue:
     """A bounded FIFO of per-image, per-class top-k teacher scores (online ACT's memory).
 
