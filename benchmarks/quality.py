@@ -23,7 +23,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchmark_report import machine_description, replace_section
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -265,20 +265,6 @@ def target_lines(runs_by_method: dict[str, list[Run]]) -> list[str]:
     return lines
 
 
-def machine_description() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        cpu = models[0].strip() if models else cpu
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cores} cores (nproc), {cpu}, {gpu}; torch {torch.__version__}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def shown(path: Path) -> str:
     """A path as written in the report: relative to the working directory when inside it."""
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
@@ -354,20 +340,7 @@ def render(
 
 def write_section(path: Path, section: str, experiment: str) -> None:
     """Replace the quality section of `path` (between the markers), or add it."""
-    begin_marker, end_marker = section_markers(experiment)
-    block = f"{begin_marker}\n{section}\n{end_marker}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# Benchmarks\n\n{block}\n")
-        return
-    text = path.read_text()
-    begin, end = text.find(begin_marker), text.find(end_marker)
-    if (begin == -1) != (end == -1) or end < begin:
-        sys.exit(f"{path}: the markers {begin_marker} and {end_marker} must both appear, in order")
-    if begin == -1:
-        path.write_text(text.rstrip("\n") + f"\n\n{block}\n")
-    else:
-        path.write_text(text[:begin] + block + text[end + len(end_marker) :])
+    replace_section(path, *section_markers(experiment), section)
 
 
 # ------------------------------------------------------------------------------------ main

@@ -44,8 +44,6 @@ import datetime
 import json
 import math
 import os
-import platform
-import re
 import resource
 import shlex
 import statistics
@@ -58,11 +56,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from benchmark_report import machine_description, replace_section
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from labelmatch.callbacks.act_refresh import teacher_detections, teacher_scores
+from labelmatch.callbacks.act_refresh import concatenate, teacher_detections
 from labelmatch.callbacks.channels_last import to_channels_last
 from labelmatch.data.geometry import weak_to_strong
 from labelmatch.method.act import (
@@ -72,7 +71,7 @@ from labelmatch.method.act import (
     class_prior_from_counts,
     online_act_thresholds,
     scores_by_class,
-    top_scores_per_class,
+    top_scores_per_image,
 )
 from labelmatch.method.ema import ema_update
 from labelmatch.method.module import LabelMatchModule, detector_state
@@ -163,7 +162,8 @@ def loader_throughput(datamodule, steps: int, warmup: int) -> tuple[float, list,
 
 
 def set_act_thresholds(module: LabelMatchModule, datamodule, num_images: int) -> None:
-    labels, scores = teacher_scores(module, datamodule.reference_dataloader(num_images, seed=0))
+    loader = datamodule.reference_dataloader(num_images, seed=0)
+    labels, scores = concatenate(teacher_detections(module, loader))
     labeled = datamodule.labeled_dataset
     prior = class_prior_from_counts(labeled.class_counts, len(labeled))
     reliable, uncertain = act_thresholds(
@@ -299,6 +299,13 @@ def inference_rates(module: LabelMatchModule, datamodule, args) -> dict[str, flo
     }
 
 
+def semi_supervised_step(module: LabelMatchModule, batch: dict, i: int, sgd_step) -> None:
+    """One LabelMatch step as the run does it: training_step, backward + SGD, EMA update."""
+    module.burn_in_steps = 0
+    sgd_step(module.training_step(batch, i))
+    module.on_train_batch_end(None, batch, i)  # the EMA update
+
+
 def step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step, args) -> dict:
     """Median seconds of each kind of step. Every round times each kind once on the same batch,
     so that load from other processes hits all kinds alike; the first `warmup` rounds are not
@@ -312,17 +319,13 @@ def step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step
         module.student.zero_grad(set_to_none=True)
 
     def labelmatch_step(i: int) -> None:
-        module.burn_in_steps = 0
-        batch = {"labeled": labeled[i], "unlabeled": unlabeled[i]}
-        sgd_step(module.training_step(batch, i))
-        module.on_train_batch_end(None, batch, i)  # the EMA update
+        semi_supervised_step(
+            module, {"labeled": labeled[i], "unlabeled": unlabeled[i]}, i, sgd_step
+        )
 
     def online_update() -> None:  # what online ACT's callback does after each step
-        rows = [
-            top_scores_per_class(d["labels"], d["scores"], prior.num_classes, queue.top_k)
-            for d in module.latest_teacher_detections
-        ]
-        queue.push(torch.stack(rows))
+        detections = module.latest_teacher_detections
+        queue.push(top_scores_per_image(detections, prior.num_classes, queue.top_k))
         online_act_thresholds(queue, prior, module.method["alpha"])
 
     times: dict[str, list[float]] = {}
@@ -371,9 +374,9 @@ def refresh_overhead(module: LabelMatchModule, datamodule, sgd_step, args) -> di
 
     def loop_step(i: int) -> None:
         batch = {"labeled": next(live["labeled"]), "unlabeled": next(live["unlabeled"])}
-        batch = module.transfer_batch_to_device(batch, module.device, 0)
-        sgd_step(module.training_step(batch, i))
-        module.on_train_batch_end(None, batch, i)  # the EMA update
+        semi_supervised_step(
+            module, module.transfer_batch_to_device(batch, module.device, 0), i, sgd_step
+        )
 
     times: dict[str, list[float]] = {"act_batch_s": [], "labelmatch_loop_step_s": []}
     for i in range(args.warmup + args.steps):
@@ -408,12 +411,7 @@ def full_online_queue(module: LabelMatchModule, datamodule) -> tuple[ScoreQueue,
     num_classes = datamodule.num_classes
     queue = ScoreQueue(act["queue_images"], num_classes, act["queue_top_k"])
     loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), seed=1)
-    rows = torch.stack(
-        [
-            top_scores_per_class(d["labels"], d["scores"], num_classes, queue.top_k)
-            for d in teacher_detections(module, loader)
-        ]
-    )
+    rows = top_scores_per_image(teacher_detections(module, loader), num_classes, queue.top_k)
     while queue.num_images < queue.capacity:
         queue.push(rows)
     labeled = datamodule.labeled_dataset
@@ -483,30 +481,9 @@ def markdown(results: dict[str, Any], checks: Targets) -> str:
     return "\n".join(lines)
 
 
-def machine_description() -> str:
-    cpu = "unknown CPU"
-    if Path("/proc/cpuinfo").is_file():
-        found = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = found[0].strip() if found else cpu
-    cores = len(os.sched_getaffinity(0))
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cores} cores (nproc), {cpu}, {gpu}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
-
-
 def write_section(path: Path, section: str) -> None:
-    """Replace the speed section of `path` (between the markers), or append it."""
-    block = f"{BEGIN}\n{section}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = text.find(BEGIN), text.find(END)
-    if (begin == -1) != (end == -1) or end < begin:
-        sys.exit(f"{path}: the markers {BEGIN} and {END} must both appear, in that order")
-    if begin == -1:
-        path.write_text(text.rstrip("\n") + f"\n\n{block}\n")
-    else:
-        path.write_text(text[:begin] + block + text[end + len(END) :])
+    """Replace the speed section of `path` (between the markers), or add it."""
+    replace_section(path, BEGIN, END, section)
 
 
 def load_average() -> list[float]:
@@ -553,7 +530,7 @@ def main(argv: Sequence[str]) -> None:
     command = shlex.join(["python", os.path.relpath(sys.argv[0]), *argv])
     results["meta"] = {
         "command": command,
-        "machine": machine_description(),
+        "machine": f"{machine_description()}; {torch.get_num_threads()} intra-op threads",
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "minutes": round((time.monotonic() - started) / 60, 1),
         "load_average_before": load_before,

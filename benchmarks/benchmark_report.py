@@ -1,0 +1,44 @@
+"""What the benchmark scripts share when they report: the machine, and their docs section."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+
+def machine_description() -> str:
+    """Cores this process may use, CPU model, GPU, torch and Python versions."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        cpu = models[0].strip() if models else cpu
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cores} cores (nproc), {cpu}, {gpu}; torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def replace_section(path: Path, begin_marker: str, end_marker: str, section: str) -> None:
+    """Replace the text between the markers of `path` (markers kept) with `section`, append
+    the marked section if neither marker is there, or create the file with it."""
+    block = f"{begin_marker}\n{section}\n{end_marker}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Benchmarks\n\n{block}\n")
+        return
+    text = path.read_text()
+    begin, end = text.find(begin_marker), text.find(end_marker)
+    if (begin == -1) != (end == -1) or end < begin:
+        sys.exit(f"{path}: the markers {begin_marker} and {end_marker} must both appear, in order")
+    if begin == -1:
+        path.write_text(text.rstrip("\n") + f"\n\n{block}\n")
+    else:
+        path.write_text(text[:begin] + block + text[end + len(end_marker) :])
