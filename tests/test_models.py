@@ -182,3 +182,74 @@ def test_channels_last_changes_the_layout_not_the_function() -> None:
     assert after["0"].is_contiguous(memory_format=torch.channels_last)
     for level in before:
         torch.testing.assert_close(after[level], before[level], rtol=1e-4, atol=1e-5)
+
+
+def _fpn_features(batch: int, height: int, width: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {
+        name: torch.randn(batch, 8, height // stride, width // stride, generator=generator)
+        for name, stride in (("0", 4), ("1", 8), ("2", 16))
+    }
+
+
+@pytest.mark.parametrize("box_sides", [(16, 40), (16, 200)], ids=["one-level", "three-levels"])
+def test_one_level_shortcut_roi_align_equals_torchvision_values_and_gradients(box_sides):
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
+
+    # 16-40 px boxes all map to the stride-4 level (shortcut); up to 200 px they span three.
+    image_sizes = [(256, 256)] * 2
+    generator = torch.Generator().manual_seed(2)
+    boxes = []
+    for count in (5, 7):
+        sides = torch.randint(*box_sides, (count, 2), generator=generator).float()
+        corners = torch.rand(count, 2, generator=generator) * (256 - sides)
+        boxes.append(torch.cat([corners, corners + sides], dim=1))
+    pooled = {}
+    for pooler in (MultiScaleRoIAlign, OneLevelShortcutRoIAlign):
+        features = _fpn_features(2, 256, 256)
+        for feature in features.values():
+            feature.requires_grad_(True)
+        output = pooler(["0", "1", "2"], output_size=7, sampling_ratio=1)(
+            features, boxes, image_sizes
+        )
+        (output * torch.arange(output.numel()).view_as(output).sin()).sum().backward()
+        pooled[pooler] = output.detach(), [feature.grad for feature in features.values()]
+    (expected, expected_grads), (actual, actual_grads) = pooled.values()
+    assert actual.shape == (12, 8, 7, 7)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(actual_grads, expected_grads):
+        # a level no box maps to gets torchvision's zero gradient or none at all: the same sum
+        grad = torch.zeros_like(expected_grad) if grad is None else grad
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+
+
+def test_one_level_shortcut_skips_torchvision_multi_level_path_only_when_boxes_share_a_level(
+    monkeypatch,
+):
+    from torchvision.ops import poolers
+
+    from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
+
+    calls = []
+    multi_level = poolers._multiscale_roi_align
+    monkeypatch.setattr(
+        poolers, "_multiscale_roi_align", lambda *a: calls.append(1) or multi_level(*a)
+    )
+    pooler = OneLevelShortcutRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=1)
+    features = _fpn_features(1, 256, 256)
+    small = torch.tensor([[10.0, 10.0, 40.0, 40.0], [100.0, 80.0, 120.0, 116.0]])
+    assert pooler(features, [small], [(256, 256)]).shape == (2, 8, 7, 7)
+    assert calls == []
+    large = torch.tensor([[0.0, 0.0, 250.0, 250.0]])  # maps to the stride-16 level
+    assert pooler(features, [torch.cat([small, large])], [(256, 256)]).shape == (3, 8, 7, 7)
+    assert calls == [1]
+    assert pooler(features, [torch.zeros(0, 4)], [(256, 256)]).shape == (0, 8, 7, 7)
+
+
+def test_tiny_detector_pools_with_the_one_level_shortcut():
+    from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
+
+    detector = build_frcnn_tiny(num_classes=3)
+    assert isinstance(detector.roi_heads.box_roi_pool, OneLevelShortcutRoIAlign)

@@ -28,8 +28,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.resnet import BasicBlock
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 
+from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
 from labelmatch.models.transform import IMAGENET_MEAN, IMAGENET_STD, PreResizedTransform
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,9 @@ def build_frcnn_tiny(
     # One bilinear sample per bin: a 16-40 px box on the stride-4 level spans 4-10 cells, about
     # one per 7x7 bin, which is what MMDetection's adaptive rule (sampling_ratio=0 -> ceil(bin
     # size)) gives too. torchvision's default of 2x2 samples quadruples the single-threaded CPU
-    # RoIAlign backward, which was the largest cost of a training step.
-    roi_pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2"], output_size=7, sampling_ratio=1)
+    # RoIAlign backward, which was the largest cost of a training step. Boxes up to 112 px all
+    # map to the stride-4 level, so the pooler usually takes its one-level shortcut.
+    roi_pool = OneLevelShortcutRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=1)
     box_head = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
     defaults = dict(
         TEST_TIME_DEFAULTS,
