@@ -35,7 +35,7 @@ format: $(STAMP)
 	$(PY) -m ruff format labelmatch tests benchmarks
 	$(PY) -m ruff check --fix labelmatch tests benchmarks
 
-# Speed benchmark (not a test, ~5 min on a 2-core CPU): a LabelMatch step next to its floor, ACT,
+# Speed benchmark (not a test, 7-8 min on a 2-core CPU): a LabelMatch step next to its floor, ACT,
 # data loading, memory -> JSON in $(BENCH_OUT) and a table. ARGS="--docs docs/benchmarks.md"
 # also rewrites its section of the docs.
 bench: $(STAMP)

@@ -4,9 +4,11 @@
                                [--init-from CKPT] [--steps 20] [hydra overrides]
 
 One process, `model=frcnn_tiny` on the default experiment's data (experiment=digits), the
-default loader workers. The student first trains supervised for `--pretrain-steps` steps (or
-starts from `--init-from`, a checkpoint of this project), so that the teacher detects digits
-and ACT sets thresholds from real scores; then every figure is a median over `--steps` repeats
+default loader workers. The student first trains supervised for `--pretrain-steps` steps, by
+default the recipe's burn-in (`method.burn_in_steps`), so that the teacher is the one a run's
+first ACT refresh sees (a shorter-trained one over-detects: after 100 steps it kept the 100-box
+cap at the refresh's 0.001 score floor, against 45 after 500); or it starts from `--init-from`,
+a checkpoint of this project. Then every figure is a median over `--steps` repeats
 after `--warmup` repeats, on batches fetched beforehand (data loading is measured on its own):
 
 - supervised_step_s: a burn-in training step (labeled batch B: forward, backward, SGD step);
@@ -249,7 +251,7 @@ def measure_in_precision(args: argparse.Namespace, cfg: DictConfig) -> dict[str,
         state = torch.load(args.init_from, map_location="cpu", weights_only=False)
         module.student.load_state_dict(detector_state(state["state_dict"], "teacher"))
     for i in range(0 if args.init_from else args.pretrain_steps):
-        if i % 25 == 0:
+        if i % 100 == 0:
             progress(f"supervised pre-training, step {i}/{args.pretrain_steps}")
         supervised_step(i)
     module.burn_in_steps = 0
@@ -496,7 +498,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench.json"))
     parser.add_argument("--docs", type=Path, default=None, help="update this file's section")
     parser.add_argument("--init-from", type=Path, default=None, help="a checkpoint of this project")
-    parser.add_argument("--pretrain-steps", type=int, default=100)
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=None, help="default: method.burn_in_steps"
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed repeats per figure")
     parser.add_argument("--warmup", type=int, default=5, help="untimed repeats before those")
     parser.add_argument("--inference-images", type=int, default=300)
@@ -513,6 +517,8 @@ def main(argv: Sequence[str]) -> None:
     args, overrides = parse_args(argv)
     warnings.filterwarnings("ignore", message=r".*self\.log\(\)")  # no Trainer in this process
     cfg = compose_config(overrides)
+    if args.pretrain_steps is None:
+        args.pretrain_steps = int(cfg.method.burn_in_steps)
     load_before = load_average()
     started = time.monotonic()
     results = measure(args, cfg)
