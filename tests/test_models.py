@@ -1,12 +1,14 @@
 """Detector builders: offline construction, backbone weights from a local file, the no-resize
-transform, and the tiny detector's training and inference outputs."""
+transform, the tiny detector's training and inference outputs, and its RoIAlign shortcut."""
 
 import pytest
 import torch
 from torchvision.models import resnet50
+from torchvision.ops import MultiScaleRoIAlign, poolers
 
 from labelmatch.callbacks.channels_last import to_channels_last
 from labelmatch.models.faster_rcnn import build_frcnn_r50_fpn, build_frcnn_tiny
+from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
 from labelmatch.models.transform import IMAGENET_MEAN, IMAGENET_STD, PreResizedTransform
 
 TORCHVISION_LOSSES = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
@@ -194,10 +196,6 @@ def _fpn_features(batch: int, height: int, width: int) -> dict[str, torch.Tensor
 
 @pytest.mark.parametrize("box_sides", [(16, 40), (16, 200)], ids=["one-level", "three-levels"])
 def test_one_level_shortcut_roi_align_equals_torchvision_values_and_gradients(box_sides):
-    from torchvision.ops import MultiScaleRoIAlign
-
-    from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
-
     # 16-40 px boxes all map to the stride-4 level (shortcut); up to 200 px they span three.
     image_sizes = [(256, 256)] * 2
     generator = torch.Generator().manual_seed(2)
@@ -228,10 +226,6 @@ def test_one_level_shortcut_roi_align_equals_torchvision_values_and_gradients(bo
 def test_one_level_shortcut_skips_torchvision_multi_level_path_only_when_boxes_share_a_level(
     monkeypatch,
 ):
-    from torchvision.ops import poolers
-
-    from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
-
     calls = []
     multi_level = poolers._multiscale_roi_align
     monkeypatch.setattr(
@@ -249,7 +243,5 @@ def test_one_level_shortcut_skips_torchvision_multi_level_path_only_when_boxes_s
 
 
 def test_tiny_detector_pools_with_the_one_level_shortcut():
-    from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
-
     detector = build_frcnn_tiny(num_classes=3)
     assert isinstance(detector.roi_heads.box_roi_pool, OneLevelShortcutRoIAlign)
