@@ -286,14 +286,14 @@ def inference_rates(module: LabelMatchModule, datamodule, args) -> dict[str, flo
     that load from other processes hits both alike; medians over the repeats."""
     num_images = min(args.inference_images, len(datamodule.unlabeled_dataset))
     val_loader = datamodule.val_dataloader()
+    # The timed refreshes use fewer images than a run's; the run's thresholds are put back after.
+    thresholds = [t.clone() for t in (module.reliable_thresholds, module.uncertain_thresholds)]
     act, plain = [], []
     for _ in range(args.inference_repeats):
         act.append(num_images / seconds(set_act_thresholds, module, datamodule, num_images))
         plain.append(len(datamodule.val_dataset) / seconds(eval_pass, module, val_loader))
-    # the last refresh must be the run's: on min(subset, unlabeled) images
-    set_act_thresholds(
-        module, datamodule, min(module.method["act"]["subset"], len(datamodule.unlabeled_dataset))
-    )
+    module.reliable_thresholds.copy_(thresholds[0])
+    module.uncertain_thresholds.copy_(thresholds[1])
     return {
         "act_img_per_s": statistics.median(act),
         "eval_img_per_s": statistics.median(plain),
