@@ -49,11 +49,6 @@ def flip_and_resize(
     return image, matrix
 
 
-def _clamp_to_unit_range(image: torch.Tensor) -> torch.Tensor:
-    # RandomErasing's "random" fill is N(0, 1) noise; keep the [0, 1] image range.
-    return image.clamp(0.0, 1.0)
-
-
 def photometric_jitter(erase: bool) -> v2.Compose:
     """The official strong photometric pipeline; `erase=False` gives the labeled variant."""
     ops: list[torch.nn.Module] = [
@@ -66,7 +61,6 @@ def photometric_jitter(erase: bool) -> v2.Compose:
             v2.RandomErasing(p=0.7, scale=(0.05, 0.2), ratio=(0.3, 3.3), value="random"),
             v2.RandomErasing(p=0.5, scale=(0.02, 0.2), ratio=(0.1, 6.0), value="random"),
             v2.RandomErasing(p=0.3, scale=(0.02, 0.2), ratio=(0.05, 8.0), value="random"),
-            v2.Lambda(_clamp_to_unit_range),
         ]
     return v2.Compose(ops)
 
@@ -74,6 +68,16 @@ def photometric_jitter(erase: bool) -> v2.Compose:
 def _to_float(image: torch.Tensor) -> torch.Tensor:
     """uint8 [3, H, W] -> plain float32 tensor in [0, 1]."""
     return F.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
+
+
+def _emitted(image: torch.Tensor) -> torch.Tensor:
+    """Every view leaves the pipeline through here: float32 in [0, 1] on every CPU.
+
+    Photometric ops can land a few ulp outside [0, 1] depending on the CPU's float kernels
+    (colour jitter, blur), and RandomErasing's "random" fill is N(0, 1) noise; one clamp at
+    the end of the pipeline bounds them all.
+    """
+    return image.clamp_(0.0, 1.0)
 
 
 def _random_choice(values: Sequence[int]) -> int:
@@ -119,7 +123,7 @@ class LabeledTransform:
         view = _to_float(view)
         if self.jitter is not None:
             view = self.jitter(view)
-        return view, _view_target(target, matrix)
+        return _emitted(view), _view_target(target, matrix)
 
 
 class UnlabeledViews:
@@ -155,8 +159,8 @@ class UnlabeledViews:
         strong, strong_matrix = flip_and_resize(image, flip, strong_size)
         boxes = target["boxes"].as_subclass(torch.Tensor).float()
         return {
-            "weak": _to_float(weak),
-            "strong": self.strong_jitter(_to_float(strong)),
+            "weak": _emitted(_to_float(weak)),
+            "strong": _emitted(self.strong_jitter(_to_float(strong))),
             "weak_matrix": weak_matrix,
             "strong_matrix": strong_matrix,
             "target": {
@@ -182,4 +186,4 @@ class TestTransform:
         height, width = image.shape[-2:]
         size = resized_size(height, width, self.scale, self.max_size)
         view, matrix = flip_and_resize(image, False, size)
-        return _to_float(view), _view_target(target, matrix)
+        return _emitted(_to_float(view)), _view_target(target, matrix)
