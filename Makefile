@@ -1,10 +1,15 @@
-# One-command set-up: `make run` and `make test` create .venv (if missing), install the package
-# editable with its dependencies (torch 2.14.1 / torchvision 0.29.1 come from this machine's disk),
-# then run. Extra Hydra overrides go in ARGS, e.g. `make run ARGS="method=supervised"`.
+# One-command set-up: `make run` and `make test` create .venv (if missing), install exactly the
+# dependency set of requirements.lock (the one CI last passed with; torch 2.14.1 / torchvision 0.29.1
+# come from this machine's disk) and the package itself (editable), then run. Extra Hydra overrides
+# go in ARGS, e.g. `make run ARGS="method=supervised"`. `make lock` refreshes requirements.lock.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# `make lock` takes the newest versions pyproject.toml's ranges allow; LOCK_ARGS= keeps the
+# current pins and only adds what is new.
+LOCK_ARGS ?= --upgrade
 ARGS ?=
 PYTEST_ARGS ?=
 BENCH_OUT ?= outputs/bench.json
@@ -12,14 +17,23 @@ BENCH_OUT ?= outputs/bench.json
 # spinning made training steps up to 10x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test lint format bench bench-quality clean
+.PHONY: install lock run test lint format bench bench-quality clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -r $(LOCK)
+	$(PY) -m pip install --no-deps -e .
+	$(PY) -m pip check
 	touch $(STAMP)
+
+# Re-resolve pyproject.toml's ranges (with the dev extra) into requirements.lock, torch and
+# torchvision held at the builds of lock-constraints.txt; then `make install` installs the new set.
+lock: $(STAMP)
+	$(PY) -m piptools compile --quiet --extra dev --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --constraint lock-constraints.txt \
+		$(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
 
 run: $(STAMP)
 	$(PY) -m labelmatch.run $(ARGS)

@@ -179,3 +179,29 @@ def test_unlabeled_image_without_annotations_has_empty_ground_truth_in_both_fram
     target["labels"] = torch.zeros(0, dtype=torch.int64)
     out = UnlabeledViews([40, 50], [70, 80], max_size=200)(image, target)
     assert out["target"]["boxes"].shape == out["target"]["weak_boxes"].shape == (0, 4)
+
+
+def test_every_view_leaves_the_pipeline_in_the_unit_range_whatever_the_photometric_ops_do():
+    """The [0, 1] bound is enforced once, where the pipeline ends: a photometric stage that
+    overshoots (here on purpose, far more than a CPU's float kernels ever do) cannot leak
+    values outside it into the labeled or strong views."""
+    image, target = _scene()
+
+    def overshoot(view: torch.Tensor) -> torch.Tensor:
+        return view * 3.0 - 1.0  # maps [0, 1] onto [-1, 2]
+
+    labeled = LabeledTransform([40], 200)
+    labeled.jitter = overshoot
+    views = UnlabeledViews([40], [50], max_size=200)
+    views.strong_jitter = overshoot
+    torch.manual_seed(0)
+    emitted = [
+        labeled(image, target)[0],
+        *(views(image, target)[key] for key in ("weak", "strong")),
+        TestTransform(40, 200)(image, target)[0],
+    ]
+    for view in emitted:
+        assert view.dtype == torch.float32
+        assert view.min() >= 0.0 and view.max() <= 1.0
+    # The overshoot really happened: the clamp, not the data, bounds the labeled view.
+    assert (emitted[0] == 0.0).any() and (emitted[0] == 1.0).any()
