@@ -205,3 +205,13 @@ def test_every_view_leaves_the_pipeline_in_the_unit_range_whatever_the_photometr
         assert view.min() >= 0.0 and view.max() <= 1.0
     # The overshoot really happened: the clamp, not the data, bounds the labeled view.
     assert (emitted[0] == 0.0).any() and (emitted[0] == 1.0).any()
+
+
+def test_a_grayscale_view_sharing_memory_across_channels_is_emitted():
+    """Grayscale returns one channel expanded to three (shared memory): the final clamp must not
+    write in place."""
+    image, target = _scene()
+    labeled = LabeledTransform([40], 200)
+    labeled.jitter = v2.Grayscale(num_output_channels=3)
+    view, _ = labeled(image, target)
+    assert view.shape[0] == 3 and torch.equal(view[0], view[2])

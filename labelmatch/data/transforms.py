@@ -77,7 +77,7 @@ def _emitted(image: torch.Tensor) -> torch.Tensor:
     (colour jitter, blur), and RandomErasing's "random" fill is N(0, 1) noise; one clamp at
     the end of the pipeline bounds them all.
     """
-    return image.clamp_(0.0, 1.0)
+    return image.clamp(0.0, 1.0)
 
 
 def _random_choice(values: Sequence[int]) -> int:
