@@ -111,6 +111,16 @@ def test_labeled_photometric_jitter_changes_pixels_not_geometry():
     assert changed >= 4  # the jitter is a no-op with probability 0.2 x 0.8 x 0.5 = 0.08
 
 
+def test_a_grey_view_without_later_ops_leaves_the_pipeline_clamped():
+    # RandomGrayscale's output is one channel expanded to three; nothing after it may copy it.
+    image, target = _scene()
+    transform = LabeledTransform([40], 200)
+    transform.jitter = v2.RandomGrayscale(p=1.0)
+    view, _ = transform(image, target)
+    assert 0 <= view.min() and view.max() <= 1
+    assert torch.equal(view[0], view[1]) and torch.equal(view[1], view[2])
+
+
 @pytest.mark.parametrize("flip_prob", [0.0, 1.0])
 def test_weak_boxes_mapped_to_the_strong_view_land_on_the_same_object(flip_prob):
     image, target = _scene()

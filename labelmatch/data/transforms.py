@@ -77,6 +77,8 @@ def _emitted(image: torch.Tensor) -> torch.Tensor:
     (colour jitter, blur), and RandomErasing's "random" fill is N(0, 1) noise; one clamp at
     the end of the pipeline bounds them all.
     """
+    # Not in place: RandomGrayscale returns its one grey channel expanded to three (stride 0),
+    # which an in-place clamp refuses when no later op copies the view (no blur, no erasing).
     return image.clamp(0.0, 1.0)
 
 
