@@ -1,5 +1,6 @@
-"""View geometry: hand-computed matrices, agreement with torchvision, and boxes that land on
-the same objects in the weak and strong views."""
+"""View geometry: hand-computed matrices, agreement with torchvision, boxes that land on the
+same objects in the weak and strong views, the resize rules, and the official strong
+photometric draws (blur kernel, erasing fill and aspect ratio; docs/method.md §5)."""
 
 import pytest
 import torch
@@ -9,13 +10,21 @@ from torchvision.transforms.v2 import functional as F
 
 from labelmatch.data.geometry import flip_matrix, map_boxes, scale_matrix, weak_to_strong
 from labelmatch.data.transforms import (
+    BLUR_KERNEL_DRAWS,
     LabeledTransform,
+    LongSideRatio,
+    RandomKernelGaussianBlur,
+    ShortSideChoice,
+    ShortSideRange,
     TestTransform,
+    UniformRandomErasing,
     UnlabeledViews,
+    resize_rule,
     resized_size,
 )
 
 BOX = [10.0, 20.0, 30.0, 40.0]
+SHORT_40_50 = ShortSideChoice([40, 50], 200)
 
 
 def test_flip_and_scale_matrices_by_hand():
@@ -83,7 +92,7 @@ def _object_box(view: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("flip_prob", [0.0, 1.0])
 def test_labeled_boxes_sit_on_the_object_in_the_view(flip_prob):
     image, target = _scene()
-    transform = LabeledTransform([40, 50, 70], max_size=200, flip_prob=flip_prob, photometric=False)
+    transform = LabeledTransform(ShortSideChoice([40, 50, 70], 200), flip_prob, photometric=False)
     for seed in range(6):
         torch.manual_seed(seed)
         view, out = transform(image, target)
@@ -101,9 +110,9 @@ def test_labeled_photometric_jitter_changes_pixels_not_geometry():
     changed = 0
     for seed in range(6):
         torch.manual_seed(seed)
-        plain, plain_target = LabeledTransform([40, 50], 200, photometric=False)(image, target)
+        plain, plain_target = LabeledTransform(SHORT_40_50, photometric=False)(image, target)
         torch.manual_seed(seed)
-        jittered, jittered_target = LabeledTransform([40, 50], 200)(image, target)
+        jittered, jittered_target = LabeledTransform(SHORT_40_50)(image, target)
         assert torch.equal(plain_target["matrix"], jittered_target["matrix"])
         assert torch.equal(plain_target["boxes"], jittered_target["boxes"])
         assert 0 <= jittered.min() and jittered.max() <= 1
@@ -114,7 +123,7 @@ def test_labeled_photometric_jitter_changes_pixels_not_geometry():
 def test_a_grey_view_without_later_ops_leaves_the_pipeline_clamped():
     # RandomGrayscale's output is one channel expanded to three; nothing after it may copy it.
     image, target = _scene()
-    transform = LabeledTransform([40], 200)
+    transform = LabeledTransform(ShortSideChoice([40], 200))
     transform.jitter = v2.RandomGrayscale(p=1.0)
     view, _ = transform(image, target)
     assert 0 <= view.min() and view.max() <= 1
@@ -124,7 +133,7 @@ def test_a_grey_view_without_later_ops_leaves_the_pipeline_clamped():
 @pytest.mark.parametrize("flip_prob", [0.0, 1.0])
 def test_weak_boxes_mapped_to_the_strong_view_land_on_the_same_object(flip_prob):
     image, target = _scene()
-    views = UnlabeledViews([40, 50], [70, 80, 90], max_size=200, flip_prob=flip_prob)
+    views = UnlabeledViews(SHORT_40_50, ShortSideChoice([70, 80, 90], 200), flip_prob)
     views.strong_jitter = v2.Identity()  # keep the object visible to locate it
     truth = target["boxes"].as_subclass(torch.Tensor)
     for seed in range(6):
@@ -145,7 +154,7 @@ def test_weak_boxes_mapped_to_the_strong_view_land_on_the_same_object(flip_prob)
 
 def test_unlabeled_views_share_one_flip():
     image, target = _scene()
-    views = UnlabeledViews([40], [60], max_size=200, flip_prob=0.5)
+    views = UnlabeledViews(ShortSideChoice([40], 200), ShortSideChoice([60], 200), flip_prob=0.5)
     flips = []
     for seed in range(20):
         torch.manual_seed(seed)
@@ -157,7 +166,7 @@ def test_unlabeled_views_share_one_flip():
 
 def test_strong_view_is_photometrically_augmented_within_range():
     image, target = _scene()
-    views = UnlabeledViews([60], [60], max_size=200, flip_prob=0.0)
+    views = UnlabeledViews(ShortSideChoice([60], 200), ShortSideChoice([60], 200), flip_prob=0.0)
     changed = 0
     for seed in range(10):
         torch.manual_seed(seed)
@@ -187,7 +196,7 @@ def test_unlabeled_image_without_annotations_has_empty_ground_truth_in_both_fram
         torch.zeros(0, 4), format="XYXY", canvas_size=(60, 90)
     )
     target["labels"] = torch.zeros(0, dtype=torch.int64)
-    out = UnlabeledViews([40, 50], [70, 80], max_size=200)(image, target)
+    out = UnlabeledViews(SHORT_40_50, ShortSideChoice([70, 80], 200))(image, target)
     assert out["target"]["boxes"].shape == out["target"]["weak_boxes"].shape == (0, 4)
 
 
@@ -200,9 +209,9 @@ def test_every_view_leaves_the_pipeline_in_the_unit_range_whatever_the_photometr
     def overshoot(view: torch.Tensor) -> torch.Tensor:
         return view * 3.0 - 1.0  # maps [0, 1] onto [-1, 2]
 
-    labeled = LabeledTransform([40], 200)
+    labeled = LabeledTransform(ShortSideChoice([40], 200))
     labeled.jitter = overshoot
-    views = UnlabeledViews([40], [50], max_size=200)
+    views = UnlabeledViews(ShortSideChoice([40], 200), ShortSideChoice([50], 200))
     views.strong_jitter = overshoot
     torch.manual_seed(0)
     emitted = [
@@ -217,11 +226,139 @@ def test_every_view_leaves_the_pipeline_in_the_unit_range_whatever_the_photometr
     assert (emitted[0] == 0.0).any() and (emitted[0] == 1.0).any()
 
 
-def test_a_grayscale_view_sharing_memory_across_channels_is_emitted():
-    """Grayscale returns one channel expanded to three (shared memory): the final clamp must not
-    write in place."""
-    image, target = _scene()
-    labeled = LabeledTransform([40], 200)
-    labeled.jitter = v2.Grayscale(num_output_channels=3)
-    view, _ = labeled(image, target)
-    assert view.shape[0] == 3 and torch.equal(view[0], view[2])
+# ---- resize rules ---------------------------------------------------------------------------
+
+# (labeled view size, labeled flipped, weak size, strong size, unlabeled flipped) for seeds 0-5
+# of a 100 x 130 image with the digits' scales, recorded from the list-based transforms before
+# the resize rules existed (commit b12d1ad): the digits' geometry draws must stay bit-identical.
+DIGITS_GEOMETRY_BEFORE_RULES = [
+    ((160, 208), True, (112, 146), (144, 187), True),
+    ((160, 208), False, (144, 187), (160, 208), False),
+    ((128, 166), False, (112, 146), (112, 146), False),
+    ((144, 187), True, (144, 187), (128, 166), True),
+    ((160, 208), False, (112, 146), (112, 146), False),
+    ((160, 208), False, (112, 146), (128, 166), False),
+]
+
+
+def test_digits_scales_draw_the_same_views_as_before_the_resize_rules():
+    image = tv_tensors.Image(torch.full((3, 100, 130), 200, dtype=torch.uint8))
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(
+            torch.tensor([[10.0, 20.0, 50.0, 60.0]]), format="XYXY", canvas_size=(100, 130)
+        ),
+        "labels": torch.tensor([1]),
+        "image_id": 3,
+    }
+    # conf/data/digits.yaml: train/strong [96, ..., 160], weak [112, 128, 144], max_size 256.
+    scales = resize_rule([96, 112, 128, 144, 160], 256)
+    labeled = LabeledTransform(scales)
+    views = UnlabeledViews(resize_rule([112, 128, 144], 256), scales)
+    for seed, expected in enumerate(DIGITS_GEOMETRY_BEFORE_RULES):
+        torch.manual_seed(seed)
+        view, out = labeled(image, target)
+        torch.manual_seed(seed)
+        unlabeled = views(image, target)
+        got = (
+            tuple(view.shape[1:]),
+            bool(out["matrix"][0, 0] < 0),
+            tuple(unlabeled["weak"].shape[1:]),
+            tuple(unlabeled["strong"].shape[1:]),
+            bool(unlabeled["weak_matrix"][0, 0] < 0),
+        )
+        assert got == expected, seed
+
+
+def test_resize_rule_takes_a_rule_as_it_is_and_a_list_as_short_sides():
+    rule = LongSideRatio(1024, (0.5, 1.5))
+    assert resize_rule(rule, 1333) is rule
+    assert resize_rule([96, 128], 256) == ShortSideChoice((96, 128), 256)
+    with pytest.raises(ValueError):
+        ShortSideChoice([], 256)
+
+
+def _draws(rule, height: int, width: int, count: int = 3000) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.tensor([rule.draw(height, width) for _ in range(count)])
+
+
+def test_short_side_range_draws_every_integer_short_side_within_the_long_side_cap():
+    sizes = _draws(ShortSideRange(500, 800, 1333), 480, 640)  # COCO's usual 4:3
+    short, long = sizes.min(1).values, sizes.max(1).values
+    assert short.min() == 500 and short.max() == 800  # both ends reachable
+    assert len(short.unique()) > 250  # integers across the range, not a few fixed scales
+    assert abs(short.float().mean().item() - 650) < 10  # uniform
+    assert torch.allclose(long / short, torch.tensor(640 / 480), atol=0.01)
+    # A panorama hits the long-side cap instead: 1333 wide, short side below the draw.
+    assert (_draws(ShortSideRange(500, 800, 1333), 200, 1000, 50)[:, 1] == 1333).all()
+
+
+@pytest.mark.parametrize("ratio_range", [(0.2, 1.8), (0.5, 1.5)])
+def test_long_side_ratio_draws_the_long_side_as_1024_times_a_uniform_ratio(ratio_range):
+    low, high = ratio_range
+    sizes = _draws(LongSideRatio(1024, ratio_range), 480, 640)
+    long = sizes.max(1).values.float()
+    assert int(1024 * low) <= long.min() and long.max() <= int(1024 * high)
+    assert long.min() < 1024 * low + 15 and long.max() > 1024 * high - 15
+    assert abs(long.mean().item() - 1024 * (low + high) / 2) < 15  # uniform in r
+    assert (sizes[:, 1] >= sizes[:, 0]).all()  # the width stays the long side
+    assert torch.allclose(sizes[:, 0] / sizes[:, 1], torch.tensor(0.75), atol=0.01)
+    # No short-side or 1333 cap: the official rule lets a 1.8 draw reach 1843 px.
+    torch.manual_seed(0)
+    assert LongSideRatio(1000, (1.5, 1.5)).draw(300, 400) == (1125, 1500)
+
+
+# ---- the official strong photometric draws --------------------------------------------------
+
+
+def test_blur_kernel_is_3_5_or_7_as_albumentations_draws_it():
+    blur = RandomKernelGaussianBlur(BLUR_KERNEL_DRAWS, sigma=(0.1, 2.0))
+    image = torch.zeros(1, 21, 21)
+    torch.manual_seed(0)
+    params = [blur.make_params([image]) for _ in range(5000)]
+    sizes = torch.tensor([p["kernel_size"][0] for p in params])
+    for size, share in ((3, 0.2), (5, 0.4), (7, 0.4)):
+        assert abs((sizes == size).float().mean().item() - share) < 0.03, size
+    sigmas = torch.tensor([p["sigma"][0] for p in params])
+    assert 0.1 <= sigmas.min() and sigmas.max() <= 2.0
+    # The drawn size is the kernel applied: an impulse spreads over exactly k x k pixels.
+    image[0, 10, 10] = 1.0
+    for size in (3, 7):
+        blurred = blur.transform(image, dict(kernel_size=[size, size], sigma=[2.0, 2.0]))
+        rows, cols = (blurred[0] > 0).nonzero().unbind(1)
+        assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (size, size)
+
+
+def test_erasing_fills_with_uniform_8_bit_levels_not_gaussian_noise():
+    erasing = UniformRandomErasing(p=1.0, scale=(0.05, 0.2), ratio=(0.3, 3.3))
+    image = torch.full((3, 64, 80), 2.0)  # outside [0, 1]: every erased pixel shows
+    torch.manual_seed(0)
+    fills = torch.cat([(out := erasing(image))[out != 2.0] for _ in range(200)])
+    assert len(fills) > 100_000
+    assert 0 <= fills.min() and fills.max() <= 1
+    assert torch.allclose(fills * 255, (fills * 255).round(), atol=1e-4)  # k / 255 levels
+    # Uniform: each quarter of [0, 1] holds a quarter (N(0, 1) clamped puts half on 0).
+    quarters = torch.histc(fills, bins=4, min=0, max=1) / len(fills)
+    assert torch.allclose(quarters, torch.full((4,), 0.25), atol=0.01), quarters
+    assert (fills == 0).float().mean() < 0.01
+
+
+def test_erasing_aspect_ratio_is_uniform_not_log_uniform():
+    # The third official pass, ratio (0.05, 8): uniform puts 12 % of the draws below 1 and the
+    # median at 4; torchvision's log-uniform puts 59 % below 1 and the median at 0.63.
+    erasing = UniformRandomErasing(p=1.0, scale=(0.02, 0.02), ratio=(0.05, 8.0))
+    image = torch.zeros(1, 1000, 1000)
+    torch.manual_seed(0)
+    params = [erasing.make_params([image]) for _ in range(4000)]
+    ratios = torch.tensor([p["h"] / p["w"] for p in params])
+    assert abs((ratios < 1).float().mean().item() - 0.95 / 7.95) < 0.03
+    assert abs(ratios.median().item() - 4.0) < 0.3
+    assert all(p["h"] * p["w"] == pytest.approx(20_000, rel=0.05) for p in params)
+
+
+def test_erasing_leaves_the_image_alone_when_no_rectangle_fits():
+    erasing = UniformRandomErasing(p=1.0, scale=(0.9, 0.9), ratio=(8.0, 8.0))  # always too tall
+    image = torch.rand(3, 20, 20)
+    torch.manual_seed(0)
+    assert erasing.make_params([image])["v"] is None
+    assert torch.equal(erasing(image), image)

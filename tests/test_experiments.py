@@ -7,6 +7,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from labelmatch.data.transforms import LongSideRatio, ShortSideChoice, ShortSideRange
 from tests.conftest import CONF_DIR, compose_config, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -36,8 +37,6 @@ def test_paper_experiments_carry_the_official_settings(experiment: str) -> None:
     assert (optim.lr, optim.warmup_steps, optim.warmup_factor, list(optim.milestones)) == (
         0.01, 500, 0.001, []
     )  # fmt: skip
-    assert (cfg.data.test_scale, cfg.data.max_size) == (800, 1333)
-    assert list(cfg.data.weak_scales) == [500, 550, 600, 650, 700, 750, 800]
     method = cfg.method
     assert method.name == "labelmatch"
     assert (method.act.interval, method.act.subset, method.alpha) == (1000, 10000, 0.2)
@@ -46,6 +45,35 @@ def test_paper_experiments_carry_the_official_settings(experiment: str) -> None:
     )  # fmt: skip
     iterations = {"coco_additional": 540_000, "voc": 80_000}.get(experiment, 160_000)
     assert cfg.trainer.max_steps == iterations
+
+
+@pytest.mark.parametrize("experiment", PAPER)
+def test_paper_experiments_resize_as_the_official_pipelines(experiment: str) -> None:
+    # docs/method.md §5; labelmatch_standard_paper.py, labelmatch_voc.py, labelmatch_additional.py:
+    # labeled and strong Resize(img_scale=(1024, 1024), ratio_range=(0.2, 1.8), keep_ratio),
+    # weak ResizeBox(img_scale=[(1333, 500), (1333, 800)]), test (1333, 800).
+    data = instantiate(compose_config([f"experiment={experiment}", "data.root=/coco"]).data)
+    paper_table = LongSideRatio(1024, (0.2, 1.8))
+    assert data.labeled_transform.resize == data.unlabeled_views.strong_resize == paper_table
+    assert data.unlabeled_views.weak_resize == ShortSideRange(500, 800, 1333)
+    assert (data.test_transform.scale, data.test_transform.max_size) == (800, 1333)
+    assert data.labeled_transform.jitter is not None  # AugmentationUT(use_re=False)
+    # labelmatch_standard.py (the 40k-step ablations) draws r ~ U(0.5, 1.5): one key for both.
+    ablation = compose_config(
+        [f"experiment={experiment}", "data.root=/coco", "data.train_scales.ratio_range=[0.5,1.5]"]
+    )
+    data = instantiate(ablation.data)
+    assert data.labeled_transform.resize == LongSideRatio(1024, (0.5, 1.5))
+    assert data.unlabeled_views.strong_resize == LongSideRatio(1024, (0.5, 1.5))
+
+
+@pytest.mark.parametrize("experiment", ["digits", "digits_1pct", "smoke"])
+def test_embedded_experiments_keep_their_own_short_sides(experiment: str) -> None:
+    data = instantiate(compose_config([f"experiment={experiment}"]).data)
+    assert data.labeled_transform.resize == ShortSideChoice((96, 112, 128, 144, 160), 256)
+    assert data.unlabeled_views.strong_resize == ShortSideChoice((96, 112, 128, 144, 160), 256)
+    assert data.unlabeled_views.weak_resize == ShortSideChoice((112, 128, 144), 256)
+    assert (data.test_transform.scale, data.test_transform.max_size) == (128, 256)
 
 
 @pytest.mark.parametrize("percent", [1, 5, 10])

@@ -152,7 +152,8 @@ def test_coco_data_with_non_contiguous_category_ids_round_trips(tmp_path, cache_
     run_dir = train_cli(
         tmp_path / "run", cache_dir, "data=coco", "method=supervised",
         f"data.image_dir={splits.image_dir}", f"data.labeled_json={remapped['labeled']}",
-        f"data.val_json={remapped['val']}", "data.train_scales=[128]", "data.test_scale=128",
+        f"data.val_json={remapped['val']}", "~data.train_scales", "+data.train_scales=[128]",
+        "data.test_scale=128",
         "data.max_size=256", "data.num_workers=0", "data.labeled_batch_size=4",
         "trainer.max_steps=20", "trainer.val_check_interval=20",
     )  # fmt: skip

@@ -38,7 +38,15 @@ from labelmatch.data.categories import CategoryMap
 from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json
 from labelmatch.data.errors import DataError
 from labelmatch.data.samplers import InfiniteSampler, SeededDraws
-from labelmatch.data.transforms import LabeledTransform, TestTransform, UnlabeledViews
+from labelmatch.data.transforms import (
+    PAPER_RESIZE,
+    PAPER_WEAK_RESIZE,
+    LabeledTransform,
+    ResizeRule,
+    TestTransform,
+    UnlabeledViews,
+    resize_rule,
+)
 
 
 class ResolvableSplits(Protocol):
@@ -98,8 +106,12 @@ class DetectionDataModule(lightning.LightningDataModule):
     """Labeled + unlabeled + validation COCO-format splits for semi-supervised detection.
 
     `splits` is a `CocoSplits` or anything with `resolve() -> CocoSplits` (e.g. `DigitsSplits`).
-    Scales are short sides in pixels with the long side capped at `max_size`; defaults follow
-    the official COCO recipe (method-spec §5). `pin_memory=None` pins batches when CUDA is
+    `train_scales`, `weak_scales` and `strong_scales` size the labeled, weak and strong views:
+    each a resize rule (`labelmatch.data.transforms`) or a list of short sides in pixels (long
+    side capped at `max_size`); the test view has short side `test_scale`, long side at most
+    `max_size`. Defaults are the official paper-table rules (docs/method.md §5).
+    `labeled_photometric=False` drops the labeled colour jitter (the official supervised
+    baseline). `pin_memory=None` pins batches when CUDA is
     available; training and validation workers persist across epochs unless
     `persistent_workers=False` (the ACT reference loader never persists: one per refresh).
     `inference_workers` serve the test-transform loaders (validation, ACT reference); None
@@ -117,12 +129,13 @@ class DetectionDataModule(lightning.LightningDataModule):
         persistent_workers: bool = True,
         inference_workers: int | None = None,
         use_unlabeled: bool = True,
-        train_scales: Sequence[int] = tuple(range(480, 801, 32)),
-        weak_scales: Sequence[int] = tuple(range(500, 801, 50)),
-        strong_scales: Sequence[int] = tuple(range(500, 801, 50)),
+        train_scales: ResizeRule | Sequence[int] = PAPER_RESIZE,
+        weak_scales: ResizeRule | Sequence[int] = PAPER_WEAK_RESIZE,
+        strong_scales: ResizeRule | Sequence[int] = PAPER_RESIZE,
         test_scale: int = 800,
         max_size: int = 1333,
         flip_prob: float = 0.5,
+        labeled_photometric: bool = True,
         skip_invalid: bool = False,
         seed: int = 0,
     ) -> None:
@@ -144,8 +157,12 @@ class DetectionDataModule(lightning.LightningDataModule):
             inference_workers = num_workers if torch.cuda.is_available() else 0
         self.inference_workers = inference_workers
         self.use_unlabeled = use_unlabeled
-        self.labeled_transform = LabeledTransform(train_scales, max_size, flip_prob)
-        self.unlabeled_views = UnlabeledViews(weak_scales, strong_scales, max_size, flip_prob)
+        self.labeled_transform = LabeledTransform(
+            resize_rule(train_scales, max_size), flip_prob, labeled_photometric
+        )
+        self.unlabeled_views = UnlabeledViews(
+            resize_rule(weak_scales, max_size), resize_rule(strong_scales, max_size), flip_prob
+        )
         self.test_transform = TestTransform(test_scale, max_size)
         self.skip_invalid = skip_invalid
         self.seed = seed
