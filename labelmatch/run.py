@@ -104,6 +104,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule.setup("fit")
 
     check_checkpoints_match_data(cfg, datamodule)
+    check_teacher_start(cfg)
 
     detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
     module = LabelMatchModule(
@@ -155,6 +156,24 @@ def check_checkpoints_match_data(cfg: DictConfig, datamodule) -> None:
         check_checkpoint_classes(cfg.method.init_from, "method.init_from", names, ids)
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot train as meant; reported as one line, like bad data."""
+
+
+def check_teacher_start(cfg: DictConfig) -> None:
+    """A semi-supervised run needs a trained detector for its first pseudo labels: a supervised
+    baseline (method.init_from, the official two-stage recipe of docs/method.md §1) or an
+    in-run burn-in (method.burn_in_steps > 0). The paper's experiments have neither set."""
+    method = cfg.method
+    if method.name != "supervised" and not method.get("init_from") and not method.burn_in_steps:
+        raise ConfigError(
+            "method.init_from is not set and method.burn_in_steps is 0: the teacher would label "
+            "with an untrained detector. Give method.init_from=CKPT, the checkpoints/last.ckpt "
+            "of the supervised baseline (experiment=<name>_baseline; README: The paper's "
+            "experiments), or method.burn_in_steps=N for a burn-in inside the run"
+        )
+
+
 def collect_results(cfg: DictConfig, module: LabelMatchModule, datamodule, steps: int) -> dict:
     results: dict[str, Any] = {
         "method": cfg.method.name,
@@ -192,7 +211,7 @@ def main(cfg: DictConfig) -> float:
     try:
         results = train(cfg, run_dir)
         succeeded = True
-    except (DataError, FileNotFoundError, NonFiniteLossError) as error:
+    except (DataError, ConfigError, FileNotFoundError, NonFiniteLossError) as error:
         # Bad input (or a diverged run) is the user's to fix: one clear line, no traceback.
         log.error("%s", one_line(error))
         sys.exit(1)
