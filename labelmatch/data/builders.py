@@ -6,6 +6,7 @@ these builders only differ in where those paths come from.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from labelmatch.data.coco import CocoSplits
@@ -14,52 +15,29 @@ from labelmatch.data.digits import DigitsFoldSplits, DigitsSplits
 from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSplits, VocSplits
 
 
-def digits_datamodule(
-    root: str,
-    num_labeled: int = 50,
-    num_unlabeled: int = 1000,
-    num_val: int = 300,
-    image_size: int = 128,
-    tail_ratio: float = 10.0,
-    data_seed: int = 0,
-    **loader_kwargs: Any,
+def _embedded_datamodule(
+    splits_type: type, root: str, data_seed: int, keys: dict[str, Any]
 ) -> DetectionDataModule:
-    """The embedded digits dataset (generated once into `root`, then cached)."""
-    splits = DigitsSplits(
-        root=root,
-        num_labeled=num_labeled,
-        num_unlabeled=num_unlabeled,
-        num_val=num_val,
-        image_size=image_size,
-        tail_ratio=tail_ratio,
-        seed=data_seed,
-    )
-    return DetectionDataModule(splits=splits, **loader_kwargs)
+    """An embedded dataset's splits from the keys that are fields of `splits_type`, the loader
+    from the rest. The generator's seed is `data_seed`: the key `seed` is the training seed,
+    which goes to the loader (augmentation draws)."""
+    fields = {field.name for field in dataclasses.fields(splits_type)} - {"root", "seed"}
+    dataset_keys = {key: value for key, value in keys.items() if key in fields}
+    loader_keys = {key: value for key, value in keys.items() if key not in fields}
+    splits = splits_type(root=root, **dataset_keys, seed=data_seed)
+    return DetectionDataModule(splits=splits, **loader_keys)
 
 
-def digits_fold_datamodule(
-    root: str,
-    num_train: int = 1000,
-    percent: float = 10,
-    fold: int = 1,
-    num_val: int = 300,
-    image_size: int = 128,
-    tail_ratio: float = 10.0,
-    data_seed: int = 0,
-    **loader_kwargs: Any,
-) -> DetectionDataModule:
-    """The digits with `percent` % of `num_train` canvases labeled (fold `fold`)."""
-    splits = DigitsFoldSplits(
-        root=root,
-        num_train=num_train,
-        percent=percent,
-        fold=fold,
-        num_val=num_val,
-        image_size=image_size,
-        tail_ratio=tail_ratio,
-        seed=data_seed,
-    )
-    return DetectionDataModule(splits=splits, **loader_kwargs)
+def digits_datamodule(root: str, data_seed: int = 0, **keys: Any) -> DetectionDataModule:
+    """The embedded digits dataset (`DigitsSplits`' keys, e.g. `num_labeled`, `tail_ratio`;
+    the other keys go to the `DetectionDataModule`), generated once into `root`."""
+    return _embedded_datamodule(DigitsSplits, root, data_seed, keys)
+
+
+def digits_fold_datamodule(root: str, data_seed: int = 0, **keys: Any) -> DetectionDataModule:
+    """The digits with `percent` % of `num_train` canvases labeled (fold `fold`); the keys of
+    `DigitsFoldSplits`, the rest for the `DetectionDataModule`."""
+    return _embedded_datamodule(DigitsFoldSplits, root, data_seed, keys)
 
 
 def coco_datamodule(

@@ -13,12 +13,8 @@ split), so validation measures generalisation to unseen handwriting.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import logging
 import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +24,15 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from labelmatch.data.coco import CocoSplits
-from labelmatch.prepare.folds import write_fold
-
-logger = logging.getLogger(__name__)
+from labelmatch.data.embedded import (
+    DrawnCanvas,
+    SplitSpec,
+    cached_dataset,
+    fold_splits,
+    free_spot,
+    ink_box,
+    write_coco_splits,
+)
 
 # Bump when the drawing changes, so that cached datasets of an older drawing are not reused.
 _GENERATOR_VERSION = 2
@@ -39,7 +41,6 @@ _NUM_CLASSES = 10
 _VAL_SOURCE_FRACTION = 0.2
 # Upscaled sklearn intensities (0..1) below this are background, not ink.
 _INK_THRESHOLD = 0.2
-_PLACEMENT_ATTEMPTS = 100
 _CATEGORIES = [{"id": k + 1, "name": str(k), "supercategory": "digit"} for k in range(10)]
 
 
@@ -72,34 +73,10 @@ def _digit_ink(source: np.ndarray, size: int) -> np.ndarray:
     return np.where(upscaled > _INK_THRESHOLD, opacity, 0.0).astype(np.float32)
 
 
-def _ink_box(ink: np.ndarray, x: int, y: int) -> list[int]:
-    """Tight COCO box [x, y, w, h] of the non-zero pixels of `ink` [size, size] placed at (x, y)."""
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    width, height = int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
-    return [x + int(cols[0]), y + int(rows[0]), width, height]
-
-
-def _apart(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
-    """Whether two (x, y, size) squares share no pixel."""
-    (ax, ay, a_size), (bx, by, b_size) = a, b
-    return ax >= bx + b_size or bx >= ax + a_size or ay >= by + b_size or by >= ay + a_size
-
-
-def _free_spot(
-    rng: np.random.Generator, canvas_size: int, size: int, taken: list[tuple[int, int, int]]
-) -> tuple[int, int] | None:
-    """Top-left (x, y) of a size x size square overlapping no taken (x, y, size) square."""
-    for _ in range(_PLACEMENT_ATTEMPTS):
-        x, y = (int(v) for v in rng.integers(0, canvas_size - size + 1, size=2))
-        if all(_apart((x, y, size), square) for square in taken):
-            return x, y
-    return None
-
-
 def _draw_canvas(
     rng: np.random.Generator, digit_images: np.ndarray, sources: list[np.ndarray], params: dict
-) -> tuple[np.ndarray, list[tuple[int, list[int]]], int]:
-    """One canvas: (uint8 [S, S, 3], [(digit, [x, y, w, h] ink box)], digits not placed)."""
+) -> DrawnCanvas:
+    """One canvas: (uint8 [S, S, 3], [(category id, [x, y, w, h] ink box)], digits not placed)."""
     size = params["image_size"]
     canvas = np.empty((size, size, 3), dtype=np.float32)
     canvas[:] = rng.uniform(190.0, 250.0, size=3)  # light background colour
@@ -111,7 +88,7 @@ def _draw_canvas(
         digit = int(rng.choice(_NUM_CLASSES, p=probabilities))
         source = digit_images[rng.choice(sources[digit])]
         digit_size = int(rng.integers(params["min_digit_size"], params["max_digit_size"] + 1))
-        spot = _free_spot(rng, size, digit_size, taken)
+        spot = free_spot(rng, size, digit_size, taken)
         if spot is None:
             not_placed += 1
             continue
@@ -120,21 +97,9 @@ def _draw_canvas(
         ink = _digit_ink(source, digit_size)[..., None]
         region = canvas[y : y + digit_size, x : x + digit_size]
         region[:] = region * (1.0 - ink) + rng.uniform(0.0, 90.0, size=3) * ink  # dark colour
-        objects.append((digit, _ink_box(ink[..., 0], x, y)))
+        objects.append((digit + 1, ink_box(ink[..., 0], x, y)))  # category id
     canvas += params["noise_std"] * rng.standard_normal(canvas.shape, dtype=np.float32)
     return np.clip(canvas, 0, 255).round().astype(np.uint8), objects, not_placed
-
-
-def _coco_annotation(annotation_id: int, image_id: int, digit: int, box: list[int]) -> dict:
-    x, y, w, h = box
-    return {
-        "id": annotation_id,
-        "image_id": image_id,
-        "category_id": digit + 1,
-        "bbox": [x, y, w, h],
-        "area": w * h,
-        "iscrowd": 0,
-    }
 
 
 def _write_dataset(directory: Path, params: dict) -> None:
@@ -142,36 +107,16 @@ def _write_dataset(directory: Path, params: dict) -> None:
     digits = load_digits()
     digit_images = digits.images / 16.0
     train_sources, val_sources = digit_source_split(digits.target)
-    # Independent streams, so e.g. the labeled canvases do not change with num_unlabeled.
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(params["seed"]).spawn(3)]
+
+    def draw(sources: list[np.ndarray]) -> Callable[[np.random.Generator], DrawnCanvas]:
+        return lambda rng: _draw_canvas(rng, digit_images, sources, params)
+
     splits = [
-        ("labeled", params["num_labeled"], train_sources),
-        ("unlabeled", params["num_unlabeled"], train_sources),
-        ("val", params["num_val"], val_sources),
+        SplitSpec("labeled", params["num_labeled"], draw(train_sources)),
+        SplitSpec("unlabeled", params["num_unlabeled"], draw(train_sources)),
+        SplitSpec("val", params["num_val"], draw(val_sources)),
     ]
-    (directory / "images").mkdir()
-    size = params["image_size"]
-    image_id = annotation_id = 1  # unique over all three files
-    for (name, num_images, sources), rng in zip(splits, rngs):
-        images, annotations, not_placed = [], [], 0
-        for _ in range(num_images):
-            canvas, objects, missed = _draw_canvas(rng, digit_images, sources, params)
-            not_placed += missed
-            file_name = f"{image_id:07d}.png"
-            # Fast PNG compression: the noise does not compress anyway.
-            Image.fromarray(canvas).save(directory / "images" / file_name, compress_level=1)
-            images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
-            for digit, box in objects:
-                annotations.append(_coco_annotation(annotation_id, image_id, digit, box))
-                annotation_id += 1
-            image_id += 1
-        if not_placed:
-            logger.info("digits %s: %d digits found no free spot, left out", name, not_placed)
-        info = {"description": f"labelmatch digits, {name} split", "parameters": params}
-        info["digits_not_placed"] = not_placed
-        coco = {"info": info, "images": images, "annotations": annotations}
-        coco["categories"] = _CATEGORIES
-        (directory / f"{name}.json").write_text(json.dumps(coco))
+    write_coco_splits(directory, "digits", params, _CATEGORIES, splits)
 
 
 def _check_params(params: dict) -> None:
@@ -221,22 +166,7 @@ def generate_digits(
         "version": _GENERATOR_VERSION,
     }
     _check_params(params)
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path(root)
-    directory = root / key
-    if not directory.is_dir():  # only ever created complete, by the rename below
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
-        try:
-            _write_dataset(staging, params)
-            os.chmod(staging, 0o755)  # mkdtemp makes it private
-            os.replace(staging, directory)
-            logger.info("generated digits dataset %s", directory)
-        except OSError:
-            if not directory.is_dir():  # not a lost race with another process
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    directory = cached_dataset(root, params, lambda folder: _write_dataset(folder, params))
     return CocoSplits(
         image_dir=directory / "images",
         labeled_json=directory / "labeled.json",
@@ -297,12 +227,6 @@ class DigitsFoldSplits:
             tail_ratio=self.tail_ratio,
             seed=self.seed,
         )
-        labeled, unlabeled = write_fold(
-            pool.labeled_json,
-            pool.labeled_json.parent / "semi_supervised",
-            self.fold,
-            self.percent,
-            prefix="train",
-            overwrite=False,
+        return fold_splits(
+            pool.image_dir, pool.labeled_json, pool.val_json, self.fold, self.percent
         )
-        return CocoSplits(pool.image_dir, labeled, unlabeled, pool.val_json)
