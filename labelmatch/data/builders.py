@@ -12,6 +12,7 @@ from typing import Any
 from labelmatch.data.coco import CocoSplits
 from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsFoldSplits, DigitsSplits
+from labelmatch.data.glyphs import GlyphsSplits
 from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSplits, VocSplits
 
 
@@ -38,6 +39,12 @@ def digits_fold_datamodule(root: str, data_seed: int = 0, **keys: Any) -> Detect
     """The digits with `percent` % of `num_train` canvases labeled (fold `fold`); the keys of
     `DigitsFoldSplits`, the rest for the `DetectionDataModule`."""
     return _embedded_datamodule(DigitsFoldSplits, root, data_seed, keys)
+
+
+def glyphs_datamodule(root: str, data_seed: int = 0, **keys: Any) -> DetectionDataModule:
+    """The embedded glyphs with `percent` % of the `num_train` pool labeled (fold `fold`); the
+    keys of `GlyphsSplits`, the rest for the `DetectionDataModule`."""
+    return _embedded_datamodule(GlyphsSplits, root, data_seed, keys)
 
 
 def coco_datamodule(
