@@ -140,6 +140,18 @@ def test_generated_pool_has_a_head_at_least_50_times_its_tail(long_tail_counts):
     assert np.abs(counts / counts.sum() - expected).max() < 0.02
 
 
+@pytest.mark.slow
+def test_default_pool_has_its_tail_in_every_10pct_fold_and_a_head_50x_it(cache_dir):
+    """The shipped configuration itself (8000 canvases, about 1.5 minutes to generate once)."""
+    folds = [GlyphsSplits(cache_dir / "glyphs", percent=10, fold=f).resolve() for f in (1, 2, 3)]
+    pool = _read(folds[0].labeled_json.parent.parent / "train.json")
+    counts = np.bincount([a["category_id"] for a in pool["annotations"]], minlength=38)[1:]
+    assert len(pool["images"]) == 8000 and counts.max() / counts.min() >= 50
+    for fold in folds:
+        labeled = _read(fold.labeled_json)["annotations"]
+        assert set(range(1, 38)) == {a["category_id"] for a in labeled}
+
+
 def test_confusable_groups_span_head_and_tail_and_are_drawn(long_tail_counts):
     members = "".join(CONFUSABLE_GROUPS)
     assert len(CONFUSABLE_GROUPS) >= 6 and len(members) == len(set(members))
@@ -206,7 +218,7 @@ def test_the_glyph_opacity_is_cropped_to_its_ink():
     mask = render_bank("W")[0]["W"]
     for angle in (-20.0, 0.0, 13.0):
         opacity = glyphs.glyph_opacity(mask, 24, angle)
-        assert opacity.shape[0] in (23, 24)
+        assert opacity.shape[0] in (22, 23, 24)
         assert opacity[0].any() and opacity[-1].any() and opacity[:, 0].any()
         assert opacity[:, -1].any()
         assert opacity.max() <= 1.0 and opacity[opacity > 0].min() >= 0.25

@@ -120,7 +120,7 @@ def _colour(rng: np.random.Generator, grey: tuple[float, float]) -> np.ndarray:
 
 def glyph_opacity(mask: Image.Image, height: int, angle: float) -> np.ndarray:
     """A pre-rendered "L" `mask` rotated by `angle` degrees, downscaled to `height` px of ink,
-    as opacity [h, w] in 0..1 cropped to the ink (h is `height` or a pixel less)."""
+    as opacity [h, w] in 0..1 cropped to the ink (h is `height`, rarely a pixel or two less)."""
     rotated = mask.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
     rotated = rotated.crop(rotated.getbbox())
     width = max(1, round(rotated.width * height / rotated.height))
