@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import PIL
 from PIL import Image, ImageDraw, ImageFont, features
 
 # Upright and slanted, light and bold, sans, serif and monospace: 21 faces with distinct letter
@@ -47,8 +48,9 @@ def font_path(name: str) -> Path:
 
 
 def renderer_version() -> str:
-    """What the rendered ink depends on besides the font files: FreeType's version."""
-    return f"freetype {features.version('freetype2')}"
+    """What the ink depends on besides the font files: FreeType rasterises the characters,
+    Pillow rotates and resamples them."""
+    return f"freetype {features.version('freetype2')}, pillow {PIL.__version__}"
 
 
 def render_character(font: ImageFont.FreeTypeFont, character: str) -> Image.Image:

@@ -282,8 +282,8 @@ def generate_glyphs(
 ) -> Path:
     """Generate (once) the glyphs train pool and val canvases under `root/<parameter hash>/`
     and return that folder: `images/*.jpg`, `train.json` (`num_train` canvases, all annotated)
-    and `val.json`. Deterministic in the parameters, the font files and FreeType's version,
-    which are all in the hash. Angles are in degrees, `noise_std` in 0..255 units.
+    and `val.json`. Deterministic in the parameters, the font files and the FreeType and Pillow
+    versions, which are all in the hash. Angles are in degrees, `noise_std` in 0..255 units.
     """
     params: dict[str, Any] = {
         "num_train": num_train,
