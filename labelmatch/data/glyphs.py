@@ -16,6 +16,11 @@ times the least frequent. The visually confusable groups (`CONFUSABLE_GROUPS`: O
 teacher's mistakes on rare classes are mostly the frequent look-alike, as with COCO's tail.
 In the sans-serif faces I and l are nearly the same bar: some confusion is irreducible.
 
+Sizes are chosen for `model=frcnn_tiny`, whose anchors are 12-68 px (`TINY_ANCHOR_SIZES`): at
+the data config's 0.8-1.2x training scales a glyph is 8-58 px tall. The smallest ones (a
+10 px 1, I or l is 3-10 px wide) reach the RPN's IoU threshold with no anchor and are learned
+only through their best-matching anchor, like COCO's tiny objects.
+
 The train pool and the val canvases come from the same faces (independent random streams).
 """
 
