@@ -237,8 +237,8 @@ def measure_in_precision(args: argparse.Namespace, cfg: DictConfig) -> dict[str,
     labeled = [module.transfer_batch_to_device(b, device, 0) for b in labeled[-rounds:]]
     unlabeled = [module.transfer_batch_to_device(b, device, 0) for b in unlabeled[-rounds:]]
 
-    def sgd_step(loss: torch.Tensor) -> None:
-        loss.backward()
+    def sgd_step(output: dict) -> None:
+        output["loss"].backward()
         optimizer.step()
         scheduler.step()  # the warm-up: pre-training must reach the recipe's learning rate
         optimizer.zero_grad(set_to_none=True)
@@ -301,11 +301,14 @@ def inference_rates(module: LabelMatchModule, datamodule, args) -> dict[str, flo
     }
 
 
-def semi_supervised_step(module: LabelMatchModule, batch: dict, i: int, sgd_step) -> None:
-    """One LabelMatch step as the run does it: training_step, backward + SGD, EMA update."""
+def semi_supervised_step(module: LabelMatchModule, batch: dict, i: int, sgd_step) -> dict:
+    """One LabelMatch step as the run does it: training_step, backward + SGD, EMA update.
+    Returns the step's output (what callbacks receive)."""
     module.burn_in_steps = 0
-    sgd_step(module.training_step(batch, i))
-    module.on_train_batch_end(None, batch, i)  # the EMA update
+    output = module.training_step(batch, i)
+    sgd_step(output)
+    ema_update(module.teacher, module.student, module.method["ema_momentum"])
+    return output
 
 
 def step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step, args) -> dict:
@@ -320,13 +323,17 @@ def step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step
         sum(losses.values()).backward()
         module.student.zero_grad(set_to_none=True)
 
+    last_output: dict = {}
+
     def labelmatch_step(i: int) -> None:
-        semi_supervised_step(
-            module, {"labeled": labeled[i], "unlabeled": unlabeled[i]}, i, sgd_step
+        last_output.update(
+            semi_supervised_step(
+                module, {"labeled": labeled[i], "unlabeled": unlabeled[i]}, i, sgd_step
+            )
         )
 
     def online_update() -> None:  # what online ACT's callback does after each step
-        detections = module.latest_teacher_detections
+        detections = last_output["teacher_detections"]
         queue.push(top_scores_per_image(detections, prior.num_classes, queue.top_k))
         online_act_thresholds(queue, prior, module.method["alpha"])
 

@@ -34,6 +34,7 @@ from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
 from labelmatch.callbacks.random_states import RandomStates
 from labelmatch.callbacks.rank_agreement import RankAgreement
 from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
+from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.callbacks.run_plots import RunPlots
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
 from labelmatch.data.errors import DataError
@@ -79,9 +80,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         callbacks.append(ReliablePseudoLabelMining(score=method.rplm.score, iou=method.rplm.iou))
     if method.name != "supervised":
         prior = method.get("act", {}).get("prior")
-        callbacks.append(
-            PseudoLabelStatistics(prior=OmegaConf.to_container(prior) if prior else None)
-        )
+        prior = OmegaConf.to_container(prior) if prior else None
+        callbacks.append(PseudoLabelStatistics(prior=prior))
+        callbacks.append(RunHealth(window=method.act.interval, prior=prior))
     callbacks.append(RunPlots())  # after the statistics: it draws what they logged
     return callbacks
 
@@ -131,6 +132,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
     results = collect_results(cfg, module, datamodule, trainer.global_step)
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunHealth):
+            results["health"] = dict(callback.counts)
     if trainer.is_global_zero:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
         log.info(summary_line(results))

@@ -71,11 +71,11 @@ def run_step(callback: PseudoLabelStatistics, batch: PseudoLabelBatch, step: int
         callbacks=[], global_step=step, log_every_n_steps=10, world_size=1, is_global_zero=False
     )
     module = SimpleNamespace(
-        pseudo_batch=batch, hparams=SimpleNamespace(class_names=NAMES),
-        in_semi_supervised_phase=True, teacher_ready=torch.tensor(True), log_event=logged.update,
+        hparams=SimpleNamespace(class_names=NAMES), in_semi_supervised_phase=True,
+        teacher_ready=torch.tensor(True), log_event=logged.update,
     )  # fmt: skip
-    callback.on_train_batch_end(trainer, module, None, None, 0)
-    assert module.pseudo_batch is None, "the callback takes the batch off the module"
+    outputs = {"loss": torch.tensor(1.0), "pseudo": batch}  # the module's training_step output
+    callback.on_train_batch_end(trainer, module, outputs, None, 0)
     return logged
 
 

@@ -26,7 +26,7 @@ from labelmatch.method.act import (
     ClassPrior,
     ScoreQueue,
     act_thresholds,
-    class_prior_from_counts,
+    labeled_class_prior,
     online_act_thresholds,
     scores_by_class,
     top_scores_per_image,
@@ -81,13 +81,7 @@ class ACTRefresh(L.Callback):
         self.refreshes = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.manual_prior is not None:
-            self.prior = ClassPrior.from_manual(
-                self.manual_prior["class_ratios"], self.manual_prior["boxes_per_image"]
-            )
-        else:
-            dataset = trainer.datamodule.labeled_dataset
-            self.prior = class_prior_from_counts(dataset.class_counts, len(dataset))
+        self.prior = labeled_class_prior(trainer.datamodule, self.manual_prior)
         if len(self.prior.class_ratios) != len(pl_module.reliable_thresholds):
             raise ValueError(
                 f"method.act.prior has {len(self.prior.class_ratios)} classes, the data has "
@@ -159,12 +153,12 @@ class ACTRefresh(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        # The teacher's detections on this step's weak views, left by the module's pseudo-labelling.
-        detections = getattr(pl_module, "latest_teacher_detections", None)
+        # The teacher's detections on this step's weak views (the step's output; absent during
+        # burn-in).
+        detections = outputs.get("teacher_detections") if outputs else None
         if self.mode != "online" or detections is None:
             return
         self.push(trainer, detections)
-        pl_module.latest_teacher_detections = None
         steps = pl_module.global_step - pl_module.burn_in_steps  # the optimiser step is counted
         if steps % self.online_interval == 0:
             reliable, uncertain = self.queue_thresholds()

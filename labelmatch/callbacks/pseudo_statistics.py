@@ -1,7 +1,7 @@
 """What the pseudo labels look like during training (the paper's Fig. 4 and 5), as a callback.
 
-Each unsupervised step leaves its pseudo labels and the unlabeled images' ground truth (weak
-frame) on the module (`pl_module.pseudo_batch`). The callback only keeps references to them; every
+Each unsupervised step outputs its pseudo labels and the unlabeled images' ground truth (weak
+frame) as `outputs["pseudo"]`. The callback only keeps references to them; every
 `log_every_n_steps` steps and at each threshold update it counts the window's boxes per class,
 matches them to the ground truth (IoU >= 0.5, same class), sums the counts over the ranks and
 logs `pseudo/*` (see `summarize_counts`). At each threshold update it also draws a few strong
@@ -27,7 +27,7 @@ from labelmatch.evaluation.pseudo_quality import (
     summarize_counts,
 )
 from labelmatch.loggers import log_image
-from labelmatch.method.act import ClassPrior, class_prior_from_counts
+from labelmatch.method.act import ClassPrior, labeled_class_prior
 from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels
 from labelmatch.plots import draw_pseudo_labels
 
@@ -62,21 +62,14 @@ class PseudoLabelStatistics(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         datamodule = trainer.datamodule
-        if self.manual_prior is not None:
-            self.prior = ClassPrior.from_manual(
-                self.manual_prior["class_ratios"], self.manual_prior["boxes_per_image"]
-            )
-        else:
-            labeled = datamodule.labeled_dataset
-            self.prior = class_prior_from_counts(labeled.class_counts, len(labeled))
+        self.prior = labeled_class_prior(datamodule, self.manual_prior)
         unlabeled = getattr(datamodule, "unlabeled_dataset", None)
         self.with_ground_truth = unlabeled is not None and sum(unlabeled.class_counts) > 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        pseudo_batch: PseudoLabelBatch | None = pl_module.pseudo_batch
-        pl_module.pseudo_batch = None
+        pseudo_batch: PseudoLabelBatch | None = outputs.get("pseudo") if outputs else None
         if pseudo_batch is not None:
             self.add(pseudo_batch)
         updates = threshold_updates(trainer, pl_module)

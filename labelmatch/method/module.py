@@ -84,13 +84,10 @@ class LabelMatchModule(L.LightningModule):
                 raise ValueError(f"method.uncertain must be one of {UNCERTAIN_MODES}")
             self.teacher = copy.deepcopy(detector).requires_grad_(False).eval()
         self.mining: MiningPolicy | None = None  # set by the RPLM callback
-        self.latest_teacher_detections: list[dict[str, Tensor]] | None = None
         self.burn_in_metrics: dict[str, Any] | None = None
         self.eval_metrics: dict[str, dict[str, Any]] = {}
         self.last_eval_step = -1
         self._predictions: dict[str, list[dict[str, Tensor]]] = {}
-        # The last unsupervised step's pseudo labels, read by the PseudoLabelStatistics callback.
-        self.pseudo_batch: PseudoLabelBatch | None = None
 
     # ----------------------------------------------------------------------------- phases
     def train(self, mode: bool = True) -> LabelMatchModule:
@@ -160,15 +157,22 @@ class LabelMatchModule(L.LightningModule):
         self.burn_in_metrics = checkpoint.get("burn_in_metrics")
 
     # ----------------------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """The step's loss, and what callbacks read of the step (Lightning hands this dict to
+        their `on_train_batch_end` as `outputs`): in the semi-supervised phase, `pseudo` (the
+        step's `PseudoLabelBatch`) and `teacher_detections` (the teacher's post-NMS detections on
+        the weak views, one dict per image)."""
         labeled = batch["labeled"]
         supervised = self.student(labeled["images"], detector_targets(labeled["targets"]))
         loss = sum(supervised.values())
         logs = {f"train/sup/{name}": value for name, value in supervised.items()}
         logs["train/sup_loss"] = loss
+        output: dict[str, Any] = {}
 
         if self.in_semi_supervised_phase:
-            unsupervised, stats = self.unsupervised_step(batch["unlabeled"])
+            unsupervised, output["pseudo"], output["teacher_detections"] = self.unsupervised_step(
+                batch["unlabeled"]
+            )
             unsup_loss = sum(unsupervised.values())
             loss = loss + self.method["unsup_weight"] * unsup_loss
             logs.update({f"train/unsup/{name}": value for name, value in unsupervised.items()})
@@ -178,7 +182,7 @@ class LabelMatchModule(L.LightningModule):
         batch_size = len(labeled["images"])
         # sync_dist: under DDP the logged values are means over the ranks.
         self.log_dict(logs, batch_size=batch_size, sync_dist=True)
-        return loss
+        return {"loss": loss, **output}
 
     def stop_if_not_finite(self, loss: Tensor, terms: dict[str, Any]) -> None:
         """NonFiniteLossError on every rank when the loss is NaN/inf on any rank, before the
@@ -188,11 +192,15 @@ class LabelMatchModule(L.LightningModule):
             values = {name: float(torch.as_tensor(value).detach()) for name, value in terms.items()}
             raise NonFiniteLossError(self.global_step, values)
 
-    def unsupervised_step(self, unlabeled: dict[str, Any]) -> tuple[dict[str, Tensor], dict]:
-        """Pseudo-label the weak views, move the labels to the strong views, student loss."""
+    def unsupervised_step(
+        self, unlabeled: dict[str, Any]
+    ) -> tuple[dict[str, Tensor], PseudoLabelBatch, list[dict[str, Tensor]]]:
+        """Pseudo-label the weak views, move the labels to the strong views, student loss.
+
+        Returns the loss terms, the step's pseudo labels (both frames, with the ground truth of
+        the unlabeled images for statistics) and the teacher's detections on the weak views.
+        """
         teacher_out = teacher_forward(self.teacher, unlabeled["weak"])
-        # Read by online ACT (callbacks/act_refresh.py), which queues these scores.
-        self.latest_teacher_detections = teacher_out.detections
         pseudo_weak = [
             split_by_thresholds(
                 det["boxes"],
@@ -235,7 +243,7 @@ class LabelMatchModule(L.LightningModule):
             student_temperature=self.method.get("tps", 1.0),
             mining=self.mining,
         )
-        self.pseudo_batch = PseudoLabelBatch(
+        pseudo_batch = PseudoLabelBatch(
             strong_images=[image.detach() for image in unlabeled["strong"]],
             pseudo_strong=pseudo_strong,
             pseudo_weak=pseudo_weak,
@@ -243,7 +251,7 @@ class LabelMatchModule(L.LightningModule):
             gt_weak_labels=[t["labels"] for t in unlabeled["targets"]],
             num_mined=round(stats["mined_per_image"] * len(pseudo_strong)),
         )
-        return losses, stats
+        return losses, pseudo_batch, teacher_out.detections
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_sgd(self.student.parameters(), **self.hparams.optim)
