@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.checkpoints import check_checkpoint_classes, load_module, training_config
+from labelmatch.console import quiet_dependencies
 from labelmatch.data.errors import DataError
 from labelmatch.run import collect_results, one_line, summary_line
 
@@ -52,6 +53,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    quiet_dependencies()
     try:
         evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (DataError, FileNotFoundError) as error:

@@ -34,8 +34,13 @@ def build_sgd(
     warmup_factor: float,
     milestones: Sequence[int],
     gamma: float,
+    scale_to_batch: bool = False,
+    reference_batch: int | None = None,
 ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD (momentum, weight decay) with warm-up + multi-step decay, stepped per iteration."""
+    """SGD (momentum, weight decay) with warm-up + multi-step decay, stepped per iteration.
+
+    `scale_to_batch` / `reference_batch` belong to the `optim` config but act before training,
+    on the whole config (`labelmatch.scaling`); the values here are already scaled."""
     optimizer = torch.optim.SGD(
         [p for p in parameters if p.requires_grad],
         lr=lr,

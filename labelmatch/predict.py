@@ -26,6 +26,7 @@ from torchvision.io import ImageReadMode, decode_image, write_png
 from torchvision.utils import draw_bounding_boxes
 
 from labelmatch.checkpoints import load_module, pick_detector, training_config
+from labelmatch.console import quiet_dependencies
 from labelmatch.data.errors import DataError
 from labelmatch.data.transforms import TestTransform
 from labelmatch.evaluation.coco_eval import to_coco_results, write_results
@@ -104,6 +105,7 @@ def predict(cfg: DictConfig) -> list[dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    quiet_dependencies()
     try:
         predict(cfg)
     except (DataError, FileNotFoundError) as error:

@@ -12,7 +12,6 @@ import json
 import logging
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +36,19 @@ from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
 from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.callbacks.run_plots import RunPlots
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
+from labelmatch.console import quiet_dependencies
 from labelmatch.data.errors import DataError
 from labelmatch.loggers import finish_wandb_run
 from labelmatch.method.module import LabelMatchModule
+from labelmatch.progress import PhaseProgressBar
+from labelmatch.scaling import ScalingError, scale_to_batch
 
 log = logging.getLogger("labelmatch")
-
-# The EMA teacher sits in eval mode on purpose (it labels with test-time settings).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     callbacks: list[L.Callback] = [
+        PhaseProgressBar(),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             save_last=True,
@@ -210,9 +210,11 @@ def summary_line(results: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    quiet_dependencies()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     succeeded = False
     try:
+        apply_batch_scaling(cfg, run_dir)
         results = train(cfg, run_dir)
         succeeded = True
     except (DataError, ConfigError, FileNotFoundError, NonFiniteLossError) as error:
@@ -222,6 +224,9 @@ def main(cfg: DictConfig) -> float:
     except SIGTERMException:
         # Stopped by SIGTERM or Ctrl-C; SaveOnInterrupt has saved and logged last.ckpt.
         sys.exit(128 + signal.SIGTERM)
+    except ScalingError as error:
+        log.error("%s", error)
+        sys.exit(1)
     except MissingMandatoryValue as error:  # a ??? key, e.g. data.root of the paper experiments
         log.error(
             "%s is not set: give it on the command line (%s=...)", error.full_key, error.full_key
@@ -231,6 +236,17 @@ def main(cfg: DictConfig) -> float:
         finish_wandb_run(succeeded)  # each job of a multirun is its own wandb run
     final = results.get("teacher", results.get("student", {}))
     return float(final.get("map", 0.0))
+
+
+def apply_batch_scaling(cfg: DictConfig, run_dir: Path) -> None:
+    """`optim.scale_to_batch=true`: rescale the recipe, print what changed and save the config
+    as it runs over Hydra's `.hydra/config.yaml`."""
+    changes = scale_to_batch(cfg)
+    if not changes:
+        return
+    log.info("optim.scale_to_batch: %s", "; ".join(changes))
+    if rank_zero_only.rank == 0 and (run_dir / ".hydra").is_dir():
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
 
 
 def one_line(error: BaseException) -> str:

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from labelmatch.data.categories import CategoryMap
-from labelmatch.data.coco import CocoDetection, load_coco_json
+from labelmatch.data.coco import CocoDetection, load_coco_json, report_table
 from labelmatch.data.errors import DataError
 from labelmatch.method.act import act_thresholds, class_prior_from_counts
 
@@ -267,3 +267,22 @@ def test_a_class_absent_from_the_labeled_set_still_gets_act_thresholds(tiny):
     reliable, uncertain = act_thresholds(scores, num_images=4, prior=prior, alpha=0.2)
     assert torch.isfinite(reliable).all() and torch.isfinite(uncertain).all()
     assert (uncertain >= 0.05).all() and (reliable >= uncertain).all()
+
+
+def test_the_report_table_has_a_row_per_split_with_summed_columns():
+    report = dict.fromkeys(
+        ["images", "background_images", "boxes", "crowd", "clipped", "rejected_degenerate",
+         "rejected_outside", "annotations_skipped_invalid", "images_skipped_missing",
+         "images_skipped_unreadable", "images_skipped_bad_annotation"], 0,
+    )  # fmt: skip
+    labeled = {**report, "file": "a/labeled.json", "images": 16, "boxes": 59, "crowd": 2}
+    val = {**report, "file": "a/val.json", "images": 7, "rejected_outside": 2,
+           "rejected_degenerate": 1, "images_skipped_unreadable": 3}  # fmt: skip
+    lines = report_table({"labeled": labeled, "val": val}).splitlines()
+    assert lines[0].split() == [
+        "split", "images", "no", "box", "boxes", "crowd", "clipped", "boxes", "dropped",
+        "images", "skipped", "file",
+    ]  # fmt: skip
+    assert lines[1].split() == ["labeled", "16", "0", "59", "2", "0", "0", "0", "a/labeled.json"]
+    assert lines[2].split() == ["val", "7", "0", "0", "0", "0", "3", "3", "a/val.json"]
+    assert len({line.index("a/") for line in lines[1:]}) == 1  # columns line up

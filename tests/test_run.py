@@ -57,6 +57,13 @@ def test_results_json_has_student_teacher_burn_in_and_thresholds(smoke_run: Path
         results["act"]["reliable"][c] >= results["act"]["uncertain"][c] - 1e-6
         for c in results["act"]["reliable"]
     )
+    # Counts of the run-health warnings (tests/test_run_health.py builds each symptom).
+    assert set(results["health"]) == {
+        "no_pseudo_labels",
+        "too_many_pseudo_labels",
+        "teacher_below_burn_in",
+    }
+    assert all(isinstance(n, int) and n >= 0 for n in results["health"].values())
 
 
 @pytest.mark.parametrize("model", ["student", "teacher"])
@@ -176,7 +183,10 @@ def test_two_process_ddp_on_cpu_keeps_the_ranks_in_step(tmp_path, cache_dir) -> 
     )  # fmt: skip
     events, digests = [], []
     for log_file in ("run.log", "train_ddp_process_1.log"):
-        lines = [line.split(" - ", 1)[1] for line in (run_dir / log_file).read_text().splitlines()]
+        records = (run_dir / log_file).read_text().splitlines()
+        # A record's first line is "[time][logger][level] - message" (the data table continues
+        # over more lines).
+        lines = [line.split(" - ", 1)[1] for line in records if line.startswith("[")]
         events.append([line for line in lines if "ACT refresh" in line or "burn-in done" in line])
         digests.append([line.split(": ")[-1] for line in lines if "state digest at step" in line])
     assert len(events[0]) >= 3, events[0]

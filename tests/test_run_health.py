@@ -1,5 +1,5 @@
-"""RunHealth: the three symptoms of a run that does not learn from its unlabeled images, on
-constructed step outputs and validation results."""
+"""RunHealth (the three symptoms of a run that does not learn from its unlabeled images) and the
+training progress bar, on constructed step outputs and validation results."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tqdm.auto import tqdm
 
 from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels
+from labelmatch.progress import PhaseProgressBar
 
 PRIOR = {"class_ratios": [0.5, 0.5], "boxes_per_image": 2.0}  # limit: 3 x 2.0 = 6 per image
 
@@ -111,3 +113,23 @@ def test_counts_and_the_open_window_survive_a_checkpoint():
 def test_bad_arguments_are_errors():
     with pytest.raises(ValueError, match="window >= 1"):
         RunHealth(window=0)
+
+
+def test_the_progress_bar_names_the_phase_and_shows_pseudo_boxes_and_teacher_map():
+    bar = PhaseProgressBar()
+    bar._train_progress_bar = tqdm(total=60, disable=True)
+    trainer = SimpleNamespace(callback_metrics={"train/loss": torch.tensor(1.23456)})
+    module = SimpleNamespace(in_semi_supervised_phase=False, eval_metrics={})
+    bar.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.2)}, None, 0)
+    assert bar.train_progress_bar.desc.startswith("burn-in step")
+    assert bar.get_metrics(trainer, module) == {"loss": "1.235"}
+
+    module.in_semi_supervised_phase = True
+    module.eval_metrics = {"student": {"map": 0.1}, "teacher": {"map": 0.4567}}
+    bar.on_train_batch_end(trainer, module, step_output([1, 2]), None, 1)
+    assert bar.train_progress_bar.desc.startswith("semi-supervised step")
+    assert bar.get_metrics(trainer, module) == {
+        "loss": "1.235",
+        "pseudo/img": "1.50",
+        "teacher mAP": "45.7",
+    }

@@ -57,9 +57,7 @@ class RunHealth(L.Callback):
         pseudo = outputs.get("pseudo") if outputs else None
         if pseudo is None:  # burn-in, or a supervised run
             return
-        self.window_boxes += sum(
-            len(p.reliable_boxes) + len(p.uncertain_boxes) for p in pseudo.pseudo_strong
-        )
+        self.window_boxes += pseudo.num_pseudo_boxes
         self.window_images += len(pseudo.pseudo_strong)
         self.window_steps += 1
         if self.window_steps == self.window:

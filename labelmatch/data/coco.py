@@ -330,7 +330,7 @@ class CocoDetection(torch.utils.data.Dataset):
         return counts.tolist()
 
     def _log_report(self) -> None:
-        logger.info("%s", self.report)
+        logger.debug("%s", self.report)  # the split's row of `report_table`, at info level
         changed = (
             "images_skipped_missing",
             "images_skipped_unreadable",
@@ -391,3 +391,40 @@ class CocoDetection(torch.utils.data.Dataset):
         logger.warning("skipping %s: %s", where, problem)
         self.report["images_skipped_unreadable"] += 1
         return None
+
+
+# (column, report key(s) summed) of the data report table.
+_REPORT_COLUMNS = (
+    ("images", ("images",)),
+    ("no box", ("background_images",)),
+    ("boxes", ("boxes",)),
+    ("crowd", ("crowd",)),
+    ("clipped", ("clipped",)),
+    ("boxes dropped", ("rejected_degenerate", "rejected_outside", "annotations_skipped_invalid")),
+    (
+        "images skipped",
+        ("images_skipped_missing", "images_skipped_unreadable", "images_skipped_bad_annotation"),
+    ),
+)
+
+
+def report_table(reports: dict[str, dict[str, Any]]) -> str:
+    """The validation reports of the splits as one small table, a row per split:
+
+    split    images  no box  boxes  crowd  clipped  boxes dropped  images skipped  file
+    labeled      16       0     59      0        0              0               0  labeled.json
+    """
+    header = ["split", *(name for name, _ in _REPORT_COLUMNS), "file"]
+    rows = [
+        [split, *(str(sum(report[key] for key in keys)) for _, keys in _REPORT_COLUMNS),
+         report["file"]]
+        for split, report in reports.items()
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        numbers = (cell.rjust(width) for cell, width in zip(cells[1:-1], widths[1:]))
+        return "  ".join([first, *numbers, cells[-1]])
+
+    return "\n".join(line(cells) for cells in [header, *rows])

@@ -24,6 +24,8 @@ batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -35,7 +37,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from labelmatch.data.categories import CategoryMap
-from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json
+from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json, report_table
 from labelmatch.data.errors import DataError
 from labelmatch.data.samplers import InfiniteSampler, SeededDraws
 from labelmatch.data.transforms import (
@@ -47,6 +49,23 @@ from labelmatch.data.transforms import (
     UnlabeledViews,
     resize_rule,
 )
+
+logger = logging.getLogger(__name__)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, as DataLoader's own check reads)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """Worker processes per training loader: `requested`, at most one per available core (more
+    only compete with the model's own threads, and DataLoader warns about them)."""
+    workers = min(requested, available_cpus())
+    if workers < requested:
+        logger.info("data.num_workers=%d: %d CPU cores available, using %d", requested,
+                    available_cpus(), workers)  # fmt: skip
+    return workers
 
 
 class ResolvableSplits(Protocol):
@@ -144,7 +163,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         self.labeled_batch_size = labeled_batch_size
         self.unlabeled_batch_size = unlabeled_batch_size
         self.val_batch_size = val_batch_size
-        self.num_workers = num_workers
+        self.num_workers = loader_workers(num_workers)
         # None: pinned host memory exactly when a CUDA device is there to copy batches to.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
@@ -208,6 +227,14 @@ class DetectionDataModule(lightning.LightningDataModule):
         if self.use_unlabeled:
             self.unlabeled_dataset = self._unlabeled_dataset(splits, labeled_coco, dataset)
         self.splits, self.category_map = splits, category_map
+        if distributed_rank_and_world_size()[0] == 0:
+            logger.info("data (docs/bad-input.md says what each column counts):\n%s", self.report())
+
+    def report(self) -> str:
+        """The splits' validation counts, one row per split (`report_table`)."""
+        datasets = {"labeled": self.labeled_dataset, "unlabeled": self.unlabeled_dataset,
+                    "val": self.val_dataset}  # fmt: skip
+        return report_table({name: d.report for name, d in datasets.items() if d is not None})
 
     def _unlabeled_dataset(
         self, splits: CocoSplits, labeled_coco: dict, dataset: Any

@@ -94,7 +94,7 @@ def merge_uncertain_into_reliable(pseudo: PseudoLabels) -> PseudoLabels:
 
 @dataclass
 class PseudoLabelBatch:
-    """What one unsupervised step did, kept by the module for statistics callbacks (detached).
+    """What one unsupervised step did, output by the module's training step for callbacks.
 
     strong_images: [3,H,W] per image, the student's views; pseudo_strong / pseudo_weak: the same
     pseudo labels per image in the strong and weak frames; gt_weak_boxes [G,4] / gt_weak_labels
@@ -108,6 +108,11 @@ class PseudoLabelBatch:
     gt_weak_boxes: list[Tensor]
     gt_weak_labels: list[Tensor]
     num_mined: int
+
+    @property
+    def num_pseudo_boxes(self) -> int:
+        """Reliable + uncertain pseudo boxes of the batch."""
+        return sum(len(p.reliable_boxes) + len(p.uncertain_boxes) for p in self.pseudo_strong)
 
 
 def count_by_thresholds(
