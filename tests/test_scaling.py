@@ -64,7 +64,7 @@ def test_nothing_changes_unless_asked_or_at_the_reference_batch():
 
 def test_scaling_without_a_reference_batch_is_an_error():
     with pytest.raises(ScalingError, match="needs optim.reference_batch"):
-        scale_to_batch(compose_config(["optim.scale_to_batch=true"]))
+        scale_to_batch(compose_config(["optim.scale_to_batch=true", "optim.reference_batch=null"]))
 
 
 def test_the_run_prints_and_saves_the_scaled_config(tmp_path, cache_dir):
@@ -76,3 +76,16 @@ def test_the_run_prints_and_saves_the_scaled_config(tmp_path, cache_dir):
     assert "optim.scale_to_batch: total batch 4 against the recipe's 8: x0.5" in result.stdout
     saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     assert saved.method.burn_in_steps == 80 and saved.optim.lr == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    ["coco_1pct", "coco_1pct_baseline", "coco_ablation", "coco_additional",
+     "coco_additional_baseline", "voc", "voc_baseline", "digits"],
+)  # fmt: skip
+def test_every_recipe_names_the_batch_it_was_written_for(experiment):
+    """On the hardware of the recipe itself, scaling changes nothing."""
+    cfg = compose_config([f"experiment={experiment}", "optim.scale_to_batch=true"])
+    devices = cfg.trainer.devices if cfg.trainer.devices != "auto" else 1
+    assert cfg.optim.reference_batch == devices * cfg.data.labeled_batch_size
+    assert scale_to_batch(cfg)[1:] == []
