@@ -32,6 +32,8 @@ def test_method_group_holds_the_official_defaults() -> None:
     assert (method.tpt, method.tps) == (0.5, 1.0)
     assert (method.act.interval, method.act.subset, method.act.min_threshold) == (1000, 10000, 0.05)
     assert (method.rplm.score, method.rplm.iou) == (0.8, 0.8)
+    # Uncertain group: IoU >= 0.5, the official assigner's (was IoF, docs/method.md §3).
+    assert (method.uncertain_metric, method.uncertain_threshold) == ("iou", 0.5)
     assert (cfg.optim.momentum, cfg.optim.weight_decay) == (0.9, 1e-4)
 
 

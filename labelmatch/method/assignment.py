@@ -1,11 +1,25 @@
-"""Three-way assignment of the student's proposals (paper Sec. 3.3, method-spec §3).
+"""Three-way assignment of the student's proposals (paper Sec. 3.3, docs/method.md §3).
 
 Each proposal of the strong view is
   POSITIVE  — IoU ≥ fg_iou with a reliable box: hard class + box regression, as supervised;
-  UNCERTAIN — else overlapping an uncertain box: soft target from the teacher's ROI head (Eq. 7);
-  NEGATIVE  — else IoU < bg_iou with every reliable box: background;
-  IGNORED   — else (between bg_iou and fg_iou): no loss.
+  UNCERTAIN — else IoU ≥ uncertain_threshold (0.5) with an uncertain box: soft target from the
+              teacher's ROI head (Eq. 7);
+  NEGATIVE  — else IoU < bg_iou with every reliable AND every uncertain box: background;
+  IGNORED   — else (an IoU in [bg_iou, fg_iou) with some box): no loss.
 ROI sampling then draws the uncertain group from the positive quota (official `RandomSamplerLM`).
+
+This is what the official ROI head computes (docs/method.md §3): it runs the same
+`MaxIoUAssignerLM` (pos_iou_thr = neg_iou_thr = 0.5) twice, once with the reliable and once with
+the uncertain boxes as ground truth; a proposal is uncertain when the second run makes it
+positive, and negative only when both runs make it negative. The config's `ignore_iof_thr` is
+never read (`None` is passed in the ignore slot), so IoF plays no part; `uncertain_metric="iof"`
+(intersection over the proposal's area) is kept as a non-official option.
+
+Two corner cases differ from the official sampler, on purpose: a proposal that is positive for a
+reliable box and also ≥ 0.5 IoU with an uncertain box is only positive here, whereas the official
+sampler draws from both pools independently, so it can appear twice (once hard, once soft); and an
+uncertain pseudo box added as a proposal is positive here when it overlaps a reliable box by
+≥ fg_iou, whereas the official marks it "ignore" for the reliable run, so it is only uncertain.
 
 The Fig. 6c ablation maps onto this module as follows:
   uncertain = "self"   — the method: uncertain proposals get the soft loss of Eq. 7;
@@ -65,29 +79,33 @@ def assign_proposals(
     uncertain_boxes: Tensor,
     fg_iou: float = 0.5,
     bg_iou: float = 0.5,
-    uncertain_iof: float = 0.5,
+    uncertain_threshold: float = 0.5,
     *,
-    uncertain_metric: Literal["iof", "iou"] = "iof",
+    uncertain_metric: Literal["iou", "iof"] = "iou",
 ) -> ProposalAssignment:
     """Assigns proposals [P, 4] to reliable [R, 4] and uncertain [U, 4] boxes (any may be empty).
 
     Precedence: positive (max IoU with reliable ≥ fg_iou) > uncertain (max overlap with an
-    uncertain box ≥ uncertain_iof, matched to the box of max overlap) > negative (max IoU with
-    reliable < bg_iou) > ignored. Official ROI defaults: fg = bg = 0.5.
-    The uncertain overlap is IoF (intersection / proposal area) by default, after the official
-    config's `ignore_iof_thr = 0.5`; but the official code passes the uncertain boxes to a
-    second `MaxIoUAssigner` call as ground truth, so what it computes is IoU ≥ 0.5:
-    `uncertain_metric="iou"` reproduces that.
+    uncertain box ≥ uncertain_threshold, matched to the box of max overlap) > negative (max IoU
+    with every reliable and every uncertain box < bg_iou) > ignored. Official ROI defaults:
+    fg = bg = uncertain_threshold = 0.5, overlap IoU (docs/method.md §3); then every proposal is
+    one of positive / uncertain / negative. With bg_iou < fg_iou, a proposal whose IoU with an
+    uncertain box lies in [bg_iou, uncertain_threshold) is ignored, as the official second
+    assigner run leaves it at −1 ("neither"), not negative.
+    `uncertain_metric="iof"` (non-official) measures the uncertain overlap as intersection over
+    the proposal's area instead; negatives still need IoU < bg_iou with the uncertain boxes.
     """
     if uncertain_metric not in ("iof", "iou"):
-        raise ValueError(f"uncertain_metric must be 'iof' or 'iou', got {uncertain_metric!r}")
+        raise ValueError(f"uncertain_metric must be 'iou' or 'iof', got {uncertain_metric!r}")
     max_iou, best_reliable = _best_match(box_iou(proposals, reliable_boxes))
-    overlap = box_iof if uncertain_metric == "iof" else box_iou
-    max_overlap, best_uncertain = _best_match(overlap(proposals, uncertain_boxes))
+    uncertain_iou = box_iou(proposals, uncertain_boxes)
+    max_uncertain_iou, _ = _best_match(uncertain_iou)
+    overlap = box_iof(proposals, uncertain_boxes) if uncertain_metric == "iof" else uncertain_iou
+    max_overlap, best_uncertain = _best_match(overlap)
 
     positive = max_iou >= fg_iou
-    uncertain = ~positive & (max_overlap >= uncertain_iof) & (best_uncertain >= 0)
-    negative = ~positive & ~uncertain & (max_iou < bg_iou)
+    uncertain = ~positive & (max_overlap >= uncertain_threshold) & (best_uncertain >= 0)
+    negative = ~positive & ~uncertain & (max_iou < bg_iou) & (max_uncertain_iou < bg_iou)
 
     kind = torch.full_like(best_reliable, int(ProposalKind.IGNORED))
     kind[negative] = ProposalKind.NEGATIVE

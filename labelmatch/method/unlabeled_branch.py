@@ -55,8 +55,8 @@ def sample_rois(
     positive_fraction: float,
     fg_iou: float,
     bg_iou: float,
-    uncertain_iof: float,
-    uncertain_metric: str = "iof",
+    uncertain_threshold: float,
+    uncertain_metric: str = "iou",
 ) -> SampledRois:
     """Three-way assignment and sampling of each image's proposals (method-spec §3).
 
@@ -72,7 +72,7 @@ def sample_rois(
             labels.uncertain_boxes,
             fg_iou=fg_iou,
             bg_iou=bg_iou,
-            uncertain_iof=uncertain_iof,
+            uncertain_threshold=uncertain_threshold,
             uncertain_metric=uncertain_metric,
         )
         positive, uncertain, negative = sample_proposals(
@@ -110,8 +110,8 @@ def unlabeled_losses(
     strong_to_weak: list[Tensor],
     teacher_out: TeacherOutput,
     uncertain_mode: str = "self",
-    uncertain_iof: float = 0.5,
-    uncertain_metric: str = "iof",
+    uncertain_threshold: float = 0.5,
+    uncertain_metric: str = "iou",
     teacher_temperature: float = 0.5,
     student_temperature: float = 1.0,
     mining: MiningPolicy | None = None,
@@ -141,7 +141,7 @@ def unlabeled_losses(
         positive_fraction=heads.fg_bg_sampler.positive_fraction,
         fg_iou=heads.proposal_matcher.high_threshold,
         bg_iou=heads.proposal_matcher.low_threshold,
-        uncertain_iof=uncertain_iof,
+        uncertain_threshold=uncertain_threshold,
         uncertain_metric=uncertain_metric,
     )
     box_features = heads.box_head(heads.box_roi_pool(features, rois.proposals, batched.image_sizes))
