@@ -139,7 +139,11 @@ def test_hard_roi_loss_hand_computed():
         kind=torch.tensor([NEG, POS, UNC, UNC]),
         uncertain_box=torch.tensor([-1, -1, 0, 0]),
     )
-    class_logits = torch.zeros(4, 3, requires_grad=True)  # cross entropy log 3 on every row
+    # Cross entropy per row: row 0 (label 0) ln 3; row 1 (label 1) -ln(2/4) = ln 2; row 3 (label 2)
+    # -ln(4/6) = ln 1.5; row 2 would cost -ln(1/(2 + e^5)) but must never be read.
+    class_logits = torch.log(
+        torch.tensor([[1.0, 1.0, 1.0], [1.0, 2.0, 1.0], [math.exp(5), 1.0, 1.0], [1.0, 1.0, 4.0]])
+    ).requires_grad_(True)
     # Prediction 0 in each row's own class columns, 7 in the others (which must not be read).
     box_regression = torch.full((4, 3, 4), 7.0)
     box_regression[torch.arange(4), rois.labels] = 0.0
@@ -148,26 +152,38 @@ def test_hard_roi_loss_hand_computed():
     def smooth_l1(x: float) -> float:  # beta = 1/9, prediction 0
         return abs(x) - 0.5 / 9 if abs(x) >= 1 / 9 else 0.5 * x * x * 9
 
-    # Only the reliable positive is positive: the uncertain rows 2, 3 take no part; divide by 4.
+    # Only the reliable positive is positive: the uncertain rows 2, 3 take no part in the
+    # classification loss, which is divided by the 2 hard rows (MMDetection's avg_factor = rows
+    # with label weight > 0); the box loss is divided by all 4 sampled rows (bbox_targets.size(0)).
     cls, box = _hard_roi_loss(heads, class_logits, box_regression, rois, positive=rois.kind == POS)
-    assert cls.item() == pytest.approx(2 * math.log(3) / 4)
+    assert cls.item() == pytest.approx((math.log(3) + math.log(2)) / 2)
     assert box.item() == pytest.approx(smooth_l1(2.0) / 4)
 
-    # RPLM promotes row 3: it joins the hard rows with its class and its box.
+    # RPLM promotes row 3: it joins the hard rows with its class (3 hard rows now) and its box.
     cls, box = _hard_roi_loss(
         heads, class_logits, box_regression, rois, positive=torch.tensor([0, 1, 0, 1]).bool()
     )
-    assert cls.item() == pytest.approx(3 * math.log(3) / 4)
+    assert cls.item() == pytest.approx((math.log(3) + math.log(2) + math.log(1.5)) / 3)
     assert box.item() == pytest.approx(
         (smooth_l1(2.0) + smooth_l1(5.0) + smooth_l1(5 * math.log(2))) / 4, rel=1e-5
     )
 
-    # No positive at all: a zero box loss still in the graph.
+    # No positive at all: the negative alone is the classification loss; a zero box loss still
+    # in the graph.
     cls, box = _hard_roi_loss(
         heads, class_logits, box_regression, rois, positive=torch.zeros(4, dtype=torch.bool)
     )
-    assert cls.item() == pytest.approx(math.log(3) / 4)
+    assert cls.item() == pytest.approx(math.log(3))
     assert box.item() == 0.0 and box.requires_grad
+
+    # Nothing hard (only soft uncertain rows): zero, not NaN, and in the graph.
+    soft_only = SampledRois(
+        rois.proposals, rois.labels, rois.targets, torch.full((4,), UNC), rois.uncertain_box
+    )
+    cls, _ = _hard_roi_loss(
+        heads, class_logits, box_regression, soft_only, positive=torch.zeros(4, dtype=torch.bool)
+    )
+    assert cls.item() == 0.0 and cls.requires_grad
 
 
 # ----------------------------------------------------------------------------- unlabeled_losses
@@ -445,9 +461,15 @@ def test_promoting_every_box_moves_its_rows_from_soft_to_hard(plain_run):
     assert mined.stats["mined_per_image"] == 1.0  # one uncertain box per image, both promoted
     assert mined.losses["roi_soft"].item() == 0.0  # every uncertain row has weight 0
     assert mined.losses["roi_soft"].requires_grad
-    # Same sampled rows; the promoted rows add cross entropy and box regression to the hard loss.
+    # Same sampled rows; the promoted rows join the hard classification loss (numerator and
+    # count: a mean over the hard rows, MMDetection's avg_factor) and add box regression.
     assert torch.equal(mined.rois.kind, plain.rois.kind)
-    assert mined.losses["roi_cls"] > plain.losses["roi_cls"]
+    for run, hard in (
+        (plain, plain.rois.kind != UNC),
+        (mined, torch.ones_like(mined.rois.kind).bool()),
+    ):
+        expected = F.cross_entropy(run.student_logits[hard], run.rois.labels[hard])
+        torch.testing.assert_close(run.losses["roi_cls"], expected, rtol=1e-5, atol=1e-6)
     assert mined.losses["roi_box"] > plain.losses["roi_box"]
 
 

@@ -256,13 +256,25 @@ def _hard_roi_loss(
 ) -> tuple[Tensor, Tensor]:
     """Fast R-CNN loss on the hard rows (negatives, positives, promoted uncertain rows).
 
-    Normalised by all sampled rows, as torchvision's `fastrcnn_loss`; uncertain rows that stay
-    soft take no part (weight 0), as the official code's hard loss ignores them.
-    """
-    num_rows = max(len(rois.labels), 1)
-    hard = (rois.kind == ProposalKind.NEGATIVE) | positive  # rois.labels is 0 on negatives
-    cls_loss = F.cross_entropy(class_logits[hard], rois.labels[hard], reduction="sum") / num_rows
+    class_logits [M, K+1], box_regression [M, (K+1)·4], positive [M] bool (reliable positives
+    and RPLM-promoted uncertain rows); rows of `rois` in the same order.
 
+    Normalised as MMDetection 2.x `BBoxHead.loss`, which the official LabelMatch head calls with
+    label weight 1 on positives, negatives and promoted rows and 0 on the other uncertain rows
+    (docs/method.md §3-4):
+      classification: Σ CE over the hard rows / their number (avg_factor = rows with weight > 0);
+                      uncertain rows that stay soft are in neither the sum nor the count;
+      regression:     Σ smooth-L1 over the positive rows / all sampled rows M (avg_factor =
+                      bbox_targets.size(0), the soft uncertain rows included).
+    On labeled images every sampled row is positive or negative, so both match torchvision's
+    `fastrcnn_loss` there. The regression loss itself is torchvision's (smooth L1, beta 1/9, as in
+    the supervised branch), where MMDetection's config has plain L1 (docs/method.md §7).
+    """
+    hard = (rois.kind == ProposalKind.NEGATIVE) | positive  # rois.labels is 0 on negatives
+    num_hard = max(int(hard.sum()), 1)
+    cls_loss = F.cross_entropy(class_logits[hard], rois.labels[hard], reduction="sum") / num_hard
+
+    num_rows = max(len(rois.labels), 1)
     positive_rows = torch.nonzero(positive).squeeze(1)
     if len(positive_rows) == 0:
         return cls_loss, box_regression.sum() * 0.0
@@ -273,6 +285,5 @@ def _hard_roi_loss(
     predicted = box_regression.reshape(len(box_regression), -1, 4)[
         positive_rows, rois.labels[positive_rows]
     ]
-    # beta = 1/9 and sum / num_rows exactly as torchvision's fastrcnn_loss.
     box_loss = F.smooth_l1_loss(predicted, regression_targets, beta=1 / 9, reduction="sum")
     return cls_loss, box_loss / num_rows
