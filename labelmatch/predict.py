@@ -6,9 +6,10 @@
 Each image is resized exactly as in evaluation (`TestTransform`; short side `test_scale`, long
 side <= `max_size`, both taken from the training run's config when not given), detected by the
 teacher (default; the student for a checkpoint without a trained teacher) and written to `out`
-as `<name>.png` with its boxes drawn; the detections with score >= `score` go to
-`out/detections.json` (COCO results: image_id, category_id of the dataset, bbox xywh, score) and
-the images' ids, names and sizes to `out/images.json`.
+as `<name>.png` with its boxes of score >= `score` drawn. Every detection the model outputs
+(score >= 0.001, the official test-time floor, docs/method.md §1) goes to `out/detections.json`
+(COCO results: image_id, category_id of the dataset, bbox xywh, score), so that it scores as
+`labelmatch.evaluate` does; the images' ids, names and sizes go to `out/images.json`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     names, category_ids = module.hparams.class_names, module.hparams.category_ids
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    predictions, images = [], []
+    predictions, images, drawn = [], [], 0
     for image_id, path in enumerate(progress(image_files(Path(cfg.images)), "predict"), 1):
         image = decode_image(str(path), mode=ImageReadMode.RGB)
         height, width = image.shape[-2:]
@@ -85,21 +86,28 @@ def predict(cfg: DictConfig) -> list[dict]:
             image, {"boxes": no_boxes, "labels": torch.zeros(0), "image_id": image_id}
         )
         [prediction] = predict_original_frame(detector, {"images": [view], "targets": [target]})
-        keep = prediction["scores"] >= cfg.score
-        prediction = {k: v[keep] if torch.is_tensor(v) else v for k, v in prediction.items()}
+        # The json keeps every detection (a display threshold would only lower its AP); the
+        # picture shows those of score >= `score`.
+        predictions.append(prediction)
+        shown = prediction["scores"] >= cfg.score
         captions = [
             f"{names[label - 1]} {score:.2f}"
-            for label, score in zip(prediction["labels"].tolist(), prediction["scores"].tolist())
+            for label, score in zip(
+                prediction["labels"][shown].tolist(), prediction["scores"][shown].tolist()
+            )
         ]
         if captions:  # draw_bounding_boxes warns on an empty box list
-            image = draw_bounding_boxes(image, prediction["boxes"], captions, colors="lime")
+            image = draw_bounding_boxes(image, prediction["boxes"][shown], captions, colors="lime")
         write_png(image, str(out / f"{path.stem}.png"))
-        predictions.append(prediction)
+        drawn += len(captions)
         images.append({"id": image_id, "file_name": path.name, "height": height, "width": width})
     write_results(out / "detections.json", to_coco_results(predictions, category_ids))
     (out / "images.json").write_text(json.dumps(images, indent=2))
     boxes = sum(len(p["boxes"]) for p in predictions)
-    log.info("%d images, %d boxes with score >= %.2f -> %s", len(images), boxes, cfg.score, out)
+    log.info(
+        "%d images, %d detections in detections.json, %d boxes with score >= %.2f drawn -> %s",
+        len(images), boxes, drawn, cfg.score, out,
+    )  # fmt: skip
     return predictions
 
 

@@ -33,6 +33,7 @@ from labelmatch.method.act import (
 )
 from labelmatch.method.module import precision_context
 from labelmatch.method.pseudo_labels import count_by_thresholds
+from labelmatch.method.teacher import score_floor
 from labelmatch.progress import progress
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,8 @@ class ACTRefresh(L.Callback):
 
 # The official refresh pass uses the test-time score floor of 0.001 (method-spec §2); it matters
 # when a class has fewer detections than the rank looked up, which then clamps to the last one.
+# The model's own floor is that value too (labelmatch/models/faster_rcnn.py); set here as well so
+# that a model built with another box_score_thresh still refreshes at the official floor.
 REFRESH_SCORE_FLOOR = 0.001
 
 
@@ -204,16 +207,15 @@ def teacher_detections(pl_module: L.LightningModule, loader) -> list[dict[str, T
     Lightning runs validation, so the refresh costs what plain inference costs.
     """
     detections = []
-    roi_heads = pl_module.teacher.roi_heads
-    score_floor, roi_heads.score_thresh = roi_heads.score_thresh, REFRESH_SCORE_FLOOR
-    try:
-        with torch.inference_mode(), precision_context(pl_module):
-            for batch in loader:
-                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                for output in pl_module.teacher(batch["images"]):
-                    detections.append({"labels": output["labels"], "scores": output["scores"]})
-    finally:
-        roi_heads.score_thresh = score_floor
+    with (
+        torch.inference_mode(),
+        precision_context(pl_module),
+        score_floor(pl_module.teacher.roi_heads, REFRESH_SCORE_FLOOR),
+    ):
+        for batch in loader:
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            for output in pl_module.teacher(batch["images"]):
+                detections.append({"labels": output["labels"], "scores": output["scores"]})
     return detections
 
 
