@@ -141,6 +141,10 @@ def test_bad_boxes_are_clipped_or_rejected_and_counted(tiny, caplog):
     assert dataset[1][1]["boxes"].shape == (0, 4)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "clipped" in warnings[0] and "rejected_outside" in warnings[0]
+    # The class prior counts all 8 annotations (all car), as the official hook counts the labeled
+    # json; the training boxes are the 3 kept ones.
+    assert dataset.class_counts == [0, 3, 0] and dataset.prior_counts == [0, 8, 0]
+    assert report["prior_boxes"] == 8
 
 
 def test_missing_annotation_file_is_named(tmp_path):
@@ -258,6 +262,29 @@ def test_skip_invalid_drops_the_image_of_a_bad_annotation_and_counts_it(tiny, ca
     assert _dataset(image_dir, write(annotations), skip_invalid=True).image_ids == [1]
 
 
+def test_class_prior_counts_crowd_boxes_as_the_official_hook(tiny, caplog):
+    """Official LabelMatchHook.get_data_info: n_c = every annotation of class c in the labeled
+    json (crowd included), boxes per image = their sum / images (docs/method.md §2)."""
+    image_dir, write = tiny
+    annotations = [
+        _annotation(1, 1, [5, 10, 10, 10], category_id=1),
+        _annotation(2, 1, [20, 10, 10, 10], category_id=3),
+        {**_annotation(3, 1, [1, 1, 30, 30], category_id=3), "iscrowd": 1},
+        {**_annotation(4, 2, [1, 1, 30, 30], category_id=3), "iscrowd": 1},
+        {**_annotation(5, 2, [1, 1, 5, 5], category_id=1), "iscrowd": 1},
+    ]
+    dataset = _dataset(image_dir, write(annotations))
+    # Labels: person (id 1), car (id 3), toothbrush (id 90).
+    assert dataset.class_counts == [1, 1, 0]  # training targets: the two non-crowd boxes
+    assert dataset.prior_counts == [2, 3, 0]
+    assert (dataset.report["crowd"], dataset.report["prior_boxes"]) == (3, 5)
+    # Toothbrush has no box and counts as 1 (official rule): n = [2, 3, 1], 6 boxes, 2 images.
+    prior = class_prior_from_counts(dataset.prior_counts, len(dataset))
+    expected = torch.tensor([2 / 6, 3 / 6, 1 / 6], dtype=torch.float64)
+    torch.testing.assert_close(prior.class_ratios, expected)
+    assert prior.boxes_per_image == pytest.approx(6 / 2)
+
+
 def test_a_class_absent_from_the_labeled_set_still_gets_act_thresholds(tiny):
     image_dir, write = tiny
     dataset = _dataset(image_dir, write([_annotation(1, 1, [5, 10, 10, 10], category_id=1)]))
@@ -271,18 +298,22 @@ def test_a_class_absent_from_the_labeled_set_still_gets_act_thresholds(tiny):
 
 def test_the_report_table_has_a_row_per_split_with_summed_columns():
     report = dict.fromkeys(
-        ["images", "background_images", "boxes", "crowd", "clipped", "rejected_degenerate",
-         "rejected_outside", "annotations_skipped_invalid", "images_skipped_missing",
-         "images_skipped_unreadable", "images_skipped_bad_annotation"], 0,
+        ["images", "background_images", "boxes", "crowd", "prior_boxes", "clipped",
+         "rejected_degenerate", "rejected_outside", "annotations_skipped_invalid",
+         "images_skipped_missing", "images_skipped_unreadable", "images_skipped_bad_annotation"],
+        0,
     )  # fmt: skip
-    labeled = {**report, "file": "a/labeled.json", "images": 16, "boxes": 59, "crowd": 2}
+    labeled = {**report, "file": "a/labeled.json", "images": 16, "boxes": 59, "crowd": 2,
+               "prior_boxes": 61}  # fmt: skip
     val = {**report, "file": "a/val.json", "images": 7, "rejected_outside": 2,
            "rejected_degenerate": 1, "images_skipped_unreadable": 3}  # fmt: skip
     lines = report_table({"labeled": labeled, "val": val}).splitlines()
     assert lines[0].split() == [
-        "split", "images", "no", "box", "boxes", "crowd", "clipped", "boxes", "dropped",
-        "images", "skipped", "file",
+        "split", "images", "no", "box", "boxes", "crowd", "prior", "boxes", "clipped", "boxes",
+        "dropped", "images", "skipped", "file",
     ]  # fmt: skip
-    assert lines[1].split() == ["labeled", "16", "0", "59", "2", "0", "0", "0", "a/labeled.json"]
-    assert lines[2].split() == ["val", "7", "0", "0", "0", "0", "3", "3", "a/val.json"]
+    assert lines[1].split() == [
+        "labeled", "16", "0", "59", "2", "61", "0", "0", "0", "a/labeled.json",
+    ]  # fmt: skip
+    assert lines[2].split() == ["val", "7", "0", "0", "0", "0", "0", "3", "3", "a/val.json"]
     assert len({line.index("a/") for line in lines[1:]}) == 1  # columns line up

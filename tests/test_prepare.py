@@ -265,6 +265,8 @@ def test_voc_xml_becomes_coco_json_with_difficult_as_crowd(mini_devkit) -> None:
     names = CategoryMap.from_coco(trainval["categories"])
     dataset = CocoDetection(splits.image_dir, splits.labeled_json, names)
     assert (dataset.report["boxes"], dataset.report["crowd"]) == (1, 1)
+    # The class prior counts the difficult person too, as the official hook counts the json.
+    assert (dataset.report["prior_boxes"], sum(dataset.prior_counts)) == (2, 2)
 
 
 def test_cocoeval_skips_the_difficult_object(mini_devkit) -> None:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from labelmatch.callbacks.act_refresh import ACTRefresh
 from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
 from labelmatch.checkpoints import pick_detector
 from labelmatch.loggers import resolve_wandb_mode
@@ -156,3 +157,29 @@ def test_a_checkpoint_without_trained_teacher_predicts_with_its_student() -> Non
     )  # fmt: skip
     assert pick_detector(module, "teacher") is module.student
     assert pick_detector(module, "student") is module.student
+
+
+class _LabeledSet:
+    """What the callbacks read of the labeled CocoDetection: 2 images, 3 training boxes per
+    class, and the crowd boxes the prior counts on top (docs/method.md §2)."""
+
+    class_counts = [3, 3, 3]
+    prior_counts = [6, 3, 3]
+
+    def __len__(self) -> int:
+        return 2
+
+
+def test_the_labeled_prior_counts_crowd_boxes_in_both_callbacks() -> None:
+    datamodule = SimpleNamespace(
+        labeled_dataset=_LabeledSet(), unlabeled_dataset=SimpleNamespace(class_counts=[0, 0, 0])
+    )
+    statistics = PseudoLabelStatistics()
+    statistics.setup(SimpleNamespace(datamodule=datamodule), None, "fit")
+    act = ACTRefresh()
+    module = SimpleNamespace(reliable_thresholds=torch.zeros(3))
+    act.setup(SimpleNamespace(datamodule=datamodule), module, "fit")
+    for prior in (statistics.prior, act.prior):
+        # n = [6, 3, 3] over 2 images (prior_counts), not [3, 3, 3] (class_counts).
+        assert prior.class_ratios.tolist() == pytest.approx([0.5, 0.25, 0.25])
+        assert prior.boxes_per_image == pytest.approx(6.0)

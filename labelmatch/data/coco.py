@@ -123,6 +123,10 @@ class _ImageRecord:
     width: int
     boxes: np.ndarray  # float32 [N, 4] xyxy
     labels: np.ndarray  # int64 [N], contiguous labels 1..C
+    # int64 [A], the label of every annotation of the image: the N training boxes plus crowd
+    # (VOC difficult) boxes and boxes rejected as degenerate or outside, which the class prior
+    # counts (docs/method.md §2)
+    annotated_labels: np.ndarray
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -153,8 +157,11 @@ class CocoDetection(torch.utils.data.Dataset):
     shorter.
 
     Attributes: `image_ids` (kept images, file order), `class_counts` (training boxes per
-    label: index i = label i + 1; the class prior of method-spec §2 when this is the labeled
-    file), `report` (validation counts), `coco` (the parsed json).
+    label: index i = label i + 1), `prior_counts` (every annotation of the kept images per label,
+    crowd / VOC-difficult and rejected boxes included: the class prior of docs/method.md §2 when
+    this is the labeled file, counted as the official hook counts the labeled json's
+    annotations), `report` (validation counts; `prior_boxes` is the sum of `prior_counts`),
+    `coco` (the parsed json).
     """
 
     def __init__(
@@ -188,10 +195,13 @@ class CocoDetection(torch.utils.data.Dataset):
             "clipped": 0,
             "rejected_degenerate": 0,
             "rejected_outside": 0,
+            "prior_boxes": 0,
         }
         self._records = self._build_records()
         self.image_ids: list[int] = [record.image_id for record in self._records]
-        self.class_counts: list[int] = self._count_boxes_per_class()
+        self.class_counts: list[int] = self._count_per_class("labels")
+        self.prior_counts: list[int] = self._count_per_class("annotated_labels")
+        self.report["prior_boxes"] = sum(self.prior_counts)
         self._log_report()
 
     # ---- construction -------------------------------------------------------------------
@@ -200,6 +210,7 @@ class CocoDetection(torch.utils.data.Dataset):
         images, all_image_ids = self._read_image_records()
         boxes_of: dict[int, list[list[float]]] = {image_id: [] for image_id in images}
         labels_of: dict[int, list[int]] = {image_id: [] for image_id in images}
+        annotated_of: dict[int, list[int]] = {image_id: [] for image_id in images}
         bad_images: set[int] = set()
         for annotation in self.coco.get("annotations", []):
             try:
@@ -209,6 +220,8 @@ class CocoDetection(torch.utils.data.Dataset):
                     raise
                 bad_images |= self._skip_annotation(annotation, images, error)
                 continue
+            if image_id in annotated_of:
+                annotated_of[image_id].append(label)
             if box is not None:
                 boxes_of[image_id].append(box)
                 labels_of[image_id].append(label)
@@ -218,7 +231,8 @@ class CocoDetection(torch.utils.data.Dataset):
                 continue
             boxes = np.asarray(boxes_of[image_id], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(labels_of[image_id], dtype=np.int64)
-            records.append(_ImageRecord(image_id, path, height, width, boxes, labels))
+            annotated = np.asarray(annotated_of[image_id], dtype=np.int64)
+            records.append(_ImageRecord(image_id, path, height, width, boxes, labels, annotated))
             self.report["boxes"] += len(labels)
             self.report["background_images"] += len(labels) == 0
         self.report["images"] = len(records)
@@ -323,10 +337,13 @@ class CocoDetection(torch.utils.data.Dataset):
             self.report["clipped"] += 1
         return [x1, y1, x2, y2]
 
-    def _count_boxes_per_class(self) -> list[int]:
+    def _count_per_class(self, field: str) -> list[int]:
+        """Per label (index i = label i + 1), the records' `field` ("labels" or
+        "annotated_labels") counted over the kept images."""
         counts = np.zeros(self.category_map.num_classes, dtype=np.int64)
         for record in self._records:
-            counts += np.bincount(record.labels - 1, minlength=self.category_map.num_classes)
+            labels = getattr(record, field)
+            counts += np.bincount(labels - 1, minlength=self.category_map.num_classes)
         return counts.tolist()
 
     def _log_report(self) -> None:
@@ -399,6 +416,7 @@ _REPORT_COLUMNS = (
     ("no box", ("background_images",)),
     ("boxes", ("boxes",)),
     ("crowd", ("crowd",)),
+    ("prior boxes", ("prior_boxes",)),
     ("clipped", ("clipped",)),
     ("boxes dropped", ("rejected_degenerate", "rejected_outside", "annotations_skipped_invalid")),
     (

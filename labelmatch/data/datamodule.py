@@ -228,7 +228,11 @@ class DetectionDataModule(lightning.LightningDataModule):
             self.unlabeled_dataset = self._unlabeled_dataset(splits, labeled_coco, dataset)
         self.splits, self.category_map = splits, category_map
         if distributed_rank_and_world_size()[0] == 0:
-            logger.info("data (docs/bad-input.md says what each column counts):\n%s", self.report())
+            logger.info(
+                "data (docs/bad-input.md says what each column counts; ACT's class prior is the "
+                "labeled split's `prior boxes`: every annotation, crowd included):\n%s",
+                self.report(),
+            )
 
     def report(self) -> str:
         """The splits' validation counts, one row per split (`report_table`)."""

@@ -81,12 +81,14 @@ def class_prior_from_counts(box_counts: Sequence[int] | Tensor, num_images: int)
 
 def labeled_class_prior(datamodule, manual: dict | None = None) -> ClassPrior:
     """The prior ACT aims at and the statistics compare with: the official `manual_prior`
-    {"class_ratios": [C floats], "boxes_per_image": float} when given, else the box counts of
-    the datamodule's labeled set (`labeled_dataset.class_counts`, one per class) over its images."""
+    {"class_ratios": [C floats], "boxes_per_image": float} when given, else the annotation counts
+    of the datamodule's labeled set over its images (`labeled_dataset.prior_counts`, one per
+    class: every annotation, crowd / VOC-difficult included, as the official hook counts the
+    labeled json; docs/method.md §2)."""
     if manual is not None:
         return ClassPrior.from_manual(manual["class_ratios"], manual["boxes_per_image"])
     labeled = datamodule.labeled_dataset
-    return class_prior_from_counts(labeled.class_counts, len(labeled))
+    return class_prior_from_counts(labeled.prior_counts, len(labeled))
 
 
 def scores_by_class(labels: Tensor, scores: Tensor, num_classes: int) -> list[Tensor]:
