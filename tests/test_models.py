@@ -4,9 +4,10 @@ transform, the tiny detector's training and inference outputs, and its RoIAlign 
 import pytest
 import torch
 from torchvision.models import resnet50
-from torchvision.ops import MultiScaleRoIAlign, poolers
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from labelmatch.callbacks.channels_last import to_channels_last
+from labelmatch.models import roi_align as roi_align_module
 from labelmatch.models.faster_rcnn import build_frcnn_r50_fpn, build_frcnn_tiny
 from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
 from labelmatch.models.transform import IMAGENET_MEAN, IMAGENET_STD, PreResizedTransform
@@ -225,25 +226,74 @@ def test_one_level_shortcut_roi_align_equals_torchvision_values_and_gradients(bo
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
 
 
-def test_one_level_shortcut_skips_torchvision_multi_level_path_only_when_boxes_share_a_level(
-    monkeypatch,
-):
+def test_one_level_shortcut_pools_once_only_when_boxes_share_a_level(monkeypatch):
     calls = []
-    multi_level = poolers._multiscale_roi_align
-    monkeypatch.setattr(
-        poolers, "_multiscale_roi_align", lambda *a: calls.append(1) or multi_level(*a)
-    )
+
+    def counting_roi_align(*args, **kwargs):
+        calls.append(len(args[1]))
+        return roi_align(*args, **kwargs)
+
+    monkeypatch.setattr(roi_align_module, "roi_align", counting_roi_align)
     pooler = OneLevelShortcutRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=1)
     features = _fpn_features(1, 256, 256)
     small = torch.tensor([[10.0, 10.0, 40.0, 40.0], [100.0, 80.0, 120.0, 116.0]])
     assert pooler(features, [small], [(256, 256)]).shape == (2, 8, 7, 7)
-    assert calls == []
+    assert calls == [2]  # one call on the stride-4 level
     large = torch.tensor([[0.0, 0.0, 250.0, 250.0]])  # maps to the stride-16 level
+    calls.clear()
     assert pooler(features, [torch.cat([small, large])], [(256, 256)]).shape == (3, 8, 7, 7)
-    assert calls == [1]
+    assert calls == [2, 0, 1]  # one call per level, the empty middle one included
     assert pooler(features, [torch.zeros(0, 4)], [(256, 256)]).shape == (0, 8, 7, 7)
+
+
+def test_aligned_pooling_equals_torchvision_roi_align_aligned_on_each_boxs_level():
+    """aligned=True, sampling_ratio=0 (MMDetection's RoIAlign) on four levels (strides 4-32 of a
+    512 x 512 image). Level k = floor(4 + log2(side / 224)) clamped to [2, 5], minus 2:
+    side 40 -> 1.5 -> level 0; 120 -> 3.1 -> 1; 250 -> 4.2 -> 2; 460 -> 5.0 -> 3."""
+    generator = torch.Generator().manual_seed(3)
+    strides = {"0": 4, "1": 8, "2": 16, "3": 32}
+    features = {
+        name: torch.randn(2, 8, 512 // s, 512 // s, generator=generator)
+        for name, s in strides.items()
+    }
+    boxes = [
+        torch.tensor([[3.3, 7.1, 43.3, 47.1], [200.0, 10.0, 320.0, 130.0]]),
+        torch.tensor([[20.5, 30.25, 270.5, 280.25], [10.0, 40.0, 470.0, 500.0]]),
+    ]
+    levels = [[0, 1], [2, 3]]
+    pooler = OneLevelShortcutRoIAlign(list(strides), output_size=7, sampling_ratio=0, aligned=True)
+    pooled = pooler(features, boxes, [(512, 512)] * 2)
+    assert pooled.shape == (4, 8, 7, 7)
+    row = 0
+    for image, (image_boxes, image_levels) in enumerate(zip(boxes, levels)):
+        for box, level in zip(image_boxes, image_levels):
+            name = str(level)
+            expected = roi_align(
+                features[name][image : image + 1],
+                [box[None]],
+                output_size=7,
+                spatial_scale=1 / strides[name],
+                sampling_ratio=0,
+                aligned=True,
+            )
+            torch.testing.assert_close(pooled[row : row + 1], expected, rtol=0, atol=0)
+            not_aligned = roi_align(
+                features[name][image : image + 1], [box[None]], 7, 1 / strides[name], 0
+            )
+            assert not torch.allclose(pooled[row : row + 1], not_aligned)  # the shift matters
+            row += 1
 
 
 def test_tiny_detector_pools_with_the_one_level_shortcut():
     detector = build_frcnn_tiny(num_classes=3)
     assert isinstance(detector.roi_heads.box_roi_pool, OneLevelShortcutRoIAlign)
+    assert detector.roi_heads.box_roi_pool.aligned  # as the official detector (docs/method.md §7)
+
+
+def test_r50_pools_as_mmdetection_roi_align(resnet50_weights):
+    """mmcv RoIAlign(output_size=7, sampling_ratio=0, aligned=True) on the four FPN levels
+    (torchvision's default: sampling_ratio=2, aligned=False)."""
+    pool = build_frcnn_r50_fpn(3, resnet50_weights[0]).roi_heads.box_roi_pool
+    assert isinstance(pool, OneLevelShortcutRoIAlign)
+    assert (pool.featmap_names, pool.output_size) == (["0", "1", "2", "3"], (7, 7))
+    assert (pool.sampling_ratio, pool.aligned) == (0, True)

@@ -1,28 +1,58 @@
-"""torchvision's multi-level RoIAlign with a shortcut for boxes that all map to one level.
+"""torchvision's multi-level RoIAlign with MMDetection's pixel alignment and a one-level shortcut.
 
-torchvision's ``MultiScaleRoIAlign`` pools each FPN level's boxes into a zero-filled buffer of
-every box's output ([K, C, 7, 7]) and scatters them back in box order. When every box maps to
-one level, that buffer and scatter copy the single ``roi_align`` result once more for nothing.
-That is the usual case for ``build_frcnn_tiny``: its 16-40 px boxes all map to the stride-4
-level (the FPN paper's mapping, ``4 + log2(sqrt(area) / 224)`` clamped to the finest level,
-puts a box there up to 112 px). There the buffer, fresh memory of 25 MiB per 16-image batch,
-was 17 % of the teacher's inference time on a 2-core CPU (docs/benchmarks.md).
+Alignment: torchvision's ``MultiScaleRoIAlign`` calls ``roi_align`` with ``aligned=False`` and no
+way to change it. MMDetection 2.x's Faster R-CNN (the official detector, docs/method.md §7) pools
+with mmcv's ``RoIAlign(output_size=7, sampling_ratio=0)``, whose default is ``aligned=True``: a
+box's corners are shifted by half a feature cell (x · scale − 0.5) so that a sample point sits on
+the pixel centre it means. Without it every pooled bin is half a cell (2 px at stride 4, 16 px at
+stride 32) off. ``aligned`` is a constructor argument here.
+
+Shortcut: torchvision pools each FPN level's boxes into a zero-filled buffer of every box's output
+([K, C, 7, 7]) and scatters them back in box order. When every box maps to one level, that buffer
+and scatter copy the single ``roi_align`` result once more for nothing. That is the usual case for
+``build_frcnn_tiny``: its 16-40 px boxes all map to the stride-4 level (the FPN paper's mapping,
+``4 + log2(sqrt(area) / 224)`` clamped to the finest level, puts a box there up to 112 px). There
+the buffer, fresh memory of 25 MiB per 16-image batch, was 17 % of the teacher's inference time
+on a 2-core CPU (docs/benchmarks.md).
+
+The level mapping is torchvision's, which equals MMDetection's ``SingleRoIExtractor`` (finest
+scale 56: ``floor(log2(sqrt(area) / 56))`` clamped to the levels).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 
 class OneLevelShortcutRoIAlign(MultiScaleRoIAlign):
-    """``MultiScaleRoIAlign`` (same arguments, same output) that pools straight from the level
-    when all boxes map to one; otherwise torchvision's own multi-level path runs.
+    """``MultiScaleRoIAlign`` (same arguments, plus ``aligned``) that pools straight from the level
+    when all boxes map to one. With ``aligned=False`` its output equals torchvision's.
 
     Input: feature maps by name ([B, C, H_l, W_l]), boxes per image ([N_i, 4], image frame),
     image sizes; output [sum N_i, C, *output_size], rows in box order.
     """
+
+    def __init__(
+        self,
+        featmap_names: list[str],
+        output_size: int | tuple[int, int] | list[int],
+        sampling_ratio: int,
+        *,
+        aligned: bool = False,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+    ) -> None:
+        super().__init__(
+            featmap_names,
+            output_size,
+            sampling_ratio,
+            canonical_scale=canonical_scale,
+            canonical_level=canonical_level,
+        )
+        self.aligned = aligned
 
     def forward(
         self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
@@ -32,14 +62,29 @@ class OneLevelShortcutRoIAlign(MultiScaleRoIAlign):
             self.scales, self.map_levels = _setup_scales(
                 features, image_shapes, self.canonical_scale, self.canonical_level
             )
+        rois = _convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
-        if len(levels) == 0 or not bool((levels == levels[0]).all()):
-            return super().forward(x, boxes, image_shapes)
-        level = int(levels[0])
+        if len(levels) > 0 and bool((levels == levels[0]).all()):
+            level = int(levels[0])
+            # torchvision's result has the first level's dtype (autocast)
+            return self._pool(features[level], rois, level).to(features[0].dtype)
+        result = torch.zeros(
+            (len(rois), features[0].shape[1], *self.output_size),
+            dtype=features[0].dtype,
+            device=features[0].device,
+        )
+        for level, feature in enumerate(features):
+            in_level = torch.where(levels == level)[0]
+            result[in_level] = self._pool(feature, rois[in_level], level).to(result.dtype)
+        return result
+
+    def _pool(self, feature: Tensor, rois: Tensor, level: int) -> Tensor:
+        """roi_align of rois [K, 5] (batch index, x1, y1, x2, y2) on one level [B, C, H, W]."""
         return roi_align(
-            features[level],
-            _convert_to_roi_format(boxes),
+            feature,
+            rois,
             output_size=self.output_size,
             spatial_scale=self.scales[level],
             sampling_ratio=self.sampling_ratio,
-        ).to(features[0].dtype)  # torchvision's result has the first level's dtype (autocast)
+            aligned=self.aligned,
+        )
