@@ -40,7 +40,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.evaluation.pseudo_quality import pseudo_label_statistics
-from labelmatch.method.act import class_prior_from_counts
+from labelmatch.method.act import labeled_class_prior
 from labelmatch.method.module import detector_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,8 +182,7 @@ def run_pseudo_statistics(run_dir: Path, method: str) -> dict[str, float]:
         uncertain = reliable.clone()
     else:
         reliable, uncertain = state["reliable_thresholds"], state["uncertain_thresholds"]
-    labeled = datamodule.labeled_dataset
-    prior = class_prior_from_counts(labeled.class_counts, len(labeled))
+    prior = labeled_class_prior(datamodule)
     # The whole unlabeled split, through the test transform, in the val batch format.
     loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), seed=0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

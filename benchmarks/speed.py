@@ -70,7 +70,7 @@ from labelmatch.method.act import (
     ClassPrior,
     ScoreQueue,
     act_thresholds,
-    class_prior_from_counts,
+    labeled_class_prior,
     online_act_thresholds,
     scores_by_class,
     top_scores_per_image,
@@ -166,8 +166,7 @@ def loader_throughput(datamodule, steps: int, warmup: int) -> tuple[float, list,
 def set_act_thresholds(module: LabelMatchModule, datamodule, num_images: int) -> None:
     loader = datamodule.reference_dataloader(num_images, seed=0)
     labels, scores = concatenate(teacher_detections(module, loader))
-    labeled = datamodule.labeled_dataset
-    prior = class_prior_from_counts(labeled.class_counts, len(labeled))
+    prior = labeled_class_prior(datamodule)
     reliable, uncertain = act_thresholds(
         scores_by_class(labels, scores, datamodule.num_classes),
         num_images,
@@ -423,8 +422,7 @@ def full_online_queue(module: LabelMatchModule, datamodule) -> tuple[ScoreQueue,
     rows = top_scores_per_image(teacher_detections(module, loader), num_classes, queue.top_k)
     while queue.num_images < queue.capacity:
         queue.push(rows)
-    labeled = datamodule.labeled_dataset
-    return queue, class_prior_from_counts(labeled.class_counts, len(labeled))
+    return queue, labeled_class_prior(datamodule)
 
 
 # ------------------------------------------------------------------------------------ report
