@@ -82,7 +82,7 @@ from labelmatch.method.teacher import teacher_forward
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
-PAPER_INTERVAL, PAPER_SUBSET = 1000, 10000  # the official K and R (method-spec §1)
+PAPER_INTERVAL, PAPER_SUBSET = 1000, 10000  # the official K and R (docs/method.md §1)
 
 # target name -> (measured value, bound, verdict); filled by `targets`.
 Targets = dict[str, tuple[float, float, bool]]

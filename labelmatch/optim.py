@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the official recipe (method-spec §1)."""
+"""Optimiser and learning-rate schedule of the official recipe (docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The student's loss on unlabeled strong views (method-spec §3-4): three-way ROI sampling, the
+"""The student's loss on unlabeled strong views (docs/method.md §3-4): three-way ROI sampling, the
 hard Fast R-CNN loss, proposal self-assignment through the teacher's ROI head, and RPLM."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ACT refresh (method-spec §2, Eq. 5-6) as a Lightning callback.
+"""ACT refresh (docs/method.md §2, Eq. 5-6) as a Lightning callback.
 
 Before the first semi-supervised step and then every `interval` steps, the teacher predicts on a
 freshly shuffled random subset of the unlabeled images; per class, its sorted post-NMS scores and
@@ -193,7 +193,7 @@ class ACTRefresh(L.Callback):
         self.queue.load_state_dict(state_dict["queue"])
 
 
-# The official refresh pass uses the test-time score floor of 0.001 (method-spec §2); it matters
+# The official refresh pass uses the test-time score floor of 0.001 (docs/method.md §2); it matters
 # when a class has fewer detections than the rank looked up, which then clamps to the last one.
 # The model's own floor is that value too (labelmatch/models/faster_rcnn.py); set here as well so
 # that a model built with another box_score_thresh still refreshes at the official floor.

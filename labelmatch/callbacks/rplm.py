@@ -1,4 +1,4 @@
-"""RPLM, reliable pseudo-label mining (method-spec §4), as a callback-owned policy.
+"""RPLM, reliable pseudo-label mining (docs/method.md §4), as a callback-owned policy.
 
 The callback hands itself to the module as its mining policy; without the callback, no uncertain
 box is ever promoted. The decision is taken afresh at every step (nothing remembered per box).

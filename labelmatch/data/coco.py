@@ -1,7 +1,7 @@
 """COCO-format detection datasets: loading, validation before training, and reading samples.
 
 Every dataset, the embedded digits one or a user's, resolves to a `CocoSplits`: one image
-folder and the labeled / unlabeled / validation annotation files (method-spec §6).
+folder and the labeled / unlabeled / validation annotation files (docs/method.md §6).
 """
 
 from __future__ import annotations

@@ -369,7 +369,7 @@ class DetectionDataModule(lightning.LightningDataModule):
     def reference_dataloader(self, num_images: int, seed: int) -> DataLoader:
         """A freshly shuffled random subset of `num_images` unlabeled images (capped at the
         set's size) under the test transform, in the val batch format: the reference set of
-        the ACT threshold refresh (method-spec §2). All ranks draw the same subset from `seed`
+        the ACT threshold refresh (docs/method.md §2). All ranks draw the same subset from `seed`
         and each takes a disjoint strided share of it."""
         self._require_setup()
         if self.unlabeled_dataset is None:

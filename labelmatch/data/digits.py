@@ -4,7 +4,7 @@ No download: `sklearn.datasets.load_digits` ships with scikit-learn. Each canvas
 slightly noisy RGB background with 2-6 non-overlapping dark digits of random size; a digit's
 box is the tight box of its ink. Digit k is drawn with probability proportional to
 `tail_ratio ** (-k / 9)`, a long tail like COCO's, which is what ACT's label-distribution
-prior (method-spec §2) is about. Category ids are 1..10 with names "0".."9".
+prior (docs/method.md §2) is about. Category ids are 1..10 with names "0".."9".
 
 Validation canvases use other sklearn images than training canvases (a fixed per-class
 split), so validation measures generalisation to unseen handwriting.

@@ -1,4 +1,4 @@
-"""View geometry as 3x3 homogeneous matrices (method-spec §5).
+"""View geometry as 3x3 homogeneous matrices (docs/method.md §5).
 
 A view's matrix maps ORIGINAL image coordinates (pixels, continuous, x right, y down) to that
 view's coordinates, as MMDetection 3 records per view. Boxes move between the weak and the

@@ -1,4 +1,4 @@
-"""The paper's benchmark datasets (method-spec §6) under one directory `root` each: where their
+"""The paper's benchmark datasets (docs/method.md §6) under one directory `root` each: where their
 files live, the check that they are there, and the command that prepares what is missing.
 
 Each is a splits object whose `resolve()` returns a `CocoSplits` (as `DigitsSplits` does), run

@@ -1,4 +1,4 @@
-"""Training and test views of an image, each with its geometry matrix (method-spec §5).
+"""Training and test views of an image, each with its geometry matrix (docs/method.md §5).
 
 Geometric ops (flip, resize) are decided here and applied with `transforms.v2.functional`, so
 every view knows its exact original -> view matrix (`labelmatch.data.geometry`); boxes are
@@ -241,7 +241,7 @@ def _view_target(target: dict, matrix: torch.Tensor) -> dict:
 
 class LabeledTransform:
     """Labeled image: random flip, a size drawn by `resize`, and photometric jitter without
-    erasing (method-spec §5, labeled); `photometric=False` leaves the colours alone (the
+    erasing (docs/method.md §5, labeled); `photometric=False` leaves the colours alone (the
     official supervised baseline, `configs/baseline/baseline_ssod.py`)."""
 
     def __init__(
@@ -264,7 +264,7 @@ class LabeledTransform:
 class UnlabeledViews:
     """Unlabeled image: one shared flip, then a weak view (teacher) and a strong view (student),
     each at its own size drawn by `weak_resize` / `strong_resize`; the strong view gets the
-    strong photometric pipeline with three random-erasing passes (method-spec §5, unlabeled).
+    strong photometric pipeline with three random-erasing passes (docs/method.md §5, unlabeled).
 
     Returns dict(weak [3, hw, ww], strong [3, hs, ws], weak_matrix [3, 3],
     strong_matrix [3, 3], target (ground truth, for statistics only: boxes in the ORIGINAL

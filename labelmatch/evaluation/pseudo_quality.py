@@ -77,7 +77,7 @@ def kl_divergence(p: Tensor, q: Tensor, eps: float = 1e-8) -> float:
     """KL(p || q) = sum_c p_c log(p_c / q_c) in nats, for p, q [C] on the classes.
 
     Used as KL(pseudo || reference): p the pseudo labels' class distribution, q the labeled prior
-    (never zero there: ACT counts a class without labeled box as 1, method-spec §2) or the
+    (never zero there: ACT counts a class without labeled box as 1, docs/method.md §2) or the
     ground truth. Classes with p_c = 0 contribute 0 (0 log 0 = 0); q_c is floored at `eps`, so
     pseudo mass on a class absent from q costs p_c log(p_c / eps) instead of infinity.
     """

@@ -151,10 +151,10 @@ def act_thresholds(
 
 
 # ----------------------------------------------------------------------------------- online ACT
-# The official online variant (`labelmatch_online.py`, method-spec §2) keeps, instead of a refresh
-# pass every K steps, a queue of the teacher's scores on the pseudo-labelling batches themselves:
-# the top 20 scores per class of each of the last 12,800 images, gathered over all ranks; the
-# thresholds are Eq. 5-6 on the queue, with R = the images it holds.
+# The official online variant (docs/method.md §2) keeps, instead of a refresh pass every K steps,
+# a queue of the teacher's scores on the pseudo-labelling batches themselves: the top 20 scores
+# per class of each of the last 12,800 images, gathered over all ranks; the thresholds are
+# Eq. 5-6 on the queue, with R = the images it holds.
 QUEUE_PADDING = -1.0  # marks "no detection" in a per-class top-k row (scores lie in [0, 1])
 
 

@@ -1,4 +1,4 @@
-"""RPLM: reliable pseudo-label mining (paper Sec. 3.3, method-spec §4).
+"""RPLM: reliable pseudo-label mining (paper Sec. 3.3, docs/method.md §4).
 
 An uncertain box is promoted to reliable when the teacher, refining the student proposals
 assigned to it, agrees with it: mean IoU of the refined boxes with the box ≥ T_iou and mean

@@ -1,4 +1,4 @@
-"""The LightningModule: a student detector and its EMA teacher (method-spec §1).
+"""The LightningModule: a student detector and its EMA teacher (docs/method.md §1).
 
 `training_step` reads as the method does: supervised loss on the labeled batch -> the teacher
 pseudo-labels the weak views -> the labels move to the strong views -> the student's
@@ -144,7 +144,7 @@ class LabelMatchModule(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        # EMA after the optimiser step, every step of the semi-supervised phase (method-spec §1).
+        # EMA after the optimiser step, every step of the semi-supervised phase (docs/method.md §1).
         # Here rather than in on_train_batch_end, which runs after the callbacks' hooks: a
         # checkpoint saved there would miss this step's update.
         if self.teacher is not None and bool(self.teacher_ready):

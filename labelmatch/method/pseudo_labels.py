@@ -1,7 +1,7 @@
 """Teacher detections -> reliable / uncertain pseudo labels, and their move to the student view.
 
-Pure functions (method-spec §3): per class c, score >= t_r[c] is reliable, t_u[c] <= score < t_r[c]
-is uncertain, lower is dropped.
+Pure functions (docs/method.md §3): per class c, score >= t_r[c] is reliable,
+t_u[c] <= score < t_r[c] is uncertain, lower is dropped.
 """
 
 from __future__ import annotations

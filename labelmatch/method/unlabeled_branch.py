@@ -1,4 +1,4 @@
-"""The student's loss on the strong views of unlabeled images (method-spec §3-4, Eq. 7-8).
+"""The student's loss on the strong views of unlabeled images (docs/method.md §3-4, Eq. 7-8).
 
 RPN: reliable and uncertain pseudo boxes are its targets. ROI head: the student's proposals are
 assigned three ways (reliable-positive / uncertain / negative) and sampled; reliable positives
@@ -58,7 +58,7 @@ def sample_rois(
     uncertain_threshold: float,
     uncertain_metric: str = "iou",
 ) -> SampledRois:
-    """Three-way assignment and sampling of each image's proposals (method-spec §3).
+    """Three-way assignment and sampling of each image's proposals (docs/method.md §3).
 
     Pseudo boxes are added to the proposals, as torchvision's `add_gt_proposals` does for ground
     truth, so every pseudo box has at least one matching proposal.
@@ -220,7 +220,7 @@ def _teacher_on_uncertain(
         )
         return teacher_logits, none_promoted, 0
 
-    # RPLM (method-spec §4): the teacher refines each uncertain proposal; per uncertain box, the
+    # RPLM (docs/method.md §4): the teacher refines each uncertain proposal; per uncertain box, the
     # mean refined-box IoU and mean score of the box's class decide a promotion, every step.
     refined = heads.box_coder.decode(teacher_regression, weak_proposals).reshape(
         len(teacher_logits), -1, 4

@@ -88,7 +88,7 @@ def build_frcnn_r50_fpn(
     frozen, as torchvision does for pretrained backbones and MMDetection does with
     ``norm_eval=True, frozen_stages=1`` (= ``trainable_backbone_layers=3``). The architecture is
     the same with ``backbone_weights=None`` so that a checkpoint (e.g. the supervised burn-in of
-    the two-stage recipe, method-spec §1) loads into it.
+    the two-stage recipe, docs/method.md §1) loads into it.
 
     Args:
         num_classes: foreground classes C (background is added).

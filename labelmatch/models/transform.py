@@ -1,11 +1,11 @@
 """The detector's input transform when every resize happens in the data pipeline.
 
 LabelMatch moves boxes between the teacher's weak view and the student's strong view with the
-3x3 geometry matrix the data layer records for each view (method-spec §5). A second, hidden resize
-inside the model (torchvision's ``GeneralizedRCNNTransform`` resizes to ``min_size``) would put
-the detector in a frame those matrices do not describe, so this transform only normalises and
-pads: image sizes the model sees are the sizes the data pipeline produced, and detections come
-back in that same frame.
+3x3 geometry matrix the data layer records for each view (docs/method.md §5). A second,
+hidden resize inside the model (torchvision's ``GeneralizedRCNNTransform`` resizes to
+``min_size``) would put the detector in a frame those matrices do not describe, so this
+transform only normalises and pads: image sizes the model sees are the sizes the data pipeline
+produced, and detections come back in that same frame.
 """
 
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""COCO-additional (method-spec §6): all of train2017 labeled, the 123k images of
+"""COCO-additional (docs/method.md §6): all of train2017 labeled, the 123k images of
 `image_info_unlabeled2017.json` unlabeled, val2017 evaluated.
 
 `image_info_unlabeled2017.json` lists images only; the conversion writes it as an ordinary COCO

@@ -41,7 +41,7 @@ def coco_subset(coco: dict, images: Sequence[dict]) -> dict:
 
 
 def split_name(seed: int, percent: float, prefix: str = "instances_train2017") -> str:
-    """`instances_train2017.{seed}@{percent}` (method-spec §6); `percent` written as 1, 5, 10,
+    """`instances_train2017.{seed}@{percent}` (docs/method.md §6); `percent` written as 1, 5, 10,
     or 0.5 when fractional."""
     return f"{prefix}.{seed}@{percent:g}"
 

@@ -1,5 +1,5 @@
 """COCO-standard folds: the labeled/unlabeled splits of STAC, reused by the official LabelMatch
-code and MMDetection 3 (method-spec §6), so that results compare on the same labeled images.
+code and MMDetection 3 (docs/method.md §6), so that results compare on the same labeled images.
 
 The reference algorithm (STAC `prepare_coco_data.py`, MMDetection `tools/misc/split_coco.py`):
 `np.random.seed(fold)`, then `np.random.choice(range(N), size=int(percent / 100. * N))` over the
@@ -78,7 +78,8 @@ def write_fold(
 def write_coco_standard(
     data_dir: str | os.PathLike, seed: int, percent: float, overwrite: bool = False
 ) -> tuple[Path, Path]:
-    """COCO-standard fold files under `data_dir/annotations/semi_supervised/` (method-spec §6)."""
+    """COCO-standard fold files under `data_dir/annotations/semi_supervised/` (docs/method.md
+    §6)."""
     annotations = Path(data_dir) / "annotations"
     return write_fold(
         annotations / "instances_train2017.json",

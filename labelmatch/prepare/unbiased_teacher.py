@@ -3,7 +3,7 @@
 That file is one JSON object `{percent_str: {seed_str: [positions]}}`, percent_str as Python
 prints a float ("1.0" = 1 %), seeds "0"-"9". Positions (not image ids) index train2017 as
 detectron2 loads it for Unbiased Teacher: sorted by image id, without the images that have no
-non-crowd annotation (117,266 of 118,287 images) (method-spec §6). Unbiased Teacher's unlabeled
+non-crowd annotation (117,266 of 118,287 images) (docs/method.md §6). Unbiased Teacher's unlabeled
 set is the rest of that list, so the dropped images are in neither file (counted in the log and
 the sidecar).
 """

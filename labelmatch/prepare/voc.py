@@ -1,4 +1,4 @@
-"""PASCAL VOC XML -> COCO json for the VOC benchmark (method-spec §6): VOC07 trainval labeled,
+"""PASCAL VOC XML -> COCO json for the VOC benchmark (docs/method.md §6): VOC07 trainval labeled,
 VOC12 trainval unlabeled, VOC07 test evaluated; 20 classes.
 
 Boxes follow MMDetection's converter (`tools/dataset_converters/pascal_voc.py`): VOC's 1-based
