@@ -19,7 +19,9 @@ from labelmatch.data.errors import DataError
 from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSplits, VocSplits
 from labelmatch.evaluation.coco_eval import evaluate_coco
 from labelmatch.prepare.__main__ import main as prepare
+from labelmatch.prepare.custom_split import write_custom_split
 from labelmatch.prepare.folds import stac_split
+from labelmatch.prepare.image_folder import write_folder_coco
 from labelmatch.prepare.unbiased_teacher import write_ut_split
 from labelmatch.prepare.voc import write_voc
 
@@ -334,3 +336,184 @@ def test_coco_splits_read_train_and_val_images_from_their_own_folders(tmp_path) 
     image, _ = data.val_dataset[0]
     assert tuple(image.shape[-2:]) == (48, 64)
     assert len(data.labeled_dataset) + len(data.unlabeled_dataset) == 12
+
+
+# ---- your own data: custom splits and an image folder -----------------------------------------
+
+
+def write_all_json(path: Path, coco: dict) -> Path:
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_percent_split_draws_that_share_of_the_images_without_replacement(tmp_path, capsys):
+    train = synthetic_train2017(200)
+    source = write_all_json(tmp_path / "all.json", train)
+    prepare(["split", "--labeled-json", str(source), "--percent", "10", "--seed", "3",
+             "--out", str(tmp_path / "out")])  # fmt: skip
+    labeled_path, unlabeled_path = (tmp_path / "out" / "all.3@10.json",
+                                    tmp_path / "out" / "all.3@10-unlabeled.json")  # fmt: skip
+    assert capsys.readouterr().out.split() == [str(labeled_path), str(unlabeled_path)]
+    labeled, unlabeled = read(labeled_path), read(unlabeled_path)
+    labeled_ids = [image["id"] for image in labeled["images"]]
+    unlabeled_ids = [image["id"] for image in unlabeled["images"]]
+    assert len(labeled_ids) == len(set(labeled_ids)) == 20  # exactly 10 %: no repeated draws
+    file_order = [image["id"] for image in train["images"]]
+    assert labeled_ids == [i for i in file_order if i in set(labeled_ids)]
+    assert unlabeled_ids == [i for i in file_order if i not in set(labeled_ids)]
+    # The unlabeled file keeps its annotations (statistics), each annotation in one file.
+    assert len(labeled["annotations"]) + len(unlabeled["annotations"]) == len(train["annotations"])
+    assert {a["image_id"] for a in unlabeled["annotations"]} <= set(unlabeled_ids)
+    assert unlabeled["categories"] == labeled["categories"] == CATEGORIES
+    sidecar = read(tmp_path / "out" / "all.3@10.ids.json")
+    assert sidecar["labeled_image_ids"] == sorted(labeled_ids)
+    canonical = ",".join(map(str, sorted(labeled_ids))).encode()
+    assert sidecar["checksum"] == hashlib.sha256(canonical).hexdigest()
+    assert (sidecar["seed"], sidecar["percent"]) == (3, 10)
+    # Same seed, same split; another seed, another one.
+    prepare(["split", "--labeled-json", str(source), "--percent", "10", "--seed", "3",
+             "--out", str(tmp_path / "again")])  # fmt: skip
+    assert read(tmp_path / "again" / "all.3@10.json") == labeled
+    prepare(["split", "--labeled-json", str(source), "--percent", "10", "--seed", "4",
+             "--out", str(tmp_path / "out")])  # fmt: skip
+    assert read(tmp_path / "out" / "all.4@10.json")["images"] != labeled["images"]
+
+
+def long_tailed_coco() -> dict:
+    """60 images; "common" (id 1) on images 1-50, "rare" (id 5) on 51-53 and a crowd box on 54,
+    "absent" (id 9) on none; images 55-60 without boxes."""
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 32, "height": 32} for i in range(1, 61)]
+    boxes = [(i, 1, 0) for i in range(1, 51)] + [(i, 5, 0) for i in (51, 52, 53)] + [(54, 5, 1)]
+    annotations = [
+        {
+            "id": n,
+            "image_id": i,
+            "category_id": c,
+            "bbox": [1, 1, 8, 8],
+            "area": 64,
+            "iscrowd": crowd,
+        }
+        for n, (i, c, crowd) in enumerate(boxes, 1)
+    ]
+    categories = [
+        {"id": 1, "name": "common"},
+        {"id": 5, "name": "rare"},
+        {"id": 9, "name": "absent"},
+    ]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def test_per_class_split_labels_k_images_of_each_class_and_names_the_short_ones(tmp_path, capsys):
+    source = write_all_json(tmp_path / "all.json", long_tailed_coco())
+    prepare(["split", "--labeled-json", str(source), "--per-class", "5", "--seed", "0",
+             "--out", str(tmp_path)])  # fmt: skip
+    printed = capsys.readouterr().out
+    labeled = read(tmp_path / "all.0@5per_class.json")
+    unlabeled = read(tmp_path / "all.0@5per_class-unlabeled.json")
+    labeled_ids = {image["id"] for image in labeled["images"]}
+
+    def labeled_with(category_id: int) -> set[int]:
+        return {a["image_id"] for a in labeled["annotations"]
+                if a["category_id"] == category_id and not a["iscrowd"]}  # fmt: skip
+
+    assert labeled_with(1) == labeled_ids - {51, 52, 53} and len(labeled_with(1)) == 5
+    assert labeled_with(5) == {51, 52, 53}  # all the rare class has; its crowd box is no target
+    assert len(labeled_ids) == 8 and 54 not in labeled_ids
+    assert len(unlabeled["images"]) == 52
+    short = read(tmp_path / "all.0@5per_class.ids.json")["classes_below_per_class"]
+    assert short == [
+        {"category_id": 9, "name": "absent", "labeled_images": 0, "available_images": 0},
+        {"category_id": 5, "name": "rare", "labeled_images": 3, "available_images": 3},
+    ]
+    assert "class 'rare' (category id 5): 3 labeled images, fewer than 5" in printed
+    assert "class 'absent' (category id 9): 0 labeled images" in printed
+
+
+def test_per_class_split_counts_images_drawn_for_rarer_classes(tmp_path) -> None:
+    """Every image holds both classes: the rarer class's K draws already cover the other one."""
+    coco = long_tailed_coco()
+    coco["annotations"] += [
+        {"id": 100 + i, "image_id": i, "category_id": 5, "bbox": [1, 1, 8, 8], "iscrowd": 0}
+        for i in range(1, 51)
+    ]
+    source = write_all_json(tmp_path / "all.json", coco)
+    prepare(["split", "--labeled-json", str(source), "--per-class", "4", "--seed", "1",
+             "--out", str(tmp_path)])  # fmt: skip
+    assert len(read(tmp_path / "all.1@4per_class.json")["images"]) == 4
+
+
+def test_split_of_bad_input_names_the_file_and_the_record(tmp_path, caplog) -> None:
+    coco = long_tailed_coco()
+    coco["annotations"][7]["category_id"] = 42
+    source = write_all_json(tmp_path / "all.json", coco)
+    with pytest.raises(DataError, match=r"all\.json: annotation id 8: unknown category_id 42"):
+        prepare_split(source, tmp_path)
+    coco = long_tailed_coco()
+    coco["annotations"][2]["image_id"] = 999
+    write_all_json(source, coco)
+    with pytest.raises(DataError, match=r"all\.json: annotation id 3: image_id 999 is not in"):
+        prepare_split(source, tmp_path)
+    coco = long_tailed_coco()
+    coco["images"][4]["id"] = 1
+    write_all_json(source, coco)
+    with pytest.raises(DataError, match=r"all\.json: image id 1 appears twice"):
+        prepare_split(source, tmp_path)
+    with pytest.raises(DataError, match=r"--percent must be in \(0, 100\)"):
+        prepare_split(write_all_json(source, long_tailed_coco()), tmp_path, percent=100)
+    prepare_split(source, tmp_path)
+    with pytest.raises(DataError, match=r"all\.1@50\.json exists: pass --overwrite"):
+        prepare_split(source, tmp_path)
+    source.write_text('{"images": [')
+    with pytest.raises(SystemExit) as exit_status:  # the command: one log line, status 1
+        prepare(["split", "--labeled-json", str(source), "--percent", "5", "--seed", "1",
+                 "--out", str(tmp_path)])  # fmt: skip
+    assert exit_status.value.code == 1
+    assert f"{source}: invalid JSON at line 1" in caplog.text
+
+
+def prepare_split(source: Path, out: Path, percent: float = 50) -> None:
+    write_custom_split(source, out, seed=1, percent=percent)
+
+
+def test_folder_becomes_an_unlabeled_json_read_from_image_headers(tmp_path, capsys) -> None:
+    images = tmp_path / "data" / "unlabeled"
+    (images / "b").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(images / "z.jpg")
+    Image.new("L", (20, 50)).save(images / "b" / "a.png")
+    Image.new("RGB", (7, 9)).save(images / "m.webp")
+    (images / "notes.txt").write_text("not an image")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "unlabeled.json"
+    prepare(["folder", "--images", str(images), "--out", str(out)])
+    printed = capsys.readouterr().out
+    coco = read(out)
+    assert coco["images"] == [
+        {"id": 1, "file_name": "b/a.png", "width": 20, "height": 50},
+        {"id": 2, "file_name": "m.webp", "width": 7, "height": 9},
+        {"id": 3, "file_name": "z.jpg", "width": 40, "height": 30},
+    ]
+    assert coco["annotations"] == [] and "categories" not in coco
+    assert f"skipped (not a readable image): {images / 'broken.jpg'}" in printed
+    assert f"skipped (not a readable image): {images / 'notes.txt'}" in printed
+    assert f"{out}: 3 images, 2 files skipped" in printed
+    # File names relative to the dataset's image_dir, when the folder is inside it.
+    prepare(["folder", "--images", str(images), "--out", str(out), "--relative-to",
+             str(tmp_path / "data"), "--overwrite"])  # fmt: skip
+    assert [i["file_name"] for i in read(out)["images"]] == [
+        "unlabeled/b/a.png", "unlabeled/m.webp", "unlabeled/z.jpg"
+    ]  # fmt: skip
+    # The training data pipeline reads it as an unlabeled split.
+    names = CategoryMap.from_coco(CATEGORIES)
+    dataset = CocoDetection(tmp_path / "data", out, names)
+    assert len(dataset) == 3
+
+
+def test_folder_without_images_or_outside_relative_to_is_an_error(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.md").write_text("#")
+    with pytest.raises(DataError, match=r"no readable image among its 1 files"):
+        write_folder_coco(tmp_path / "empty", tmp_path / "out.json")
+    with pytest.raises(DataError, match=r"--images .*nowhere: no such folder"):
+        write_folder_coco(tmp_path / "nowhere", tmp_path / "out.json")
+    with pytest.raises(DataError, match=r"--relative-to .*other does not contain --images"):
+        write_folder_coco(tmp_path / "empty", tmp_path / "out.json", relative_to=tmp_path / "other")

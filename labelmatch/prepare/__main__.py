@@ -1,6 +1,8 @@
-"""`python -m labelmatch.prepare {coco_standard, ut_split, coco_additional, voc, checksum} ...`
+"""`python -m labelmatch.prepare {split, folder, coco_standard, ut_split, coco_additional, voc,
+checksum} ...`
 
-Writes the annotation files the experiments read (see README, "The paper's experiments").
+Writes the annotation files the experiments read (see README, "Your own COCO-format data" and
+"The paper's experiments").
 Bad input ends with one line naming the file and what is wrong, exit status 1.
 """
 
@@ -13,12 +15,35 @@ from collections.abc import Callable, Sequence
 
 from labelmatch.data.errors import DataError
 from labelmatch.prepare.coco_additional import write_coco_additional
+from labelmatch.prepare.custom_split import write_custom_split
 from labelmatch.prepare.folds import write_coco_standard
+from labelmatch.prepare.image_folder import write_folder_coco
 from labelmatch.prepare.sidecar import read_checksum
 from labelmatch.prepare.unbiased_teacher import write_ut_split
 from labelmatch.prepare.voc import write_voc
 
 log = logging.getLogger("labelmatch.prepare")
+
+
+def split(args: argparse.Namespace) -> None:
+    labeled, unlabeled, short = write_custom_split(
+        args.labeled_json, args.out, args.seed, args.percent, args.per_class, args.overwrite
+    )
+    print(labeled)
+    print(unlabeled)
+    for entry in short:
+        print(
+            f"class {entry['name']!r} (category id {entry['category_id']}): "
+            f"{entry['labeled_images']} labeled images, fewer than {args.per_class} "
+            f"(the json has {entry['available_images']} images with it)"
+        )
+
+
+def folder(args: argparse.Namespace) -> None:
+    out, count, skipped = write_folder_coco(args.images, args.out, args.relative_to, args.overwrite)
+    for path in skipped:
+        print(f"skipped (not a readable image): {path}")
+    print(f"{out}: {count} images, {len(skipped)} files skipped")
 
 
 def coco_standard(args: argparse.Namespace) -> None:
@@ -57,6 +82,29 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
+    sub = command(
+        "split",
+        split,
+        "split your own COCO json into OUT/STEM.SEED@PERCENT.json (or STEM.SEED@Kper_class.json), "
+        "its -unlabeled.json (the other images, annotations kept for statistics) and the sidecar",
+    )
+    sub.add_argument("--labeled-json", required=True, help="the COCO json of all labeled images")
+    size = sub.add_mutually_exclusive_group(required=True)
+    size.add_argument("--percent", type=float, help="label this percentage of the images")
+    size.add_argument("--per-class", type=int, help="label K images per class (rarest class first)")
+    sub.add_argument("--seed", type=int, required=True, help="seed of the random draw")
+    sub.add_argument("--out", required=True, help="folder for the two files and the sidecar")
+    sub = command(
+        "folder",
+        folder,
+        "an unlabeled COCO json of every image under a folder (sizes from the image headers)",
+    )
+    sub.add_argument("--images", required=True, help="the folder (searched recursively)")
+    sub.add_argument("--out", required=True, help="the json to write, e.g. unlabeled.json")
+    sub.add_argument(
+        "--relative-to",
+        help="write file names relative to this folder (your data.image_dir); default: --images",
+    )
     sub = command(
         "coco_standard",
         coco_standard,

@@ -55,14 +55,23 @@ def write_fold(
         return labeled_path, unlabeled_path
     coco = load_coco_json(source_json)
     labeled, unlabeled = stac_split(coco, percent, seed)
-    write_json_atomic(unlabeled_path, unlabeled)
-    write_json_atomic(labeled_path, labeled)
     provenance = {
         "source": os.fspath(source_json),
         "sampler": "STAC fold (np.random.seed(fold); np.random.choice with replacement)",
         "fold": seed,
         "percent": percent,
     }
+    write_split(labeled_path, unlabeled_path, labeled, unlabeled, provenance)
+    return labeled_path, unlabeled_path
+
+
+def write_split(
+    labeled_path: Path, unlabeled_path: Path, labeled: dict, unlabeled: dict, provenance: dict
+) -> None:
+    """Write a split's two files (the labeled one last: its presence marks a complete split)
+    and the labeled file's sidecar with `provenance`."""
+    write_json_atomic(unlabeled_path, unlabeled)
+    write_json_atomic(labeled_path, labeled)
     write_sidecar(labeled_path, labeled, provenance)
     log.info(
         "wrote %s: %d labeled images (%d annotations), %d unlabeled (%d annotations)",
@@ -72,7 +81,6 @@ def write_fold(
         len(unlabeled["images"]),
         len(unlabeled["annotations"]),
     )
-    return labeled_path, unlabeled_path
 
 
 def write_coco_standard(

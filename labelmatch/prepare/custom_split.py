@@ -1,0 +1,150 @@
+"""A labeled/unlabeled split of the user's own COCO json: a random percentage of its images, or
+K annotated images per class.
+
+`--percent P` draws round(P / 100 * N) images without replacement (unlike the STAC folds, which
+draw with replacement to reproduce published splits). `--per-class K` is a greedy cover: classes
+are visited rarest first (fewest images containing them), and for each one images containing it
+are drawn at random until K labeled images contain it, counting those drawn for earlier classes.
+A class found in fewer than K images gets all of them and is reported. Both keep the images in
+file order; the unlabeled file is the rest, with its annotations (used only for statistics).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelmatch.data.coco import load_coco_json
+from labelmatch.data.errors import DataError
+from labelmatch.prepare.files import coco_subset, split_name, split_paths
+from labelmatch.prepare.folds import write_split
+
+
+def check_split_source(coco: dict, path: Path) -> None:
+    """DataError naming `path` and the record for what a split reads: unique image ids, and
+    annotations of known images and categories."""
+    image_ids: set[int] = set()
+    for position, image in enumerate(coco["images"]):
+        if not isinstance(image, dict) or "id" not in image:
+            raise DataError(f"{path}: image record {position} has no 'id'")
+        if image["id"] in image_ids:
+            raise DataError(f"{path}: image id {image['id']} appears twice in 'images'")
+        image_ids.add(image["id"])
+    category_ids = {category.get("id") for category in coco["categories"]}
+    for position, annotation in enumerate(coco.get("annotations", [])):
+        name = f"annotation id {annotation.get('id', f'at position {position}')}"
+        if annotation.get("image_id") not in image_ids:
+            image_id = annotation.get("image_id")
+            raise DataError(f"{path}: {name}: image_id {image_id!r} is not in 'images'")
+        if annotation.get("category_id") not in category_ids:
+            raise DataError(
+                f"{path}: {name}: unknown category_id {annotation.get('category_id')!r} "
+                f"(known: {sorted(category_ids)})"
+            )
+
+
+def percent_split(coco: dict, percent: float, seed: int) -> tuple[dict, dict]:
+    """(labeled, unlabeled): round(percent % of the images), drawn without replacement."""
+    if not 0 < percent < 100:
+        raise DataError(f"--percent must be in (0, 100), got {percent:g}")
+    images = coco["images"]
+    count = round(percent / 100 * len(images))
+    if count == 0:
+        raise DataError(f"{percent:g} % of {len(images)} images is no image: raise --percent")
+    drawn = set(np.random.default_rng(seed).choice(len(images), size=count, replace=False).tolist())
+    labeled = [image for position, image in enumerate(images) if position in drawn]
+    unlabeled = [image for position, image in enumerate(images) if position not in drawn]
+    return coco_subset(coco, labeled), coco_subset(coco, unlabeled)
+
+
+def images_per_class(coco: dict) -> dict[int, list[int]]:
+    """Category id -> positions (file order) of the images with a non-crowd box of it; every
+    category is a key, those without any image too."""
+    position_of = {image["id"]: position for position, image in enumerate(coco["images"])}
+    positions: dict[int, set[int]] = defaultdict(set)
+    for annotation in coco.get("annotations", []):
+        if not annotation.get("iscrowd", 0):  # a crowd box is no training target
+            positions[annotation["category_id"]].add(position_of[annotation["image_id"]])
+    return {c["id"]: sorted(positions[c["id"]]) for c in coco["categories"]}
+
+
+def per_class_split(coco: dict, k: int, seed: int) -> tuple[dict, dict, list[dict[str, Any]]]:
+    """(labeled, unlabeled, short classes): the greedy cover of K images per class (module
+    docstring). Each short class is {category_id, name, labeled_images, available_images}."""
+    if k < 1:
+        raise DataError(f"--per-class must be >= 1, got {k}")
+    rng = np.random.default_rng(seed)
+    containing = images_per_class(coco)
+    names = {c["id"]: c.get("name", str(c["id"])) for c in coco["categories"]}
+    chosen: set[int] = set()
+    short = []
+    # Rarest first: a rare class's few images are drawn before common classes fill the budget,
+    # and the common classes' later draws are counted against their K.
+    for category_id in sorted(containing, key=lambda c: (len(containing[c]), c)):
+        positions = containing[category_id]
+        have = sum(position in chosen for position in positions)
+        candidates = [position for position in positions if position not in chosen]
+        drawn = rng.permutation(candidates)[: max(0, k - have)].tolist()
+        chosen.update(drawn)
+        if have + len(drawn) < k:
+            short.append(
+                {
+                    "category_id": category_id,
+                    "name": names[category_id],
+                    "labeled_images": have + len(drawn),
+                    "available_images": len(positions),
+                }
+            )
+    if not chosen:
+        raise DataError("no annotated image to draw from: the json has no non-crowd box")
+    images = coco["images"]
+    labeled = [image for position, image in enumerate(images) if position in chosen]
+    unlabeled = [image for position, image in enumerate(images) if position not in chosen]
+    return coco_subset(coco, labeled), coco_subset(coco, unlabeled), short
+
+
+def write_custom_split(
+    labeled_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    seed: int,
+    percent: float | None = None,
+    per_class: int | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """Split `labeled_json` by `percent` or `per_class` (exactly one) into
+    `out_dir/{stem}.{seed}@{percent}.json` or `{stem}.{seed}@{K}per_class.json`, its
+    `-unlabeled.json` and the labeled file's sidecar. Returns both paths and the classes that
+    could not reach K (empty for `percent`)."""
+    if (percent is None) == (per_class is None):
+        raise DataError("give exactly one of --percent and --per-class")
+    source = Path(labeled_json)
+    coco = load_coco_json(source)
+    check_split_source(coco, source)
+    stem = source.name.removesuffix(".json")
+    short: list[dict[str, Any]] = []
+    if percent is not None:
+        labeled, unlabeled = percent_split(coco, percent, seed)
+        name = split_name(seed, percent, prefix=stem)
+        provenance = {
+            "sampler": "numpy default_rng(seed).choice, no replacement",
+            "percent": percent,
+        }
+    else:
+        labeled, unlabeled, short = per_class_split(coco, per_class, seed)
+        name = f"{stem}.{seed}@{per_class}per_class"
+        provenance = {
+            "sampler": "greedy cover, rarest class first, numpy default_rng(seed)",
+            "per_class": per_class,
+            "classes_below_per_class": short,
+        }
+    labeled_path, unlabeled_path = split_paths(Path(out_dir), name)
+    for path in (labeled_path, unlabeled_path):
+        if path.exists() and not overwrite:
+            raise DataError(f"{path} exists: pass --overwrite to replace it")
+    provenance = {"source": os.fspath(source), "seed": seed, **provenance}
+    write_split(labeled_path, unlabeled_path, labeled, unlabeled, provenance)
+    return labeled_path, unlabeled_path, short

@@ -1,0 +1,77 @@
+"""An unlabeled COCO json from a folder of images (`python -m labelmatch.prepare folder`).
+
+Every file under the folder (recursively) is opened with PIL, which reads the header only: the
+size comes without decoding the pixels, so a folder of 100k images takes seconds. Files PIL cannot
+identify (text files, truncated headers, unknown formats) are listed and skipped. Images are
+sorted by their path relative to `relative_to` and numbered 1..N in that order, so the same
+folder always gives the same ids and order, whatever order the file system lists it in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from labelmatch.data.errors import DataError
+from labelmatch.prepare.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header, or None when PIL cannot identify the file."""
+    try:
+        with Image.open(path) as image:  # lazy: reads the header, not the pixels
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def folder_coco(images: Path, relative_to: Path) -> tuple[dict, list[Path]]:
+    """(COCO dict with `images` and no annotations, files skipped as unreadable).
+
+    `file_name` is relative to `relative_to` (what `data.image_dir` will be), which must contain
+    `images`."""
+    if not images.is_dir():
+        raise DataError(f"--images {images}: no such folder")
+    if not images.resolve().is_relative_to(relative_to.resolve()):
+        raise DataError(f"--relative-to {relative_to} does not contain --images {images}")
+    files = sorted(
+        (path for path in images.rglob("*") if path.is_file()),
+        key=lambda path: path.relative_to(images).as_posix(),
+    )
+    records, skipped = [], []
+    for path in files:
+        size = image_size(path)
+        if size is None:
+            skipped.append(path)
+            continue
+        width, height = size
+        file_name = path.resolve().relative_to(relative_to.resolve()).as_posix()
+        records.append(
+            {"id": len(records) + 1, "file_name": file_name, "width": width, "height": height}
+        )
+    if not records:
+        raise DataError(f"--images {images}: no readable image among its {len(files)} files")
+    # No `categories`: an unlabeled file may have none (as COCO's image_info_unlabeled2017.json);
+    # the labeled file's categories are the dataset's.
+    return {"images": records, "annotations": []}, skipped
+
+
+def write_folder_coco(
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    relative_to: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, int, list[Path]]:
+    """Write the unlabeled json of `images` to `out`; returns (out, images written, skipped)."""
+    images, out = Path(images), Path(out)
+    if out.exists() and not overwrite:
+        raise DataError(f"{out} exists: pass --overwrite to replace it")
+    coco, skipped = folder_coco(images, Path(relative_to) if relative_to else images)
+    write_json_atomic(out, coco)
+    log.info("wrote %s: %d images, %d files skipped", out, len(coco["images"]), len(skipped))
+    return out, len(coco["images"]), skipped
