@@ -3,7 +3,8 @@
 Data is resolved and validated first (bad input fails before any model is built), then the
 detector, the LightningModule, the callbacks and the Trainer are built from the Hydra config.
 The run directory (Hydra's) receives `results.json`, `metrics.csv`, `eval/<model>.json`,
-`checkpoints/last.ckpt`, `plots/` and the resolved config in `.hydra/`.
+`checkpoints/last.ckpt` and `checkpoints/best.ckpt`, `plots/` and the resolved config in
+`.hydra/`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from labelmatch.callbacks.act_refresh import ACTRefresh
+from labelmatch.callbacks.best_checkpoint import BestCheckpoint, monitored_metric
 from labelmatch.callbacks.channels_last import ChannelsLast
 from labelmatch.callbacks.interrupt import NonFiniteLossError, SaveOnInterrupt
 from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
@@ -55,6 +57,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
             save_top_k=0,
             every_n_train_steps=cfg.checkpoint_every_n_steps,
         ),
+        BestCheckpoint(run_dir / "checkpoints", monitor=monitored_metric(cfg.method.name)),
         LearningRateMonitor(logging_interval="step"),
         SaveOnInterrupt(run_dir / "checkpoints"),
         RandomStates(),
@@ -135,6 +138,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for callback in trainer.callbacks:
         if isinstance(callback, RunHealth):
             results["health"] = dict(callback.counts)
+    best = next(c for c in trainer.callbacks if isinstance(c, BestCheckpoint)).summary(run_dir)
+    if best is not None:
+        results["best"] = best
     if trainer.is_global_zero:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
         log.info(summary_line(results))

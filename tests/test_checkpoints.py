@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from labelmatch.callbacks.best_checkpoint import BestCheckpoint
 from labelmatch.callbacks.random_states import capture_random_states, restore_random_states
 from labelmatch.checkpoints import atomic_torch_save, check_checkpoint_classes
 from labelmatch.data import datamodule as datamodule_module
@@ -89,3 +90,23 @@ def test_act_reference_subset_is_split_across_ranks_without_overlap(monkeypatch,
     single = [t["image_id"] for b in data.reference_dataloader(8, seed=5) for t in b["targets"]]
     assert sorted(sum(shares, [])) == sorted(single)  # together: the single-process subset
     assert len(set(sum(shares, []))) == 8  # no image on two ranks
+
+
+def test_the_best_checkpoints_step_and_metrics_survive_a_resume_in_the_same_folder(tmp_path):
+    best = BestCheckpoint(tmp_path / "checkpoints", monitor="teacher/map")
+    best.best_model_path = str(tmp_path / "checkpoints" / "best.ckpt")
+    best.best_model_score = torch.tensor(0.5)
+    best.best_step, best.best_metrics = 30, {"student": {"map": 0.4}, "teacher": {"map": 0.5}}
+    state = best.state_dict()
+    resumed = BestCheckpoint(tmp_path / "checkpoints", monitor="teacher/map")
+    resumed.load_state_dict(state)
+    assert float(resumed.best_model_score) == 0.5
+    assert resumed.summary(tmp_path) == {
+        "checkpoint": "checkpoints/best.ckpt", "step": 30, "monitor": "teacher/map",
+        "student": {"map": 0.4}, "teacher": {"map": 0.5},
+    }  # fmt: skip
+    # Resumed into another folder, the old best (a file over there) is not this run's best.
+    elsewhere = BestCheckpoint(tmp_path / "other", monitor="teacher/map")
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        elsewhere.load_state_dict(state)
+    assert elsewhere.summary(tmp_path) is None

@@ -174,8 +174,8 @@ def test_evaluate_rewrites_the_training_results(smoke_run, cache_dir, tmp_path) 
     )  # fmt: skip
     results = json.loads((run_dir / "results.json").read_text())
     # Every training field but the burn-in model's metrics, which no checkpoint holds, and the
-    # run-health counts, which describe the training run.
-    assert set(results) == set(trained) - {"burn_in", "health"} | {"checkpoint"}
+    # run-health counts and the best validation, which describe the training run.
+    assert set(results) == set(trained) - {"burn_in", "health", "best"} | {"checkpoint"}
     for key in ("method", "steps", "seed", "val_json", "act"):
         assert results[key] == trained[key], key
     for model in ("student", "teacher"):

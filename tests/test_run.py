@@ -113,6 +113,28 @@ def test_checkpoint_holds_student_teacher_thresholds_and_step(smoke_run: Path) -
     assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
 
 
+def best_validation(run_dir: Path, monitor: str) -> tuple[int, float]:
+    """(global step, value) of the highest `monitor` in metrics.csv, the earliest of equal ones.
+    Lightning's CSV rows count steps from 0: a validation after step N is on row step N - 1."""
+    rows = read_metrics(run_dir)
+    validations = [(int(row["step"]) + 1, float(row[monitor])) for row in rows if row.get(monitor)]
+    return max(validations, key=lambda validation: (validation[1], -validation[0]))
+
+
+def test_best_checkpoint_is_the_teacher_at_its_best_validation(smoke_run: Path) -> None:
+    """The validation at step 30 is still in burn-in (no teacher): no candidate, no error."""
+    best = json.loads((smoke_run / "results.json").read_text())["best"]
+    assert (best["checkpoint"], best["monitor"]) == ("checkpoints/best.ckpt", "teacher/map")
+    step, teacher_map = best_validation(smoke_run, "teacher/map")
+    assert best["step"] == step == 60
+    assert best["teacher"]["map"] == pytest.approx(teacher_map)  # logged as float32
+    assert METRIC_KEYS <= set(best["student"]) and METRIC_KEYS <= set(best["teacher"])
+    checkpoint = torch.load(smoke_run / "checkpoints" / "best.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == step
+    assert bool(checkpoint["state_dict"]["teacher_ready"])
+    assert (smoke_run / "checkpoints" / "last.ckpt").is_file()
+
+
 @pytest.mark.parametrize("method", ["supervised", "mean_teacher"])
 def test_baselines_run_end_to_end(tmp_path, cache_dir, method) -> None:
     run_dir = train_cli(
@@ -121,6 +143,11 @@ def test_baselines_run_end_to_end(tmp_path, cache_dir, method) -> None:
     )  # fmt: skip
     results = json.loads((run_dir / "results.json").read_text())
     assert results["method"] == method and results["steps"] == 44
+    monitor = "student/map" if method == "supervised" else "teacher/map"
+    assert results["best"]["monitor"] == monitor
+    assert results["best"]["step"] == best_validation(run_dir, monitor)[0]
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    assert best["global_step"] == results["best"]["step"]
     if method == "supervised":
         assert "teacher" not in results and "act" not in results
     else:

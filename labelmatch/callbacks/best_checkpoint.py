@@ -1,0 +1,87 @@
+"""`checkpoints/best.ckpt`: the run's state at its best validation, beside `last.ckpt`.
+
+The teacher is the model a semi-supervised run deploys, so it is kept by `teacher/map` (the
+student's `student/map` for `method=supervised`, which has no teacher). Lightning's
+`ModelCheckpoint` does the bookkeeping and writes through the trainer (the project's atomic
+writer); this subclass adds two things:
+
+* validations before the teacher exists (during burn-in) have no `teacher/map`; they are no
+  candidates, where `ModelCheckpoint` would stop the run for a missing monitored metric;
+* the step and the metrics of the best validation are remembered (and checkpointed, so a
+  resumed run still knows them) for `results.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+BEST_NAME = "best"
+
+
+def monitored_metric(method_name: str) -> str:
+    """The logged validation metric that picks the best checkpoint of a method."""
+    return "student/map" if method_name == "supervised" else "teacher/map"
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Args:
+    dirpath: the checkpoint folder; the file is `dirpath/best.ckpt`, overwritten by each new
+        best (strictly higher `monitor`; ties keep the earlier step).
+    monitor: the logged metric to maximise, e.g. `teacher/map`.
+    """
+
+    def __init__(self, dirpath: str | Path, monitor: str) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=BEST_NAME,
+            monitor=monitor,
+            mode="max",
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            # Overwrite a best.ckpt left by an earlier run in the directory, never best-v1.ckpt.
+            enable_version_counter=False,
+        )
+        self.best_step: int | None = None
+        self.best_metrics: dict[str, Any] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.monitor in trainer.callback_metrics:
+            super().on_validation_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        # Called only for a new best: record it first, so that best.ckpt itself holds it.
+        self.best_step = trainer.global_step
+        self.best_metrics = copy.deepcopy(trainer.lightning_module.eval_metrics)
+        super()._save_checkpoint(trainer, filepath)
+
+    def summary(self, run_dir: Path) -> dict[str, Any] | None:
+        """What results.json says of the best checkpoint: its file (relative to the run
+        directory), step and monitored metric, and the models' metrics at that step;
+        None when no validation produced the metric."""
+        if self.best_step is None:
+            return None
+        return {
+            "checkpoint": Path(self.best_model_path)
+            .resolve()
+            .relative_to(run_dir.resolve())
+            .as_posix(),
+            "step": self.best_step,
+            "monitor": self.monitor,
+            **self.best_metrics,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        best = {"best_step": self.best_step, "best_metrics": self.best_metrics}
+        return {**super().state_dict(), **best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # As ModelCheckpoint: the best is only carried over when resumed into the same folder.
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            self.best_step = state_dict.get("best_step")
+            self.best_metrics = state_dict.get("best_metrics")
