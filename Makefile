@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m pip check
 	touch $(STAMP)
 
-# Re-resolve pyproject.toml's ranges (with the dev extra) into requirements.lock, torch and
+# Re-resolve pyproject.toml's ranges (with the dev and export extras) into requirements.lock, torch and
 # torchvision held at the builds of lock-constraints.txt; then `make install` installs the new set.
 lock: $(STAMP)
-	$(PY) -m piptools compile --quiet --extra dev --strip-extras --allow-unsafe \
+	$(PY) -m piptools compile --quiet --extra dev --extra export --strip-extras --allow-unsafe \
 		--no-emit-index-url --no-emit-find-links --constraint lock-constraints.txt \
 		$(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
 

@@ -118,16 +118,22 @@ def load_module(
             f"{option}: {path} is not a training checkpoint of this project (it needs a "
             "state_dict and the module's hyper-parameters with model_config)"
         )
-    model_config = dict(hparams["model_config"])
-    if "backbone_weights" in model_config:
-        model_config["backbone_weights"] = None  # the checkpoint holds every weight
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*backbone_weights=None")
-        detector = instantiate(model_config, num_classes=len(hparams["class_names"]))
+    detector = build_detector(hparams["model_config"], len(hparams["class_names"]))
     module = LabelMatchModule(detector, **hparams)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
     return module.eval(), checkpoint
+
+
+def build_detector(model_config: dict[str, Any], num_classes: int) -> FasterRCNN:
+    """The detector of a `model` config (its `_target_` builder), for weights loaded afterwards:
+    no backbone weights are read, whatever file the config names."""
+    model_config = dict(model_config)
+    if "backbone_weights" in model_config:
+        model_config["backbone_weights"] = None  # the checkpoint holds every weight
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*backbone_weights=None")
+        return instantiate(model_config, num_classes=num_classes)
 
 
 def pick_detector(module: LabelMatchModule, model: str) -> FasterRCNN:

@@ -67,6 +67,21 @@ def test_transform(cfg: DictConfig) -> TestTransform:
     return TestTransform(sizes["test_scale"], sizes["max_size"])
 
 
+def image_view(
+    path: Path, transform: TestTransform, image_id: int
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(the decoded RGB image, uint8 [3, H, W]; its evaluation view, float [3, h, w] in [0, 1];
+    the view's target: no boxes, the view matrix that maps detections back to the image)."""
+    image = decode_image(str(path), mode=ImageReadMode.RGB)
+    no_boxes = tv_tensors.BoundingBoxes(
+        torch.zeros(0, 4), format="XYXY", canvas_size=tuple(image.shape[-2:])
+    )
+    view, target = transform(
+        image, {"boxes": no_boxes, "labels": torch.zeros(0), "image_id": image_id}
+    )
+    return image, view, target
+
+
 @torch.no_grad()
 def predict(cfg: DictConfig) -> list[dict]:
     module, _ = load_module(cfg.checkpoint)
@@ -77,14 +92,8 @@ def predict(cfg: DictConfig) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     predictions, images, drawn = [], [], 0
     for image_id, path in enumerate(progress(image_files(Path(cfg.images)), "predict"), 1):
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
+        image, view, target = image_view(path, transform, image_id)
         height, width = image.shape[-2:]
-        no_boxes = tv_tensors.BoundingBoxes(
-            torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)
-        )
-        view, target = transform(
-            image, {"boxes": no_boxes, "labels": torch.zeros(0), "image_id": image_id}
-        )
         [prediction] = predict_original_frame(detector, {"images": [view], "targets": [target]})
         # The json keeps every detection (a display threshold would only lower its AP); the
         # picture shows those of score >= `score`.

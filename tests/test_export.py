@@ -1,0 +1,140 @@
+"""`python -m labelmatch.export` on the session's smoke run: the three formats, each loaded back
+and checked against PyTorch by the command itself; the README's loading lines; the matching
+that decides whether an export passes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
+
+from labelmatch.checkpoints import load_module
+from labelmatch.data.errors import DataError
+from labelmatch.export import export, match_detections
+from tests.conftest import CONF_DIR, REPO
+
+
+def export_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="export", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def best_checkpoint(smoke_run: Path) -> Path:
+    return smoke_run / "checkpoints" / "best.ckpt"
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])
+def test_export_is_verified_against_pytorch(best_checkpoint, cache_dir, tmp_path, fmt) -> None:
+    out = tmp_path / f"teacher.{fmt}"
+    description = export(export_config(f"checkpoint={best_checkpoint}", f"format={fmt}",
+                                       f"out={out}"))  # fmt: skip
+    assert out.is_file()
+    assert json.loads(Path(f"{out}.json").read_text()) == description
+    assert description["model"] == "teacher"
+    assert description["class_names"] == [str(d) for d in range(10)]
+    assert description["step"] == torch.load(best_checkpoint, weights_only=False)["global_step"]
+    verification = description["verification"]
+    assert verification["passed"] and verification["images"] == 4
+    assert verification["matched"] == verification["detections"] > 0
+    # Script and reload run the same kernels as eager PyTorch: identical detections.
+    assert verification["max_box_error"] == verification["max_score_error"] == 0.0
+
+
+def test_readme_lines_load_the_state_dict_into_the_builders_detector(best_checkpoint, tmp_path):
+    out = tmp_path / "best-teacher.pth"
+    export(export_config(f"checkpoint={best_checkpoint}", "format=state_dict", f"out={out}"))
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Deploying the teacher") :]
+    snippet = textwrap.dedent(re.findall(r"```python\n(.*?)```", section, re.DOTALL)[0])
+    module, _ = load_module(best_checkpoint)
+    results = json.loads((best_checkpoint.parents[1] / "results.json").read_text())
+    val = json.loads(Path(results["val_json"]).read_text())
+    file_name = Path(results["val_json"]).parent / "images" / val["images"][0]["file_name"]
+    image = decode_image(str(file_name), mode=ImageReadMode.RGB) / 255.0  # test_scale = size
+    namespace = {"image": image}
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the snippet names the files as the export writes them
+    try:
+        exec(snippet, namespace)
+    finally:
+        os.chdir(cwd)
+    detections = namespace["detections"]
+    with torch.no_grad():
+        expected = module.teacher([image])[0]
+    assert len(expected["boxes"]) > 0
+    for key in ("boxes", "labels", "scores"):
+        assert torch.equal(detections[key], expected[key]), key
+
+
+def test_onnx_export_command_checks_onnxruntime_on_images_of_any_size(
+    best_checkpoint, cache_dir, tmp_path
+) -> None:
+    """From the command line, as documented; the verification images have other sizes than
+    the example the model was exported with (dynamic height and width)."""
+    results = json.loads((best_checkpoint.parents[1] / "results.json").read_text())
+    val = json.loads(Path(results["val_json"]).read_text())
+    images = tmp_path / "images"
+    images.mkdir()
+    for record, size in zip(val["images"][:3], [(128, 128), (160, 96), (100, 150)]):
+        source = Path(results["val_json"]).parent / "images" / record["file_name"]
+        Image.open(source).convert("RGB").resize(size).save(images / f"{record['id']}.png")
+    out = tmp_path / "teacher.onnx"
+    env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir))
+    result = subprocess.run(
+        [sys.executable, "-m", "labelmatch.export", f"checkpoint={best_checkpoint}",
+         "format=onnx", f"out={out}", f"images={images}", f"hydra.run.dir={tmp_path / 'log'}"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "verification passed (onnxruntime vs PyTorch, 3 images)" in result.stdout
+    description = json.loads(Path(f"{out}.json").read_text())
+    verification = description["verification"]
+    assert verification["matched"] == verification["detections"] > 0
+    assert verification["max_box_error"] <= 0.01 and verification["max_score_error"] <= 1e-4
+    assert (description["test_scale"], description["max_size"]) == (128, 256)
+
+
+def test_a_mismatch_fails_the_export_and_bad_options_are_named(best_checkpoint, tmp_path):
+    with pytest.raises(RuntimeError, match=r"verification FAILED .*: 0 of \d+ PyTorch detections"):
+        # A tolerance that not even identical detections meet.
+        export(export_config(f"checkpoint={best_checkpoint}", "format=state_dict",
+                             f"out={tmp_path / 'x.pth'}", "score_atol=-1"))  # fmt: skip
+    with pytest.raises(DataError, match=r"format must be one of"):
+        export(export_config(f"checkpoint={best_checkpoint}", "format=tflite"))
+    with pytest.raises(FileNotFoundError, match=r"checkpoint: no checkpoint at .*nowhere"):
+        export(export_config(f"checkpoint={tmp_path / 'nowhere.ckpt'}", "format=onnx"))
+
+
+def detections(boxes, labels, scores) -> dict[str, torch.Tensor]:
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
+            "scores": torch.tensor(scores)}  # fmt: skip
+
+
+def test_matching_needs_the_same_label_a_close_box_and_a_close_score() -> None:
+    reference = detections([[0, 0, 10, 10], [5, 5, 20, 20]], [1, 2], [0.9, 0.5])
+    # Order does not matter; small errors within the tolerances do not either.
+    exported = detections([[5, 5, 20.004, 20], [0, 0, 10, 10]], [2, 1], [0.50005, 0.9])
+    matched, box_error, score_error = match_detections(reference, exported, 0.01, 1e-4)
+    assert matched == 2
+    assert box_error == pytest.approx(0.004, abs=1e-5)
+    assert score_error == pytest.approx(5e-5, abs=1e-6)
+    for wrong in (
+        detections([[5, 5, 20.02, 20], [0, 0, 10, 10]], [2, 1], [0.5, 0.9]),  # box off by 0.02
+        detections([[5, 5, 20, 20], [0, 0, 10, 10]], [3, 1], [0.5, 0.9]),  # another label
+        detections([[5, 5, 20, 20], [0, 0, 10, 10]], [2, 1], [0.51, 0.9]),  # score off
+    ):
+        assert match_detections(reference, wrong, 0.01, 1e-4)[0] == 1
+    # Two reference boxes cannot share one exported box.
+    twice = detections([[0, 0, 10, 10], [0, 0, 10, 10]], [1, 1], [0.9, 0.8])
+    assert match_detections(twice, detections([[0, 0, 10, 10]], [1], [0.9]), 0.01, 0.2)[0] == 1
