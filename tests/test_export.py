@@ -20,7 +20,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from labelmatch.checkpoints import load_module
 from labelmatch.data.errors import DataError
-from labelmatch.export import export, match_detections
+from labelmatch.export import count_at_the_cut, export, match_detections, score_cut
 from tests.conftest import CONF_DIR, REPO
 
 
@@ -101,7 +101,7 @@ def test_onnx_export_command_checks_onnxruntime_on_images_of_any_size(
     description = json.loads(Path(f"{out}.json").read_text())
     verification = description["verification"]
     assert verification["matched"] == verification["detections"] > 0
-    assert verification["max_box_error"] <= 0.01 and verification["max_score_error"] <= 1e-4
+    assert verification["max_box_error"] <= 0.01 and verification["max_score_error"] <= 1e-5
     assert (description["test_scale"], description["max_size"]) == (128, 256)
 
 
@@ -125,8 +125,10 @@ def test_matching_needs_the_same_label_a_close_box_and_a_close_score() -> None:
     reference = detections([[0, 0, 10, 10], [5, 5, 20, 20]], [1, 2], [0.9, 0.5])
     # Order does not matter; small errors within the tolerances do not either.
     exported = detections([[5, 5, 20.004, 20], [0, 0, 10, 10]], [2, 1], [0.50005, 0.9])
-    matched, box_error, score_error = match_detections(reference, exported, 0.01, 1e-4)
-    assert matched == 2
+    only_reference, only_exported, box_error, score_error = match_detections(
+        reference, exported, 0.01, 1e-4
+    )
+    assert only_reference == only_exported == []
     assert box_error == pytest.approx(0.004, abs=1e-5)
     assert score_error == pytest.approx(5e-5, abs=1e-6)
     for wrong in (
@@ -134,7 +136,23 @@ def test_matching_needs_the_same_label_a_close_box_and_a_close_score() -> None:
         detections([[5, 5, 20, 20], [0, 0, 10, 10]], [3, 1], [0.5, 0.9]),  # another label
         detections([[5, 5, 20, 20], [0, 0, 10, 10]], [2, 1], [0.51, 0.9]),  # score off
     ):
-        assert match_detections(reference, wrong, 0.01, 1e-4)[0] == 1
+        assert match_detections(reference, wrong, 0.01, 1e-4)[:2] == ([1], [0])
     # Two reference boxes cannot share one exported box.
     twice = detections([[0, 0, 10, 10], [0, 0, 10, 10]], [1, 1], [0.9, 0.8])
-    assert match_detections(twice, detections([[0, 0, 10, 10]], [1], [0.9]), 0.01, 0.2)[0] == 1
+    assert match_detections(twice, detections([[0, 0, 10, 10]], [1], [0.9]), 0.01, 0.2)[:2] == (
+        [1],
+        [],
+    )
+
+
+def test_a_detection_only_one_side_keeps_is_excused_only_at_the_score_cut() -> None:
+    """Of two models capped at 2 detections, one keeps a box scored 0.60001 that the other
+    dropped for its own 0.6; below a cap, the cut is the score threshold (0.05)."""
+    full = detections([[0, 0, 10, 10], [5, 5, 20, 20]], [1, 2], [0.9, 0.6])
+    assert score_cut(full, score_thresh=0.05, max_detections=2) == pytest.approx(0.6)
+    assert score_cut(full, score_thresh=0.05, max_detections=100) == 0.05
+    other = detections([[0, 0, 10, 10], [30, 30, 40, 40]], [1, 2], [0.9, 0.60001])
+    cut = score_cut(full, 0.05, 2)
+    assert count_at_the_cut([1], other, cut, score_atol=1e-4) == 1
+    assert count_at_the_cut([1], other, cut, score_atol=1e-6) == 0
+    assert count_at_the_cut([1], other, score_cut(full, 0.05, 100), score_atol=1e-4) == 0
