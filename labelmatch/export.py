@@ -40,7 +40,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
-from torchvision.ops import MultiScaleRoIAlign
 
 from labelmatch.checkpoints import build_detector, load_module, pick_detector, training_config
 from labelmatch.data.errors import DataError
@@ -66,20 +65,14 @@ class ExportMismatchError(RuntimeError):
 
 # ---------------------------------------------------------------------------------- the model
 def standalone_detector(detector: FasterRCNN) -> FasterRCNN:
-    """An eval-mode copy with torchvision's `MultiScaleRoIAlign` in place of the project's
-    one-level shortcut (same outputs, tests/test_models.py): the shortcut's `super()` call cannot
-    be scripted, and the ONNX tracer would freeze its data-dependent branch to the one the
-    example image takes."""
+    """An eval-mode copy whose RoIAlign always takes its per-level path: the one-level shortcut
+    gives the same outputs (tests/test_models.py), but the ONNX tracer would freeze its
+    data-dependent branch to the one the example image takes. The pooler keeps its `aligned`
+    setting (torchvision's own `MultiScaleRoIAlign` cannot align, docs/method.md §7)."""
     detector = copy.deepcopy(detector).eval()
     pool = detector.roi_heads.box_roi_pool
     if isinstance(pool, OneLevelShortcutRoIAlign):
-        detector.roi_heads.box_roi_pool = MultiScaleRoIAlign(
-            pool.featmap_names,
-            pool.output_size,
-            pool.sampling_ratio,
-            canonical_scale=pool.canonical_scale,
-            canonical_level=pool.canonical_level,
-        )
+        pool.shortcut = False
     return detector
 
 

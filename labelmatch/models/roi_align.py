@@ -42,6 +42,7 @@ class OneLevelShortcutRoIAlign(MultiScaleRoIAlign):
         sampling_ratio: int,
         *,
         aligned: bool = False,
+        shortcut: bool = True,
         canonical_scale: int = 224,
         canonical_level: int = 4,
     ) -> None:
@@ -53,6 +54,9 @@ class OneLevelShortcutRoIAlign(MultiScaleRoIAlign):
             canonical_level=canonical_level,
         )
         self.aligned = aligned
+        # False: always the per-level loop (an exported graph must not freeze the branch its
+        # example image takes; labelmatch.export).
+        self.shortcut = shortcut
 
     def forward(
         self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
@@ -62,29 +66,34 @@ class OneLevelShortcutRoIAlign(MultiScaleRoIAlign):
             self.scales, self.map_levels = _setup_scales(
                 features, image_shapes, self.canonical_scale, self.canonical_level
             )
+        scales, map_levels = self.scales, self.map_levels
+        if scales is None or map_levels is None:  # set just above; tells TorchScript so
+            raise ValueError("the pooler's scales are not set")
         rois = _convert_to_roi_format(boxes)
-        levels = self.map_levels(boxes)
-        if len(levels) > 0 and bool((levels == levels[0]).all()):
+        levels = map_levels(boxes)
+        if self.shortcut and len(levels) > 0 and bool((levels == levels[0]).all()):
             level = int(levels[0])
             # torchvision's result has the first level's dtype (autocast)
-            return self._pool(features[level], rois, level).to(features[0].dtype)
+            return self._pool(features[level], rois, scales[level]).to(features[0].dtype)
         result = torch.zeros(
-            (len(rois), features[0].shape[1], *self.output_size),
+            (len(rois), features[0].shape[1], self.output_size[0], self.output_size[1]),
             dtype=features[0].dtype,
             device=features[0].device,
         )
         for level, feature in enumerate(features):
             in_level = torch.where(levels == level)[0]
-            result[in_level] = self._pool(feature, rois[in_level], level).to(result.dtype)
+            pooled = self._pool(feature, rois[in_level], scales[level])
+            result[in_level] = pooled.to(result.dtype)
         return result
 
-    def _pool(self, feature: Tensor, rois: Tensor, level: int) -> Tensor:
-        """roi_align of rois [K, 5] (batch index, x1, y1, x2, y2) on one level [B, C, H, W]."""
+    def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        """roi_align of rois [K, 5] (batch index, x1, y1, x2, y2) on one level [B, C, H, W]
+        whose stride is 1 / `scale`."""
         return roi_align(
             feature,
             rois,
             output_size=self.output_size,
-            spatial_scale=self.scales[level],
+            spatial_scale=scale,
             sampling_ratio=self.sampling_ratio,
             aligned=self.aligned,
         )
