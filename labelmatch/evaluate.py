@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.checkpoints import check_checkpoint_classes, load_module, training_config
 from labelmatch.console import quiet_dependencies
+from labelmatch.data.builders import instantiate_datamodule
 from labelmatch.data.errors import DataError
 from labelmatch.run import collect_results, one_line, summary_line
 
@@ -30,7 +31,7 @@ log = logging.getLogger("labelmatch")
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     module, checkpoint = load_module(cfg.checkpoint)
-    datamodule = instantiate(cfg.data, use_unlabeled=False)
+    datamodule = instantiate_datamodule(cfg.data, use_unlabeled=False)
     datamodule.prepare_data()
     datamodule.setup("validate")
     names, ids = list(datamodule.class_names), list(datamodule.category_map.category_ids)

@@ -36,12 +36,12 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
 from labelmatch.checkpoints import build_detector, load_module, pick_detector, training_config
+from labelmatch.data.builders import instantiate_datamodule
 from labelmatch.data.errors import DataError
 from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
 from labelmatch.predict import image_files, image_view, test_transform
@@ -233,7 +233,7 @@ def verification_images(cfg: DictConfig) -> list[Tensor]:
             f"checkpoint={cfg.checkpoint}: its run directory has no .hydra/config.yaml to take "
             "val images from; pass images=<a folder of images> to verify the export on"
         )
-    datamodule = instantiate(trained.data, use_unlabeled=False)
+    datamodule = instantiate_datamodule(trained.data, use_unlabeled=False)
     datamodule.prepare_data()
     datamodule.setup("validate")
     views: list[Tensor] = []

@@ -39,6 +39,7 @@ from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.callbacks.run_plots import RunPlots
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
 from labelmatch.console import quiet_dependencies
+from labelmatch.data.builders import instantiate_datamodule
 from labelmatch.data.errors import DataError
 from labelmatch.loggers import finish_wandb_run
 from labelmatch.method.module import LabelMatchModule
@@ -103,9 +104,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and evaluate one configuration; returns what is written to results.json."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, use_unlabeled=cfg.method.name != "supervised")
+    datamodule = instantiate_datamodule(cfg.data, use_unlabeled=cfg.method.name != "supervised")
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if fill_derived_view_sizes(cfg, datamodule):
+        save_run_config(cfg, run_dir)
 
     check_checkpoints_match_data(cfg, datamodule)
     check_teacher_start(cfg)
@@ -220,7 +223,8 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     succeeded = False
     try:
-        apply_batch_scaling(cfg, run_dir)
+        if apply_batch_scaling(cfg):
+            save_run_config(cfg, run_dir)
         results = train(cfg, run_dir)
         succeeded = True
     except (DataError, ConfigError, FileNotFoundError, NonFiniteLossError) as error:
@@ -244,14 +248,30 @@ def main(cfg: DictConfig) -> float:
     return float(final.get("map", 0.0))
 
 
-def apply_batch_scaling(cfg: DictConfig, run_dir: Path) -> None:
-    """`optim.scale_to_batch=true`: rescale the recipe, print what changed and save the config
-    as it runs over Hydra's `.hydra/config.yaml`."""
+def apply_batch_scaling(cfg: DictConfig) -> bool:
+    """`optim.scale_to_batch=true`: rescale the recipe and log what changed; True if it did."""
     changes = scale_to_batch(cfg)
-    if not changes:
-        return
-    log.info("optim.scale_to_batch: %s", "; ".join(changes))
-    if rank_zero_only.rank == 0 and (run_dir / ".hydra").is_dir():
+    if changes:
+        log.info("optim.scale_to_batch: %s", "; ".join(changes))
+    return bool(changes)
+
+
+def fill_derived_view_sizes(cfg: DictConfig, datamodule) -> bool:
+    """Data scale keys left null (derived from the images by the data builder) get the values
+    the datamodule chose, so that the saved config says what ran (and `predict` / `export` find
+    the test size there). True if any was filled."""
+    filled = False
+    for key, value in getattr(datamodule, "view_sizes", {}).items():
+        if key in cfg.data and cfg.data[key] is None and isinstance(value, (int, list, tuple)):
+            OmegaConf.update(cfg, f"data.{key}", list(value) if isinstance(value, tuple) else value)
+            filled = True
+    return filled
+
+
+@rank_zero_only
+def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
+    """The config as it runs (scaled, sizes derived) over Hydra's `.hydra/config.yaml`."""
+    if (run_dir / ".hydra").is_dir():
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
 
 

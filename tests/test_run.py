@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -169,7 +170,8 @@ def test_missing_data_is_one_clear_error_before_any_model_is_built(tmp_path, cac
 
 def test_coco_data_with_non_contiguous_category_ids_round_trips(tmp_path, cache_dir) -> None:
     """`data=coco` reads any COCO json through the same code as the digits; the written
-    detections carry the dataset's own (here non-contiguous) category ids."""
+    detections carry the dataset's own (here non-contiguous) category ids; the view sizes come
+    from the images (128 px canvases: no upscaling to 800) and are saved in the run's config."""
     from labelmatch.data.digits import DigitsSplits
 
     splits = DigitsSplits(str(cache_dir / "digits"), num_labeled=8, num_unlabeled=8, num_val=8)
@@ -186,11 +188,12 @@ def test_coco_data_with_non_contiguous_category_ids_round_trips(tmp_path, cache_
     run_dir = train_cli(
         tmp_path / "run", cache_dir, "data=coco", "method=supervised",
         f"data.image_dir={splits.image_dir}", f"data.labeled_json={remapped['labeled']}",
-        f"data.val_json={remapped['val']}", "~data.train_scales", "+data.train_scales=[128]",
-        "data.test_scale=128",
-        "data.max_size=256", "data.num_workers=0", "data.labeled_batch_size=4",
+        f"data.val_json={remapped['val']}", "data.num_workers=0", "data.labeled_batch_size=4",
         "trainer.max_steps=20", "trainer.val_check_interval=20",
     )  # fmt: skip
+    data = OmegaConf.load(run_dir / ".hydra" / "config.yaml").data
+    assert list(data.train_scales) == list(data.strong_scales) == [96, 112, 128, 144, 160]
+    assert (list(data.weak_scales), data.test_scale, data.max_size) == ([112, 128, 144], 128, 213)
     detections = json.loads((run_dir / "eval" / "student.json").read_text())
     assert detections
     assert {d["category_id"] for d in detections} <= {c * 7 + 3 for c in range(1, 11)}

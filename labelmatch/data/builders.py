@@ -9,11 +9,28 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from labelmatch.data.coco import CocoSplits
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from labelmatch.data.coco import CocoSplits, load_coco_json
 from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsFoldSplits, DigitsSplits
+from labelmatch.data.errors import DataError
 from labelmatch.data.glyphs import GlyphsSplits
 from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSplits, VocSplits
+from labelmatch.data.scales import SCALE_KEYS, resolve_scales
+
+
+def instantiate_datamodule(data_config: Any, **kwargs: Any) -> DetectionDataModule:
+    """Hydra's `instantiate` of a data config; bad input found while building (a DataError or a
+    missing file) is re-raised as itself, not inside Hydra's InstantiationException, so the
+    entry points report it as one line."""
+    try:
+        return instantiate(data_config, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (DataError, FileNotFoundError)):
+            raise error.__cause__ from None
+        raise
 
 
 def _embedded_datamodule(
@@ -54,13 +71,17 @@ def coco_datamodule(
     unlabeled_json: str | None = None,
     **loader_kwargs: Any,
 ) -> DetectionDataModule:
-    """Any COCO-format dataset: an image directory and three annotation files."""
+    """Any COCO-format dataset: an image directory and three annotation files. Scale keys left
+    null are derived from the labeled images' sizes (`labelmatch.data.scales`)."""
     splits = CocoSplits(
         image_dir=image_dir,
         labeled_json=labeled_json,
         unlabeled_json=unlabeled_json,
         val_json=val_json,
     )
+    if any(key in loader_kwargs and loader_kwargs[key] is None for key in SCALE_KEYS):
+        images = load_coco_json(labeled_json).get("images", [])
+        loader_kwargs = resolve_scales(loader_kwargs, images, labeled_json)
     return DetectionDataModule(splits=splits, **loader_kwargs)
 
 

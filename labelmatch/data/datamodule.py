@@ -176,6 +176,10 @@ class DetectionDataModule(lightning.LightningDataModule):
             inference_workers = num_workers if torch.cuda.is_available() else 0
         self.inference_workers = inference_workers
         self.use_unlabeled = use_unlabeled
+        # The short sides the views are drawn at, as given (a list, an int or a resize rule).
+        self.view_sizes = {"train_scales": train_scales, "weak_scales": weak_scales,
+                           "strong_scales": strong_scales, "test_scale": test_scale,
+                           "max_size": max_size}  # fmt: skip
         self.labeled_transform = LabeledTransform(
             resize_rule(train_scales, max_size), flip_prob, labeled_photometric
         )
