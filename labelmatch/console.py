@@ -15,6 +15,9 @@ IGNORED_WARNINGS = (
     # Hydra's .hydra/; a resumed run's earlier metrics.csv is kept as metrics.<n>.csv first
     # (labelmatch.run.keep_earlier_metrics), so nothing is lost.
     (r"Experiment logs directory .* exists and is not empty", UserWarning),
+    # Resuming in the run directory: checkpoints/ already holds last.ckpt (and best.ckpt), which
+    # is why the run is resumed from there; nothing is overwritten but what a resume updates.
+    (r"Checkpoint directory .* exists and is not empty", UserWarning),
     # Lightning 2.6's own pytree helper on torch >= 2.10: a deprecation inside Lightning.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
 )

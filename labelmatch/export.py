@@ -41,6 +41,7 @@ from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
 from labelmatch.checkpoints import build_detector, load_module, pick_detector, training_config
+from labelmatch.console import quiet_dependencies
 from labelmatch.data.builders import instantiate_datamodule
 from labelmatch.data.errors import DataError
 from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
@@ -295,6 +296,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    quiet_dependencies()
     try:
         export(cfg)
     except (DataError, FileNotFoundError, ExportMismatchError) as error:

@@ -37,7 +37,8 @@ from labelmatch.run import one_line
 
 log = logging.getLogger("labelmatch")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The suffixes of labelmatch.data.coco.DECODABLE_FORMATS (what decode_image reads).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -50,8 +50,10 @@ log = logging.getLogger("labelmatch")
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    # Lightning refuses a progress-bar callback when the trainer has the bar turned off.
+    bar = [PhaseProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     callbacks: list[L.Callback] = [
-        PhaseProgressBar(),
+        *bar,
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             save_last=True,

@@ -34,13 +34,20 @@ class ScalingError(ValueError):
 
 
 def device_count(devices: Any, accelerator: str) -> int:
-    """Processes per node that Lightning starts for `trainer.devices` (int, list, "auto", -1)."""
+    """Processes per node that Lightning starts for `trainer.devices` (an int, a list of device
+    indices or a string of them such as "0,1", "auto", -1)."""
     if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
         return len(devices)
-    if str(devices) in ("auto", "-1"):
+    if str(devices).strip() in ("auto", "-1"):
         uses_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         return torch.cuda.device_count() if uses_gpu else 1
-    return int(devices)
+    text = str(devices).strip()
+    try:
+        if "," in text:
+            return len([index for index in text.split(",") if index.strip()])
+        return int(text)
+    except ValueError:
+        raise ScalingError(f"trainer.devices={devices!r}: not a device count or list") from None
 
 
 def total_batch(cfg: DictConfig) -> int:

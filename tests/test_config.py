@@ -56,3 +56,17 @@ def test_default_run_is_the_digits_recipe_with_burn_in_then_semi_supervised() ->
     assert cfg.method.name == "labelmatch"
     assert 0 < cfg.method.burn_in_steps < cfg.trainer.max_steps
     assert cfg.method.act.interval < cfg.trainer.max_steps - cfg.method.burn_in_steps
+
+
+LOADER_AND_VIEW_KEYS = {
+    "labeled_batch_size", "unlabeled_batch_size", "val_batch_size", "num_workers", "pin_memory",
+    "persistent_workers", "inference_workers", "train_scales", "weak_scales", "strong_scales",
+    "test_scale", "max_size", "flip_prob", "labeled_photometric", "skip_invalid", "seed",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_every_data_config_takes_the_same_loader_and_view_keys(option: str) -> None:
+    """`data.KEY=...` works whichever dataset is chosen (README, useful keys)."""
+    data = compose_config([f"data={option}"]).data
+    assert LOADER_AND_VIEW_KEYS <= set(data), LOADER_AND_VIEW_KEYS - set(data)

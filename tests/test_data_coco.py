@@ -217,6 +217,15 @@ def test_corrupt_image_is_an_error_or_a_counted_skip_before_training(tiny, caplo
     assert any("b.png" in r.getMessage() for r in caplog.records)
 
 
+def test_an_image_format_the_loaders_cannot_decode_is_an_error_before_training(tiny):
+    """PIL identifies BMP (and TIFF, ...), torchvision's decode_image does not read it: the
+    header check rejects it up front instead of the first batch that draws it."""
+    image_dir, write = tiny
+    Image.new("RGB", (30, 30)).save(image_dir / "b.png", format="BMP")  # a BMP named .png
+    with pytest.raises(DataError, match=r"b\.png.*BMP files cannot be decoded for training"):
+        _dataset(image_dir, write([]))
+
+
 def test_image_damaged_past_its_header_fails_when_read(tiny, caplog):
     image_dir, write = tiny
     intact = (image_dir / "b.png").read_bytes()

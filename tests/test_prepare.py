@@ -483,6 +483,7 @@ def test_folder_becomes_an_unlabeled_json_read_from_image_headers(tmp_path, caps
     Image.new("RGB", (7, 9)).save(images / "m.webp")
     (images / "notes.txt").write_text("not an image")
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    Image.new("RGB", (8, 8)).save(images / "scan.bmp")  # PIL reads it, training could not
     out = tmp_path / "unlabeled.json"
     prepare(["folder", "--images", str(images), "--out", str(out)])
     printed = capsys.readouterr().out
@@ -495,7 +496,8 @@ def test_folder_becomes_an_unlabeled_json_read_from_image_headers(tmp_path, caps
     assert coco["annotations"] == [] and "categories" not in coco
     assert f"skipped (not a readable image): {images / 'broken.jpg'}" in printed
     assert f"skipped (not a readable image): {images / 'notes.txt'}" in printed
-    assert f"{out}: 3 images, 2 files skipped" in printed
+    assert f"skipped (not a readable image): {images / 'scan.bmp'}" in printed
+    assert f"{out}: 3 images, 3 files skipped" in printed
     # File names relative to the dataset's image_dir, when the folder is inside it.
     prepare(["folder", "--images", str(images), "--out", str(out), "--relative-to",
              str(tmp_path / "data"), "--overwrite"])  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from labelmatch.scaling import ScalingError, device_count, scale_steps, scale_to_batch
-from tests.conftest import compose_config, run_cli
+from tests.conftest import CONF_DIR, compose_config, run_cli
 
 
 def test_steps_scale_inversely_and_round():
@@ -79,13 +79,18 @@ def test_the_run_prints_and_saves_the_scaled_config(tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize(
-    "experiment",
-    ["coco_1pct", "coco_1pct_baseline", "coco_ablation", "coco_additional",
-     "coco_additional_baseline", "voc", "voc_baseline", "digits"],
-)  # fmt: skip
+    "experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+)
 def test_every_recipe_names_the_batch_it_was_written_for(experiment):
-    """On the hardware of the recipe itself, scaling changes nothing."""
+    """On the hardware of the recipe itself (its devices; one process where it leaves them to
+    Lightning on this CPU-only machine), scaling changes nothing."""
     cfg = compose_config([f"experiment={experiment}", "optim.scale_to_batch=true"])
-    devices = cfg.trainer.devices if cfg.trainer.devices != "auto" else 1
+    devices = device_count(cfg.trainer.devices, "cpu")
     assert cfg.optim.reference_batch == devices * cfg.data.labeled_batch_size
     assert scale_to_batch(cfg)[1:] == []
+
+
+def test_device_lists_given_as_text_count_their_entries():
+    assert device_count("0,1", "gpu") == 2 and device_count("0, 2, 3", "gpu") == 3
+    with pytest.raises(ScalingError, match="not a device count"):
+        device_count("two", "gpu")

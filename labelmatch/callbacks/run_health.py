@@ -96,7 +96,7 @@ class RunHealth(L.Callback):
 
     def report(self, symptom: str, message: str) -> None:
         self.counts[symptom] += 1
-        warn_once_per_run(f"run health: {message} (README, Troubleshooting: {symptom})")
+        warn_on_rank_zero(f"run health: {message} (README, Troubleshooting: {symptom})")
 
     # A resumed run keeps its counts and the window it was saved in.
     def state_dict(self) -> dict[str, Any]:
@@ -111,6 +111,6 @@ class RunHealth(L.Callback):
 
 
 @rank_zero_only
-def warn_once_per_run(message: str) -> None:
+def warn_on_rank_zero(message: str) -> None:
     """One line from rank zero (the other ranks count the same symptoms)."""
     log.warning(message)

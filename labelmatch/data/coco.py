@@ -98,12 +98,28 @@ def _is_positive_integer(value: Any) -> bool:
     )
 
 
+# The formats torchvision.io.decode_image reads (the loaders decode with it); PIL, which reads
+# the headers, identifies more (BMP, TIFF, ...), which training could then not decode.
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
+
+
+def image_header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the image file's header (no decoding). OSError (or ValueError /
+    DecompressionBombError) when PIL cannot identify it or the loaders could not decode it."""
+    with Image.open(path) as image:
+        if image.format not in DECODABLE_FORMATS:
+            raise OSError(
+                f"{image.format} files cannot be decoded for training "
+                f"(supported: {', '.join(DECODABLE_FORMATS)})"
+            )
+        return image.size
+
+
 def _header_problem(path: str, height: int, width: int) -> str | None:
     """What is wrong with an image file judged by its header alone (cheap: no decoding), or
     None. Damage past the header is found when the image is decoded."""
     try:
-        with Image.open(path) as image:
-            actual_width, actual_height = image.size
+        actual_width, actual_height = image_header_size(path)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         return f"cannot read image file {path}: {error}"
     if (actual_height, actual_width) != (height, width):

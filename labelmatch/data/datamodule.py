@@ -34,6 +34,7 @@ import lightning
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from labelmatch.data.categories import CategoryMap
@@ -62,7 +63,7 @@ def loader_workers(requested: int) -> int:
     """Worker processes per training loader: `requested`, at most one per available core (more
     only compete with the model's own threads, and DataLoader warns about them)."""
     workers = min(requested, available_cpus())
-    if workers < requested:
+    if workers < requested and rank_zero_only.rank == 0:
         logger.info("data.num_workers=%d: %d CPU cores available, using %d", requested,
                     available_cpus(), workers)  # fmt: skip
     return workers
@@ -173,7 +174,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         # pass runs at 83 images/s in the main process against 69 with 2 workers
         # (docs/benchmarks.md). Training views (strong augmentation) keep `num_workers`.
         if inference_workers is None:
-            inference_workers = num_workers if torch.cuda.is_available() else 0
+            inference_workers = self.num_workers if torch.cuda.is_available() else 0
         self.inference_workers = inference_workers
         self.use_unlabeled = use_unlabeled
         # The short sides the views are drawn at, as given (a list, an int or a resize rule).
@@ -231,7 +232,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         if self.use_unlabeled:
             self.unlabeled_dataset = self._unlabeled_dataset(splits, labeled_coco, dataset)
         self.splits, self.category_map = splits, category_map
-        if distributed_rank_and_world_size()[0] == 0:
+        if rank_zero_only.rank == 0:  # set from the launcher's env before the process group
             logger.info(
                 "data (docs/bad-input.md says what each column counts; ACT's class prior is the "
                 "labeled split's `prior boxes`: every annotation, crowd included):\n%s",

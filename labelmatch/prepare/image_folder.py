@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from labelmatch.data.coco import image_header_size
 from labelmatch.data.errors import DataError
 from labelmatch.prepare.files import write_json_atomic
 
@@ -22,10 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the image header, or None when PIL cannot identify the file."""
+    """(width, height) from the image header, or None when the file is not an image the
+    training loaders can decode (`labelmatch.data.coco.image_header_size`)."""
     try:
-        with Image.open(path) as image:  # lazy: reads the header, not the pixels
-            return image.size
+        return image_header_size(path)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
