@@ -2,6 +2,7 @@
 
 import random
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -110,3 +111,45 @@ def test_the_best_checkpoints_step_and_metrics_survive_a_resume_in_the_same_fold
     with pytest.warns(UserWarning, match="dirpath has changed"):
         elsewhere.load_state_dict(state)
     assert elsewhere.summary(tmp_path) is None
+
+
+class _ScriptedValidation(L.LightningModule):
+    """A linear model whose validations log a scripted `teacher/map` sequence."""
+
+    def __init__(self, maps: list[float]) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.maps = list(maps)
+        self.eval_metrics: dict = {}
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self) -> None:
+        value = self.maps.pop(0)
+        self.eval_metrics = {"teacher": {"map": value}, "student": {"map": value / 2}}
+        self.log("teacher/map", value)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_best_checkpoint_keeps_the_highest_validation_and_the_earlier_of_a_tie(tmp_path):
+    """Validations at steps 2, 4, 6, 8 score 0.2, 0.5, 0.4, 0.5: best.ckpt is step 4's, not
+    overwritten by the worse step 6 nor by step 8's tie."""
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(64, 2)))
+    best = BestCheckpoint(tmp_path / "checkpoints", monitor="teacher/map")
+    trainer = L.Trainer(
+        max_steps=8, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
+        logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=True, callbacks=[best], accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(_ScriptedValidation([0.2, 0.5, 0.4, 0.5]), data, data)
+    summary = best.summary(tmp_path)
+    assert summary["step"] == 4 and summary["checkpoint"] == "checkpoints/best.ckpt"
+    assert summary["teacher"] == {"map": 0.5} and summary["student"] == {"map": 0.25}
+    saved = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
+    assert saved["global_step"] == 4
