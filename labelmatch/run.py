@@ -75,22 +75,30 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
                 subset=method.act.subset,
                 alpha=method.alpha,
                 min_threshold=method.act.min_threshold,
-                prior=OmegaConf.to_container(method.act.prior) if method.act.prior else None,
+                prior=prior_setting(method),
                 mode=method.act.mode,
                 queue_images=method.act.queue_images,
                 queue_top_k=method.act.queue_top_k,
                 online_interval=method.act.online_interval,
+                estimator_iterations=method.act.estimator.max_iterations,
+                estimator_tolerance=method.act.estimator.tolerance,
             )
         )
     if method.name == "labelmatch" and method.rplm.enabled:
         callbacks.append(ReliablePseudoLabelMining(score=method.rplm.score, iou=method.rplm.iou))
     if method.name != "supervised":
-        prior = method.get("act", {}).get("prior")
-        prior = OmegaConf.to_container(prior) if prior else None
+        prior = prior_setting(method)
         callbacks.append(PseudoLabelStatistics(prior=prior))
         callbacks.append(RunHealth(window=method.act.interval, prior=prior))
     callbacks.append(RunPlots())  # after the statistics: it draws what they logged
     return callbacks
+
+
+def prior_setting(method: DictConfig) -> dict | str | None:
+    """`method.act.prior` as plain data: None, a manual {class_ratios, boxes_per_image} dict, or
+    the name "estimated" / "oracle" (`labelmatch.method.act.configured_prior`)."""
+    prior = method.get("act", {}).get("prior")
+    return OmegaConf.to_container(prior) if OmegaConf.is_config(prior) else prior
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:

@@ -20,12 +20,16 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from labelmatch.method.act import (
+    ESTIMATED,
     ClassPrior,
     ScoreQueue,
     act_thresholds,
+    configured_prior,
+    estimated_class_prior,
     labeled_class_prior,
     online_act_thresholds,
     scores_by_class,
@@ -45,8 +49,11 @@ class ACTRefresh(L.Callback):
     subset: reference images per refresh (official 10000), capped at the unlabeled set's size.
     alpha: reliable share of the expected positives (Eq. 6, official 0.2).
     min_threshold: floor of both thresholds (official 0.05).
-    prior: None to count the labeled annotations, or the official `manual_prior`
-        {"class_ratios": [C floats], "boxes_per_image": float}.
+    prior: None to count the labeled annotations, the official `manual_prior`
+        {"class_ratios": [C floats], "boxes_per_image": float}, "oracle" (the unlabeled
+        annotations' counts, reference runs only) or "estimated" (at each refresh pass, the
+        unlabeled set's prior estimated from the teacher's detections, docs/method.md §2).
+    estimator_iterations, estimator_tolerance: the EM's limits (`em_label_shift`).
     mode: "offline" (a refresh pass every `interval` steps) or "online" (a score queue).
     queue_images, queue_top_k: online queue size, images x scores per class (official 12800, 20).
     online_interval: steps between threshold updates from the queue (online mode).
@@ -60,11 +67,13 @@ class ACTRefresh(L.Callback):
         subset: int = 10000,
         alpha: float = 0.2,
         min_threshold: float = 0.05,
-        prior: dict | None = None,
+        prior: dict | str | None = None,
         mode: str = "offline",
         queue_images: int = 12800,
         queue_top_k: int = 20,
         online_interval: int = 1,
+        estimator_iterations: int = 100,
+        estimator_tolerance: float = 1e-6,
     ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
@@ -77,12 +86,24 @@ class ACTRefresh(L.Callback):
         self.subset = subset
         self.alpha = alpha
         self.min_threshold = min_threshold
-        self.manual_prior = prior
+        self.prior_setting = prior
+        self.estimator_iterations = estimator_iterations
+        self.estimator_tolerance = estimator_tolerance
+        # The prior Eq. 5-6 use now: the configured one, or the latest estimate.
         self.prior: ClassPrior | None = None
+        self.labeled_prior: ClassPrior | None = None  # where each estimate starts
+        self.restored_prior: ClassPrior | None = None  # an estimate a checkpoint carried
         self.refreshes = 0
 
+    @property
+    def estimates(self) -> bool:
+        return self.prior_setting == ESTIMATED
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.prior = labeled_class_prior(trainer.datamodule, self.manual_prior)
+        self.labeled_prior = labeled_class_prior(trainer.datamodule)
+        self.prior = configured_prior(trainer.datamodule, self.prior_setting)
+        if self.restored_prior is not None:  # a resumed run keeps its latest estimate
+            self.prior = self.restored_prior
         if len(self.prior.class_ratios) != len(pl_module.reliable_thresholds):
             raise ValueError(
                 f"method.act.prior has {len(self.prior.class_ratios)} classes, the data has "
@@ -110,8 +131,11 @@ class ACTRefresh(L.Callback):
         num_images = min(self.subset, len(datamodule.unlabeled_dataset))
         loader = datamodule.reference_dataloader(num_images, seed=pl_module.global_step)
         loader = progress(loader, f"ACT refresh at step {pl_module.global_step}")
-        detections = teacher_detections(pl_module, loader)
+        detections = teacher_detections(pl_module, loader, with_class_scores=self.estimates)
         labels, scores = (gather_rows(trainer, t) for t in concatenate(detections))
+        if self.estimates:
+            self.estimate_prior(trainer, pl_module, detections, labels, scores, num_images)
+        log_prior(pl_module, pl_module.hparams.class_names, self.prior)
         if self.mode == "online":  # the reference pass fills the queue; Eq. 5-6 on the queue
             self.push(trainer, detections)
             reliable, uncertain = self.queue_thresholds()
@@ -132,7 +156,7 @@ class ACTRefresh(L.Callback):
         num_reliable, num_uncertain = count_by_thresholds(labels, scores, reliable, uncertain)
         log.info(
             "ACT refresh %d at step %d on %d images: reliable %.3f-%.3f, uncertain %.3f-%.3f; "
-            "per image %.2f reliable + %.2f uncertain pseudo boxes (labeled prior %.2f)",
+            "per image %.2f reliable + %.2f uncertain pseudo boxes (prior %.2f)",
             self.refreshes,
             pl_module.global_step,
             num_images,
@@ -149,6 +173,38 @@ class ACTRefresh(L.Callback):
         seconds = time.perf_counter() - started
         pl_module.log_event({"act/refresh_seconds": seconds})
         log.info("ACT reference pass: %d images in %.1f s", num_images, seconds)
+
+    def estimate_prior(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        detections: list[dict[str, Tensor]],
+        labels: Tensor,
+        scores: Tensor,
+        num_images: int,
+    ) -> None:
+        """The unlabeled prior from this pass's detections (all ranks), from here on Eq. 5-6's."""
+        num_columns = len(pl_module.reliable_thresholds) + 1
+        rows = [d["class_scores"].float() for d in detections]
+        class_scores = torch.cat(rows) if rows else torch.zeros(0, num_columns)
+        self.prior, iterations = estimated_class_prior(
+            labels,
+            scores,
+            gather_rows(trainer, class_scores),
+            num_images,
+            self.labeled_prior,
+            self.estimator_iterations,
+            self.estimator_tolerance,
+        )
+        log.info(
+            "ACT estimated prior at step %d: %.2f boxes per image (labeled %.2f), class shares "
+            "%s after %d EM iterations",
+            pl_module.global_step,
+            self.prior.boxes_per_image,
+            self.labeled_prior.boxes_per_image,
+            ", ".join(f"{r:.3f}" for r in self.prior.class_ratios.tolist()),
+            iterations,
+        )
 
     # ------------------------------------------------------------------------ online mode
     def on_train_batch_end(
@@ -179,12 +235,21 @@ class ACTRefresh(L.Callback):
     # ------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"refreshes": self.refreshes}
+        if self.estimates and self.prior is not None:
+            state["prior"] = {
+                "class_ratios": self.prior.class_ratios.clone(),
+                "boxes_per_image": self.prior.boxes_per_image,
+            }
         if self.queue is not None:  # online mode
             state["queue"] = self.queue.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.refreshes = int(state_dict["refreshes"])
+        if "prior" in state_dict:  # setup, before or after, keeps it
+            saved = state_dict["prior"]
+            self.restored_prior = ClassPrior(saved["class_ratios"], saved["boxes_per_image"])
+            self.prior = self.restored_prior
         if "queue" not in state_dict:
             return
         saved = state_dict["queue"]["scores"]
@@ -200,23 +265,61 @@ class ACTRefresh(L.Callback):
 REFRESH_SCORE_FLOOR = 0.001
 
 
-def teacher_detections(pl_module: L.LightningModule, loader) -> list[dict[str, Tensor]]:
-    """Post-NMS labels [N] and scores [N] of each image, the teacher (eval mode) over a loader.
+def teacher_detections(
+    pl_module: L.LightningModule, loader, with_class_scores: bool = False
+) -> list[dict[str, Tensor]]:
+    """Post-NMS labels [N] and scores [N] of each image, the teacher (eval mode) over a loader;
+    `with_class_scores`: also "class_scores" [N, C + 1], each detection's whole softmax row
+    (background first), which the estimated prior needs (see `keeping_class_scores`).
 
     Under inference mode and the trainer's precision (autocast with bf16-mixed / 16-mixed), as
     Lightning runs validation, so the refresh costs what plain inference costs.
     """
     detections = []
-    with (
-        torch.inference_mode(),
-        precision_context(pl_module),
-        score_floor(pl_module.teacher.roi_heads, REFRESH_SCORE_FLOOR),
-    ):
-        for batch in loader:
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            for output in pl_module.teacher(batch["images"]):
-                detections.append({"labels": output["labels"], "scores": output["scores"]})
+    rows: list[Tensor] = []
+    roi_heads = pl_module.teacher.roi_heads
+    if with_class_scores:  # an instance attribute shadows the method until deleted below
+        roi_heads.postprocess_detections = keeping_class_scores(
+            roi_heads.postprocess_detections, rows
+        )
+    try:
+        with (
+            torch.inference_mode(),
+            precision_context(pl_module),
+            score_floor(roi_heads, REFRESH_SCORE_FLOOR),
+        ):
+            for batch in loader:
+                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                for output in pl_module.teacher(batch["images"]):
+                    detections.append({"labels": output["labels"], "scores": output["scores"]})
+    finally:
+        if with_class_scores:
+            del roi_heads.postprocess_detections
+    for detection, image_rows in zip(detections, rows):
+        detection["class_scores"] = image_rows
     return detections
+
+
+def keeping_class_scores(postprocess, sink: list[Tensor]):
+    """torchvision's `RoIHeads.postprocess_detections`, unchanged, that also appends to `sink`
+    each image's float32[N, C + 1] softmax rows of its kept detections.
+
+    torchvision flattens the per-class scores before NMS and returns only each detection's own
+    class score; the row it came from is found again as the proposal whose softmax gives that
+    score for that class (the same softmax of the same logits, so the match is exact; two
+    proposals with equal scores for a class are near-duplicates with near-equal rows).
+    """
+
+    def postprocess_keeping_rows(class_logits, box_regression, proposals, image_shapes):
+        boxes, scores, labels = postprocess(class_logits, box_regression, proposals, image_shapes)
+        softmax = F.softmax(class_logits.float(), -1).split([len(p) for p in proposals])
+        for image_rows, image_scores, image_labels in zip(softmax, scores, labels):
+            # [detections, proposals]: each proposal's score for each detection's class
+            gap = (image_rows[:, image_labels].T - image_scores.float()[:, None]).abs()
+            sink.append(image_rows[gap.argmin(dim=1)] if len(image_labels) else image_rows[:0])
+        return boxes, scores, labels
+
+    return postprocess_keeping_rows
 
 
 def concatenate(detections: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -247,4 +350,11 @@ def log_thresholds(
 ) -> None:
     metrics = {f"act/reliable/{name}": float(t) for name, t in zip(names, reliable)}
     metrics.update({f"act/uncertain/{name}": float(t) for name, t in zip(names, uncertain)})
+    pl_module.log_event(metrics)
+
+
+def log_prior(pl_module: L.LightningModule, names: Sequence[str], prior: ClassPrior) -> None:
+    """The prior Eq. 5-6 use at this refresh: `act/prior/<class>`, `act/prior/boxes_per_image`."""
+    metrics = {f"act/prior/{name}": float(r) for name, r in zip(names, prior.class_ratios)}
+    metrics["act/prior/boxes_per_image"] = float(prior.boxes_per_image)
     pl_module.log_event(metrics)

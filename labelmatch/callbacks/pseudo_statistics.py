@@ -27,7 +27,7 @@ from labelmatch.evaluation.pseudo_quality import (
     summarize_counts,
 )
 from labelmatch.loggers import log_image
-from labelmatch.method.act import ClassPrior, labeled_class_prior
+from labelmatch.method.act import ClassPrior, configured_prior
 from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels
 from labelmatch.plots import draw_pseudo_labels
 
@@ -45,12 +45,14 @@ def threshold_updates(trainer: L.Trainer, pl_module: L.LightningModule) -> int:
 
 class PseudoLabelStatistics(L.Callback):
     """Args:
-    prior: None to count the labeled annotations (as ACT does), or the official
-        `manual_prior` {"class_ratios": [C floats], "boxes_per_image": float}.
+    prior: `method.act.prior` (None, the official `manual_prior` {"class_ratios": [C floats],
+        "boxes_per_image": float}, "estimated" or "oracle"), for runs without ACT. With ACT the
+        statistics compare with the prior ACT's latest refresh used (for "estimated": the
+        latest estimate), so `kl_to_prior` measures how well ACT met its own target.
     images_per_update: strong views drawn at each threshold update.
     """
 
-    def __init__(self, prior: dict | None = None, images_per_update: int = 4) -> None:
+    def __init__(self, prior: dict | str | None = None, images_per_update: int = 4) -> None:
         self.manual_prior = prior
         self.images_per_update = images_per_update
         self.prior: ClassPrior | None = None
@@ -62,7 +64,7 @@ class PseudoLabelStatistics(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         datamodule = trainer.datamodule
-        self.prior = labeled_class_prior(datamodule, self.manual_prior)
+        self.prior = configured_prior(datamodule, self.manual_prior)
         unlabeled = getattr(datamodule, "unlabeled_dataset", None)
         self.with_ground_truth = unlabeled is not None and sum(unlabeled.class_counts) > 0
 
@@ -95,10 +97,12 @@ class PseudoLabelStatistics(L.Callback):
             vector = counts.to_vector().to(pl_module.device)
             counts = PseudoLabelCounts.from_vector(trainer.strategy.reduce(vector, reduce_op="sum"))
         self.pending, self.pending_mined = [], 0
+        act = [cb for cb in trainer.callbacks if isinstance(cb, ACTRefresh)]
+        prior = act[0].prior if act and act[0].prior is not None else self.prior
         stats = summarize_counts(
             counts,
-            self.prior.class_ratios,
-            self.prior.boxes_per_image,
+            prior.class_ratios,
+            prior.boxes_per_image,
             names,
             with_ground_truth=self.with_ground_truth,
         )

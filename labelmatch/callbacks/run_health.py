@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-from labelmatch.method.act import labeled_class_prior
+from labelmatch.method.act import configured_prior
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ class RunHealth(L.Callback):
     prior: None to count the labeled annotations (as ACT does), or the official `manual_prior`.
     """
 
-    def __init__(self, window: int, boxes_factor: float = 3.0, prior: dict | None = None) -> None:
+    def __init__(
+        self, window: int, boxes_factor: float = 3.0, prior: dict | str | None = None
+    ) -> None:
         if window < 1 or boxes_factor <= 0:
             raise ValueError(f"need window >= 1 and boxes_factor > 0, got {window}, {boxes_factor}")
         self.window = window
@@ -48,7 +50,7 @@ class RunHealth(L.Callback):
         self.window_steps = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        prior = labeled_class_prior(trainer.datamodule, self.manual_prior)
+        prior = configured_prior(trainer.datamodule, self.manual_prior)
         self.prior_boxes_per_image = prior.boxes_per_image
 
     def on_train_batch_end(

@@ -91,6 +91,136 @@ def labeled_class_prior(datamodule, manual: dict | None = None) -> ClassPrior:
     return class_prior_from_counts(labeled.prior_counts, len(labeled))
 
 
+def unlabeled_class_prior(datamodule) -> ClassPrior:
+    """The oracle prior: the unlabeled set's own box counts (`unlabeled_dataset.class_counts`)
+    over its images, by the same rule as the labeled prior. For reference runs only (it reads
+    annotations a semi-supervised method must not have); refused when there are none."""
+    unlabeled = getattr(datamodule, "unlabeled_dataset", None)
+    if unlabeled is None or sum(unlabeled.class_counts) == 0:
+        raise ValueError(
+            "method.act.prior=oracle needs annotations in the unlabeled json; this one has none"
+        )
+    return class_prior_from_counts(unlabeled.class_counts, len(unlabeled))
+
+
+# What `method.act.prior` may name besides null (labeled counts) and a manual dict.
+ESTIMATED, ORACLE = "estimated", "oracle"
+
+
+def configured_prior(datamodule, setting: dict | str | None) -> ClassPrior:
+    """The prior `method.act.prior` selects before any refresh: the labeled counts (null, and
+    "estimated", which starts from them and is replaced at each ACT refresh), the manual
+    {"class_ratios", "boxes_per_image"}, or "oracle" (`unlabeled_class_prior`)."""
+    if setting == ORACLE:
+        return unlabeled_class_prior(datamodule)
+    if setting is None or setting == ESTIMATED:
+        return labeled_class_prior(datamodule)
+    if isinstance(setting, str):
+        raise ValueError(
+            f"method.act.prior must be null, {{class_ratios, boxes_per_image}}, "
+            f"{ESTIMATED!r} or {ORACLE!r}, got {setting!r}"
+        )
+    return labeled_class_prior(datamodule, setting)
+
+
+# ------------------------------------------------------------------ estimated prior (ours)
+# docs/method.md §2 "Estimated prior": under label shift (p(x | y) the same in the labeled and
+# unlabeled sets, only p(y) differs), the teacher's class posteriors on the unlabeled images
+# are re-weighted to the unknown unlabeled prior by the EM of Saerens, Latinne & Decaestecker
+# (2002), and the boxes per image are the teacher's expected number of true detections.
+
+
+def em_label_shift(
+    posteriors: Tensor,
+    weights: Tensor,
+    source_prior: Tensor,
+    max_iterations: int = 100,
+    tolerance: float = 1e-6,
+) -> tuple[Tensor, int]:
+    """The target prior under label shift, by EM (Saerens, Latinne & Decaestecker, 2002).
+
+    posteriors: float[N, C], p_l(c | x_i), rows summing to 1, from a classifier trained under
+        `source_prior`; weights: float[N] >= 0, how much sample i counts (1 for plain samples);
+        source_prior: float[C] > 0, p_l(c), sums to 1.
+    Starting from π⁰ = p_l, one iteration is
+        q_i(c) = p_l(c | x_i) · π(c) / p_l(c)  /  Σ_k p_l(k | x_i) · π(k) / p_l(k)   (E step)
+        π'(c)  = Σ_i w_i q_i(c) / Σ_i w_i                                         (M step)
+    until max_c |π' − π| ≤ tolerance or `max_iterations`. Each iteration does not decrease the
+    likelihood of the samples under π (Saerens et al., 2002, §2.3). A class no sample gives any
+    posterior mass ends at share 0. Returns (π float64[C], summing to 1; iterations run).
+    With no sample weight at all there is nothing to estimate from: π = p_l, 0 iterations.
+    """
+    posteriors = posteriors.detach().double()
+    weights = weights.detach().double().flatten()
+    source = torch.as_tensor(source_prior, dtype=torch.float64).flatten()
+    if posteriors.ndim != 2 or posteriors.shape[1] != source.numel():
+        raise ValueError(f"posteriors must be [N, {source.numel()}], got {tuple(posteriors.shape)}")
+    if weights.numel() != posteriors.shape[0] or (weights < 0).any():
+        raise ValueError(f"need {posteriors.shape[0]} weights >= 0, got {weights.numel()}")
+    if (source <= 0).any() or abs(source.sum().item() - 1.0) > 1e-6:
+        raise ValueError(f"source prior must be > 0 and sum to 1, got {source.tolist()}")
+    if max_iterations < 1 or tolerance <= 0:
+        raise ValueError(f"need max_iterations >= 1, tolerance > 0: {max_iterations}, {tolerance}")
+    total = weights.sum()
+    if total <= 0:
+        return source.clone(), 0
+    prior, iterations, moved = source.clone(), 0, float("inf")
+    while iterations < max_iterations and moved > tolerance:
+        adjusted = posteriors * (prior / source)
+        # A row with no mass left (all its classes at share 0) counts for nothing.
+        adjusted = adjusted / adjusted.sum(dim=1, keepdim=True).clamp(min=1e-300)
+        updated = (weights[:, None] * adjusted).sum(dim=0) / total
+        updated = updated / updated.sum()
+        moved = (updated - prior).abs().max().item()
+        prior, iterations = updated, iterations + 1
+    return prior, iterations
+
+
+def estimated_class_prior(
+    labels: Tensor,
+    scores: Tensor,
+    class_scores: Tensor,
+    num_images: int,
+    labeled_prior: ClassPrior,
+    max_iterations: int = 100,
+    tolerance: float = 1e-6,
+) -> tuple[ClassPrior, int]:
+    """The unlabeled set's prior from the teacher's detections on `num_images` reference images.
+
+    labels: int64[N] in 1..C, scores: float[N], the post-NMS detections (class-wise NMS);
+    class_scores: float[N, C + 1], the softmax row (background first) of the proposal each
+    detection comes from (`scores[i] == class_scores[i, labels[i]]`).
+    - Boxes per image: B_u = Σ_i scores_i / num_images. If a detection's score is the
+      probability that it is a true box of its class, and every object keeps exactly one true
+      detection after NMS (recall 1 at the refresh pass's 0.001 floor, no duplicate of the same
+      class), then Σ_i scores_i is the expected number of objects. A proposal kept for several
+      classes counts with the sum of those classes' scores, at most its foreground probability.
+    - Class shares: `em_label_shift` over the detections, sample i weighted by scores_i, with
+      posterior its row's foreground part renormalised, p(c | x_i) = class_scores[i, c] /
+      Σ_{k ≥ 1} class_scores[i, k], starting from the labeled prior.
+    The expected counts n_c = num_images · B_u · π_c then go through `class_prior_from_counts`,
+    so a class the estimate empties still counts as 1 box (the official rule for the labeled
+    counts). No detection at all: the labeled prior, 0 iterations. Returns (prior, iterations).
+    """
+    _check_detections(labels, scores, labeled_prior.num_classes)
+    if class_scores.shape != (labels.numel(), labeled_prior.num_classes + 1):
+        raise ValueError(
+            f"class_scores must be [{labels.numel()}, {labeled_prior.num_classes + 1}], "
+            f"got {tuple(class_scores.shape)}"
+        )
+    if num_images <= 0:
+        raise ValueError(f"number of reference images must be positive, got {num_images}")
+    weights = scores.detach().double().flatten()
+    if labels.numel() == 0 or weights.sum() <= 0:
+        return labeled_prior, 0
+    foreground = class_scores.detach().double()[:, 1:]
+    posteriors = foreground / foreground.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    shares, iterations = em_label_shift(
+        posteriors, weights, labeled_prior.class_ratios, max_iterations, tolerance
+    )
+    return class_prior_from_counts(weights.sum() * shares, num_images), iterations
+
+
 def scores_by_class(labels: Tensor, scores: Tensor, num_classes: int) -> list[Tensor]:
     """Splits detection scores by class.
 

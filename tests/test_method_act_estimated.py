@@ -1,0 +1,216 @@
+"""The estimated class prior (docs/method.md §2 "Estimated prior"): the EM of Saerens, Latinne &
+Decaestecker (2002) on constructed posteriors with a known shift, the boxes-per-image estimate,
+the oracle and configured priors, and the refresh pass's class-score rows."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import MultiScaleRoIAlign
+
+from labelmatch.callbacks.act_refresh import keeping_class_scores
+from labelmatch.method.act import (
+    ClassPrior,
+    configured_prior,
+    em_label_shift,
+    estimated_class_prior,
+    labeled_class_prior,
+    unlabeled_class_prior,
+)
+
+# A known posterior model: 4 classes, x | y ~ N(mu_y, sigma^2 I) in 2-D, centres on a square
+# whose sides are 2 sigma apart: neighbouring classes overlap (the Bayes posteriors are far from
+# one-hot), which is what makes a shift hard to see from argmax counts alone.
+CENTRES = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
+SIGMA = 1.0
+LABELED = torch.tensor([0.55, 0.25, 0.15, 0.05], dtype=torch.float64)
+REVERSED = LABELED.flip(0)
+RISING = torch.tensor([0.05, 0.10, 0.35, 0.50], dtype=torch.float64)  # rare in labeled, common here
+TOLERANCE_TV = 0.03  # total variation, on 4000 samples
+
+
+def draw_posteriors(target: torch.Tensor, num: int, seed: int) -> torch.Tensor:
+    """`num` samples with classes from `target`, each with its exact posterior under LABELED
+    (what a calibrated classifier trained on the labeled distribution outputs). [num, 4]"""
+    generator = torch.Generator().manual_seed(seed)
+    classes = torch.multinomial(target.float(), num, replacement=True, generator=generator)
+    x = CENTRES[classes] + SIGMA * torch.randn(num, 2, generator=generator)
+    log_likelihood = -((x[:, None, :] - CENTRES[None]) ** 2).sum(-1) / (2 * SIGMA**2)
+    return torch.softmax(log_likelihood.double() + LABELED.log(), dim=1)
+
+
+def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
+    return 0.5 * (p - q).abs().sum().item()
+
+
+def test_two_em_iterations_by_hand() -> None:
+    posteriors = torch.tensor([[0.8, 0.2], [0.4, 0.6]], dtype=torch.float64)
+    source = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    # 1st: pi = mean of the posteriors = (0.6, 0.4).
+    first, iterations = em_label_shift(posteriors, torch.ones(2), source, max_iterations=1)
+    assert iterations == 1
+    assert first.tolist() == pytest.approx([0.6, 0.4], abs=1e-12)
+    # 2nd: weights pi / p_l = (1.2, 0.8); row 1: (0.96, 0.16) / 1.12 = (6/7, 1/7);
+    # row 2: (0.48, 0.48) / 0.96 = (1/2, 1/2); mean = (19/28, 9/28).
+    second, iterations = em_label_shift(posteriors, torch.ones(2), source, max_iterations=2)
+    assert iterations == 2
+    assert second.tolist() == pytest.approx([19 / 28, 9 / 28], abs=1e-12)
+
+
+def test_weights_count_as_repeated_samples() -> None:
+    posteriors = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    source = torch.tensor([0.5, 0.3, 0.2])
+    weighted, _ = em_label_shift(posteriors, torch.tensor([2.0, 1.0]), source)
+    repeated, _ = em_label_shift(posteriors[[0, 0, 1]], torch.ones(3), source)
+    assert torch.allclose(weighted, repeated, atol=1e-9)
+
+
+@pytest.mark.parametrize("target", [REVERSED, RISING], ids=["reversed", "rare_becomes_common"])
+def test_em_recovers_a_known_shift(target: torch.Tensor) -> None:
+    posteriors = draw_posteriors(target, 4000, seed=1)
+    estimate, iterations = em_label_shift(posteriors, torch.ones(4000), LABELED, 1000, 1e-8)
+    assert iterations < 1000  # converged
+    assert total_variation(estimate, target) <= TOLERANCE_TV
+    # The posteriors' plain mean (the first step) is far off: the EM does the work.
+    assert total_variation(posteriors.mean(0), target) > 2 * TOLERANCE_TV
+    # A fixed point: one more iteration from the estimate moves it by at most the tolerance.
+    adjusted = posteriors * (estimate / LABELED)
+    again = (adjusted / adjusted.sum(1, keepdim=True)).mean(0)
+    assert (again - estimate).abs().max().item() <= 1e-6
+
+
+def test_em_keeps_the_labeled_prior_without_a_shift() -> None:
+    posteriors = draw_posteriors(LABELED, 4000, seed=2)
+    estimate, _ = em_label_shift(posteriors, torch.ones(4000), LABELED, 1000, 1e-8)
+    assert total_variation(estimate, LABELED) <= TOLERANCE_TV
+
+
+def test_a_class_without_detections_ends_at_zero_and_the_rest_is_estimated() -> None:
+    posteriors = draw_posteriors(REVERSED, 4000, seed=3)
+    posteriors[:, 3] = 0.0  # no sample gives class 4 any mass
+    posteriors = posteriors / posteriors.sum(1, keepdim=True)
+    estimate, _ = em_label_shift(posteriors, torch.ones(4000), LABELED, 1000, 1e-8)
+    assert estimate[3].item() == 0.0
+    assert estimate.sum().item() == pytest.approx(1.0)
+    assert torch.isfinite(estimate).all()
+
+
+def test_em_is_deterministic_and_returns_the_source_without_samples() -> None:
+    posteriors = draw_posteriors(RISING, 500, seed=4)
+    first, _ = em_label_shift(posteriors, torch.ones(500), LABELED)
+    second, _ = em_label_shift(posteriors.clone(), torch.ones(500), LABELED.clone())
+    assert torch.equal(first, second)
+    empty, iterations = em_label_shift(torch.zeros(0, 4), torch.zeros(0), LABELED)
+    assert iterations == 0 and torch.equal(empty, LABELED)
+
+
+def test_em_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="posteriors"):
+        em_label_shift(torch.ones(3, 2), torch.ones(3), LABELED)
+    with pytest.raises(ValueError, match="source prior"):
+        em_label_shift(torch.ones(3, 2) / 2, torch.ones(3), torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="weights"):
+        em_label_shift(torch.ones(3, 2) / 2, -torch.ones(3), torch.tensor([0.5, 0.5]))
+
+
+def test_estimated_prior_by_hand() -> None:
+    # Rows [background, class 1, class 2]; one-hot foregrounds, so the EM stops at the
+    # score-weighted shares: class 1 (0.9 + 0.8) / 2.3, class 2 0.6 / 2.3.
+    labels = torch.tensor([1, 1, 2])
+    scores = torch.tensor([0.9, 0.8, 0.6])
+    rows = torch.tensor([[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.4, 0.0, 0.6]])
+    labeled = ClassPrior(torch.tensor([0.5, 0.5], dtype=torch.float64), 3.0)
+    prior, iterations = estimated_class_prior(labels, scores, rows, 1, labeled)
+    assert iterations == 2  # the second one confirms the first
+    # Expected counts 2.3 x shares = (1.7, 0.6) -> (1.7, 1) by the labeled counts' "at least
+    # one box" rule -> 2.7 boxes on the 1 image.
+    assert prior.boxes_per_image == pytest.approx(2.7)
+    assert prior.class_ratios.tolist() == pytest.approx([1.7 / 2.7, 1.0 / 2.7])
+
+
+def test_estimated_boxes_per_image_under_its_assumption() -> None:
+    """Calibrated scores (a detection of score s is true with probability s), recall 1 and one
+    true detection per object: the score sum per image estimates the objects per image."""
+    generator = torch.Generator().manual_seed(5)
+    num_images, per_image = 2000, 12
+    scores = torch.rand(num_images * per_image, generator=generator) ** 2  # mostly low, as after
+    true = torch.rand(len(scores), generator=generator) < scores  # a 0.001 floor
+    labels = torch.randint(1, 3, (len(scores),), generator=generator)
+    rows = torch.zeros(len(scores), 3)
+    rows[torch.arange(len(scores)), labels] = scores
+    rows[:, 0] = 1 - scores
+    labeled = ClassPrior(torch.tensor([0.5, 0.5], dtype=torch.float64), 1.0)
+    prior, _ = estimated_class_prior(labels, scores, rows, num_images, labeled)
+    objects_per_image = true.sum().item() / num_images
+    assert prior.boxes_per_image == pytest.approx(objects_per_image, rel=0.03)
+
+
+def test_estimated_prior_without_detections_is_the_labeled_one() -> None:
+    labeled = ClassPrior(torch.tensor([0.75, 0.25], dtype=torch.float64), 2.0)
+    prior, iterations = estimated_class_prior(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, 3), 10, labeled
+    )
+    assert prior is labeled and iterations == 0
+    with pytest.raises(ValueError, match="class_scores"):
+        estimated_class_prior(torch.tensor([1]), torch.tensor([0.5]), torch.zeros(1, 2), 1, labeled)
+
+
+def _datamodule(labeled_counts, labeled_images, unlabeled_counts, unlabeled_images):
+    class Split(list):
+        def __init__(self, counts, images):
+            super().__init__(range(images))
+            self.class_counts = counts
+
+    return SimpleNamespace(
+        labeled_dataset=Split(labeled_counts, labeled_images),
+        unlabeled_dataset=Split(unlabeled_counts, unlabeled_images),
+    )
+
+
+def test_oracle_and_configured_priors() -> None:
+    datamodule = _datamodule([6, 2], 4, [1, 9], 5)
+    oracle = unlabeled_class_prior(datamodule)
+    assert oracle.class_ratios.tolist() == pytest.approx([0.1, 0.9])
+    assert oracle.boxes_per_image == pytest.approx(2.0)
+    assert configured_prior(datamodule, "oracle").class_ratios.tolist() == pytest.approx([0.1, 0.9])
+    labeled = labeled_class_prior(datamodule)
+    assert labeled.class_ratios.tolist() == pytest.approx([0.75, 0.25])
+    for setting in (None, "estimated"):  # "estimated" starts from the labeled counts
+        prior = configured_prior(datamodule, setting)
+        assert torch.equal(prior.class_ratios, labeled.class_ratios)
+    manual = configured_prior(datamodule, {"class_ratios": [1, 3], "boxes_per_image": 7})
+    assert manual.class_ratios.tolist() == [0.25, 0.75] and manual.boxes_per_image == 7
+    with pytest.raises(ValueError, match="must be null"):
+        configured_prior(datamodule, "estimate")
+    with pytest.raises(ValueError, match="annotations in the unlabeled json"):
+        unlabeled_class_prior(_datamodule([6, 2], 4, [0, 0], 5))
+
+
+def test_refresh_pass_keeps_each_detections_softmax_row() -> None:
+    """The wrapped postprocess returns torchvision's detections unchanged, and each detection's
+    row gives its own score for its own class."""
+    heads = RoIHeads(
+        MultiScaleRoIAlign(["0"], 7, 2), None, None, 0.5, 0.5, 512, 0.25, None, 0.001, 0.5, 100
+    )
+    generator = torch.Generator().manual_seed(6)
+    proposals = []
+    for count in (40, 25):
+        corners = torch.rand(count, 2, generator=generator) * 50
+        proposals.append(torch.cat([corners, corners + 5 + 20 * torch.rand(count, 2)], dim=1))
+    logits = 3 * torch.randn(65, 4, generator=generator)
+    regression = 0.1 * torch.randn(65, 16, generator=generator)
+    shapes = [(80, 80), (80, 80)]
+    plain = heads.postprocess_detections(logits, regression, proposals, shapes)
+    rows: list[torch.Tensor] = []
+    kept = keeping_class_scores(heads.postprocess_detections, rows)(
+        logits, regression, proposals, shapes
+    )
+    for expected, got in zip(plain, kept):
+        assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    softmax = torch.softmax(logits, -1)
+    for image_rows, scores, labels in zip(rows, kept[1], kept[2]):
+        assert image_rows.shape == (len(scores), 4) and len(scores) > 10
+        assert torch.equal(image_rows[torch.arange(len(labels)), labels], scores)
+        # every row is one of the proposals' softmax rows
+        assert all((softmax == row).all(1).any() for row in image_rows)
