@@ -161,9 +161,9 @@ def test_val_digit_sources_are_disjoint_from_train_sources(tmp_path, monkeypatch
     used_sources = []
     draw = digits._draw_canvas
 
-    def spy(rng, digit_images, sources, params):
+    def spy(rng, digit_images, sources, *rest):
         used_sources.append(sources)
-        return draw(rng, digit_images, sources, params)
+        return draw(rng, digit_images, sources, *rest)
 
     monkeypatch.setattr(digits, "_draw_canvas", spy)
     generate_digits(tmp_path, **SMALL)

@@ -31,6 +31,8 @@ from labelmatch.data.embedded import (
     fold_splits,
     free_spot,
     ink_box,
+    shifted_class_probabilities,
+    with_unlabeled_prior,
     write_coco_splits,
 )
 
@@ -74,7 +76,11 @@ def _digit_ink(source: np.ndarray, size: int) -> np.ndarray:
 
 
 def _draw_canvas(
-    rng: np.random.Generator, digit_images: np.ndarray, sources: list[np.ndarray], params: dict
+    rng: np.random.Generator,
+    digit_images: np.ndarray,
+    sources: list[np.ndarray],
+    params: dict,
+    probabilities: np.ndarray,
 ) -> DrawnCanvas:
     """One canvas: (uint8 [S, S, 3], [(category id, [x, y, w, h] ink box)], digits not placed)."""
     size = params["image_size"]
@@ -83,7 +89,6 @@ def _draw_canvas(
     objects: list[tuple[int, list[int]]] = []
     taken: list[tuple[int, int, int]] = []
     not_placed = 0
-    probabilities = class_probabilities(params["tail_ratio"])
     for _ in range(int(rng.integers(params["min_digits"], params["max_digits"] + 1))):
         digit = int(rng.choice(_NUM_CLASSES, p=probabilities))
         source = digit_images[rng.choice(sources[digit])]
@@ -108,13 +113,19 @@ def _write_dataset(directory: Path, params: dict) -> None:
     digit_images = digits.images / 16.0
     train_sources, val_sources = digit_source_split(digits.target)
 
-    def draw(sources: list[np.ndarray]) -> Callable[[np.random.Generator], DrawnCanvas]:
-        return lambda rng: _draw_canvas(rng, digit_images, sources, params)
+    labeled = class_probabilities(params["tail_ratio"])
+    unlabeled = shifted_class_probabilities(labeled, params.get("unlabeled_class_prior"))
 
+    def draw(
+        sources: list[np.ndarray], probabilities: np.ndarray
+    ) -> Callable[[np.random.Generator], DrawnCanvas]:
+        return lambda rng: _draw_canvas(rng, digit_images, sources, params, probabilities)
+
+    # Val follows the labeled prior: the val metrics stay those of the unshifted dataset.
     splits = [
-        SplitSpec("labeled", params["num_labeled"], draw(train_sources)),
-        SplitSpec("unlabeled", params["num_unlabeled"], draw(train_sources)),
-        SplitSpec("val", params["num_val"], draw(val_sources)),
+        SplitSpec("labeled", params["num_labeled"], draw(train_sources, labeled)),
+        SplitSpec("unlabeled", params["num_unlabeled"], draw(train_sources, unlabeled)),
+        SplitSpec("val", params["num_val"], draw(val_sources, labeled)),
     ]
     write_coco_splits(directory, "digits", params, _CATEGORIES, splits)
 
@@ -143,13 +154,16 @@ def generate_digits(
     tail_ratio: float = 10.0,
     noise_std: float = 8.0,
     seed: int = 0,
+    unlabeled_class_prior: str | None = None,
 ) -> CocoSplits:
     """Generate (once) and return the digits dataset under `root/<hash of the parameters>/`.
 
     Writes `images/*.png`, `labeled.json`, `unlabeled.json` (annotations kept, for statistics
     only) and `val.json`. Deterministic in the parameters; generated in a temporary folder
     and published with an atomic rename, so concurrent callers and later calls reuse it.
-    `noise_std` is in 0..255 intensity units.
+    `noise_std` is in 0..255 intensity units. `unlabeled_class_prior` ("reversed", "uniform";
+    `labelmatch.data.embedded.shifted_class_probabilities`) draws the unlabeled canvases' digits
+    from another class prior than the labeled and val ones (a folder of its own).
     """
     params: dict[str, Any] = {
         "num_labeled": num_labeled,
@@ -166,6 +180,7 @@ def generate_digits(
         "version": _GENERATOR_VERSION,
     }
     _check_params(params)
+    params = with_unlabeled_prior(params, unlabeled_class_prior)
     directory = cached_dataset(root, params, lambda folder: _write_dataset(folder, params))
     return CocoSplits(
         image_dir=directory / "images",
@@ -192,6 +207,7 @@ class DigitsSplits:
     tail_ratio: float = 10.0
     noise_std: float = 8.0
     seed: int = 0
+    unlabeled_class_prior: str | None = None
 
     def resolve(self) -> CocoSplits:
         return generate_digits(**dataclasses.asdict(self))

@@ -36,6 +36,40 @@ _IMAGE_ENCODINGS = {".png": {"compress_level": 1}, ".jpg": {"quality": 95}}
 DrawnCanvas = tuple[np.ndarray, list[tuple[int, list[int]]], int]
 
 
+# What an unlabeled pool's class prior may be instead of the labeled one (issue #17: ACT's
+# labeled prior is then wrong, docs/method.md §2 "Estimated prior"). None: the same prior.
+UNLABELED_CLASS_PRIORS = ("reversed", "uniform")
+
+
+def shifted_class_probabilities(probabilities: np.ndarray, shift: str | None) -> np.ndarray:
+    """The class probabilities [K] of an unlabeled pool that follows another distribution.
+
+    "reversed": the frequency ranking turned upside down, the same shares handed out in the
+    opposite order (the k-th most frequent class gets the k-th least frequent's share), so the
+    labeled tail becomes the unlabeled head; "uniform": every class 1/K; None: unchanged.
+    """
+    if shift is None:
+        return probabilities
+    if shift == "uniform":
+        return np.full(len(probabilities), 1.0 / len(probabilities))
+    if shift == "reversed":
+        order = np.argsort(-probabilities, kind="stable")  # head first
+        reversed_shares = np.empty_like(probabilities)
+        reversed_shares[order] = probabilities[order[::-1]]
+        return reversed_shares
+    raise ValueError(
+        f"unlabeled_class_prior must be one of {UNLABELED_CLASS_PRIORS} or None, got {shift!r}"
+    )
+
+
+def with_unlabeled_prior(params: dict, shift: str | None) -> dict:
+    """`params` with the key "unlabeled_class_prior" only when there is a shift: an unshifted
+    dataset keeps the parameters, hence the cache folder and the files, it had before the key
+    existed."""
+    shifted_class_probabilities(np.ones(2) / 2, shift)  # rejects an unknown name early
+    return params if shift is None else {**params, "unlabeled_class_prior": shift}
+
+
 class SplitSpec(NamedTuple):
     """One COCO file to write: its name, how many canvases, and how one canvas is drawn."""
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from labelmatch.data.embedded import (
     fold_splits,
     free_spot,
     ink_box,
+    shifted_class_probabilities,
+    with_unlabeled_prior,
     write_coco_splits,
 )
 from labelmatch.data.fonts import FONT_FILES, render_bank, renderer_version
@@ -197,10 +200,17 @@ def _background(rng: np.random.Generator, size: int, params: dict) -> np.ndarray
     return canvas
 
 
-def draw_scene(rng: np.random.Generator, bank: list[dict[str, Image.Image]], params: dict) -> Scene:
-    """One canvas's scene: glyphs placed first, then distractors in the space left."""
+def draw_scene(
+    rng: np.random.Generator,
+    bank: list[dict[str, Image.Image]],
+    params: dict,
+    probabilities: np.ndarray | None = None,
+) -> Scene:
+    """One canvas's scene: glyphs placed first, then distractors in the space left. Classes
+    are drawn from `probabilities` [37] (default: the Zipf prior of `params["tail_ratio"]`)."""
     size = params["image_size"]
-    probabilities = class_probabilities(params["tail_ratio"])
+    if probabilities is None:
+        probabilities = class_probabilities(params["tail_ratio"])
     log_heights = np.log([params["min_glyph_height"], params["max_glyph_height"] + 1])
     taken: list[tuple[int, int, int]] = []
     glyphs: list[PastedGlyph] = []
@@ -238,22 +248,29 @@ def draw_scene(rng: np.random.Generator, bank: list[dict[str, Image.Image]], par
     return Scene(background, glyphs, inverted, noise, not_placed)
 
 
-def _draw_canvas(rng: np.random.Generator, bank: list, params: dict) -> DrawnCanvas:
-    scene = draw_scene(rng, bank, params)
+def _draw_canvas(
+    rng: np.random.Generator, bank: list, params: dict, probabilities: np.ndarray
+) -> DrawnCanvas:
+    scene = draw_scene(rng, bank, params, probabilities)
     objects = [(glyph.category_id, glyph.box) for glyph in scene.glyphs]
     return render(scene), objects, scene.not_placed
 
 
 def _write_dataset(directory: Path, params: dict) -> None:
     bank = render_bank(CHARACTERS)
+    labeled = class_probabilities(params["tail_ratio"])
 
-    def draw(rng: np.random.Generator) -> DrawnCanvas:
-        return _draw_canvas(rng, bank, params)
+    def draw(probabilities: np.ndarray) -> Callable[[np.random.Generator], DrawnCanvas]:
+        return lambda rng: _draw_canvas(rng, bank, params, probabilities)
 
     splits = [
-        SplitSpec("train", params["num_train"], draw),
-        SplitSpec("val", params["num_val"], draw),
+        SplitSpec("train", params["num_train"], draw(labeled)),
+        SplitSpec("val", params["num_val"], draw(labeled)),
     ]
+    shift = params.get("unlabeled_class_prior")
+    if shift is not None:  # random stream 2: the train and val canvases stay the unshifted ones
+        unlabeled = shifted_class_probabilities(labeled, shift)
+        splits.append(SplitSpec("unlabeled", params["num_train"], draw(unlabeled)))
     write_coco_splits(directory, "glyphs", params, CATEGORIES, splits, image_suffix=".jpg")
 
 
@@ -284,11 +301,14 @@ def generate_glyphs(
     inverted_fraction: float = 0.3,
     noise_std: float = 6.0,
     seed: int = 0,
+    unlabeled_class_prior: str | None = None,
 ) -> Path:
     """Generate (once) the glyphs train pool and val canvases under `root/<parameter hash>/`
     and return that folder: `images/*.jpg`, `train.json` (`num_train` canvases, all annotated)
     and `val.json`. Deterministic in the parameters, the font files and the FreeType and Pillow
     versions, which are all in the hash. Angles are in degrees, `noise_std` in 0..255 units.
+    `unlabeled_class_prior` ("reversed", "uniform"; `embedded.shifted_class_probabilities`)
+    adds `unlabeled.json`: `num_train` more canvases whose glyphs follow that prior instead.
     """
     params: dict[str, Any] = {
         "num_train": num_train,
@@ -310,6 +330,7 @@ def generate_glyphs(
         "version": _GENERATOR_VERSION,
     }
     _check_params(params)
+    params = with_unlabeled_prior(params, unlabeled_class_prior)
     return cached_dataset(root, params, lambda folder: _write_dataset(folder, params))
 
 
@@ -317,7 +338,10 @@ def generate_glyphs(
 class GlyphsSplits:
     """The glyphs as a COCO-standard analogue: `percent` % of the `num_train` pool labeled by
     the COCO-standard fold sampler (fold `fold`), the rest unlabeled (annotations kept, for
-    statistics only), the val canvases for validation. Generates only on `resolve()`."""
+    statistics only), the val canvases for validation. Generates only on `resolve()`.
+
+    With `unlabeled_class_prior` the unlabeled set is instead the pool's `unlabeled.json`:
+    `num_train` other canvases drawn from that shifted prior (the labeled fold is the same)."""
 
     root: str | os.PathLike
     num_train: int = 8000
@@ -327,11 +351,15 @@ class GlyphsSplits:
     image_size: int = 160
     tail_ratio: float = 80.0
     seed: int = 0
+    unlabeled_class_prior: str | None = None
 
     def resolve(self) -> CocoSplits:
         pool_params = dataclasses.asdict(self)
         percent, fold = pool_params.pop("percent"), pool_params.pop("fold")
         directory = generate_glyphs(**pool_params)
-        return fold_splits(
+        splits = fold_splits(
             directory / "images", directory / "train.json", directory / "val.json", fold, percent
         )
+        if self.unlabeled_class_prior is None:
+            return splits
+        return dataclasses.replace(splits, unlabeled_json=directory / "unlabeled.json")
