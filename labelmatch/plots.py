@@ -93,10 +93,11 @@ def plot_class_distribution(
     if not any(f"pseudo/share/{c}" in metrics for c in class_names):
         return None
     bars = {"pseudo labels": latest(metrics, "pseudo/share", class_names)}
-    bars["labeled prior"] = latest(metrics, "pseudo/prior_share", class_names)
+    # The prior ACT aimed at: the labeled one, or a manual, estimated or oracle prior.
+    bars["ACT's prior"] = latest(metrics, "pseudo/prior_share", class_names)
     if any(f"pseudo/gt_share/{c}" in metrics for c in class_names):
         bars["unlabeled ground truth"] = latest(metrics, "pseudo/gt_share", class_names)
-    order = _head_to_tail(bars["labeled prior"])
+    order = _head_to_tail(bars["ACT's prior"])
     figure = Figure(figsize=(8, 3.5), layout="constrained")
     axes = figure.subplots()
     width = 0.8 / len(bars)
@@ -107,6 +108,42 @@ def plot_class_distribution(
     step = metrics[f"pseudo/share/{class_names[order[0]]}"][0][-1]
     axes.set(ylabel="share of boxes", title=f"class distribution at step {step}")
     axes.legend()
+    return figure
+
+
+def plot_class_prior(metrics: dict[str, Series], class_names: Sequence[str]) -> Figure | None:
+    """The prior ACT used at its latest refresh (`act/prior/*`: estimated, oracle or manual)
+    next to the labeled prior and, when the unlabeled json has annotations, the unlabeled
+    ground truth: (a) class shares, classes head to tail by the labeled prior; (b) boxes per
+    image at each refresh. Only for runs whose prior is not the labeled one."""
+    if not any(f"act/labeled_prior/{c}" in metrics for c in class_names):
+        return None
+    bars = {
+        "labeled prior": latest(metrics, "act/labeled_prior", class_names),
+        "ACT's prior (latest)": latest(metrics, "act/prior", class_names),
+    }
+    if any(f"pseudo/gt_share/{c}" in metrics for c in class_names):
+        bars["unlabeled ground truth"] = latest(metrics, "pseudo/gt_share", class_names)
+    order = _head_to_tail(bars["labeled prior"])
+    figure = Figure(figsize=(12, 3.5), layout="constrained")
+    shares, boxes = figure.subplots(1, 2, width_ratios=(2, 1))
+    width = 0.8 / len(bars)
+    for index, (label, values) in enumerate(bars.items()):
+        offsets = [i + (index - (len(bars) - 1) / 2) * width for i in range(len(order))]
+        shares.bar(offsets, [values[i] for i in order], width, label=label)
+    shares.set_xticks(range(len(order)), [class_names[i] for i in order])
+    shares.set(ylabel="share of boxes", title="(a) class prior")
+    shares.legend(fontsize=7)
+    steps, values = metrics.get("act/prior/boxes_per_image", ([], []))
+    boxes.plot(steps, values, "-", marker=".", label="ACT's prior")
+    for name, label, style in (
+        ("act/labeled_prior/boxes_per_image", "labeled prior", ":"),
+        ("pseudo/gt_per_image", "unlabeled ground truth", "--"),
+    ):
+        if name in metrics:
+            boxes.axhline(metrics[name][1][-1], linestyle=style, color="grey", label=label)
+    boxes.set(xlabel="step", title="(b) boxes per image")
+    boxes.legend(fontsize=7)
     return figure
 
 
@@ -196,6 +233,7 @@ def write_plots(run_dir: str | Path, class_names: Sequence[str]) -> list[Path]:
     figures = {
         "thresholds.png": plot_thresholds(metrics, class_names),
         "class_distribution.png": plot_class_distribution(metrics, class_names),
+        "class_prior.png": plot_class_prior(metrics, class_names),
         "pseudo_quality.png": plot_pseudo_quality(metrics),
         "per_class_ap.png": plot_per_class_ap(metrics, class_names),
     }

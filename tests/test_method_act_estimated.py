@@ -9,7 +9,7 @@ import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 
-from labelmatch.callbacks.act_refresh import keeping_class_scores
+from labelmatch.callbacks.act_refresh import ACTRefresh, keeping_class_scores
 from labelmatch.method.act import (
     ClassPrior,
     configured_prior,
@@ -214,3 +214,13 @@ def test_refresh_pass_keeps_each_detections_softmax_row() -> None:
         assert torch.equal(image_rows[torch.arange(len(labels)), labels], scores)
         # every row is one of the proposals' softmax rows
         assert all((softmax == row).all(1).any() for row in image_rows)
+
+
+def test_an_estimate_survives_a_checkpoint() -> None:
+    saved = ACTRefresh(prior="estimated")
+    saved.prior = ClassPrior(torch.tensor([0.2, 0.8], dtype=torch.float64), 3.5)
+    restored = ACTRefresh(prior="estimated")
+    restored.load_state_dict(saved.state_dict())
+    assert torch.equal(restored.prior.class_ratios, saved.prior.class_ratios)
+    assert restored.prior.boxes_per_image == 3.5
+    assert "prior" not in ACTRefresh().state_dict()  # the labeled prior is recomputed

@@ -135,7 +135,11 @@ class ACTRefresh(L.Callback):
         labels, scores = (gather_rows(trainer, t) for t in concatenate(detections))
         if self.estimates:
             self.estimate_prior(trainer, pl_module, detections, labels, scores, num_images)
-        log_prior(pl_module, pl_module.hparams.class_names, self.prior)
+        names = pl_module.hparams.class_names
+        metrics = prior_metrics(names, self.prior)
+        if self.prior_setting is not None:  # ACT aims elsewhere: keep the labeled one to compare
+            metrics.update(prior_metrics(names, self.labeled_prior, "labeled_prior"))
+        pl_module.log_event(metrics)
         if self.mode == "online":  # the reference pass fills the queue; Eq. 5-6 on the queue
             self.push(trainer, detections)
             reliable, uncertain = self.queue_thresholds()
@@ -151,7 +155,6 @@ class ACTRefresh(L.Callback):
         pl_module.reliable_thresholds.copy_(reliable)
         pl_module.uncertain_thresholds.copy_(uncertain)
         self.refreshes += 1
-        names = pl_module.hparams.class_names
         log_thresholds(pl_module, names, reliable, uncertain)
         num_reliable, num_uncertain = count_by_thresholds(labels, scores, reliable, uncertain)
         log.info(
@@ -353,8 +356,9 @@ def log_thresholds(
     pl_module.log_event(metrics)
 
 
-def log_prior(pl_module: L.LightningModule, names: Sequence[str], prior: ClassPrior) -> None:
-    """The prior Eq. 5-6 use at this refresh: `act/prior/<class>`, `act/prior/boxes_per_image`."""
-    metrics = {f"act/prior/{name}": float(r) for name, r in zip(names, prior.class_ratios)}
-    metrics["act/prior/boxes_per_image"] = float(prior.boxes_per_image)
-    pl_module.log_event(metrics)
+def prior_metrics(names: Sequence[str], prior: ClassPrior, kind: str = "prior") -> dict[str, float]:
+    """`act/<kind>/<class>` and `act/<kind>/boxes_per_image`; kind "prior": the prior Eq. 5-6
+    use at this refresh, "labeled_prior": the labeled boxes' counts."""
+    metrics = {f"act/{kind}/{name}": float(r) for name, r in zip(names, prior.class_ratios)}
+    metrics[f"act/{kind}/boxes_per_image"] = float(prior.boxes_per_image)
+    return metrics
