@@ -114,16 +114,17 @@ def plot_class_distribution(
 def plot_class_prior(metrics: dict[str, Series], class_names: Sequence[str]) -> Figure | None:
     """The prior ACT used at its latest refresh (`act/prior/*`: estimated, oracle or manual)
     next to the labeled prior and, when the unlabeled json has annotations, the unlabeled
-    ground truth: (a) class shares, classes head to tail by the labeled prior; (b) boxes per
-    image at each refresh. Only for runs whose prior is not the labeled one."""
+    set's (`act/unlabeled_prior/*`, counted over the whole json): (a) class shares, classes
+    head to tail by the labeled prior; (b) boxes per image at each refresh. Only for runs
+    whose prior is not the labeled one."""
     if not any(f"act/labeled_prior/{c}" in metrics for c in class_names):
         return None
     bars = {
         "labeled prior": latest(metrics, "act/labeled_prior", class_names),
         "ACT's prior (latest)": latest(metrics, "act/prior", class_names),
     }
-    if any(f"pseudo/gt_share/{c}" in metrics for c in class_names):
-        bars["unlabeled ground truth"] = latest(metrics, "pseudo/gt_share", class_names)
+    if any(f"act/unlabeled_prior/{c}" in metrics for c in class_names):
+        bars["unlabeled ground truth"] = latest(metrics, "act/unlabeled_prior", class_names)
     order = _head_to_tail(bars["labeled prior"])
     figure = Figure(figsize=(12, 3.5), layout="constrained")
     shares, boxes = figure.subplots(1, 2, width_ratios=(2, 1))
@@ -138,7 +139,7 @@ def plot_class_prior(metrics: dict[str, Series], class_names: Sequence[str]) -> 
     boxes.plot(steps, values, "-", marker=".", label="ACT's prior")
     for name, label, style in (
         ("act/labeled_prior/boxes_per_image", "labeled prior", ":"),
-        ("pseudo/gt_per_image", "unlabeled ground truth", "--"),
+        ("act/unlabeled_prior/boxes_per_image", "unlabeled ground truth", "--"),
     ):
         if name in metrics:
             boxes.axhline(metrics[name][1][-1], linestyle=style, color="grey", label=label)

@@ -35,6 +35,9 @@ def test_estimated_prior_is_logged_used_and_drawn(tmp_path: Path, cache_dir: Pat
         assert float(row["act/prior/boxes_per_image"]) > 0
         labeled = [float(row[f"act/labeled_prior/{d}"]) for d in DIGITS]
         assert shares != pytest.approx(labeled)  # an estimate, not the labeled prior again
+        # The oracle, logged for comparison: digit 9 (category 10) leads the reversed pool.
+        truth = [float(row[f"act/unlabeled_prior/{d}"]) for d in DIGITS]
+        assert truth[9] == max(truth) and truth[0] == min(truth)
     # The statistics compare the pseudo labels with the prior ACT used (the latest estimate).
     latest = {}
     for row in rows:

@@ -34,6 +34,7 @@ from labelmatch.method.act import (
     online_act_thresholds,
     scores_by_class,
     top_scores_per_image,
+    unlabeled_class_prior,
 )
 from labelmatch.method.module import precision_context
 from labelmatch.method.pseudo_labels import count_by_thresholds
@@ -93,6 +94,8 @@ class ACTRefresh(L.Callback):
         self.prior: ClassPrior | None = None
         self.labeled_prior: ClassPrior | None = None  # where each estimate starts
         self.restored_prior: ClassPrior | None = None  # an estimate a checkpoint carried
+        # The unlabeled annotations' prior, logged beside an estimate when the json has them.
+        self.ground_truth_prior: ClassPrior | None = None
         self.refreshes = 0
 
     @property
@@ -102,6 +105,11 @@ class ACTRefresh(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.labeled_prior = labeled_class_prior(trainer.datamodule)
         self.prior = configured_prior(trainer.datamodule, self.prior_setting)
+        if self.prior_setting is not None:
+            try:
+                self.ground_truth_prior = unlabeled_class_prior(trainer.datamodule)
+            except ValueError:  # no annotations in the unlabeled json: nothing to compare with
+                self.ground_truth_prior = None
         if self.restored_prior is not None:  # a resumed run keeps its latest estimate
             self.prior = self.restored_prior
         if len(self.prior.class_ratios) != len(pl_module.reliable_thresholds):
@@ -139,6 +147,8 @@ class ACTRefresh(L.Callback):
         metrics = prior_metrics(names, self.prior)
         if self.prior_setting is not None:  # ACT aims elsewhere: keep the labeled one to compare
             metrics.update(prior_metrics(names, self.labeled_prior, "labeled_prior"))
+            if self.ground_truth_prior is not None:  # for the record only; ACT never reads it
+                metrics.update(prior_metrics(names, self.ground_truth_prior, "unlabeled_prior"))
         pl_module.log_event(metrics)
         if self.mode == "online":  # the reference pass fills the queue; Eq. 5-6 on the queue
             self.push(trainer, detections)
@@ -358,7 +368,8 @@ def log_thresholds(
 
 def prior_metrics(names: Sequence[str], prior: ClassPrior, kind: str = "prior") -> dict[str, float]:
     """`act/<kind>/<class>` and `act/<kind>/boxes_per_image`; kind "prior": the prior Eq. 5-6
-    use at this refresh, "labeled_prior": the labeled boxes' counts."""
+    use at this refresh, "labeled_prior": the labeled boxes' counts, "unlabeled_prior": the
+    unlabeled annotations' counts (the oracle)."""
     metrics = {f"act/{kind}/{name}": float(r) for name, r in zip(names, prior.class_ratios)}
     metrics[f"act/{kind}/boxes_per_image"] = float(prior.boxes_per_image)
     return metrics
