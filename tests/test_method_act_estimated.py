@@ -18,6 +18,7 @@ from labelmatch.method.act import (
     labeled_class_prior,
     unlabeled_class_prior,
 )
+from labelmatch.plots import plot_class_prior
 
 # A known posterior model: 4 classes, x | y ~ N(mu_y, sigma^2 I) in 2-D, centres on a square
 # whose sides are 2 sigma apart: neighbouring classes overlap (the Bayes posteriors are far from
@@ -224,3 +225,18 @@ def test_an_estimate_survives_a_checkpoint() -> None:
     assert torch.equal(restored.prior.class_ratios, saved.prior.class_ratios)
     assert restored.prior.boxes_per_image == 3.5
     assert "prior" not in ACTRefresh().state_dict()  # the labeled prior is recomputed
+
+
+def test_class_prior_plot_draws_the_three_priors_and_the_boxes_per_image() -> None:
+    names = ["a", "b"]
+    metrics = {"act/prior/a": ([8], [0.3]), "act/prior/b": ([8], [0.7])}
+    metrics["act/prior/boxes_per_image"] = ([8, 16], [2.0, 2.5])
+    assert plot_class_prior(metrics, names) is None  # a run with the labeled prior: no plot
+    metrics.update({"act/labeled_prior/a": ([8], [0.9]), "act/labeled_prior/b": ([8], [0.1])})
+    metrics["act/labeled_prior/boxes_per_image"] = ([8], [1.5])
+    metrics.update({"act/unlabeled_prior/a": ([8], [0.2]), "act/unlabeled_prior/b": ([8], [0.8])})
+    metrics["act/unlabeled_prior/boxes_per_image"] = ([8], [2.2])
+    shares, boxes = plot_class_prior(metrics, names).axes
+    heights = [[bar.get_height() for bar in group] for group in shares.containers]
+    assert heights == [[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]]  # labeled, ACT's, truth; a then b
+    assert [line.get_ydata()[0] for line in boxes.lines] == [2.0, 1.5, 2.2]

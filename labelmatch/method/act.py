@@ -202,6 +202,9 @@ def estimated_class_prior(
     so a class the estimate empties still counts as 1 box (the official rule for the labeled
     counts). No detection at all: the labeled prior, 0 iterations. Returns (prior, iterations).
     """
+    # On the CPU, as act_thresholds: the refresh pass's outputs may sit on the GPU, the labeled
+    # prior does not, and a few thousand rows are no work.
+    labels, scores, class_scores = (t.detach().cpu() for t in (labels, scores, class_scores))
     _check_detections(labels, scores, labeled_prior.num_classes)
     if class_scores.shape != (labels.numel(), labeled_prior.num_classes + 1):
         raise ValueError(
@@ -210,10 +213,10 @@ def estimated_class_prior(
         )
     if num_images <= 0:
         raise ValueError(f"number of reference images must be positive, got {num_images}")
-    weights = scores.detach().double().flatten()
+    weights = scores.double().flatten()
     if labels.numel() == 0 or weights.sum() <= 0:
         return labeled_prior, 0
-    foreground = class_scores.detach().double()[:, 1:]
+    foreground = class_scores.double()[:, 1:]
     posteriors = foreground / foreground.sum(dim=1, keepdim=True).clamp(min=1e-300)
     shares, iterations = em_label_shift(
         posteriors, weights, labeled_prior.class_ratios, max_iterations, tolerance
