@@ -7,6 +7,11 @@ plugged into the comparison harness (benchmarks/quality.py) as it grows; until t
 `python benchmarks/prior_shift.py summary RUNS_DIR` reads the finished runs into a table and
 checks the targets (docs/benchmarks.md, "Estimated prior under class shift"). Nothing here
 trains by itself: the runs take about a quarter of an hour each on a 2-core CPU.
+
+`python benchmarks/prior_shift.py estimate CKPT --experiments digits digits_shift` is the cheap
+check in between: one trained teacher (a digits run's checkpoint; the shifted digits share its
+labeled images) predicts on each experiment's unlabeled images as an ACT refresh does, and the
+estimated prior is compared with the labeled and the true one (minutes, no training).
 """
 
 from __future__ import annotations
@@ -18,7 +23,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from labelmatch.callbacks.act_refresh import detections_on
+from labelmatch.checkpoints import load_module
+from labelmatch.method.act import (
+    ClassPrior,
+    estimated_class_prior,
+    labeled_class_prior,
+    unlabeled_class_prior,
+)
 from labelmatch.plots import read_run_metrics
+
+REPO = Path(__file__).resolve().parents[1]
 
 # (name, overrides): one pseudo-labelling rule each, on any experiment.
 ENTRIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -127,18 +146,70 @@ def summary(runs: Path, seeds: Sequence[int], window: int) -> str:
     return "\n".join(lines + [""] + verdicts)
 
 
+def total_variation(p: ClassPrior, q: ClassPrior) -> float:
+    return 0.5 * (p.class_ratios - q.class_ratios).abs().sum().item()
+
+
+def estimate(checkpoint: Path, experiments: Sequence[str], num_images: int) -> str:
+    """The estimated prior of `checkpoint`'s teacher on each experiment's unlabeled images (a
+    refresh pass on `num_images` of them), plain and calibrated on as many labeled images,
+    against the labeled and the true prior: total variation (TV) of the class shares and boxes
+    per image, as a markdown table."""
+    module, _ = load_module(checkpoint)
+    lines = [
+        "| experiment | images | TV labeled | TV estimate | TV calibrated | boxes/img labeled "
+        "| estimate | calibrated | true |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for experiment in experiments:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={experiment}", "data.num_workers=0"])
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        passes = {}
+        for labeled in (False, True):
+            pool = datamodule.labeled_dataset if labeled else datamodule.unlabeled_dataset
+            count = min(num_images, len(pool))
+            loader = datamodule.reference_dataloader(count, seed=0, labeled=labeled)
+            with torch.no_grad():
+                passes[labeled] = detections_on(None, module, loader, count)
+        prior, truth = labeled_class_prior(datamodule), unlabeled_class_prior(datamodule)
+        plain, _ = estimated_class_prior(passes[False], prior)
+        calibrated, _ = estimated_class_prior(passes[False], prior, passes[True])
+        tv = [total_variation(p, truth) for p in (prior, plain, calibrated)]
+        boxes = [p.boxes_per_image for p in (prior, plain, calibrated, truth)]
+        lines.append(
+            f"| {experiment} | {passes[False].num_images} | "
+            + " | ".join(f"{v:.3f}" for v in tv)
+            + " | "
+            + " | ".join(f"{b:.2f}" for b in boxes)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("commands", "summary"))
-    parser.add_argument("runs", type=Path, nargs="?", default=Path("outputs/prior-shift"))
+    parser.add_argument("action", choices=("commands", "summary", "estimate"))
+    parser.add_argument(
+        "runs",
+        type=Path,
+        nargs="?",
+        default=Path("outputs/prior-shift"),
+        help="the runs' folder (commands, summary) or a checkpoint (estimate)",
+    )
     parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=EXPERIMENTS)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--window", type=int, default=250, help="last steps of pseudo/* means")
+    parser.add_argument("--images", type=int, default=1000, help="estimate: reference images")
     args = parser.parse_args(argv)
     if args.action == "commands":
         print("\n".join(commands(args.runs, args.experiments, args.seeds)))
-    else:
+    elif args.action == "summary":
         print(summary(args.runs, args.seeds, args.window))
+    else:
+        print(estimate(args.runs, args.experiments, args.images))
 
 
 if __name__ == "__main__":

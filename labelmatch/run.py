@@ -82,6 +82,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
                 online_interval=method.act.online_interval,
                 estimator_iterations=method.act.estimator.max_iterations,
                 estimator_tolerance=method.act.estimator.tolerance,
+                estimator_calibrate=method.act.estimator.calibrate,
             )
         )
     if method.name == "labelmatch" and method.rplm.enabled:

@@ -12,6 +12,8 @@ from torchvision.ops import MultiScaleRoIAlign
 from labelmatch.callbacks.act_refresh import ACTRefresh, keeping_class_scores
 from labelmatch.method.act import (
     ClassPrior,
+    TeacherDetections,
+    calibration_biases,
     configured_prior,
     em_label_shift,
     estimated_class_prior,
@@ -122,7 +124,7 @@ def test_estimated_prior_by_hand() -> None:
     scores = torch.tensor([0.9, 0.8, 0.6])
     rows = torch.tensor([[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.4, 0.0, 0.6]])
     labeled = ClassPrior(torch.tensor([0.5, 0.5], dtype=torch.float64), 3.0)
-    prior, iterations = estimated_class_prior(labels, scores, rows, 1, labeled)
+    prior, iterations = estimated_class_prior(TeacherDetections(labels, scores, rows, 1), labeled)
     assert iterations == 2  # the second one confirms the first
     # Expected counts 2.3 x shares = (1.7, 0.6) -> (1.7, 1) by the labeled counts' "at least
     # one box" rule -> 2.7 boxes on the 1 image.
@@ -142,19 +144,21 @@ def test_estimated_boxes_per_image_under_its_assumption() -> None:
     rows[torch.arange(len(scores)), labels] = scores
     rows[:, 0] = 1 - scores
     labeled = ClassPrior(torch.tensor([0.5, 0.5], dtype=torch.float64), 1.0)
-    prior, _ = estimated_class_prior(labels, scores, rows, num_images, labeled)
+    prior, _ = estimated_class_prior(TeacherDetections(labels, scores, rows, num_images), labeled)
     objects_per_image = true.sum().item() / num_images
     assert prior.boxes_per_image == pytest.approx(objects_per_image, rel=0.03)
 
 
 def test_estimated_prior_without_detections_is_the_labeled_one() -> None:
     labeled = ClassPrior(torch.tensor([0.75, 0.25], dtype=torch.float64), 2.0)
-    prior, iterations = estimated_class_prior(
-        torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, 3), 10, labeled
+    nothing = TeacherDetections(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, 3), 10
     )
+    prior, iterations = estimated_class_prior(nothing, labeled)
     assert prior is labeled and iterations == 0
     with pytest.raises(ValueError, match="class_scores"):
-        estimated_class_prior(torch.tensor([1]), torch.tensor([0.5]), torch.zeros(1, 2), 1, labeled)
+        wrong = TeacherDetections(torch.tensor([1]), torch.tensor([0.5]), torch.zeros(1, 2), 1)
+        estimated_class_prior(wrong, labeled)
 
 
 def _datamodule(labeled_counts, labeled_images, unlabeled_counts, unlabeled_images):
@@ -240,3 +244,47 @@ def test_class_prior_plot_draws_the_three_priors_and_the_boxes_per_image() -> No
     heights = [[bar.get_height() for bar in group] for group in shares.containers]
     assert heights == [[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]]  # labeled, ACT's, truth; a then b
     assert [line.get_ydata()[0] for line in boxes.lines] == [2.0, 1.5, 2.2]
+
+
+def test_calibration_biases_by_hand() -> None:
+    # Two samples, posteriors (0.5, 0.5) and (0.8, 0.2), mean (0.65, 0.35); known prior (0.5,
+    # 0.5). One step: b = (0.5 / 0.65, 0.5 / 0.35) = (10/13, 10/7); at the fixed point the
+    # recalibrated mean is the prior.
+    posteriors = torch.tensor([[0.5, 0.5], [0.8, 0.2]], dtype=torch.float64)
+    prior = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    one = calibration_biases(posteriors, torch.ones(2), prior, max_iterations=1)
+    assert one.tolist() == pytest.approx([10 / 13, 10 / 7])
+    biases = calibration_biases(posteriors, torch.ones(2), prior, 1000, 1e-12)
+    adjusted = posteriors * biases
+    assert (adjusted / adjusted.sum(1, keepdim=True)).mean(0).tolist() == pytest.approx([0.5, 0.5])
+    # A class without posterior mass keeps its bias of 1.
+    one_class = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    assert calibration_biases(one_class, torch.ones(2), prior)[1].item() == 1.0
+
+
+def _miscalibrated(target: torch.Tensor, num: int, seed: int) -> TeacherDetections:
+    """One object per image whose posteriors are the known model's distorted by per-class
+    factors (a teacher over-confident for classes 1 and 4), with an object mass of 0.5 spread
+    over its classes: the score sum counts half a box per object, on every set alike. Class-wise
+    NMS keeps the row once per class, so each image has 4 detections of the same row."""
+    exact = draw_posteriors(target, num, seed)
+    distorted = exact * torch.tensor([3.0, 1.0, 0.5, 2.0], dtype=torch.float64)
+    distorted = distorted / distorted.sum(1, keepdim=True)
+    rows = torch.cat([torch.full((num, 1), 0.5, dtype=torch.float64), 0.5 * distorted], dim=1)
+    labels = torch.arange(1, 5).repeat(num)
+    rows = rows.repeat_interleave(4, dim=0)
+    scores = rows[torch.arange(4 * num), labels]
+    return TeacherDetections(labels, scores.float(), rows.float(), num)
+
+
+def test_calibration_on_labeled_images_undoes_a_class_bias_and_the_score_sums_miscount() -> None:
+    labeled_prior = ClassPrior(LABELED, 1.0)  # one object per image on both sets
+    labeled = _miscalibrated(LABELED, 4000, seed=7)
+    unlabeled = _miscalibrated(REVERSED, 4000, seed=8)
+    plain, _ = estimated_class_prior(unlabeled, labeled_prior, None, 1000, 1e-8)
+    calibrated, _ = estimated_class_prior(unlabeled, labeled_prior, labeled, 1000, 1e-8)
+    assert total_variation(plain.class_ratios, REVERSED) > 0.1  # EM fails on the distortion
+    assert total_variation(calibrated.class_ratios, REVERSED) <= TOLERANCE_TV
+    assert plain.boxes_per_image == pytest.approx(0.5, abs=0.01)  # half the objects
+    # 1 box per image, plus at most 4 / 4000 from the "at least one box per class" rule
+    assert calibrated.boxes_per_image == pytest.approx(1.0, abs=0.01)

@@ -27,6 +27,7 @@ from labelmatch.method.act import (
     ESTIMATED,
     ClassPrior,
     ScoreQueue,
+    TeacherDetections,
     act_thresholds,
     configured_prior,
     estimated_class_prior,
@@ -55,6 +56,7 @@ class ACTRefresh(L.Callback):
         annotations' counts, reference runs only) or "estimated" (at each refresh pass, the
         unlabeled set's prior estimated from the teacher's detections, docs/method.md §2).
     estimator_iterations, estimator_tolerance: the EM's limits (`em_label_shift`).
+    estimator_calibrate: calibrate the estimate on a pass over labeled images (up to `subset`).
     mode: "offline" (a refresh pass every `interval` steps) or "online" (a score queue).
     queue_images, queue_top_k: online queue size, images x scores per class (official 12800, 20).
     online_interval: steps between threshold updates from the queue (online mode).
@@ -75,6 +77,7 @@ class ACTRefresh(L.Callback):
         online_interval: int = 1,
         estimator_iterations: int = 100,
         estimator_tolerance: float = 1e-6,
+        estimator_calibrate: bool = True,
     ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
@@ -90,6 +93,7 @@ class ACTRefresh(L.Callback):
         self.prior_setting = prior
         self.estimator_iterations = estimator_iterations
         self.estimator_tolerance = estimator_tolerance
+        self.estimator_calibrate = estimator_calibrate
         # The prior Eq. 5-6 use now: the configured one, or the latest estimate.
         self.prior: ClassPrior | None = None
         self.labeled_prior: ClassPrior | None = None  # where each estimate starts
@@ -196,16 +200,25 @@ class ACTRefresh(L.Callback):
         scores: Tensor,
         num_images: int,
     ) -> None:
-        """The unlabeled prior from this pass's detections (all ranks), from here on Eq. 5-6's."""
-        num_columns = len(pl_module.reliable_thresholds) + 1
-        rows = [d["class_scores"].float() for d in detections]
-        class_scores = torch.cat(rows) if rows else torch.zeros(0, num_columns)
-        self.prior, iterations = estimated_class_prior(
+        """The unlabeled prior from this pass's detections (all ranks), from here on Eq. 5-6's;
+        with `estimator_calibrate`, after the same pass on as many labeled images."""
+        unlabeled = TeacherDetections(
             labels,
             scores,
-            gather_rows(trainer, class_scores),
+            gather_rows(trainer, class_score_rows(detections, self.prior.num_classes)),
             num_images,
+        )
+        labeled = None
+        if self.estimator_calibrate:
+            datamodule = trainer.datamodule
+            count = min(self.subset, len(datamodule.labeled_dataset))
+            loader = datamodule.reference_dataloader(count, pl_module.global_step, labeled=True)
+            loader = progress(loader, f"ACT calibration at step {pl_module.global_step}")
+            labeled = detections_on(trainer, pl_module, loader, count)
+        self.prior, iterations = estimated_class_prior(
+            unlabeled,
             self.labeled_prior,
+            labeled,
             self.estimator_iterations,
             self.estimator_tolerance,
         )
@@ -333,6 +346,26 @@ def keeping_class_scores(postprocess, sink: list[Tensor]):
         return boxes, scores, labels
 
     return postprocess_keeping_rows
+
+
+def class_score_rows(detections: list[dict[str, Tensor]], num_classes: int) -> Tensor:
+    """All images' "class_scores" rows float32[N, C + 1] in one tensor (also for no image: a
+    rank without images still gathers rows of the right width)."""
+    rows = [d["class_scores"].float() for d in detections]
+    return torch.cat(rows) if rows else torch.zeros(0, num_classes + 1)
+
+
+def detections_on(
+    trainer: L.Trainer | None, pl_module: L.LightningModule, loader, num_images: int
+) -> TeacherDetections:
+    """The teacher's detections with their softmax rows over a loader of `num_images` images,
+    every rank's share gathered (no trainer: one process)."""
+    detections = teacher_detections(pl_module, loader, with_class_scores=True)
+    labels, scores = concatenate(detections)
+    rows = class_score_rows(detections, len(pl_module.reliable_thresholds))
+    if trainer is not None:
+        labels, scores, rows = (gather_rows(trainer, t) for t in (labels, scores, rows))
+    return TeacherDetections(labels, scores, rows, num_images)
 
 
 def concatenate(detections: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:

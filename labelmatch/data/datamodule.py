@@ -371,19 +371,21 @@ class DetectionDataModule(lightning.LightningDataModule):
             workers=self.inference_workers,
         )
 
-    def reference_dataloader(self, num_images: int, seed: int) -> DataLoader:
+    def reference_dataloader(self, num_images: int, seed: int, labeled: bool = False) -> DataLoader:
         """A freshly shuffled random subset of `num_images` unlabeled images (capped at the
         set's size) under the test transform, in the val batch format: the reference set of
         the ACT threshold refresh (docs/method.md §2). All ranks draw the same subset from `seed`
-        and each takes a disjoint strided share of it."""
+        and each takes a disjoint strided share of it. `labeled`: the same from the labeled
+        images instead (the estimated prior calibrates the teacher on them, docs/method.md §2)."""
         self._require_setup()
-        if self.unlabeled_dataset is None:
+        dataset = self.labeled_dataset if labeled else self.unlabeled_dataset
+        if dataset is None:
             raise DataError("reference_dataloader needs unlabeled data (use_unlabeled=False)")
         generator = torch.Generator().manual_seed(seed)
-        subset = torch.randperm(len(self.unlabeled_dataset), generator=generator)[:num_images]
+        subset = torch.randperm(len(dataset), generator=generator)[:num_images]
         rank, world_size = distributed_rank_and_world_size()
         return self._loader(
-            self.unlabeled_dataset.with_transforms(self.test_transform),
+            dataset.with_transforms(self.test_transform),
             self.val_batch_size,
             subset[rank::world_size].tolist(),
             collate_labeled,

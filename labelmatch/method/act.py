@@ -130,6 +130,18 @@ def configured_prior(datamodule, setting: dict | str | None) -> ClassPrior:
 # (2002), and the boxes per image are the teacher's expected number of true detections.
 
 
+def _reweighted(posteriors: Tensor, factors: Tensor) -> Tensor:
+    """Rows of posteriors [N, C] multiplied by per-class factors [C] and renormalised; a row
+    left without mass (all its classes at factor 0) stays 0 and so counts for nothing."""
+    adjusted = posteriors * factors
+    return adjusted / adjusted.sum(dim=1, keepdim=True).clamp(min=1e-300)
+
+
+def _weighted_mean(rows: Tensor, weights: Tensor) -> Tensor:
+    """Σ_i w_i rows_i / Σ_i w_i: [N, C], [N] -> [C]."""
+    return (weights[:, None] * rows).sum(dim=0) / weights.sum()
+
+
 def em_label_shift(
     posteriors: Tensor,
     weights: Tensor,
@@ -161,67 +173,132 @@ def em_label_shift(
         raise ValueError(f"source prior must be > 0 and sum to 1, got {source.tolist()}")
     if max_iterations < 1 or tolerance <= 0:
         raise ValueError(f"need max_iterations >= 1, tolerance > 0: {max_iterations}, {tolerance}")
-    total = weights.sum()
-    if total <= 0:
+    if weights.sum() <= 0:
         return source.clone(), 0
     prior, iterations, moved = source.clone(), 0, float("inf")
     while iterations < max_iterations and moved > tolerance:
-        adjusted = posteriors * (prior / source)
-        # A row with no mass left (all its classes at share 0) counts for nothing.
-        adjusted = adjusted / adjusted.sum(dim=1, keepdim=True).clamp(min=1e-300)
-        updated = (weights[:, None] * adjusted).sum(dim=0) / total
+        updated = _weighted_mean(_reweighted(posteriors, prior / source), weights)
         updated = updated / updated.sum()
         moved = (updated - prior).abs().max().item()
         prior, iterations = updated, iterations + 1
     return prior, iterations
 
 
+@dataclass(frozen=True, eq=False)
+class TeacherDetections:
+    """The teacher's post-NMS detections on `num_images` images, as a refresh pass gives them.
+
+    labels: int64[N] in 1..C; scores: float[N]; class_scores: float[N, C + 1], the softmax row
+    (background first) of the proposal each detection comes from, so that
+    `class_scores[i, labels[i]] == scores[i]`.
+    """
+
+    labels: Tensor
+    scores: Tensor
+    class_scores: Tensor
+    num_images: int
+
+    def weighted_posteriors(self, num_classes: int) -> tuple[Tensor, Tensor]:
+        """(posteriors float64[N, C], weights float64[N]) on the CPU: each detection's foreground
+        row renormalised, p(c | x_i) = class_scores[i, c] / Σ_{k ≥ 1} class_scores[i, k], and
+        its score as its weight (how likely it is an object at all)."""
+        labels, scores, rows = (
+            t.detach().cpu() for t in (self.labels, self.scores, self.class_scores)
+        )
+        _check_detections(labels, scores, num_classes)
+        if rows.shape != (labels.numel(), num_classes + 1):
+            raise ValueError(
+                f"class_scores must be [{labels.numel()}, {num_classes + 1}], "
+                f"got {tuple(rows.shape)}"
+            )
+        if self.num_images <= 0:
+            raise ValueError(f"number of images must be positive, got {self.num_images}")
+        foreground = rows.double()[:, 1:]
+        posteriors = foreground / foreground.sum(dim=1, keepdim=True).clamp(min=1e-300)
+        return posteriors, scores.double().flatten()
+
+
+def calibration_biases(
+    posteriors: Tensor,
+    weights: Tensor,
+    prior: Tensor,
+    max_iterations: int = 100,
+    tolerance: float = 1e-6,
+) -> Tensor:
+    """Per-class biases b float64[C] that make the posteriors agree with a known prior.
+
+    posteriors: float[N, C], rows summing to 1, on images whose class prior is known;
+    weights: float[N] >= 0; prior: float[C], the known prior (sums to 1).
+    With q_i(c) = p(c | x_i) b_c / Σ_k p(k | x_i) b_k and m(b) = Σ_i w_i q_i / Σ_i w_i, iterate
+        b ← b · prior / m(b)
+    from b = 1 until max_c |m(b) − prior| ≤ tolerance or `max_iterations`. These are the class
+    biases of the bias-corrected calibration of Alexandari, Kundaje & Shrikumar (2020), who show
+    that the EM of Saerens et al. (2002) fails without them; fitted here by matching the known
+    prior rather than by the likelihood of per-box labels, so no detection needs to be matched
+    to a ground-truth box. A class without any posterior mass keeps b = 1 (nothing to fit).
+    """
+    posteriors = posteriors.detach().double()
+    weights = weights.detach().double().flatten()
+    prior = torch.as_tensor(prior, dtype=torch.float64).flatten()
+    biases = torch.ones(posteriors.shape[1], dtype=torch.float64)
+    if weights.sum() <= 0:
+        return biases
+    for _ in range(max_iterations):
+        mean = _weighted_mean(_reweighted(posteriors, biases), weights)
+        if (mean - prior).abs().max().item() <= tolerance:
+            break
+        biases = torch.where(mean > 0, biases * prior / mean.clamp(min=1e-300), biases)
+    return biases
+
+
 def estimated_class_prior(
-    labels: Tensor,
-    scores: Tensor,
-    class_scores: Tensor,
-    num_images: int,
+    unlabeled: TeacherDetections,
     labeled_prior: ClassPrior,
+    labeled: TeacherDetections | None = None,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
 ) -> tuple[ClassPrior, int]:
-    """The unlabeled set's prior from the teacher's detections on `num_images` reference images.
+    """The unlabeled set's prior from the teacher's detections on its R reference images.
 
-    labels: int64[N] in 1..C, scores: float[N], the post-NMS detections (class-wise NMS);
-    class_scores: float[N, C + 1], the softmax row (background first) of the proposal each
-    detection comes from (`scores[i] == class_scores[i, labels[i]]`).
-    - Boxes per image: B_u = Σ_i scores_i / num_images. If a detection's score is the
-      probability that it is a true box of its class, and every object keeps exactly one true
-      detection after NMS (recall 1 at the refresh pass's 0.001 floor, no duplicate of the same
-      class), then Σ_i scores_i is the expected number of objects. A proposal kept for several
-      classes counts with the sum of those classes' scores, at most its foreground probability.
-    - Class shares: `em_label_shift` over the detections, sample i weighted by scores_i, with
-      posterior its row's foreground part renormalised, p(c | x_i) = class_scores[i, c] /
-      Σ_{k ≥ 1} class_scores[i, k], starting from the labeled prior.
-    The expected counts n_c = num_images · B_u · π_c then go through `class_prior_from_counts`,
-    so a class the estimate empties still counts as 1 box (the official rule for the labeled
-    counts). No detection at all: the labeled prior, 0 iterations. Returns (prior, iterations).
+    S = Σ_i scores_i / images, the teacher's score sum per image, on either set.
+    - Boxes per image: B_u = S_u. If a detection's score is the probability that it is a true
+      box of its class and every object keeps exactly one true detection after NMS (recall 1 at
+      the refresh pass's 0.001 floor, no same-class duplicate), Σ_i scores_i is the expected
+      number of objects. With `labeled` (the same pass on labeled images, whose B_l is known):
+      B_u = B_l · S_u / S_l, which assumes only that the score sum miscounts the objects by the
+      same factor on both sets (a teacher whose low scores add up to phantom boxes does so on
+      labeled and unlabeled images alike).
+    - Class shares: `em_label_shift` over the unlabeled detections (`weighted_posteriors`:
+      foreground rows renormalised, weighted by score), from the labeled prior. With `labeled`,
+      the posteriors are first multiplied by `calibration_biases` fitted on the labeled
+      detections to the labeled prior (and renormalised).
+    The expected counts n_c = R · B_u · π_c then go through `class_prior_from_counts`, so a
+    class the estimate empties still counts as 1 box (the labeled counts' rule). No unlabeled
+    detection: the labeled prior, 0 iterations. Returns (prior, EM iterations).
     """
-    # On the CPU, as act_thresholds: the refresh pass's outputs may sit on the GPU, the labeled
-    # prior does not, and a few thousand rows are no work.
-    labels, scores, class_scores = (t.detach().cpu() for t in (labels, scores, class_scores))
-    _check_detections(labels, scores, labeled_prior.num_classes)
-    if class_scores.shape != (labels.numel(), labeled_prior.num_classes + 1):
-        raise ValueError(
-            f"class_scores must be [{labels.numel()}, {labeled_prior.num_classes + 1}], "
-            f"got {tuple(class_scores.shape)}"
-        )
-    if num_images <= 0:
-        raise ValueError(f"number of reference images must be positive, got {num_images}")
-    weights = scores.double().flatten()
-    if labels.numel() == 0 or weights.sum() <= 0:
+    num_classes = labeled_prior.num_classes
+    posteriors, weights = unlabeled.weighted_posteriors(num_classes)
+    if weights.sum() <= 0:
         return labeled_prior, 0
-    foreground = class_scores.double()[:, 1:]
-    posteriors = foreground / foreground.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    boxes_per_image = weights.sum().item() / unlabeled.num_images
+    if labeled is not None:
+        labeled_posteriors, labeled_weights = labeled.weighted_posteriors(num_classes)
+        if labeled_weights.sum() > 0:
+            biases = calibration_biases(
+                labeled_posteriors,
+                labeled_weights,
+                labeled_prior.class_ratios,
+                max_iterations,
+                tolerance,
+            )
+            posteriors = _reweighted(posteriors, biases)
+            labeled_sum = labeled_weights.sum().item() / labeled.num_images
+            boxes_per_image *= labeled_prior.boxes_per_image / labeled_sum
     shares, iterations = em_label_shift(
         posteriors, weights, labeled_prior.class_ratios, max_iterations, tolerance
     )
-    return class_prior_from_counts(weights.sum() * shares, num_images), iterations
+    counts = unlabeled.num_images * boxes_per_image * shares
+    return class_prior_from_counts(counts, unlabeled.num_images), iterations
 
 
 def scores_by_class(labels: Tensor, scores: Tensor, num_classes: int) -> list[Tensor]:
