@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from labelmatch.callbacks.act_refresh import detections_on
-from labelmatch.checkpoints import load_module
+from labelmatch.checkpoints import load_module, pick_detector
 from labelmatch.method.act import (
     ClassPrior,
     estimated_class_prior,
@@ -156,6 +156,8 @@ def estimate(checkpoint: Path, experiments: Sequence[str], num_images: int) -> s
     against the labeled and the true prior: total variation (TV) of the class shares and boxes
     per image, as a markdown table."""
     module, _ = load_module(checkpoint)
+    # A supervised (burn-in) checkpoint has no teacher yet: its student is the teacher-to-be.
+    module.teacher = pick_detector(module, "teacher")
     lines = [
         "| experiment | images | TV labeled | TV estimate | TV calibrated | boxes/img labeled "
         "| estimate | calibrated | true |",
