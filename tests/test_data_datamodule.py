@@ -198,6 +198,20 @@ def test_reference_loader_draws_a_seeded_subset_of_unlabeled_images(data):
     assert set(batch) == {"images", "targets"} and batch["images"][0].shape == (3, 64, 64)
 
 
+def test_reference_loader_of_labeled_images(data):
+    """The estimated prior's calibration pass (docs/method.md §2): the same seeded draw from the
+    labeled images, capped at their number."""
+    labeled = data.labeled_dataset.image_ids
+
+    def ids(num_images, seed):
+        loader = data.reference_dataloader(num_images, seed, labeled=True)
+        return [t["image_id"] for b in loader for t in b["targets"]]
+
+    assert len(set(ids(3, seed=1))) == 3 and set(ids(3, seed=1)) <= set(labeled)
+    assert ids(3, seed=1) == ids(3, seed=1)
+    assert sorted(ids(100, seed=1)) == sorted(labeled)
+
+
 def test_supervised_module_has_no_unlabeled_loader(digits_root):
     data = _module(DigitsSplits(digits_root, **SMALL), use_unlabeled=False)
     data.setup("fit")
