@@ -165,7 +165,7 @@ def _datamodule(labeled_counts, labeled_images, unlabeled_counts, unlabeled_imag
     class Split(list):
         def __init__(self, counts, images):
             super().__init__(range(images))
-            self.class_counts = counts
+            self.class_counts = self.prior_counts = counts
 
     return SimpleNamespace(
         labeled_dataset=Split(labeled_counts, labeled_images),

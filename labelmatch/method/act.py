@@ -92,15 +92,16 @@ def labeled_class_prior(datamodule, manual: dict | None = None) -> ClassPrior:
 
 
 def unlabeled_class_prior(datamodule) -> ClassPrior:
-    """The oracle prior: the unlabeled set's own box counts (`unlabeled_dataset.class_counts`)
-    over its images, by the same rule as the labeled prior. For reference runs only (it reads
-    annotations a semi-supervised method must not have); refused when there are none."""
+    """The oracle prior: the unlabeled set's own annotation counts
+    (`unlabeled_dataset.prior_counts`) over its images, by the same rule as the labeled prior.
+    For reference runs only (it reads annotations a semi-supervised method must not have);
+    refused when there are none."""
     unlabeled = getattr(datamodule, "unlabeled_dataset", None)
-    if unlabeled is None or sum(unlabeled.class_counts) == 0:
+    if unlabeled is None or sum(unlabeled.prior_counts) == 0:
         raise ValueError(
             "method.act.prior=oracle needs annotations in the unlabeled json; this one has none"
         )
-    return class_prior_from_counts(unlabeled.class_counts, len(unlabeled))
+    return class_prior_from_counts(unlabeled.prior_counts, len(unlabeled))
 
 
 # What `method.act.prior` may name besides null (labeled counts) and a manual dict.
