@@ -96,6 +96,12 @@ def test_teacher_below_the_burn_in_model_is_reported():
     module.eval_metrics["teacher"]["map"] = 0.39
     callback.on_validation_end(trainer, module)
     assert callback.counts["teacher_below_burn_in"] == 1
+    # The validation a run adds after training (trainer.validate) is not a training-loop one:
+    # a resumed run would count it twice.
+    after_training = SimpleNamespace(sanity_checking=False, global_step=500,
+                                     state=SimpleNamespace(fn="validate"))  # fmt: skip
+    callback.on_validation_end(after_training, module)
+    assert callback.counts["teacher_below_burn_in"] == 1
     # No burn-in model yet (still in burn-in): nothing to compare with.
     callback.on_validation_end(trainer, SimpleNamespace(burn_in_metrics=None, eval_metrics={}))
     assert callback.counts["teacher_below_burn_in"] == 1

@@ -87,7 +87,10 @@ class RunHealth(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         burn_in = getattr(pl_module, "burn_in_metrics", None)
         teacher = getattr(pl_module, "eval_metrics", {}).get("teacher")
-        if trainer.sanity_checking or burn_in is None or teacher is None:
+        # Only validations of the training loop: the extra one a run may add after it ends (see
+        # labelmatch.run) would be counted again by the run that resumes from that point.
+        fitting = getattr(getattr(trainer, "state", None), "fn", "fit") == "fit"  # TrainerFn
+        if not fitting or trainer.sanity_checking or burn_in is None or teacher is None:
             return
         if teacher["map"] < burn_in["map"]:
             self.report(
