@@ -1,19 +1,32 @@
-"""Quality benchmark: supervised vs mean teacher vs LabelMatch at the same step budget and seeds.
+"""Quality benchmark: the paper's comparisons at the same step budget and seeds.
 
-    python benchmarks/quality.py [--experiment digits] [--seeds 0 1] [--methods M ...]
-                                 [--out docs/benchmarks.md] [--runs-dir DIR] [--reuse]
-                                 [hydra overrides]
+    python benchmarks/quality.py [--experiment digits] [--comparison methods] [--seeds 0 1]
+                                 [--entries NAME ...] [--out docs/benchmarks.md]
+                                 [--runs-dir DIR] [--reuse] [hydra overrides]
 
-Each (method, seed) trains with `python -m labelmatch.run experiment=E method=M seed=S
-hydra.run.dir=RUNS/M-sS [overrides]` (the same recipe, hence the same steps, for every method;
-E is `digits` or one of the COCO-standard analogues `digits_1pct`, `digits_5pct`, `digits_10pct`;
-RUNS defaults to outputs/bench-quality/E), unless `--reuse` finds that run's results.json. Then
-its final model labels the unlabeled split (test transform) with the run's final thresholds, and
-the pseudo labels are scored against the split's ground truth (Fig. 4 of the paper: precision,
-boxes per image, class-distribution KL).
-The table replaces the `<!-- quality:begin -->` ... `<!-- quality:end -->` section of `--out`
-(`quality-E` markers for an experiment E other than digits; created if missing), so other
-benchmark sections can share the file.
+A comparison (`COMPARISONS`) is a list of rows, each a label and a named run (`RUNS`: the
+`method=` config plus overrides). Each (run, seed) trains with `python -m labelmatch.run
+experiment=E seed=S hydra.run.dir=RUNS_DIR/NAME-sS [run overrides] [overrides]` unless `--reuse`
+finds its results.json; runs are shared between comparisons (the LabelMatch run without RPLM
+is the reference of four ablations), so each is trained once.
+
+Two stages (docs/method.md §1) when the experiment has a supervised baseline experiment
+`E_baseline` (glyphs_1pct|5pct|10pct, the COCO and VOC recipes): per seed the baseline trains
+once into RUNS_DIR/baseline-sS and every run of that seed starts from its last.ckpt
+(`method.init_from`; the experiment sets `method.burn_in_steps=0`), so the methods differ only
+after the switch; the `supervised` row is that baseline. One stage otherwise (digits: in-run
+burn-in, `supervised` trained at the same budget).
+
+Each run's directory records the code it was trained with (`revision.txt`: `git rev-parse
+--short HEAD`, `-dirty` with uncommitted changes), reported per row. The final model then labels
+the unlabeled split (test transform) with the run's final thresholds and the pseudo labels are
+scored against its ground truth (Fig. 4: precision, boxes per image, class-distribution KL);
+the val per-class AP is averaged over the rarest and the most frequent third of classes in the
+labeled prior's order (Table 4). The targets of the comparison (`TARGETS`) are checked on the
+means over seeds and printed. The report replaces the section between
+`<!-- quality-E-C:begin -->` and `<!-- quality-E-C:end -->` of `--out` (the digits `methods`
+comparison keeps its old `quality` / `quality-E` markers) and draws `--out`'s folder /
+`quality-E-C.png`.
 """
 
 from __future__ import annotations
@@ -29,94 +42,213 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from benchmark_report import machine_description, replace_section
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-
-from labelmatch.evaluation.pseudo_quality import pseudo_label_statistics
-from labelmatch.method.act import labeled_class_prior
-from labelmatch.method.module import detector_state
-
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("supervised", "mean_teacher", "labelmatch", "labelmatch_online")
-# Benchmark entries that are a method config plus overrides: name -> (method, overrides).
-VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "labelmatch_online": ("labelmatch", ["method.act.mode=online"]),  # official online ACT
+# Import this checkout's labelmatch, not another installed copy: each run is stamped with this
+# checkout's revision, and the training subprocesses get the same path (`training_env`).
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+from benchmark_report import machine_description, replace_section  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from labelmatch.evaluation.pseudo_quality import pseudo_label_statistics  # noqa: E402
+from labelmatch.method.act import labeled_class_prior  # noqa: E402
+from labelmatch.method.module import detector_state  # noqa: E402
+
+
+# ------------------------------------------------------------------------- runs, comparisons
+def mean_teacher(threshold: float) -> tuple[str, ...]:
+    """The single-threshold mean teacher of Table 4 / Fig. 4 at `threshold`."""
+    return (
+        "method=mean_teacher",
+        f"method.fixed_thresholds.reliable={threshold}",
+        f"method.fixed_thresholds.uncertain={threshold}",
+    )
+
+
+# The paper's ablations (Sec. 4.3, Fig. 6) run "without RPLM if not specified".
+NO_RPLM = ("method=labelmatch", "method.rplm.enabled=false")
+# K = ∞ (Fig. 6a): ACT refreshed once, at the switch, never after (an interval beyond any run).
+NEVER = 10**9
+# Named runs: the overrides that make each; a run directory is RUNS_DIR/NAME-sSEED.
+RUNS: dict[str, tuple[str, ...]] = {
+    "supervised": ("method=supervised",),  # two stages: the baseline itself (module docstring)
+    "mean_teacher_0.7": mean_teacher(0.7),
+    "mean_teacher_0.8": mean_teacher(0.8),
+    "mean_teacher_0.9": mean_teacher(0.9),
+    "labelmatch": ("method=labelmatch",),
+    "labelmatch_online": ("method=labelmatch", "method.act.mode=online"),  # official online ACT
+    "labelmatch_no_rplm": NO_RPLM,
+    "uncertain_ignore": (*NO_RPLM, "method.uncertain=ignore"),
+    "uncertain_iou": (*NO_RPLM, "method.uncertain=iou"),
+    "act_once": (*NO_RPLM, f"method.act.interval={NEVER}"),
+    "alpha_0": (*NO_RPLM, "method.alpha=0"),
+    "alpha_0.1": (*NO_RPLM, "method.alpha=0.1"),
+    "alpha_0.4": (*NO_RPLM, "method.alpha=0.4"),
 }
-# The issue's targets: LabelMatch's mAP must exceed each baseline's by at least this many points.
-TARGETS = {"supervised": 10.0, "mean_teacher": 2.0}
-# One section per experiment: `quality` for the default digits recipe, `quality-E` for others.
 
 
-def section_markers(experiment: str) -> tuple[str, str]:
-    name = "quality" if experiment == "digits" else f"quality-{experiment}"
+@dataclass(frozen=True)
+class Row:
+    label: str  # as the table and the plot show it
+    run: str  # a key of RUNS
+
+
+# Each comparison: (title, rows). `methods` is the one-stage digits table of earlier sessions.
+COMPARISONS: dict[str, tuple[str, tuple[Row, ...]]] = {
+    "methods": (
+        "supervised vs mean teacher vs LabelMatch",
+        (
+            Row("supervised", "supervised"),
+            Row("mean_teacher", "mean_teacher_0.7"),
+            Row("labelmatch", "labelmatch"),
+            Row("labelmatch_online", "labelmatch_online"),
+        ),
+    ),
+    "main": (
+        "supervised vs fixed-threshold mean teachers vs LabelMatch (Table 4, Fig. 4)",
+        (
+            Row("supervised", "supervised"),
+            Row("mean teacher 0.7", "mean_teacher_0.7"),
+            Row("mean teacher 0.8", "mean_teacher_0.8"),
+            Row("mean teacher 0.9", "mean_teacher_0.9"),
+            Row("LabelMatch", "labelmatch"),
+        ),
+    ),
+    "uncertain": (
+        "assignment of the uncertain pseudo labels, without RPLM (Fig. 6c)",
+        (
+            Row("ignore", "uncertain_ignore"),
+            Row("iou", "uncertain_iou"),
+            Row("self", "labelmatch_no_rplm"),
+        ),
+    ),
+    "act_interval": (
+        "ACT refreshed every K steps vs never after the first, without RPLM (Fig. 6a)",
+        (Row("K (recipe)", "labelmatch_no_rplm"), Row("K = ∞", "act_once")),
+    ),
+    "alpha": (
+        "reliable ratio α, without RPLM (Fig. 6b)",
+        (
+            Row("α = 0", "alpha_0"),
+            Row("α = 0.1", "alpha_0.1"),
+            Row("α = 0.2", "labelmatch_no_rplm"),
+            Row("α = 0.4", "alpha_0.4"),
+        ),
+    ),
+    "rplm": (
+        "reliable pseudo-label mining off vs on (Fig. 8a)",
+        (Row("without RPLM", "labelmatch_no_rplm"), Row("with RPLM", "labelmatch")),
+    ),
+}
+
+
+def section_name(experiment: str, comparison: str) -> str:
+    """Marker name of the docs section (and of its PNG); `methods` keeps its earlier names."""
+    if comparison == "methods":
+        return "quality" if experiment == "digits" else f"quality-{experiment}"
+    return f"quality-{experiment}-{comparison}"
+
+
+def section_markers(experiment: str, comparison: str) -> tuple[str, str]:
+    name = section_name(experiment, comparison)
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
+def baseline_experiment(experiment: str) -> str | None:
+    """The supervised stage-1 experiment of `experiment`, if it has one (two-stage recipe)."""
+    name = f"{experiment}_baseline"
+    return name if (REPO / "conf" / "experiment" / f"{name}.yaml").is_file() else None
+
+
+def run_overrides(
+    run: str, experiment: str, init_from: Path | None, overrides: Sequence[str]
+) -> list[str]:
+    """The Hydra overrides of `run` (seed and run dir aside). Two stages (`init_from` given):
+    `supervised` is the baseline experiment itself, every other run starts from `init_from`.
+    `method.*` overrides skip the supervised run (its method config has no such key)."""
+    if run == "supervised":
+        overrides = [o for o in overrides if not o.lstrip("+~").startswith("method.")]
+        if init_from is not None:
+            return [f"experiment={baseline_experiment(experiment)}", *overrides]
+    if init_from is None:
+        return [f"experiment={experiment}", *RUNS[run], *overrides]
+    return [f"experiment={experiment}", *RUNS[run], f"method.init_from={init_from}", *overrides]
+
+
+def run_directory(runs_dir: Path, run: str, seed: int, two_stage: bool) -> Path:
+    name = "baseline" if two_stage and run == "supervised" else run
+    return runs_dir / f"{name}-s{seed}"
+
+
+def evaluated_model(run: str) -> str:
+    """The model reported: the teacher of a mean-teacher run, the supervised student."""
+    return "student" if run == "supervised" else "teacher"
+
+
+# -------------------------------------------------------------------------------- revision
+def code_revision(repo: Path) -> str:
+    """`git rev-parse --short HEAD` of `repo`, with "-dirty" when files differ from it (tracked
+    changes or untracked files not ignored: either may change what trains)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain"))
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown (not a git checkout)"
+    return f"{head}-dirty" if dirty else head
+
+
+def recorded_revision(run_dir: Path) -> str:
+    """The revision a run was trained with; runs of older harness versions have none."""
+    path = run_dir / "revision.txt"
+    return path.read_text().strip() if path.is_file() else "not recorded"
+
+
+# ------------------------------------------------------------------------------------ training
 # Lines of the training log echoed as progress: the project's own INFO/WARNING/ERROR records
 # (Hydra's job logging format "[time][logger][LEVEL] - message"), except the per-file data
 # reports (dicts of counts; they stay in train.log).
 PROGRESS_LINE = re.compile(r"\]\[labelmatch[\w.]*\]\[(INFO|WARNING|ERROR)\] - (?!\{)(.*)")
 
 
-def method_and_overrides(entry: str) -> tuple[str, list[str]]:
-    """The `method=` config of a benchmark entry and the overrides that make it that entry."""
-    return VARIANTS.get(entry, (entry, []))
+def training_env() -> dict[str, str]:
+    """The training subprocess imports this checkout's code, as this script does."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
 
 
-def evaluated_model(method: str) -> str:
-    """The model reported: the teacher of a mean-teacher run, the supervised student."""
-    return "student" if method == "supervised" else "teacher"
-
-
-@dataclass
-class Run:
-    """One trained (method, seed): its results.json and the pseudo-label statistics."""
-
-    method: str
-    seed: int
-    run_dir: Path
-    results: dict[str, Any]
-    pseudo: dict[str, float]
-
-    @property
-    def evaluated(self) -> str:
-        return evaluated_model(self.method)
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.results[self.evaluated]
-
-
-# ------------------------------------------------------------------------------------ training
-def train(method: str, seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> None:
-    """`python -m labelmatch.run` in a subprocess, its output to RUN/train.log, progress echoed."""
-    config_method, variant = method_and_overrides(method)
+def train(seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> None:
+    """`python -m labelmatch.run` in a subprocess, its output to RUN/train.log, progress echoed;
+    RUN/revision.txt records the code it ran."""
     command = [
         sys.executable,
         "-m",
         "labelmatch.run",
-        f"method={config_method}",
-        *variant,
+        *overrides,
         f"seed={seed}",
         f"hydra.run.dir={run_dir}",
-        *overrides,
     ]
     run_dir.mkdir(parents=True)
+    (run_dir / "revision.txt").write_text(code_revision(REPO) + "\n")
     log_path = run_dir / "train.log"
     print(f"{label} training -> {run_dir} (log: {log_path.name})", flush=True)
     started = time.monotonic()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     with (
         open(log_path, "w") as log,
         subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, env=training_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         ) as process,
     ):
         for line in process.stdout:
@@ -131,7 +263,7 @@ def train(method: str, seed: int, run_dir: Path, overrides: Sequence[str], label
 
 
 def ensure_trained(
-    method: str, seed: int, run_dir: Path, overrides: Sequence[str], reuse: bool, label: str
+    seed: int, run_dir: Path, overrides: Sequence[str], reuse: bool, model: str, label: str
 ) -> dict[str, Any]:
     """results.json of the run, training it first unless `reuse` finds it already there."""
     results_path = run_dir / "results.json"
@@ -142,16 +274,14 @@ def ensure_trained(
     elif run_dir.exists() and any(run_dir.iterdir()):
         sys.exit(f"{run_dir} holds an unfinished run (no results.json): delete it to retrain")
     else:
-        train(method, seed, run_dir, overrides, label)
+        train(seed, run_dir, overrides, label)
     results = json.loads(results_path.read_text())
     recorded = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
-    config_method, variant = method_and_overrides(method)
-    expected = [f"method={config_method}", *variant, f"seed={seed}", *overrides]
+    expected = [*overrides, f"seed={seed}"]
     if not set(expected) <= set(recorded):
         sys.exit(f"{run_dir}: trained with {recorded}, not with {expected}")
-    evaluated = evaluated_model(method)
-    if evaluated not in results:
-        sys.exit(f"{results_path}: no {evaluated} metrics (did the run end within burn-in?)")
+    if model not in results:
+        sys.exit(f"{results_path}: no {model} metrics (did the run end within burn-in?)")
     return results
 
 
@@ -163,8 +293,9 @@ def supervised_reference_threshold() -> float:
     return float(config.fixed_thresholds.reliable)
 
 
-def run_pseudo_statistics(run_dir: Path, method: str) -> dict[str, float]:
-    """Pseudo-label statistics of a finished run's final model on its unlabeled split."""
+def run_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float], dict[str, int]]:
+    """Pseudo-label statistics of a finished run's final `model` on its unlabeled split, and
+    the labeled boxes per class name (the prior's order)."""
     cfg: DictConfig = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     datamodule = instantiate(cfg.data, use_unlabeled=True)
     datamodule.prepare_data()
@@ -174,10 +305,8 @@ def run_pseudo_statistics(run_dir: Path, method: str) -> dict[str, float]:
     )
     state = checkpoint["state_dict"]
     detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
-    detector.load_state_dict(
-        detector_state(state, "student" if method == "supervised" else "teacher")
-    )
-    if method == "supervised":
+    detector.load_state_dict(detector_state(state, model))
+    if model == "student":  # a supervised run: no thresholds of its own
         reliable = torch.full((datamodule.num_classes,), supervised_reference_threshold())
         uncertain = reliable.clone()
     else:
@@ -186,16 +315,161 @@ def run_pseudo_statistics(run_dir: Path, method: str) -> dict[str, float]:
     # The whole unlabeled split, through the test transform, in the val batch format.
     loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), seed=0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return pseudo_label_statistics(
+    stats = pseudo_label_statistics(
         detector.to(device), loader, reliable, uncertain, prior.class_ratios, prior.num_classes
     )
+    # The prior's counts (every labeled annotation, as ACT counts them) give the classes' order.
+    counts = datamodule.labeled_dataset.prior_counts
+    return stats, dict(zip(datamodule.class_names, counts, strict=True))
+
+
+# ------------------------------------------------------------------- rare and frequent thirds
+def prior_thirds(labeled_counts: dict[str, int]) -> tuple[list[str], list[str]]:
+    """The rarest and the most frequent third of the classes by labeled boxes, as Table 4
+    splits COCO's classes by frequency (ties keep the class order)."""
+    third = len(labeled_counts) // 3
+    rarest_first = sorted(labeled_counts, key=lambda name: labeled_counts[name])
+    most_frequent_first = sorted(labeled_counts, key=lambda name: -labeled_counts[name])
+    return rarest_first[:third], most_frequent_first[:third]
+
+
+def mean_class_ap(per_class: dict[str, float | None], classes: Sequence[str]) -> float:
+    """Mean AP × 100 over `classes` that have val objects (None: no object, no AP)."""
+    values = [per_class[name] for name in classes if per_class.get(name) is not None]
+    return 100 * statistics.mean(values) if values else math.nan
+
+
+@dataclass
+class Run:
+    """One trained (row, seed): its results.json, pseudo-label statistics and code revision."""
+
+    row: Row
+    seed: int
+    run_dir: Path
+    results: dict[str, Any]
+    pseudo: dict[str, float]
+    labeled_counts: dict[str, int]
+    revision: str
+
+    @property
+    def evaluated(self) -> str:
+        return evaluated_model(self.row.run)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.results[self.evaluated]
+
+    def third_ap(self, which: str) -> float:
+        rare, frequent = prior_thirds(self.labeled_counts)
+        return mean_class_ap(self.metrics["per_class"], rare if which == "rare" else frequent)
+
+
+def map_of(run: Run) -> float:
+    return 100 * run.metrics["map"]
+
+
+def rare_of(run: Run) -> float:
+    return run.third_ap("rare")
+
+
+# ------------------------------------------------------------------------------------ targets
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"- {self.claim}: **{'PASS' if self.passed else 'MISSED'}** ({self.detail})"
+
+
+def spread(values: Sequence[float]) -> float:
+    """Sample std over seeds; 0 for one seed (no spread measured)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def margin_verdict(
+    ours: str, theirs: str, values: dict[str, list[float]], margin: float
+) -> Verdict:
+    """mean(ours) ≥ mean(theirs) + margin, with the gap larger than either row's std."""
+    gap = statistics.mean(values[ours]) - statistics.mean(values[theirs])
+    noise = max(spread(values[ours]), spread(values[theirs]))
+    passed = gap >= margin and gap > noise
+    return Verdict(
+        f"{ours} ≥ {theirs} + {margin:g} mAP, gap > seeds' std",
+        passed,
+        f"{statistics.mean(values[ours]):.1f} vs {statistics.mean(values[theirs]):.1f}: "
+        f"{gap:+.1f} points, larger std {noise:.1f}",
+    )
+
+
+def ahead_verdict(ours: str, values: dict[str, list[float]], what: str) -> Verdict:
+    """mean(ours) above every other row's mean."""
+    others = {label: statistics.mean(v) for label, v in values.items() if label != ours}
+    best = max(others, key=others.get)
+    mine = statistics.mean(values[ours])
+    return Verdict(
+        f"{ours} ahead on {what}",
+        mine > others[best],
+        f"{mine:.1f} vs the best other, {best}, {others[best]:.1f}",
+    )
+
+
+def ordering_verdict(order: Sequence[str], values: dict[str, list[float]]) -> Verdict:
+    """Means strictly decreasing along `order` (best first)."""
+    means = [statistics.mean(values[label]) for label in order]
+    passed = all(a > b for a, b in zip(means, means[1:], strict=False))
+    return Verdict(
+        " > ".join(order) + " (mAP)",
+        passed,
+        ", ".join(f"{label} {m:.1f}" for label, m in zip(order, means, strict=True)),
+    )
+
+
+def best_of(prefix: str, values: dict[str, list[float]]) -> str:
+    """The row starting with `prefix` of the highest mean."""
+    rows = [label for label in values if label.startswith(prefix)]
+    return max(rows, key=lambda label: statistics.mean(values[label]))
+
+
+# The issue's targets per comparison, on the means over seeds: (map, rare-third AP) by row
+# label -> verdicts. Comparisons without one (alpha, rplm) are reported, not judged.
+TARGETS: dict[str, Callable[[dict[str, list[float]], dict[str, list[float]]], list[Verdict]]] = {
+    "methods": lambda mAP, rare: [
+        margin_verdict("labelmatch", "supervised", mAP, 10.0),
+        margin_verdict("labelmatch", "mean_teacher", mAP, 2.0),
+    ],
+    "main": lambda mAP, rare: [
+        margin_verdict("LabelMatch", best_of("mean teacher", mAP), mAP, 2.0),
+        ahead_verdict("LabelMatch", rare, "the rarest third of classes (AP)"),
+    ],
+    "uncertain": lambda mAP, rare: [ordering_verdict(["self", "iou", "ignore"], mAP)],
+    "act_interval": lambda mAP, rare: [ordering_verdict(["K (recipe)", "K = ∞"], mAP)],
+}
+
+
+def check_targets(comparison: str, runs: Sequence[Run]) -> list[str]:
+    """Verdict lines of the comparison's targets; not checked while a row has no run."""
+    if comparison not in TARGETS:
+        return ["- No target for this comparison: it is reported as measured."]
+    labels = [row.label for row in COMPARISONS[comparison][1]]
+    missing = [label for label in labels if not any(run.row.label == label for run in runs)]
+    if missing:
+        return [f"- Targets not checked: no run of {', '.join(missing)}."]
+    mAP = {
+        label: [100 * r.metrics["map"] for r in runs if r.row.label == label] for label in labels
+    }
+    rare = {label: [r.third_ap("rare") for r in runs if r.row.label == label] for label in labels}
+    return [verdict.line() for verdict in TARGETS[comparison](mAP, rare)]
 
 
 # ------------------------------------------------------------------------------------ report
 # (column header, value of a run, format of one value); values scaled for reading.
-COLUMNS: list[tuple[str, Any, str]] = [
-    ("mAP", lambda r: 100 * r.metrics["map"], "{:.1f}"),
+COLUMNS: list[tuple[str, Callable[[Run], float], str]] = [
+    ("mAP", map_of, "{:.1f}"),
     ("AP50", lambda r: 100 * r.metrics["map_50"], "{:.1f}"),
+    ("AP rarest ⅓", rare_of, "{:.1f}"),
+    ("AP most frequent ⅓", lambda r: r.third_ap("frequent"), "{:.1f}"),
     ("pseudo precision %", lambda r: 100 * r.pseudo["precision"], "{:.1f}"),
     ("reliable precision %", lambda r: 100 * r.pseudo["reliable_precision"], "{:.1f}"),
     ("pseudo boxes / img", lambda r: r.pseudo["pseudo_per_image"], "{:.2f}"),
@@ -226,42 +500,51 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary_table(runs_by_method: dict[str, list[Run]]) -> str:
+def group_by_row(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    grouped: dict[str, list[Run]] = {}
+    for run in runs:
+        grouped.setdefault(run.row.label, []).append(run)
+    return grouped
+
+
+def summary_table(runs: Sequence[Run]) -> str:
     rows = []
-    for method, runs in runs_by_method.items():
-        cells = [format_cell([get(r) for r in runs], fmt) for _, get, fmt in COLUMNS]
-        rows.append([method, runs[0].evaluated, *cells])
-    return table(["method", "model", *(name for name, _, _ in COLUMNS)], rows)
+    for label, members in group_by_row(runs).items():
+        cells = [format_cell([get(r) for r in members], fmt) for _, get, fmt in COLUMNS]
+        code = ", ".join(sorted({r.revision for r in members}))
+        rows.append([label, members[0].evaluated, str(len(members)), *cells, code])
+    header = ["row", "model", "seeds", *(name for name, _, _ in COLUMNS), "code"]
+    return table(header, rows)
+
+
+def class_ap(run: Run, name: str) -> float:
+    """Val AP × 100 of class `name`; NaN when the val split has no object of it."""
+    ap = run.metrics["per_class"].get(name)
+    return math.nan if ap is None else 100 * ap
+
+
+def per_class_table(runs: Sequence[Run]) -> str:
+    """Val AP per class (mean over seeds), classes in the labeled prior's order, rarest first:
+    where a target is missed, this shows on which classes."""
+    grouped = group_by_row(runs)
+    counts = runs[0].labeled_counts
+    rows = []
+    for name in sorted(counts, key=lambda n: counts[n]):
+        cells = [
+            format_cell([class_ap(r, name) for r in members], "{:.1f}")
+            for members in grouped.values()
+        ]
+        rows.append([f"`{name}`", str(counts[name]), *cells])
+    return table(["class", "labeled boxes", *grouped], rows)
 
 
 def per_run_table(runs: Sequence[Run]) -> str:
     rows = []
     for run in runs:
         cells = [format_cell([get(run)], fmt) for _, get, fmt in COLUMNS]
-        rows.append([run.method, str(run.seed), *cells, f"`{shown(run.run_dir)}`"])
-    return table(["method", "seed", *(name for name, _, _ in COLUMNS), "run"], rows)
-
-
-def target_lines(runs_by_method: dict[str, list[Run]]) -> list[str]:
-    """PASS/SHORT per target, on the mean mAP over seeds (in points)."""
-    if "labelmatch" not in runs_by_method:
-        return ["- Targets not checked: labelmatch was not run."]
-    ours = statistics.mean(100 * r.metrics["map"] for r in runs_by_method["labelmatch"])
-    lines = []
-    for baseline, margin in TARGETS.items():
-        if baseline not in runs_by_method:
-            lines.append(f"- labelmatch ≥ {baseline} + {margin:g} mAP: not measured")
-            continue
-        theirs = statistics.mean(100 * r.metrics["map"] for r in runs_by_method[baseline])
-        delta = ours - theirs
-        verdict = "PASS" if delta >= margin else "SHORT"
-        lines.append(
-            f"- labelmatch ≥ {baseline} + {margin:g} mAP: **{verdict}** "
-            f"(labelmatch {ours:.1f} vs {baseline} {theirs:.1f}: {delta:+.1f} points"
-            + ("" if verdict == "PASS" else f", {margin - delta:.1f} short")
-            + ")"
-        )
-    return lines
+        rows.append([run.row.label, str(run.seed), *cells, run.revision, f"`{shown(run.run_dir)}`"])
+    header = ["row", "seed", *(name for name, _, _ in COLUMNS), "code", "run"]
+    return table(header, rows)
 
 
 def shown(path: Path) -> str:
@@ -269,66 +552,115 @@ def shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
+def plot_comparison(runs: Sequence[Run], title: str, path: Path) -> None:
+    """Bars of mAP and of the rarest third's AP per row (mean, std over seeds as error bars),
+    as Fig. 6 shows each ablation; a small PNG next to the docs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grouped = group_by_row(runs)
+    series = [
+        ("mAP", lambda r: 100 * r.metrics["map"]),
+        ("AP rarest ⅓", lambda r: r.third_ap("rare")),
+    ]
+    figure, axes = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    width = 0.8 / len(series)
+    for k, (name, get) in enumerate(series):
+        stats = [mean_and_std([get(r) for r in members]) for members in grouped.values()]
+        positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(grouped))]
+        axes.bar(
+            positions,
+            [mean for mean, _ in stats],
+            width,
+            yerr=[std or 0.0 for _, std in stats],
+            capsize=3,
+            label=name,
+        )
+    axes.set_xticks(range(len(grouped)), list(grouped), fontsize=8)
+    axes.set_ylabel("AP × 100 (val)")
+    seeds = sorted({run.seed for run in runs})
+    axes.set_title(f"{title}\nmean ± std over seeds {seeds}", fontsize=8)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def render(
     runs: Sequence[Run],
+    comparison: str,
     command: str,
     runs_dir: Path,
     seeds: Sequence[int],
     overrides: Sequence[str],
     experiment: str,
+    plot_name: str,
 ) -> str:
-    runs_by_method: dict[str, list[Run]] = {}
-    for run in runs:
-        runs_by_method.setdefault(run.method, []).append(run)
+    title, _ = COMPARISONS[comparison]
     steps = sorted({run.results["steps"] for run in runs})
     steps_text = str(steps[0]) if len(steps) == 1 else f"DIFFER across runs: {steps}"
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     fixed = supervised_reference_threshold()
-    recipe = " ".join(overrides)
-    run_command = shlex.join(
-        ["python", "-m", "labelmatch.run", "method=M", "seed=S"]
-        + [f"hydra.run.dir={shown(runs_dir)}/M-sS", *overrides]
-    )
+    baseline = baseline_experiment(experiment)
+    if baseline:
+        stages = (
+            f"- Two stages: per seed, `python -m labelmatch.run experiment={baseline} seed=S "
+            f"hydra.run.dir={shown(runs_dir)}/baseline-sS {' '.join(overrides)}` (the "
+            "supervised row), then each other row starts from its `checkpoints/last.ckpt` "
+            "(`method.init_from`, no burn-in); steps below are those of stage 2."
+        )
+    else:
+        stages = "- One stage: every row trains from scratch with the recipe's in-run burn-in."
+    used = {run.row.run: run.row.label for run in runs}
     return "\n".join(
         [
-            "## Pseudo-label quality: supervised vs mean teacher vs LabelMatch"
-            + ("" if experiment == "digits" else f" ({experiment})"),
+            f"## Quality, {experiment}: {title}",
             "",
             f"Command: `{command}`",
             "",
             f"- Machine: {machine_description()}",
             f"- Date: {now}",
-            f"- Recipe: {recipe}; training steps: {steps_text}; seeds: "
-            f"{' '.join(map(str, seeds))} (mean ± sample std over seeds)",
-            f"- Each run: `{run_command}`"
-            + "".join(
-                f"; {name} is `method={base} {' '.join(extra)}`"
-                for name, (base, extra) in VARIANTS.items()
-                if name in runs_by_method
-            ),
+            f"- Recipe: `experiment={experiment}` {' '.join(overrides)}; training steps: "
+            f"{steps_text}; seeds: {' '.join(map(str, seeds))} (mean ± sample std over seeds)",
+            stages,
+            "- Each row: `python -m labelmatch.run experiment="
+            f"{experiment} seed=S [row overrides]`, in `{shown(runs_dir)}/RUN-sS`: "
+            + "; ".join(f"{label}: `{' '.join(RUNS[run])}`" for run, label in used.items()),
+            "- Code: the `code` column is the revision each run was trained with "
+            "(`revision.txt` in its directory; `-dirty`: uncommitted changes).",
             "",
-            "Targets (mean mAP over seeds, points):",
+            "Targets (means over seeds, points):",
             "",
-            *target_lines(runs_by_method),
+            *check_targets(comparison, runs),
             "",
-            summary_table(runs_by_method),
+            f"![{title}]({plot_name})",
+            "",
+            summary_table(runs),
             "",
             "How to read it:",
             "",
             "- mAP / AP50: COCO AP@[.5:.95] / AP@.5 (×100) of the final teacher (the student for "
-            "supervised) on the val split, from the run's `results.json`.",
+            "supervised) on the val split, from the run's `results.json`. AP rarest / most "
+            "frequent ⅓: mean val AP of the third of classes with the fewest / most labeled "
+            "boxes (Table 4's split by frequency).",
             "- Pseudo labels: the final model's detections on every unlabeled image (test "
-            "transform), split per class by the run's final thresholds exactly as in training: "
-            f"LabelMatch's last ACT thresholds, mean teacher's fixed {fixed:g}. The supervised "
-            f"row is a reference: its student at mean teacher's {fixed:g}, i.e. the pseudo "
-            "labels a mean teacher starts from. *pseudo* = reliable + uncertain boxes (the same "
-            "set for a single threshold); RPLM promotions happen per batch in training and are "
-            "not reflected.",
+            "transform), split per class by the run's final thresholds exactly as in training "
+            f"(ACT's last thresholds, or the fixed ones). The supervised row is a reference: "
+            f"its student at mean teacher's {fixed:g}, i.e. the pseudo labels a mean teacher "
+            "starts from. *pseudo* = reliable + uncertain boxes (the same set for a single "
+            "threshold); RPLM promotions happen per batch in training and are not reflected.",
             "- Precision (Fig. 4a): share of pseudo boxes with IoU ≥ 0.5 to a ground-truth box "
             "of their class, greedy one-to-one by score (a duplicate is a false positive).",
             "- Boxes per image (Fig. 4b) next to the unlabeled split's ground truth per image.",
             "- KL (Fig. 4c): KL(pseudo ‖ reference) in nats of the class distributions; the "
             "reference is the labeled prior ACT aims at, or the unlabeled ground truth.",
+            "",
+            "Val AP per class (mean ± std over seeds), rarest labeled class first:",
+            "",
+            per_class_table(runs),
             "",
             "Per run:",
             "",
@@ -337,21 +669,23 @@ def render(
     )
 
 
-def write_section(path: Path, section: str, experiment: str) -> None:
-    """Replace the quality section of `path` (between the markers), or add it."""
-    replace_section(path, *section_markers(experiment), section)
-
-
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--comparison", choices=COMPARISONS, default="methods")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--entries",
+        "--methods",
+        nargs="+",
+        choices=RUNS,
+        help="train and report only these runs of the comparison",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument(
         "--experiment",
         default="digits",
-        help="the recipe: digits (default), digits_1pct, digits_5pct or digits_10pct",
+        help="the recipe: digits (default), digits_Npct, glyphs_Npct (two stages), ...",
     )
     parser.add_argument(
         "--runs-dir",
@@ -364,39 +698,75 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     # Hydra overrides (key=value, +key=value, ~key) may come anywhere, even after --seeds 0 1.
     overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     args = parser.parse_args([a for a in argv if a not in overrides])
-    set_by_options = ("method", "seed", "experiment")
+    set_by_options = ("method", "seed", "experiment", "method.init_from")
     banned = [o for o in overrides if o.split("=")[0].lstrip("+~") in set_by_options]
     if banned:
         parser.error(
-            f"{banned}: experiment, method and seed are set by --experiment, --methods, --seeds"
+            f"{banned}: experiment, method, seed and the baseline are set by --experiment, "
+            "--comparison, --seeds and the harness"
         )
     args.runs_dir = args.runs_dir or Path("outputs/bench-quality") / args.experiment
-    return args, [f"experiment={args.experiment}", *overrides]
+    return args, overrides
+
+
+def selected_rows(comparison: str, entries: Sequence[str] | None) -> list[Row]:
+    rows = list(COMPARISONS[comparison][1])
+    return [row for row in rows if entries is None or row.run in entries]
 
 
 def main(argv: Sequence[str]) -> None:
     args, overrides = parse_args(argv)
     runs_dir = args.runs_dir.resolve()
-    jobs = [(method, seed) for method in args.methods for seed in args.seeds]
+    two_stage = baseline_experiment(args.experiment) is not None
+    rows = selected_rows(args.comparison, args.entries)
+    if not rows:
+        sys.exit(f"--entries {args.entries}: none is a run of --comparison {args.comparison}")
+    jobs = [(row, seed) for seed in args.seeds for row in rows]
     runs = []
-    for index, (method, seed) in enumerate(jobs, start=1):
-        label = f"[{index}/{len(jobs)}] {method} seed {seed}:"
-        run_dir = runs_dir / f"{method}-s{seed}"
-        results = ensure_trained(method, seed, run_dir, overrides, args.reuse, label)
+    for index, (row, seed) in enumerate(jobs, start=1):
+        label = f"[{index}/{len(jobs)}] {row.label} seed {seed}:"
+        init_from = None
+        if two_stage:  # the seed's baseline, trained once and shared by every row
+            baseline_dir = run_directory(runs_dir, "supervised", seed, two_stage)
+            baseline = run_overrides("supervised", args.experiment, baseline_dir, overrides)
+            ensure_trained(seed, baseline_dir, baseline, True, "student", f"{label} baseline:")
+            init_from = baseline_dir / "checkpoints" / "last.ckpt"
+        run_dir = run_directory(runs_dir, row.run, seed, two_stage)
+        model = evaluated_model(row.run)
+        config = run_overrides(row.run, args.experiment, init_from, overrides)
+        # The baseline is reused within this invocation whatever --reuse says: it was just
+        # trained, or another row of this seed trained it.
+        reuse = args.reuse or (two_stage and row.run == "supervised")
+        results = ensure_trained(seed, run_dir, config, reuse, model, label)
         print(f"{label} pseudo-label statistics on the unlabeled split", flush=True)
-        run = Run(method, seed, run_dir, results, run_pseudo_statistics(run_dir, method))
+        pseudo, labeled_counts = run_pseudo_statistics(run_dir, model)
+        run = Run(row, seed, run_dir, results, pseudo, labeled_counts, recorded_revision(run_dir))
         print(
-            f"{label} {run.evaluated} mAP {100 * run.metrics['map']:.1f}, pseudo precision "
-            f"{100 * run.pseudo['precision']:.1f} %, {run.pseudo['pseudo_per_image']:.2f} "
-            f"pseudo vs {run.pseudo['gt_per_image']:.2f} GT boxes per image",
+            f"{label} {run.evaluated} mAP {100 * run.metrics['map']:.1f}, rarest third "
+            f"{run.third_ap('rare'):.1f}, pseudo precision {100 * run.pseudo['precision']:.1f} %, "
+            f"{run.pseudo['pseudo_per_image']:.2f} pseudo vs {run.pseudo['gt_per_image']:.2f} "
+            "GT boxes per image",
             flush=True,
         )
         runs.append(run)
+    runs.sort(key=lambda run: (rows.index(run.row), run.seed))
+    name = section_name(args.experiment, args.comparison)
+    plot_path = args.out.parent / f"{name}.png"
+    plot_comparison(runs, COMPARISONS[args.comparison][0], plot_path)
     command = shlex.join(["python", os.path.relpath(sys.argv[0]), *argv])
-    section = render(runs, command, runs_dir, args.seeds, overrides, args.experiment)
-    write_section(args.out, section, args.experiment)
-    print(f"wrote {args.out}")
-    for line in target_lines({m: [r for r in runs if r.method == m] for m in args.methods}):
+    section = render(
+        runs,
+        args.comparison,
+        command,
+        runs_dir,
+        args.seeds,
+        overrides,
+        args.experiment,
+        plot_path.name,
+    )
+    replace_section(args.out, *section_markers(args.experiment, args.comparison), section)
+    print(f"wrote {args.out} and {plot_path}")
+    for line in check_targets(args.comparison, runs):
         print(line)
 
 

@@ -260,13 +260,30 @@ def test_folds_are_the_coco_standard_sampler_over_the_train_pool(fold_root, perc
 
 
 @pytest.mark.parametrize("percent", [1, 5, 10])
-def test_experiments_compose_the_glyphs_with_the_digits_recipe(percent):
-    cfg = compose_config([f"experiment=glyphs_{percent}pct"])
-    assert cfg.data._target_.endswith("glyphs_datamodule")
-    assert (cfg.data.percent, cfg.data.fold, cfg.data.num_train) == (percent, 1, 8000)
-    assert cfg.data.flip_prob == 0.0  # a mirrored glyph is no glyph of its class
-    digits = compose_config(["experiment=digits"])
-    assert cfg.trainer == digits.trainer and cfg.method == digits.method
+def test_glyphs_experiments_are_the_two_stage_recipe(percent):
+    """The glyphs recipe (ours; why each number: docs/benchmarks.md, "The glyphs recipe")."""
+    stage1 = compose_config([f"experiment=glyphs_{percent}pct_baseline"])
+    stage2 = compose_config([f"experiment=glyphs_{percent}pct"])
+    for cfg in (stage1, stage2):
+        assert cfg.data._target_.endswith("glyphs_datamodule")
+        assert (cfg.data.percent, cfg.data.fold, cfg.data.num_train) == (percent, 1, 8000)
+        assert cfg.data.num_val == 500
+        assert cfg.data.flip_prob == 0.0  # a mirrored glyph is no glyph of its class
+        assert (cfg.optim.warmup_steps, cfg.optim.warmup_factor) == (100, 0.001)
+    # Stage 1: supervised, as the official baseline (weak-view scales, no colour jitter).
+    assert stage1.method.name == "supervised"
+    assert (stage1.data.labeled_batch_size, stage1.optim.lr) == (8, 0.02)
+    assert list(stage1.data.train_scales) == list(stage1.data.weak_scales)
+    assert stage1.data.labeled_photometric is False
+    assert (stage1.trainer.max_steps, list(stage1.optim.milestones)) == (1800, [1200, 1650])
+    # Stage 2: LabelMatch from the baseline, no burn-in, 4 EMA time constants.
+    method = stage2.method
+    assert method.name == "labelmatch" and method.burn_in_steps == 0 and method.init_from is None
+    assert (stage2.data.labeled_batch_size, stage2.data.unlabeled_batch_size) == (4, 4)
+    assert (stage2.optim.lr, list(stage2.optim.milestones)) == (0.005, [])
+    assert stage2.trainer.max_steps == 1000 >= 4 / (1 - method.ema_momentum)
+    assert (method.act.interval, method.act.subset) == (250, 1000)
+    assert stage2.trainer.val_check_interval == 500
 
 
 def test_data_glyphs_loads_through_the_datamodule(tmp_path):

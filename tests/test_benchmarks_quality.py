@@ -1,0 +1,203 @@
+"""The evidence harness (benchmarks/quality.py): the comparisons compose as Hydra configs, the
+rare / frequent thirds, the targets on constructed numbers, the revision stamp, the plot, and
+one tiny end-to-end run of two rows from a shared baseline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from tests.conftest import REPO, compose_config
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import quality  # noqa: E402
+
+COUNTS = {"a": 5, "b": 1, "c": 9, "d": 1, "e": 3, "f": 7}
+
+
+def test_prior_thirds_split_by_labeled_boxes_ties_in_class_order() -> None:
+    rare, frequent = quality.prior_thirds(COUNTS)
+    assert rare == ["b", "d"] and frequent == ["c", "f"]
+    # 37 glyph classes: 12 in each third.
+    rare, frequent = quality.prior_thirds({str(k): k for k in range(37)})
+    assert rare == [str(k) for k in range(12)] and frequent == [str(k) for k in range(36, 24, -1)]
+
+
+def test_mean_class_ap_skips_classes_without_val_objects() -> None:
+    per_class = {"a": 0.5, "b": 0.1, "c": None, "d": 0.3}
+    assert quality.mean_class_ap(per_class, ["b", "d"]) == pytest.approx(20.0)
+    assert quality.mean_class_ap(per_class, ["b", "c"]) == pytest.approx(10.0)
+    assert quality.mean_class_ap(per_class, ["c"]) != quality.mean_class_ap(per_class, ["c"])
+
+
+def make_run(label: str, run: str, seed: int, mAP: float, rare_ap: float) -> quality.Run:
+    """A run whose rare classes (b, d) have AP `rare_ap` and the rest 0.5; mAP in points."""
+    per_class = {name: rare_ap if name in "bd" else 0.5 for name in COUNTS}
+    metrics = {"map": mAP / 100, "map_50": 0.9, "per_class": per_class}
+    pseudo = dict.fromkeys(
+        [
+            "precision",
+            "reliable_precision",
+            "pseudo_per_image",
+            "reliable_per_image",
+            "gt_per_image",
+            "kl_to_prior",
+            "kl_to_gt",
+        ],
+        0.5,
+    )
+    results = {"steps": 1000, "teacher": metrics, "student": metrics}
+    row = quality.Row(label, run)
+    return quality.Run(row, seed, Path(f"/runs/{run}-s{seed}"), results, pseudo, COUNTS, "abc")
+
+
+def main_runs(labelmatch: list[float], best_teacher: list[float], rare: float) -> list:
+    runs = []
+    for seed, (ours, theirs) in enumerate(zip(labelmatch, best_teacher, strict=True)):
+        runs += [
+            make_run("supervised", "supervised", seed, 30.0, 0.1),
+            make_run("mean teacher 0.7", "mean_teacher_0.7", seed, theirs - 1, 0.2),
+            make_run("mean teacher 0.8", "mean_teacher_0.8", seed, theirs, 0.2),
+            make_run("mean teacher 0.9", "mean_teacher_0.9", seed, theirs - 3, 0.2),
+            make_run("LabelMatch", "labelmatch", seed, ours, rare),
+        ]
+    return runs
+
+
+def test_main_targets_pass_when_labelmatch_leads_beyond_margin_and_noise() -> None:
+    lines = quality.check_targets("main", main_runs([44.0, 45.0, 46.0], [41, 42, 43], 0.3))
+    assert len(lines) == 2 and all("**PASS**" in line for line in lines), lines
+    assert "mean teacher 0.8" in lines[0]  # compared with the best fixed threshold
+
+
+def test_main_targets_miss_a_small_gap_a_noisy_gap_and_a_weaker_tail() -> None:
+    small = quality.check_targets("main", main_runs([43.0, 44.0, 45.0], [42, 43, 44], 0.3))
+    assert "**MISSED**" in small[0] and "**PASS**" in small[1]
+    # +3 points on average, but the seeds spread by more than that.
+    noisy = quality.check_targets("main", main_runs([38.0, 45.0, 52.0], [41, 42, 43], 0.3))
+    assert "**MISSED**" in noisy[0]
+    tail = quality.check_targets("main", main_runs([44.0, 45.0, 46.0], [41, 42, 43], 0.2))
+    assert "**PASS**" in tail[0] and "**MISSED**" in tail[1]
+
+
+def test_ordering_targets_and_missing_rows() -> None:
+    def uncertain(self_map: float, iou_map: float, ignore_map: float) -> list[str]:
+        runs = [
+            make_run("ignore", "uncertain_ignore", 0, ignore_map, 0.2),
+            make_run("iou", "uncertain_iou", 0, iou_map, 0.2),
+            make_run("self", "labelmatch_no_rplm", 0, self_map, 0.2),
+        ]
+        return quality.check_targets("uncertain", runs)
+
+    assert "**PASS**" in uncertain(40, 39, 38)[0]
+    assert "**MISSED**" in uncertain(40, 38, 39)[0]
+    assert "**MISSED**" in uncertain(38, 39, 37)[0]
+    act = [make_run("K (recipe)", "labelmatch_no_rplm", 0, 40, 0.2)]
+    assert "not checked" in quality.check_targets("act_interval", act)[0]
+    act.append(make_run("K = ∞", "act_once", 0, 41, 0.2))
+    assert "**MISSED**" in quality.check_targets("act_interval", act)[0]
+    assert "No target" in quality.check_targets("alpha", act)[0]
+
+
+def set_overrides(overrides: list[str]) -> list[tuple[str, str]]:
+    """(key, value) of the plain `key=value` overrides below the config groups."""
+    return [tuple(o.split("=", 1)) for o in overrides if "." in o.split("=", 1)[0]]
+
+
+@pytest.mark.parametrize("comparison", list(quality.COMPARISONS))
+@pytest.mark.parametrize("experiment", ["glyphs_10pct", "digits"])
+def test_every_row_composes_with_its_overrides_in_force(comparison: str, experiment: str) -> None:
+    two_stage = quality.baseline_experiment(experiment) is not None
+    assert two_stage == (experiment == "glyphs_10pct")
+    init_from = Path("/runs/baseline-s0/checkpoints/last.ckpt") if two_stage else None
+    # A harness-level override of a method key reaches the semi-supervised runs only.
+    user = ["trainer.max_steps=40", "method.act.subset=64"]
+    for row in quality.COMPARISONS[comparison][1]:
+        overrides = quality.run_overrides(row.run, experiment, init_from, user)
+        cfg = compose_config([*overrides, "seed=0"])
+        OmegaConf.to_container(cfg, resolve=True)
+        for key, value in set_overrides(overrides):
+            assert OmegaConf.select(cfg, key) == yaml.safe_load(value), (row, key)
+        is_baseline = two_stage and row.run == "supervised"
+        if is_baseline:
+            assert overrides[0] == "experiment=glyphs_10pct_baseline"
+        assert ("method.act.subset=64" in overrides) == (row.run != "supervised")
+        expected_method = quality.RUNS[row.run][0].split("=")[1]
+        assert cfg.method.name == ("supervised" if is_baseline else expected_method)
+        if two_stage and not is_baseline:
+            assert cfg.method.init_from == str(init_from) and cfg.method.burn_in_steps == 0
+        # K = ∞ is never reached: the interval is beyond the run.
+        if row.run == "act_once":
+            assert cfg.method.act.interval > cfg.trainer.max_steps
+
+
+def test_code_revision_is_the_short_head_and_says_dirty(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+    assert quality.code_revision(tmp_path).startswith("unknown")
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-qm", "one")
+    head = git("rev-parse", "--short", "HEAD")
+    assert quality.code_revision(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert quality.code_revision(tmp_path) == f"{head}-dirty"
+    assert quality.recorded_revision(tmp_path) == "not recorded"
+
+
+def test_plot_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "docs" / "plot.png"
+    quality.plot_comparison(main_runs([44.0, 45.0], [41, 42], 0.3), "main", path)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 150_000
+
+
+def test_section_names_keep_the_earlier_digits_markers() -> None:
+    assert quality.section_name("digits", "methods") == "quality"
+    assert quality.section_name("digits_1pct", "methods") == "quality-digits_1pct"
+    assert quality.section_name("glyphs_10pct", "alpha") == "quality-glyphs_10pct-alpha"
+
+
+@pytest.mark.slow
+def test_harness_end_to_end_on_a_tiny_glyphs_recipe(tmp_path: Path, cache_dir: Path) -> None:
+    """Baseline, then two rows from it, one seed, a few steps; then the report and its plot."""
+    out = tmp_path / "docs" / "benchmarks.md"
+    tiny = [
+        "data.num_train=60",
+        "data.num_val=8",
+        "data.num_workers=0",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=6",
+        "optim.warmup_steps=2",
+        "method.act.subset=16",
+        "method.act.interval=3",
+    ]
+    argv = ["--experiment", "glyphs_10pct", "--comparison", "rplm", "--seeds", "0"]
+    argv += ["--runs-dir", str(tmp_path / "runs"), "--out", str(out), *tiny]
+    quality.main(argv)
+    text = out.read_text()
+    assert "<!-- quality-glyphs_10pct-rplm:begin -->" in text
+    assert "without RPLM" in text and "with RPLM" in text
+    assert (out.parent / "quality-glyphs_10pct-rplm.png").is_file()
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "baseline-s0",
+        "labelmatch-s0",
+        "labelmatch_no_rplm-s0",
+    ]
+    revision = quality.code_revision(REPO)
+    assert (runs / "labelmatch-s0" / "revision.txt").read_text().strip() == revision
+    assert revision in text
+    # Both rows started from the baseline; a second call reuses every run.
+    for name in ("labelmatch-s0", "labelmatch_no_rplm-s0"):
+        config = OmegaConf.load(runs / name / ".hydra" / "config.yaml")
+        assert config.method.init_from == str(runs / "baseline-s0/checkpoints/last.ckpt")
+    quality.main([*argv, "--reuse"])
