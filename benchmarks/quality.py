@@ -600,11 +600,13 @@ def render(
     plot_name: str,
 ) -> str:
     title, _ = COMPARISONS[comparison]
-    steps = sorted({run.results["steps"] for run in runs})
+    baseline = baseline_experiment(experiment)
+    # Two stages: the supervised row is the baseline, trained on a schedule of its own.
+    trained = [run for run in runs if not (baseline and run.row.run == "supervised")] or runs
+    steps = sorted({run.results["steps"] for run in trained})
     steps_text = str(steps[0]) if len(steps) == 1 else f"DIFFER across runs: {steps}"
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     fixed = supervised_reference_threshold()
-    baseline = baseline_experiment(experiment)
     if baseline:
         stages = (
             f"- Two stages: per seed, `python -m labelmatch.run experiment={baseline} seed=S "

@@ -201,3 +201,31 @@ def test_harness_end_to_end_on_a_tiny_glyphs_recipe(tmp_path: Path, cache_dir: P
         config = OmegaConf.load(runs / name / ".hydra" / "config.yaml")
         assert config.method.init_from == str(runs / "baseline-s0/checkpoints/last.ckpt")
     quality.main([*argv, "--reuse"])
+
+
+def test_section_shows_the_verdicts_the_per_class_ap_and_each_rows_code() -> None:
+    runs = main_runs([43.0, 44.0, 45.0], [42, 43, 44], 0.3)
+    runs[-1].revision = "def1234-dirty"
+    section = quality.render(
+        runs,
+        "main",
+        "python benchmarks/quality.py",
+        Path("/runs"),
+        [0, 1, 2],
+        [],
+        "glyphs_10pct",
+        "plot.png",
+    )
+    assert "**MISSED**" in section and "![" in section and "(plot.png)" in section
+    assert "experiment=glyphs_10pct_baseline" in section  # the two stages are spelled out
+    # The per-class table: every class, rarest first, with its labeled boxes.
+    per_class = [line for line in section.splitlines() if line.startswith("| `")]
+    assert [line.split("|")[1].strip() for line in per_class] == [
+        "`b`",
+        "`d`",
+        "`e`",
+        "`a`",
+        "`f`",
+        "`c`",
+    ]
+    assert "abc, def1234-dirty" in section  # LabelMatch's seeds ran two revisions

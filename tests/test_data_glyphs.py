@@ -275,7 +275,7 @@ def test_glyphs_experiments_are_the_two_stage_recipe(percent):
     assert (stage1.data.labeled_batch_size, stage1.optim.lr) == (8, 0.02)
     assert list(stage1.data.train_scales) == list(stage1.data.weak_scales)
     assert stage1.data.labeled_photometric is False
-    assert (stage1.trainer.max_steps, list(stage1.optim.milestones)) == (1800, [1200, 1650])
+    assert (stage1.trainer.max_steps, list(stage1.optim.milestones)) == (1500, [1000, 1375])
     # Stage 2: LabelMatch from the baseline, no burn-in, 4 EMA time constants.
     method = stage2.method
     assert method.name == "labelmatch" and method.burn_in_steps == 0 and method.init_from is None
