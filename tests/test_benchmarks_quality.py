@@ -196,11 +196,14 @@ def test_harness_end_to_end_on_a_tiny_glyphs_recipe(tmp_path: Path, cache_dir: P
     revision = quality.code_revision(REPO)
     assert (runs / "labelmatch-s0" / "revision.txt").read_text().strip() == revision
     assert revision in text
-    # Both rows started from the baseline; a second call reuses every run.
+    # Both rows started from the baseline.
     for name in ("labelmatch-s0", "labelmatch_no_rplm-s0"):
         config = OmegaConf.load(runs / name / ".hydra" / "config.yaml")
         assert config.method.init_from == str(runs / "baseline-s0/checkpoints/last.ckpt")
+    # A second call reuses every run and its pseudo-label statistics.
+    saved = (runs / "labelmatch-s0" / "pseudo_quality.json").stat().st_mtime
     quality.main([*argv, "--reuse"])
+    assert (runs / "labelmatch-s0" / "pseudo_quality.json").stat().st_mtime == saved
 
 
 def test_section_shows_the_verdicts_the_per_class_ap_and_each_rows_code() -> None:
