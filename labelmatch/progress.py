@@ -46,7 +46,13 @@ class PhaseProgressBar(TQDMProgressBar):
         if pseudo is not None:
             self.pseudo_per_image = pseudo.num_pseudo_boxes / max(len(pseudo.pseudo_strong), 1)
         if self._train_progress_bar is not None:  # the property raises before it is made
-            phase = "semi-supervised" if pl_module.in_semi_supervised_phase else "burn-in"
+            phase = (
+                "semi-supervised"
+                if pl_module.in_semi_supervised_phase
+                else "burn-in"
+                if getattr(pl_module, "semi_supervised", True)
+                else "supervised"  # method=supervised: there is no later phase
+            )
             self.train_progress_bar.set_description(f"{phase} step", refresh=False)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 

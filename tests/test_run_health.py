@@ -125,7 +125,10 @@ def test_the_progress_bar_names_the_phase_and_shows_pseudo_boxes_and_teacher_map
     bar = PhaseProgressBar()
     bar._train_progress_bar = tqdm(total=60, disable=True)
     trainer = SimpleNamespace(callback_metrics={"train/loss": torch.tensor(1.23456)})
-    module = SimpleNamespace(in_semi_supervised_phase=False, eval_metrics={})
+    supervised = SimpleNamespace(in_semi_supervised_phase=False, semi_supervised=False)
+    bar.on_train_batch_end(trainer, supervised, {"loss": torch.tensor(1.2)}, None, 0)
+    assert bar.train_progress_bar.desc.startswith("supervised step")
+    module = SimpleNamespace(in_semi_supervised_phase=False, semi_supervised=True, eval_metrics={})
     bar.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.2)}, None, 0)
     assert bar.train_progress_bar.desc.startswith("burn-in step")
     assert bar.get_metrics(trainer, module) == {"loss": "1.235"}
