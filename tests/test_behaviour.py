@@ -1,0 +1,83 @@
+"""Same behaviour, bit for bit: fixed-seed runs of today's code against the fingerprints
+recorded before the module / criterion / callback / config restructuring (`tests/behaviour.py`).
+
+Each run's results.json (metrics, final ACT thresholds, health and best-checkpoint entries) and the
+SHA-256 of its final student and teacher weights must equal the recorded ones. Bits depend on the
+CPU's vector ISA, the thread count and the torch build: on another machine the comparison is
+skipped with the difference named (record a reference there first: `python -m tests.behaviour
+record`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.behaviour import REFERENCE, RUNS, SLOW_RUNS, fingerprint, machine, train
+
+REFERENCE_DATA = json.loads(REFERENCE.read_text())
+
+
+def recorded_machine_or_skip() -> None:
+    here, there = machine(), REFERENCE_DATA["machine"]
+    if here != there:
+        differing = {k: (there.get(k), here.get(k)) for k in here if here.get(k) != there.get(k)}
+        pytest.skip(f"reference recorded on another machine (recorded vs here: {differing})")
+
+
+def assert_same(name: str, run_dir: Path) -> None:
+    expected = REFERENCE_DATA["runs"][name]
+    actual = fingerprint(run_dir)
+    # Weights first: a single differing bit anywhere shows here.
+    for model in ("student_sha256", "teacher_sha256"):
+        assert actual[model] == expected[model], f"{name}: {model} differs"
+    assert actual["global_step"] == expected["global_step"]
+    assert actual["results"] == expected["results"], f"{name}: results.json differs"
+
+
+def test_every_recorded_run_is_still_defined() -> None:
+    assert set(REFERENCE_DATA["runs"]) == set(RUNS) | set(SLOW_RUNS)
+    for name, overrides in {**RUNS, **SLOW_RUNS}.items():
+        assert REFERENCE_DATA["runs"][name]["overrides"] == list(overrides)
+
+
+def test_the_fingerprint_sees_one_changed_weight(smoke_run, tmp_path) -> None:
+    """The digest is not blind: a checkpoint with one weight nudged by one ulp differs."""
+    import shutil
+
+    import torch
+
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_run, copy)
+    path = copy / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    key = next(k for k in checkpoint["state_dict"] if k.startswith("teacher."))
+    tensor = checkpoint["state_dict"][key]
+    flat = tensor.view(-1)
+    flat[0] = torch.nextafter(flat[0], flat[0] + 1)
+    torch.save(checkpoint, path)
+    before, after = fingerprint(smoke_run), fingerprint(copy)
+    assert before["student_sha256"] == after["student_sha256"]
+    assert before["teacher_sha256"] != after["teacher_sha256"]
+
+
+@pytest.mark.parametrize("name", [n for n in RUNS if n != "smoke_labelmatch"])
+def test_smoke_runs_are_bit_identical_to_the_reference(name, tmp_path, cache_dir) -> None:
+    recorded_machine_or_skip()
+    assert_same(name, train(tmp_path / name, RUNS[name], cache_dir))
+
+
+def test_the_session_smoke_run_is_bit_identical_to_the_reference(smoke_run) -> None:
+    """`smoke_labelmatch` is the session's shared smoke run (conftest), not trained again."""
+    recorded_machine_or_skip()
+    assert RUNS["smoke_labelmatch"] == ("experiment=smoke",)
+    assert_same("smoke_labelmatch", smoke_run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SLOW_RUNS))
+def test_slow_runs_are_bit_identical_to_the_reference(name, tmp_path, cache_dir) -> None:
+    recorded_machine_or_skip()
+    assert_same(name, train(tmp_path / name, SLOW_RUNS[name], cache_dir))
