@@ -56,3 +56,19 @@ def train_cli(run_dir: Path, cache_dir: Path, *overrides: str) -> Path:
 def smoke_run(tmp_path_factory, cache_dir) -> Path:
     """LabelMatch on the smoke experiment, trained once per session for every test using it."""
     return train_cli(tmp_path_factory.mktemp("smoke"), cache_dir, "experiment=smoke")
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, cache_dir, smoke_run):
+    """`reference_run(name)`: the run of `tests.behaviour.RUNS[name]`, trained once per session
+    (the behaviour test and the end-to-end tests of each method share it)."""
+    from tests.behaviour import RUNS
+
+    runs: dict[str, Path] = {"smoke_labelmatch": smoke_run}
+
+    def get(name: str) -> Path:
+        if name not in runs:
+            runs[name] = train_cli(tmp_path_factory.mktemp(name), cache_dir, *RUNS[name])
+        return runs[name]
+
+    return get

@@ -63,17 +63,12 @@ def test_the_fingerprint_sees_one_changed_weight(smoke_run, tmp_path) -> None:
     assert before["teacher_sha256"] != after["teacher_sha256"]
 
 
-@pytest.mark.parametrize("name", [n for n in RUNS if n != "smoke_labelmatch"])
-def test_smoke_runs_are_bit_identical_to_the_reference(name, tmp_path, cache_dir) -> None:
+@pytest.mark.parametrize("name", list(RUNS))
+def test_smoke_runs_are_bit_identical_to_the_reference(name, reference_run) -> None:
+    """The runs are the session's (conftest `reference_run`), shared with the end-to-end tests."""
     recorded_machine_or_skip()
-    assert_same(name, train(tmp_path / name, RUNS[name], cache_dir))
-
-
-def test_the_session_smoke_run_is_bit_identical_to_the_reference(smoke_run) -> None:
-    """`smoke_labelmatch` is the session's shared smoke run (conftest), not trained again."""
-    recorded_machine_or_skip()
-    assert RUNS["smoke_labelmatch"] == ("experiment=smoke",)
-    assert_same("smoke_labelmatch", smoke_run)
+    assert RUNS["smoke_labelmatch"] == ("experiment=smoke",)  # the session's `smoke_run`
+    assert_same(name, reference_run(name))
 
 
 @pytest.mark.slow

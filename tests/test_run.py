@@ -137,13 +137,10 @@ def test_best_checkpoint_is_the_teacher_at_its_best_validation(smoke_run: Path) 
 
 
 @pytest.mark.parametrize("method", ["supervised", "mean_teacher"])
-def test_baselines_run_end_to_end(tmp_path, cache_dir, method) -> None:
-    run_dir = train_cli(
-        tmp_path / method, cache_dir, "experiment=smoke", f"method={method}",
-        "trainer.max_steps=44", "trainer.val_check_interval=22",
-    )  # fmt: skip
+def test_baselines_run_end_to_end(reference_run, method) -> None:
+    run_dir = reference_run(f"smoke_{method}")  # experiment=smoke method=METHOD, 60 steps
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["method"] == method and results["steps"] == 44
+    assert results["method"] == method and results["steps"] == 60
     monitor = "student/map" if method == "supervised" else "teacher/map"
     assert results["best"]["monitor"] == monitor
     assert results["best"]["step"] == best_validation(run_dir, monitor)[0]
