@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.models.detection import FasterRCNN
 
 from labelmatch.data.errors import DataError
+from labelmatch.instantiate import upgrade_data_config
 from labelmatch.method.module import LabelMatchModule
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ def pick_detector(module: LabelMatchModule, model: str) -> FasterRCNN:
 
 def training_config(checkpoint_path: str | os.PathLike) -> DictConfig | None:
     """The resolved Hydra config of the run that wrote `<run>/checkpoints/<name>.ckpt`, if that
-    run directory is still there."""
+    run directory is still there (an older run's data config upgraded to today's form)."""
     config_file = Path(checkpoint_path).resolve().parent.parent / ".hydra" / "config.yaml"
-    return OmegaConf.load(config_file) if config_file.is_file() else None
+    if not config_file.is_file():
+        return None
+    return upgrade_data_config(OmegaConf.load(config_file))

@@ -4,7 +4,7 @@ Scores the checkpoint's student and (trained) teacher on a val split with the tr
 validation code (Lightning's validate loop, `LabelMatchModule.score`), and writes to Hydra's run
 directory the same `results.json` fields as training (plus `checkpoint`) and `eval/<model>.json`.
 The data group and its overrides are those of `python -m labelmatch.run` (`data=coco
-data.val_json=...`); its categories must be the checkpoint's.
+data.splits.val_json=...`); its categories must be the checkpoint's.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.checkpoints import check_checkpoint_classes, load_module, training_config
 from labelmatch.console import quiet_dependencies
-from labelmatch.data.builders import instantiate_datamodule
 from labelmatch.data.errors import DataError
+from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.run import collect_results, one_line, summary_line
 
 log = logging.getLogger("labelmatch")

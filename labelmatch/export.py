@@ -42,8 +42,8 @@ from torchvision.models.detection import FasterRCNN
 
 from labelmatch.checkpoints import build_detector, load_module, pick_detector, training_config
 from labelmatch.console import quiet_dependencies
-from labelmatch.data.builders import instantiate_datamodule
 from labelmatch.data.errors import DataError
+from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
 from labelmatch.predict import image_files, image_view, test_transform
 from labelmatch.run import one_line

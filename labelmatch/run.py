@@ -39,8 +39,8 @@ from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.callbacks.run_plots import RunPlots
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
 from labelmatch.console import quiet_dependencies
-from labelmatch.data.builders import instantiate_datamodule
 from labelmatch.data.errors import DataError
+from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.loggers import finish_wandb_run
 from labelmatch.method.module import LabelMatchModule
 from labelmatch.progress import PhaseProgressBar
@@ -248,7 +248,9 @@ def main(cfg: DictConfig) -> float:
     except ScalingError as error:
         log.error("%s", error)
         sys.exit(1)
-    except MissingMandatoryValue as error:  # a ??? key, e.g. data.root of the paper experiments
+    except (
+        MissingMandatoryValue
+    ) as error:  # a ??? key, e.g. data.splits.root of the paper experiments
         log.error(
             "%s is not set: give it on the command line (%s=...)", error.full_key, error.full_key
         )

@@ -3,8 +3,8 @@
 Reads each job directory under DIR (any folder with `.hydra/overrides.yaml`): its overrides and
 its `results.json`. Prints a markdown table with one row per job (the overrides that differ
 between jobs, steps, teacher and student AP x 100) and writes it to `DIR/summary.md` and
-`DIR/summary.csv`. When the sweep varies `seed` or `data.fold`, a second table gives mean ± sample
-std over them for each setting of the other overrides (also `DIR/summary_mean.csv`). A job
+`DIR/summary.csv`. When the sweep varies `seed` or `data.splits.fold`, a second table gives
+mean ± sample std over them for each setting of the other overrides (`DIR/summary_mean.csv`). A job
 without a readable `results.json` (failed or still running) is listed with that status and left
 out of the means. Missing values (a supervised job has no teacher) are "—", empty in the CSV.
 """
@@ -26,7 +26,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 # Overrides that repeat one setting (Table 1 averages folds); means are taken over them.
-REPEAT_KEYS = ("seed", "data.fold")
+# data.fold: the fold's key in sweeps made before the data splits were nested (issue #15).
+REPEAT_KEYS = ("seed", "data.splits.fold", "data.fold")
 # (column, model in results.json, metric key); values are AP x 100.
 METRICS = [
     ("teacher mAP", "teacher", "map"),

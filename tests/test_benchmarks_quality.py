@@ -171,8 +171,8 @@ def test_harness_end_to_end_on_a_tiny_glyphs_recipe(tmp_path: Path, cache_dir: P
     """Baseline, then two rows from it, one seed, a few steps; then the report and its plot."""
     out = tmp_path / "docs" / "benchmarks.md"
     tiny = [
-        "data.num_train=60",
-        "data.num_val=8",
+        "data.splits.num_train=60",
+        "data.splits.num_val=8",
         "data.num_workers=0",
         "trainer.max_steps=6",
         "trainer.val_check_interval=6",

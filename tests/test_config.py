@@ -24,7 +24,7 @@ def test_every_option_of_every_group_composes(group: str) -> None:
 
 def test_method_group_holds_the_official_defaults() -> None:
     cfg = compose_config(["~experiment"])
-    assert cfg.data._target_.endswith("digits_datamodule")
+    assert cfg.data.splits._target_.endswith("DigitsSplits")
     assert cfg.model._target_.endswith("build_frcnn_tiny")
     method = cfg.method
     assert method.name == "labelmatch"
@@ -47,7 +47,7 @@ def test_mean_teacher_is_one_fixed_threshold_without_act_or_mining() -> None:
 def test_smoke_experiment_overlays_the_defaults() -> None:
     cfg = compose_config(["experiment=smoke"])
     assert cfg.trainer.max_steps <= 60
-    assert cfg.data.num_labeled < 50 and cfg.data.num_workers == 0
+    assert cfg.data.splits.num_labeled < 50 and cfg.data.num_workers == 0
     assert cfg.method.burn_in_steps < cfg.trainer.max_steps
 
 

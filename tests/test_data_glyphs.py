@@ -265,9 +265,10 @@ def test_glyphs_experiments_are_the_two_stage_recipe(percent):
     stage1 = compose_config([f"experiment=glyphs_{percent}pct_baseline"])
     stage2 = compose_config([f"experiment=glyphs_{percent}pct"])
     for cfg in (stage1, stage2):
-        assert cfg.data._target_.endswith("glyphs_datamodule")
-        assert (cfg.data.percent, cfg.data.fold, cfg.data.num_train) == (percent, 1, 8000)
-        assert cfg.data.num_val == 500
+        splits = cfg.data.splits
+        assert splits._target_.endswith("GlyphsSplits")
+        assert (splits.percent, splits.fold, splits.num_train) == (percent, 1, 8000)
+        assert splits.num_val == 500
         assert cfg.data.flip_prob == 0.0  # a mirrored glyph is no glyph of its class
         assert (cfg.optim.warmup_steps, cfg.optim.warmup_factor) == (100, 0.001)
     # Stage 1: supervised, as the official baseline (weak-view scales, no colour jitter).
@@ -287,8 +288,10 @@ def test_glyphs_experiments_are_the_two_stage_recipe(percent):
 
 
 def test_data_glyphs_loads_through_the_datamodule(tmp_path):
-    overrides = ["num_train=40", "num_val=4", "percent=10", f"root={tmp_path}", "num_workers=0"]
-    cfg = compose_config(["data=glyphs", *(f"data.{o}" for o in overrides)])
+    splits = ["num_train=40", "num_val=4", "percent=10", f"root={tmp_path}"]
+    cfg = compose_config(
+        ["data=glyphs", "data.num_workers=0", *(f"data.splits.{o}" for o in splits)]
+    )
     data = instantiate(cfg.data)
     data.prepare_data()
     data.setup("fit")

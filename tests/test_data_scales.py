@@ -7,9 +7,11 @@ import logging
 
 import pytest
 
-from labelmatch.data.builders import coco_datamodule, instantiate_datamodule
+from labelmatch.data.coco import CocoSplits
+from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.errors import DataError
 from labelmatch.data.scales import DatasetScales, resolve_scales, scales_for_images
+from labelmatch.instantiate import instantiate_datamodule
 from tests.conftest import compose_config
 
 
@@ -70,29 +72,29 @@ def _coco(tmp_path, width: int, height: int) -> str:
 def test_data_coco_derives_every_null_size_from_the_labeled_json(tmp_path):
     labeled = _coco(tmp_path, 200, 150)
     cfg = compose_config(
-        ["data=coco", f"data.image_dir={tmp_path}", f"data.labeled_json={labeled}",
-         f"data.val_json={labeled}", "data.num_workers=0"]
+        ["data=coco", f"data.splits.image_dir={tmp_path}", f"data.splits.labeled_json={labeled}",
+         f"data.splits.val_json={labeled}", "data.num_workers=0"]
     )  # fmt: skip
     datamodule = instantiate_datamodule(cfg.data)
     assert datamodule.view_sizes["test_scale"] == 150
     assert datamodule.view_sizes["train_scales"] == (112, 131, 150, 169, 188)
     assert datamodule.test_transform.scale == 150 and datamodule.test_transform.max_size == 250
     # The paper's sizes stay with the paper's data configs.
-    assert compose_config(["data=coco_standard", "data.root=/coco"]).data.test_scale == 800
+    assert compose_config(["data=coco_standard", "data.splits.root=/coco"]).data.test_scale == 800
 
 
 def test_bad_labeled_json_surfaces_as_itself_not_inside_hydras_error(tmp_path):
     broken = tmp_path / "labeled.json"
     broken.write_text("{not json")
     cfg = compose_config(
-        ["data=coco", f"data.image_dir={tmp_path}", f"data.labeled_json={broken}",
-         f"data.val_json={broken}"]
+        ["data=coco", f"data.splits.image_dir={tmp_path}", f"data.splits.labeled_json={broken}",
+         f"data.splits.val_json={broken}"]
     )  # fmt: skip
     with pytest.raises(DataError, match="labeled.json"):
         instantiate_datamodule(cfg.data)
     # Direct calls with every size given read nothing at build time.
-    module = coco_datamodule(
-        str(tmp_path), str(broken), str(broken), train_scales=[64], weak_scales=[64],
+    module = DetectionDataModule(
+        CocoSplits(tmp_path, broken, None, broken), train_scales=[64], weak_scales=[64],
         strong_scales=[64], test_scale=64, max_size=128,
     )  # fmt: skip
     assert module.view_sizes["test_scale"] == 64

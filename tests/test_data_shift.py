@@ -106,5 +106,5 @@ def test_shifted_glyphs_add_an_unlabeled_pool_from_the_shifted_prior(tmp_path) -
 )
 def test_shift_experiments_compose(experiment: str, shift: str) -> None:
     cfg = compose_config([f"experiment={experiment}"])
-    assert cfg.data.unlabeled_class_prior == shift
+    assert cfg.data.splits.unlabeled_class_prior == shift
     assert cfg.method.act.prior is None  # the labeled prior: the case issue #17 is about

@@ -35,8 +35,8 @@ LABELMATCH_RECIPES = {
 # samples_per_gpu x gpu x 0.01 / 8, 12 x times epochs, lr x 0.1 after 8 x times and 11 x times
 # epochs; gpu and times from examples/train/xonsh/train_gpu{2,8}.sh (coco-standard and voc on
 # 2 GPUs x 8, coco-additional on 8 x 8; times 5 at 1 %, 2 at 5 / 10 %, else 1).
-# experiment: (images per step, steps per epoch, times, data.percent); steps per epoch from the
-# official fold-1 logs docs/log/baseline_1_{1,5,10}.log, else ceil(images / batch): VOC07
+# experiment: (images per step, steps per epoch, times, data.splits.percent); steps per epoch from
+# the official fold-1 logs docs/log/baseline_1_{1,5,10}.log, else ceil(images / batch): VOC07
 # trainval 5011 images, train2017 117,266 with annotations.
 BASELINE_RECIPES = {
     "coco_1pct_baseline": (16, 74, 5, 1),
@@ -50,7 +50,7 @@ BASELINE_RECIPES = {
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment: str) -> None:
     cfg = compose_config([f"experiment={experiment}"])
-    # Resolving catches broken interpolations; data.root / backbone_weights stay ??? (mandatory).
+    # Resolving catches broken interpolations; data.splits.root / backbone_weights stay ???.
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     # The README's loader keys exist in every data config, so `data.KEY=...` overrides them.
     loader_keys = {"num_workers", "pin_memory", "persistent_workers", "inference_workers"}
@@ -61,7 +61,7 @@ def _paper_detector_and_optimiser(cfg) -> None:
     """Both stages: R50-FPN on 8 GPUs (DDP), SGD momentum 0.9, weight decay 1e-4, linear
     warm-up over 500 steps from 0.001 x lr (docs/method.md §1)."""
     assert cfg.model._target_.endswith("build_frcnn_r50_fpn")
-    assert OmegaConf.is_missing(cfg.data, "root")
+    assert OmegaConf.is_missing(cfg.data.splits, "root")
     assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (8, 1)
     assert cfg.trainer.strategy._target_.endswith("DDPStrategy")
     optim = cfg.optim
@@ -101,10 +101,10 @@ def test_baseline_experiments_follow_the_official_baseline_schedule(experiment: 
     assert list(cfg.optim.milestones) == [8 * times * epoch, 11 * times * epoch]
     assert cfg.trainer.val_check_interval == times * epoch  # evaluation = dict(interval=times)
     if percent is not None:
-        assert cfg.data.percent == percent
+        assert cfg.data.splits.percent == percent
     # The baseline's pipeline: Resize(img_scale=[(1333, 500), (1333, 800)]) and a flip, no
     # AugmentationUT; test (1333, 800).
-    data = instantiate(compose_config([f"experiment={experiment}", "data.root=/data"]).data)
+    data = instantiate(compose_config([f"experiment={experiment}", "data.splits.root=/data"]).data)
     assert data.labeled_transform.resize == ShortSideRange(500, 800, 1333)
     assert data.labeled_transform.jitter is None
     assert (data.test_transform.scale, data.test_transform.max_size) == (800, 1333)
@@ -125,7 +125,7 @@ def test_paper_experiments_resize_as_the_official_pipelines(experiment: str) -> 
     # weak ResizeBox(img_scale=[(1333, 500), (1333, 800)]), test (1333, 800);
     # labelmatch_standard.py (the 40k-step ablations) ratio_range=(0.5, 1.5).
     ratios = (0.5, 1.5) if experiment == "coco_ablation" else (0.2, 1.8)
-    data = instantiate(compose_config([f"experiment={experiment}", "data.root=/coco"]).data)
+    data = instantiate(compose_config([f"experiment={experiment}", "data.splits.root=/coco"]).data)
     rule = LongSideRatio(1024, ratios)
     assert data.labeled_transform.resize == data.unlabeled_views.strong_resize == rule
     assert data.unlabeled_views.weak_resize == ShortSideRange(500, 800, 1333)
@@ -133,7 +133,11 @@ def test_paper_experiments_resize_as_the_official_pipelines(experiment: str) -> 
     assert data.labeled_transform.jitter is not None  # AugmentationUT(use_re=False)
     # One key switches both views to the ablation range.
     ablation = compose_config(
-        [f"experiment={experiment}", "data.root=/coco", "data.train_scales.ratio_range=[0.5,1.5]"]
+        [
+            f"experiment={experiment}",
+            "data.splits.root=/coco",
+            "data.train_scales.ratio_range=[0.5,1.5]",
+        ]
     )
     data = instantiate(ablation.data)
     assert data.labeled_transform.resize == LongSideRatio(1024, (0.5, 1.5))
@@ -151,12 +155,14 @@ def test_embedded_experiments_keep_their_own_short_sides(experiment: str) -> Non
 
 @pytest.mark.parametrize("percent", [1, 5, 10])
 def test_coco_and_digits_percent_experiments_pick_percent_and_fold(percent: int) -> None:
-    coco = compose_config([f"experiment=coco_{percent}pct", "data.fold=3"])
-    assert coco.data._target_.endswith("coco_standard_datamodule")
-    assert (coco.data.percent, coco.data.fold, coco.data.split) == (percent, 3, "stac")
+    coco = compose_config([f"experiment=coco_{percent}pct", "data.splits.fold=3"])
+    assert coco.data.splits._target_.endswith("CocoStandardSplits")
+    splits = coco.data.splits
+    assert (splits.percent, splits.fold, splits.split) == (percent, 3, "stac")
     digits = compose_config([f"experiment=digits_{percent}pct"])
-    assert digits.data._target_.endswith("digits_fold_datamodule")
-    assert (digits.data.percent, digits.data.fold, digits.data.num_train) == (percent, 1, 1000)
+    assert digits.data.splits._target_.endswith("DigitsFoldSplits")
+    splits = digits.data.splits
+    assert (splits.percent, splits.fold, splits.num_train) == (percent, 1, 1000)
     # The default digits recipe, only the data differs.
     default = compose_config()
     assert digits.trainer == default.trainer and digits.method == default.method
@@ -164,9 +170,9 @@ def test_coco_and_digits_percent_experiments_pick_percent_and_fold(percent: int)
 
 @pytest.mark.parametrize("stage", ["", "_baseline"])
 def test_voc_and_coco_additional_read_their_own_data(stage: str) -> None:
-    assert compose_config([f"experiment=voc{stage}"]).data._target_.endswith("voc_datamodule")
+    assert compose_config([f"experiment=voc{stage}"]).data.splits._target_.endswith("VocSplits")
     additional = compose_config([f"experiment=coco_additional{stage}"]).data
-    assert additional._target_.endswith("coco_additional_datamodule")
+    assert additional.splits._target_.endswith("CocoAdditionalSplits")
 
 
 @pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
@@ -188,7 +194,11 @@ def test_missing_data_root_is_one_clear_error_naming_the_prepare_command(
 ) -> None:
     missing = tmp_path / "no_coco_here"
     result = run_cli(
-        tmp_path / "run", cache_dir, "experiment=coco_5pct", f"data.root={missing}", "data.fold=2"
+        tmp_path / "run",
+        cache_dir,
+        "experiment=coco_5pct",
+        f"data.splits.root={missing}",
+        "data.splits.fold=2",
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
@@ -205,5 +215,5 @@ def test_unset_data_root_is_one_clear_error(tmp_path, cache_dir) -> None:
     result = run_cli(tmp_path / "run", cache_dir, "experiment=voc")
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert "data.root is not set" in output
+    assert "data.splits.root is not set" in output
     assert "Traceback" not in output

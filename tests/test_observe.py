@@ -169,8 +169,8 @@ def test_evaluate_rewrites_the_training_results(smoke_run, cache_dir, tmp_path) 
     run_dir = tmp_path / "evaluate"
     run_module(
         "labelmatch.evaluate", cache_dir, f"checkpoint={smoke_run / 'checkpoints' / 'last.ckpt'}",
-        f"hydra.run.dir={run_dir}", "data.num_labeled=16", "data.num_unlabeled=48",
-        "data.num_val=16", "data.num_workers=0",
+        f"hydra.run.dir={run_dir}", "data.splits.num_labeled=16", "data.splits.num_unlabeled=48",
+        "data.splits.num_val=16", "data.num_workers=0",
     )  # fmt: skip
     results = json.loads((run_dir / "results.json").read_text())
     # Every training field but the burn-in model's metrics, which no checkpoint holds, and the

@@ -156,8 +156,9 @@ def test_baselines_run_end_to_end(reference_run, method) -> None:
 def test_missing_data_is_one_clear_error_before_any_model_is_built(tmp_path, cache_dir) -> None:
     missing = tmp_path / "nowhere" / "labeled.json"
     result = run_cli(
-        tmp_path / "run", cache_dir, "data=coco", f"data.image_dir={tmp_path}",
-        f"data.labeled_json={missing}", f"data.val_json={missing}", "method=supervised",
+        tmp_path / "run", cache_dir, "data=coco", f"data.splits.image_dir={tmp_path}",
+        f"data.splits.labeled_json={missing}", f"data.splits.val_json={missing}",
+        "method=supervised",
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 1
@@ -184,8 +185,10 @@ def test_coco_data_with_non_contiguous_category_ids_round_trips(tmp_path, cache_
         remapped[name].write_text(json.dumps(coco))
     run_dir = train_cli(
         tmp_path / "run", cache_dir, "data=coco", "method=supervised",
-        f"data.image_dir={splits.image_dir}", f"data.labeled_json={remapped['labeled']}",
-        f"data.val_json={remapped['val']}", "data.num_workers=0", "data.labeled_batch_size=4",
+        f"data.splits.image_dir={splits.image_dir}",
+        f"data.splits.labeled_json={remapped['labeled']}",
+        f"data.splits.val_json={remapped['val']}", "data.num_workers=0",
+        "data.labeled_batch_size=4",
         "trainer.max_steps=20", "trainer.val_check_interval=20",
     )  # fmt: skip
     data = OmegaConf.load(run_dir / ".hydra" / "config.yaml").data

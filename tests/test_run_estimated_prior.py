@@ -23,7 +23,7 @@ def test_estimated_prior_is_logged_used_and_drawn(tmp_path: Path, cache_dir: Pat
         cache_dir,
         "experiment=smoke",
         "method.act.prior=estimated",
-        "data.unlabeled_class_prior=reversed",
+        "data.splits.unlabeled_class_prior=reversed",
     )
     with open(run / "metrics.csv") as file:
         rows = list(csv.DictReader(file))

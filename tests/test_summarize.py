@@ -34,19 +34,19 @@ def test_per_job_table_and_mean_std_over_folds(tmp_path) -> None:
     # alpha x fold sweep; fold 3 of alpha 0.4 failed (no results.json).
     maps = {("0.2", "1"): 0.30, ("0.2", "2"): 0.34, ("0.4", "1"): 0.20, ("0.4", "3"): None}
     for index, ((alpha, fold), value) in enumerate(maps.items()):
-        overrides = ["experiment=coco_1pct", f"method.alpha={alpha}", f"data.fold={fold}"]
+        overrides = ["experiment=coco_1pct", f"method.alpha={alpha}", f"data.splits.fold={fold}"]
         fake_job(tmp_path / str(index), overrides, value)
     text = summarize(tmp_path)
     assert "common overrides: experiment=coco_1pct" in text
     rows = read_csv(tmp_path / "summary.csv")
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
-    assert [(r["method.alpha"], r["data.fold"], r["status"]) for r in rows][-1] == (
+    assert [(r["method.alpha"], r["data.splits.fold"], r["status"]) for r in rows][-1] == (
         "0.4", "3", "no results.json"
     )  # fmt: skip
     assert rows[0]["teacher mAP"] == "30.00" and rows[0]["teacher AP50"] == "60.00"
     assert rows[3]["teacher mAP"] == ""
     means = read_csv(tmp_path / "summary_mean.csv")
-    assert [(m["method.alpha"], m["runs (over data.fold)"]) for m in means] == [
+    assert [(m["method.alpha"], m["runs (over data.splits.fold)"]) for m in means] == [
         ("0.2", "2"), ("0.4", "1")
     ]  # fmt: skip
     # 30 and 34: mean 32, sample std 2.83; one run: its value alone.

@@ -41,6 +41,7 @@ from labelmatch.data.categories import CategoryMap
 from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json, report_table
 from labelmatch.data.errors import DataError
 from labelmatch.data.samplers import InfiniteSampler, SeededDraws
+from labelmatch.data.scales import resolve_scales
 from labelmatch.data.transforms import (
     PAPER_RESIZE,
     PAPER_WEAK_RESIZE,
@@ -122,6 +123,17 @@ def _same_categories(reference: dict, reference_file: Any, other: dict, other_fi
         )
 
 
+def derived_view_sizes(splits: CocoSplits | ResolvableSplits, sizes: dict[str, Any]) -> dict:
+    """`sizes` (the five scale keys) with every None filled from the sizes of the labeled images
+    (`labelmatch.data.scales.resolve_scales`). Reads the labeled json only when a key is None,
+    resolving the splits first (which generates an embedded dataset)."""
+    if all(value is not None for value in sizes.values()):
+        return sizes
+    labeled_json = splits.resolve().labeled_json
+    images = load_coco_json(labeled_json).get("images", [])
+    return resolve_scales(sizes, images, str(labeled_json))
+
+
 class DetectionDataModule(lightning.LightningDataModule):
     """Labeled + unlabeled + validation COCO-format splits for semi-supervised detection.
 
@@ -130,6 +142,7 @@ class DetectionDataModule(lightning.LightningDataModule):
     each a resize rule (`labelmatch.data.transforms`) or a list of short sides in pixels (long
     side capped at `max_size`); the test view has short side `test_scale`, long side at most
     `max_size`. Defaults are the official paper-table rules (docs/method.md §5).
+    A size given as None is derived from the labeled images (`labelmatch.data.scales`).
     `labeled_photometric=False` drops the labeled colour jitter (the official supervised
     baseline). `pin_memory=None` pins batches when CUDA is
     available; training and validation workers persist across epochs unless
@@ -177,17 +190,23 @@ class DetectionDataModule(lightning.LightningDataModule):
             inference_workers = self.num_workers if torch.cuda.is_available() else 0
         self.inference_workers = inference_workers
         self.use_unlabeled = use_unlabeled
-        # The short sides the views are drawn at, as given (a list, an int or a resize rule).
-        self.view_sizes = {"train_scales": train_scales, "weak_scales": weak_scales,
-                           "strong_scales": strong_scales, "test_scale": test_scale,
-                           "max_size": max_size}  # fmt: skip
+        # The short sides the views are drawn at (a list, an int or a resize rule), as given or,
+        # where None, derived from the labeled images (`data=coco`'s default).
+        self.view_sizes = derived_view_sizes(
+            splits,
+            {"train_scales": train_scales, "weak_scales": weak_scales,
+             "strong_scales": strong_scales, "test_scale": test_scale, "max_size": max_size},
+        )  # fmt: skip
+        sizes = self.view_sizes
         self.labeled_transform = LabeledTransform(
-            resize_rule(train_scales, max_size), flip_prob, labeled_photometric
+            resize_rule(sizes["train_scales"], sizes["max_size"]), flip_prob, labeled_photometric
         )
         self.unlabeled_views = UnlabeledViews(
-            resize_rule(weak_scales, max_size), resize_rule(strong_scales, max_size), flip_prob
+            resize_rule(sizes["weak_scales"], sizes["max_size"]),
+            resize_rule(sizes["strong_scales"], sizes["max_size"]),
+            flip_prob,
         )
-        self.test_transform = TestTransform(test_scale, max_size)
+        self.test_transform = TestTransform(sizes["test_scale"], sizes["max_size"])
         self.skip_invalid = skip_invalid
         self.seed = seed
         self.splits: CocoSplits | None = None
@@ -250,8 +269,8 @@ class DetectionDataModule(lightning.LightningDataModule):
     ) -> CocoDetection:
         if splits.unlabeled_json is None:
             raise DataError(
-                "no unlabeled annotation file (data.unlabeled_json), which a semi-supervised "
-                "method needs (method=supervised trains without one)"
+                "no unlabeled annotation file (data.splits.unlabeled_json), which a "
+                "semi-supervised method needs (method=supervised trains without one)"
             )
         coco = load_coco_json(splits.unlabeled_json, require_categories=False)
         if "categories" in coco:  # COCO's image_info_unlabeled2017.json may have none

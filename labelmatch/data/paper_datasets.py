@@ -36,7 +36,11 @@ def require(path: Path, what: str, fix: str) -> None:
 
 
 def _require_root(root: Path, layout: str, prepare_command: str) -> None:
-    require(root, f"data.root must be {layout}", f"get the dataset there, then `{prepare_command}`")
+    require(
+        root,
+        f"data.splits.root must be {layout}",
+        f"get the dataset there, then `{prepare_command}`",
+    )
 
 
 @dataclass
@@ -52,7 +56,9 @@ class CocoStandardSplits:
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_FAMILIES:
-            raise ValueError(f"data.split must be one of {SPLIT_FAMILIES}, got {self.split!r}")
+            raise ValueError(
+                f"data.splits.split must be one of {SPLIT_FAMILIES}, got {self.split!r}"
+            )
 
     def prepare_command(self) -> str:
         if self.split == "stac":

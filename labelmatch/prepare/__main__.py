@@ -103,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True, help="the json to write, e.g. unlabeled.json")
     sub.add_argument(
         "--relative-to",
-        help="write file names relative to this folder (your data.image_dir); default: --images",
+        help="write file names relative to this folder (your data.splits.image_dir); "
+        "default: --images",
     )
     sub = command(
         "coco_standard",

@@ -34,8 +34,8 @@ def image_size(path: Path) -> tuple[int, int] | None:
 def folder_coco(images: Path, relative_to: Path) -> tuple[dict, list[Path]]:
     """(COCO dict with `images` and no annotations, files skipped as unreadable).
 
-    `file_name` is relative to `relative_to` (what `data.image_dir` will be), which must contain
-    `images`."""
+    `file_name` is relative to `relative_to` (what `data.splits.image_dir` will be), which must
+    contain `images`."""
     if not images.is_dir():
         raise DataError(f"--images {images}: no such folder")
     if not images.resolve().is_relative_to(relative_to.resolve()):
