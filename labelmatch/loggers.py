@@ -36,10 +36,10 @@ def wandb_api_key_configured() -> bool:
 
 
 def resolve_wandb_mode(mode: str) -> str:
-    """`logger.mode` as wandb takes it: "auto" becomes WANDB_MODE when set, else "online" when
+    """`logger.wandb.mode` as wandb takes it: "auto" becomes WANDB_MODE when set, else "online" when
     an API key is configured and "offline" otherwise."""
     if mode not in WANDB_MODES:
-        raise ValueError(f"logger.mode must be one of {WANDB_MODES}, got {mode!r}")
+        raise ValueError(f"logger.wandb.mode must be one of {WANDB_MODES}, got {mode!r}")
     if mode != "auto":
         return mode
     return os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")

@@ -20,95 +20,60 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from labelmatch.callbacks.act_refresh import ACTRefresh
-from labelmatch.callbacks.best_checkpoint import BestCheckpoint, monitored_metric
-from labelmatch.callbacks.channels_last import ChannelsLast
-from labelmatch.callbacks.interrupt import NonFiniteLossError, SaveOnInterrupt
+from labelmatch.callbacks.best_checkpoint import BestCheckpoint
+from labelmatch.callbacks.interrupt import NonFiniteLossError
 from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
-from labelmatch.callbacks.random_states import RandomStates
-from labelmatch.callbacks.rank_agreement import RankAgreement
 from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
 from labelmatch.callbacks.run_health import RunHealth
-from labelmatch.callbacks.run_plots import RunPlots
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
 from labelmatch.console import quiet_dependencies
 from labelmatch.data.errors import DataError
 from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.loggers import finish_wandb_run
 from labelmatch.method.module import LabelMatchModule
-from labelmatch.progress import PhaseProgressBar
 from labelmatch.scaling import ScalingError, scale_to_batch
 
 log = logging.getLogger("labelmatch")
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
-    # Lightning refuses a progress-bar callback when the trainer has the bar turned off.
-    bar = [PhaseProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
-    callbacks: list[L.Callback] = [
-        *bar,
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=cfg.checkpoint_every_n_steps,
-        ),
-        BestCheckpoint(run_dir / "checkpoints", monitor=monitored_metric(cfg.method.name)),
-        LearningRateMonitor(logging_interval="step"),
-        SaveOnInterrupt(run_dir / "checkpoints"),
-        RandomStates(),
-        RankAgreement(),
-        ChannelsLast(cfg.channels_last),
-    ]
+    """The `callbacks` group's entries (conf/callbacks/<method>.yaml), in their order, which is
+    the order Lightning calls their hooks in. An entry is left out when null or when its
+    `_enabled_` is false (the progress bar with trainer.enable_progress_bar=false, ACT with
+    method.act.enabled=false); an entry with a `dirpath` writes into the run's checkpoints/."""
+    callbacks: list[L.Callback] = []
+    for entry in OmegaConf.to_container(cfg.callbacks, resolve=True).values():
+        if entry is None or not entry.pop("_enabled_", True):
+            continue
+        if "dirpath" in entry:
+            entry["dirpath"] = run_dir / "checkpoints"
+        callbacks.append(instantiate(entry))
     method = cfg.method
-    if method.name == "labelmatch" and method.act.enabled:
-        callbacks.append(
-            ACTRefresh(
-                interval=method.act.interval,
-                subset=method.act.subset,
-                alpha=method.alpha,
-                min_threshold=method.act.min_threshold,
-                prior=prior_setting(method),
-                mode=method.act.mode,
-                queue_images=method.act.queue_images,
-                queue_top_k=method.act.queue_top_k,
-                online_interval=method.act.online_interval,
-                estimator_iterations=method.act.estimator.max_iterations,
-                estimator_tolerance=method.act.estimator.tolerance,
-                estimator_calibrate=method.act.estimator.calibrate,
-            )
-        )
     if method.name == "labelmatch" and method.rplm.enabled:
-        callbacks.append(ReliablePseudoLabelMining(score=method.rplm.score, iou=method.rplm.iou))
-    if method.name != "supervised":
-        prior = prior_setting(method)
-        callbacks.append(PseudoLabelStatistics(prior=prior))
-        callbacks.append(RunHealth(window=method.act.interval, prior=prior))
-    callbacks.append(RunPlots())  # after the statistics: it draws what they logged
+        # RPLM's callback, until the method owns it (issue #15, point 2): where it always was,
+        # before the statistics.
+        statistics = (i for i, c in enumerate(callbacks) if isinstance(c, PseudoLabelStatistics))
+        mining = ReliablePseudoLabelMining(score=method.rplm.score, iou=method.rplm.iou)
+        callbacks.insert(next(statistics, len(callbacks)), mining)
     return callbacks
 
 
-def prior_setting(method: DictConfig) -> dict | str | None:
-    """`method.act.prior` as plain data: None, a manual {class_ratios, boxes_per_image} dict, or
-    the name "estimated" / "oracle" (`labelmatch.method.act.configured_prior`)."""
-    prior = method.get("act", {}).get("prior")
-    return OmegaConf.to_container(prior) if OmegaConf.is_config(prior) else prior
-
-
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    """metrics.csv always, plus the `logger` group's choice (wandb, tensorboard) if any."""
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
-    if cfg.logger.get("_target_"):
-        extra = instantiate(cfg.logger, save_dir=str(run_dir))
-        extra.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        loggers.append(extra)
+    """The `logger` group's entries (conf/logger/): metrics.csv always, wandb or TensorBoard
+    beside it, each saving into the run directory; those beside it also get the whole config."""
+    loggers: list[Logger] = []
+    for entry in cfg.logger.values():
+        if entry is not None:
+            loggers.append(instantiate(entry, save_dir=str(run_dir)))
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):  # Lightning gives metrics.csv the module's hparams
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return loggers
 
 

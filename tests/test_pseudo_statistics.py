@@ -146,7 +146,7 @@ def test_wandb_mode_auto_is_offline_without_an_api_key(monkeypatch, tmp_path) ->
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("auto") == "disabled"
     assert resolve_wandb_mode("offline") == "offline"
-    with pytest.raises(ValueError, match="logger.mode"):
+    with pytest.raises(ValueError, match="logger.wandb.mode"):
         resolve_wandb_mode("cloud")
 
 

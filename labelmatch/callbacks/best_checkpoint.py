@@ -23,11 +23,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 BEST_NAME = "best"
 
 
-def monitored_metric(method_name: str) -> str:
-    """The logged validation metric that picks the best checkpoint of a method."""
-    return "student/map" if method_name == "supervised" else "teacher/map"
-
-
 class BestCheckpoint(ModelCheckpoint):
     """Args:
     dirpath: the checkpoint folder; the file is `dirpath/best.ckpt`, overwritten by each new
