@@ -235,7 +235,7 @@ def apply_batch_scaling(cfg: DictConfig) -> bool:
 
 
 def fill_derived_view_sizes(cfg: DictConfig, datamodule) -> bool:
-    """Data scale keys left null (derived from the images by the data builder) get the values
+    """Data scale keys left null (derived from the images by the datamodule) get the values
     the datamodule chose, so that the saved config says what ran (and `predict` / `export` find
     the test size there). True if any was filled."""
     filled = False
