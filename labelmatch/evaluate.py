@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.checkpoints import check_checkpoint_classes, load_module, training_config
-from labelmatch.console import quiet_dependencies
-from labelmatch.data.errors import DataError
+from labelmatch.cli import cli_errors
 from labelmatch.instantiate import instantiate_datamodule
-from labelmatch.run import collect_results, one_line, summary_line
+from labelmatch.results import collect_results, summary_line
 
 log = logging.getLogger("labelmatch")
 
@@ -54,12 +52,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    quiet_dependencies()
-    try:
+    with cli_errors(log):
         evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (DataError, FileNotFoundError) as error:
-        log.error("%s", one_line(error))
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,12 +40,11 @@ from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
 from labelmatch.checkpoints import build_detector, load_module, pick_detector, training_config
-from labelmatch.console import quiet_dependencies
+from labelmatch.cli import cli_errors
 from labelmatch.data.errors import DataError
 from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
 from labelmatch.predict import image_files, image_view, test_transform
-from labelmatch.run import one_line
 
 log = logging.getLogger("labelmatch")
 
@@ -296,12 +294,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    quiet_dependencies()
-    try:
+    with cli_errors(log, ExportMismatchError):
         export(cfg)
-    except (DataError, FileNotFoundError, ExportMismatchError) as error:
-        log.error("%s", one_line(error))
-        sys.exit(1)
 
 
 if __name__ == "__main__":

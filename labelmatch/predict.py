@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -27,13 +26,12 @@ from torchvision.io import ImageReadMode, decode_image, write_png
 from torchvision.utils import draw_bounding_boxes
 
 from labelmatch.checkpoints import load_module, pick_detector, training_config
-from labelmatch.console import quiet_dependencies
+from labelmatch.cli import cli_errors
 from labelmatch.data.errors import DataError
 from labelmatch.data.transforms import TestTransform
 from labelmatch.evaluation.coco_eval import to_coco_results, write_results
 from labelmatch.method.module import predict_original_frame
 from labelmatch.progress import progress
-from labelmatch.run import one_line
 
 log = logging.getLogger("labelmatch")
 
@@ -123,13 +121,8 @@ def predict(cfg: DictConfig) -> list[dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    quiet_dependencies()
-    try:
+    with cli_errors(log):
         predict(cfg)
-    except (DataError, FileNotFoundError) as error:
-        # Bad input is the user's to fix: one clear line, no traceback.
-        log.error("%s", one_line(error))
-        sys.exit(1)
 
 
 if __name__ == "__main__":

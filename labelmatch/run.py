@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +20,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from labelmatch.callbacks.best_checkpoint import BestCheckpoint
-from labelmatch.callbacks.interrupt import NonFiniteLossError
 from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
 from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
 from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
-from labelmatch.console import quiet_dependencies
-from labelmatch.data.errors import DataError
+from labelmatch.cli import ConfigError, cli_errors
 from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.loggers import finish_wandb_run
 from labelmatch.method.module import LabelMatchModule
-from labelmatch.scaling import ScalingError, scale_to_batch
+from labelmatch.results import collect_results, summary_line
+from labelmatch.scaling import scale_to_batch
 
 log = logging.getLogger("labelmatch")
 
@@ -145,10 +140,6 @@ def check_checkpoints_match_data(cfg: DictConfig, datamodule) -> None:
         check_checkpoint_classes(cfg.method.init_from, "method.init_from", names, ids)
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot train as meant; reported as one line, like bad data."""
-
-
 def check_teacher_start(cfg: DictConfig) -> None:
     """A semi-supervised run needs a trained detector for its first pseudo labels: a supervised
     baseline (method.init_from, the official two-stage recipe of docs/method.md §1) or an
@@ -163,63 +154,16 @@ def check_teacher_start(cfg: DictConfig) -> None:
         )
 
 
-def collect_results(cfg: DictConfig, module: LabelMatchModule, datamodule, steps: int) -> dict:
-    results: dict[str, Any] = {
-        "method": cfg.method.name,
-        "steps": steps,
-        "seed": cfg.seed,
-        "val_json": str(datamodule.splits.val_json),
-    }
-    results.update(module.eval_metrics)
-    if module.burn_in_metrics is not None:
-        results["burn_in"] = module.burn_in_metrics
-    if module.semi_supervised:
-        names = module.hparams.class_names
-        results["act"] = {
-            "reliable": dict(zip(names, module.reliable_thresholds.tolist())),
-            "uncertain": dict(zip(names, module.uncertain_thresholds.tolist())),
-        }
-    return results
-
-
-def summary_line(results: dict[str, Any]) -> str:
-    parts = []
-    if "burn_in" in results:
-        parts.append(f"burn-in mAP {100 * results['burn_in']['map']:.1f}")
-    for name in ("student", "teacher"):
-        if name in results:
-            m = results[name]
-            parts.append(f"{name} mAP {100 * m['map']:.1f} (AP50 {100 * m['map_50']:.1f})")
-    return f"{results['method']} after {results['steps']} steps: " + " | ".join(parts)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    quiet_dependencies()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     succeeded = False
     try:
-        if apply_batch_scaling(cfg):
-            save_run_config(cfg, run_dir)
-        results = train(cfg, run_dir)
-        succeeded = True
-    except (DataError, ConfigError, FileNotFoundError, NonFiniteLossError) as error:
-        # Bad input (or a diverged run) is the user's to fix: one clear line, no traceback.
-        log.error("%s", one_line(error))
-        sys.exit(1)
-    except SIGTERMException:
-        # Stopped by SIGTERM or Ctrl-C; SaveOnInterrupt has saved and logged last.ckpt.
-        sys.exit(128 + signal.SIGTERM)
-    except ScalingError as error:
-        log.error("%s", error)
-        sys.exit(1)
-    except (
-        MissingMandatoryValue
-    ) as error:  # a ??? key, e.g. data.splits.root of the paper experiments
-        log.error(
-            "%s is not set: give it on the command line (%s=...)", error.full_key, error.full_key
-        )
-        sys.exit(1)
+        with cli_errors(log):
+            if apply_batch_scaling(cfg):
+                save_run_config(cfg, run_dir)
+            results = train(cfg, run_dir)
+            succeeded = True
     finally:
         finish_wandb_run(succeeded)  # each job of a multirun is its own wandb run
     final = results.get("teacher", results.get("student", {}))
@@ -251,15 +195,6 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     """The config as it runs (scaled, sizes derived) over Hydra's `.hydra/config.yaml`."""
     if (run_dir / ".hydra").is_dir():
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-
-
-def one_line(error: BaseException) -> str:
-    """The error's own message. A DataError raised in a DataLoader worker is re-raised in the
-    main process with the worker's traceback in its message; its last line is the message."""
-    message = str(error).strip()
-    if "Original Traceback" in message:
-        message = message.splitlines()[-1].split(": ", 1)[-1]
-    return message
 
 
 if __name__ == "__main__":

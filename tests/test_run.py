@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from labelmatch.cli import one_line
 from labelmatch.data.errors import DataError
 from labelmatch.evaluation.coco_eval import evaluate_coco
-from labelmatch.run import one_line
 from tests.conftest import run_cli, train_cli
 
 METRIC_KEYS = {"map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"}

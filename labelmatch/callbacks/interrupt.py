@@ -22,20 +22,9 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from labelmatch.data.errors import DataError
+from labelmatch.method.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite (on at least one rank)."""
-
-    def __init__(self, step: int, terms: dict[str, float]) -> None:
-        self.step = step
-        shown = ", ".join(f"{name}={value:.4g}" for name, value in terms.items())
-        super().__init__(
-            f"non-finite loss at step {step} ({shown}); lower optim.lr or set "
-            "trainer.gradient_clip_val"
-        )
 
 
 class SaveOnInterrupt(L.Callback):

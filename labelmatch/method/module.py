@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
-from labelmatch.callbacks.interrupt import NonFiniteLossError
 from labelmatch.data.geometry import map_boxes, weak_to_strong
 from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
 from labelmatch.method.ema import copy_weights, ema_update
+from labelmatch.method.errors import NonFiniteLossError
 from labelmatch.method.pseudo_labels import (
     PseudoLabelBatch,
     merge_uncertain_into_reliable,
