@@ -13,7 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from tqdm.auto import tqdm
 
-from labelmatch.data.datamodule import distributed_rank_and_world_size
+from labelmatch.distributed import distributed_rank_and_world_size
 
 T = TypeVar("T")
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from labelmatch.distributed import gather_rows
 from labelmatch.method.act import (
     ESTIMATED,
     ClassPrior,
@@ -374,21 +375,6 @@ def concatenate(detections: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
     labels = torch.cat([d["labels"] for d in detections])
     return labels, torch.cat([d["scores"] for d in detections]).float()
-
-
-def gather_rows(trainer: L.Trainer, rows: Tensor) -> Tensor:
-    """Every rank's rows [B_r, ...] concatenated in rank order (row counts may differ), on the
-    CPU; the strategy's all_gather of the counts, then of the rows padded to the longest."""
-    if trainer.world_size == 1:
-        return rows
-    strategy = trainer.strategy
-    device = strategy.root_device
-    count = torch.tensor([len(rows)], device=device)
-    counts = strategy.all_gather(count).flatten().tolist()
-    padded = rows.new_zeros(max(counts), *rows.shape[1:]).to(device)
-    padded[: len(rows)] = rows.to(device)
-    gathered = strategy.all_gather(padded)  # [world, max(counts), ...]
-    return torch.cat([gathered[rank, :n] for rank, n in enumerate(counts)]).cpu()
 
 
 def log_thresholds(

@@ -9,7 +9,6 @@ processes keeps the states it was seeded with, and says so.
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 from typing import Any
@@ -17,7 +16,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from labelmatch.distributed import gather_saved
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,7 @@ class RandomStates(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # Called on every rank while a checkpoint is assembled; rank 0 writes the file.
-        states = capture_random_states()
-        if not (dist.is_available() and dist.is_initialized()):
-            return {"ranks": [states]}
-        # Gathered as torch.save bytes: all_gather_object cannot carry CPU tensors reliably.
-        buffer = io.BytesIO()
-        torch.save(states, buffer)
-        every_rank: list[bytes | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(every_rank, buffer.getvalue())
-        return {"ranks": [torch.load(io.BytesIO(data), weights_only=True) for data in every_rank]}
+        return {"ranks": gather_saved(capture_random_states())}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._to_restore = state_dict["ranks"]

@@ -33,7 +33,6 @@ from typing import Any, Protocol
 import lightning
 import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
@@ -51,6 +50,7 @@ from labelmatch.data.transforms import (
     UnlabeledViews,
     resize_rule,
 )
+from labelmatch.distributed import distributed_rank_and_world_size
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +99,6 @@ def ignore_stop_signals(worker_id: int) -> None:
     the main process first. The workers end when the main process ends its loaders (or exits)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def distributed_rank_and_world_size() -> tuple[int, int]:
-    """(rank, world size) of torch.distributed, or (0, 1) when it is not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _same_categories(reference: dict, reference_file: Any, other: dict, other_file: Any) -> None:

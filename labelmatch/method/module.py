@@ -22,6 +22,7 @@ from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
 from labelmatch.data.geometry import map_boxes, weak_to_strong
+from labelmatch.distributed import gather_predictions
 from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
 from labelmatch.method.ema import copy_weights, ema_update
 from labelmatch.method.errors import NonFiniteLossError
@@ -321,16 +322,6 @@ def precision_context(module: L.LightningModule) -> AbstractContextManager:
 def detector_targets(targets: list[dict[str, Any]]) -> list[dict[str, Tensor]]:
     """The two keys torchvision's detectors read from each target."""
     return [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-
-
-def gather_predictions(predictions: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-    """Every rank's share of the val predictions (each rank scores a disjoint share of images),
-    so that all ranks compute the same COCO metrics."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return predictions
-    shares: list[list[dict[str, Tensor]] | None] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(shares, predictions)
-    return sorted((p for share in shares for p in share), key=lambda p: p["image_id"])
 
 
 @torch.no_grad()
