@@ -32,7 +32,6 @@ from labelmatch.checkpoints import load_module, pick_detector
 from labelmatch.method.act import (
     ClassPrior,
     estimated_class_prior,
-    labeled_class_prior,
     unlabeled_class_prior,
 )
 from labelmatch.plots import read_run_metrics
@@ -176,7 +175,7 @@ def estimate(checkpoint: Path, experiments: Sequence[str], num_images: int) -> s
             loader = datamodule.reference_dataloader(count, seed=0, labeled=labeled)
             with torch.no_grad():
                 passes[labeled] = detections_on(None, module, loader, count)
-        prior, truth = labeled_class_prior(datamodule), unlabeled_class_prior(datamodule)
+        prior, truth = datamodule.labeled_class_prior, unlabeled_class_prior(datamodule)
         plain, _ = estimated_class_prior(passes[False], prior)
         calibrated, _ = estimated_class_prior(passes[False], prior, passes[True])
         tv = [total_variation(p, truth) for p in (prior, plain, calibrated)]

@@ -60,7 +60,6 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from labelmatch.evaluation.pseudo_quality import pseudo_label_statistics  # noqa: E402
-from labelmatch.method.act import labeled_class_prior  # noqa: E402
 from labelmatch.method.module import detector_state  # noqa: E402
 
 
@@ -313,7 +312,7 @@ def run_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float], 
         uncertain = reliable.clone()
     else:
         reliable, uncertain = state["reliable_thresholds"], state["uncertain_thresholds"]
-    prior = labeled_class_prior(datamodule)
+    prior = datamodule.labeled_class_prior
     # The whole unlabeled split, through the test transform, in the val batch format.
     loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), seed=0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

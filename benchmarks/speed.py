@@ -70,7 +70,6 @@ from labelmatch.method.act import (
     ClassPrior,
     ScoreQueue,
     act_thresholds,
-    labeled_class_prior,
     online_act_thresholds,
     scores_by_class,
     top_scores_per_image,
@@ -166,7 +165,7 @@ def loader_throughput(datamodule, steps: int, warmup: int) -> tuple[float, list,
 def set_act_thresholds(module: LabelMatchModule, datamodule, num_images: int) -> None:
     loader = datamodule.reference_dataloader(num_images, seed=0)
     labels, scores = concatenate(teacher_detections(module, loader))
-    prior = labeled_class_prior(datamodule)
+    prior = datamodule.labeled_class_prior
     reliable, uncertain = act_thresholds(
         scores_by_class(labels, scores, datamodule.num_classes),
         num_images,
@@ -422,7 +421,7 @@ def full_online_queue(module: LabelMatchModule, datamodule) -> tuple[ScoreQueue,
     rows = top_scores_per_image(teacher_detections(module, loader), num_classes, queue.top_k)
     while queue.num_images < queue.capacity:
         queue.push(rows)
-    return queue, labeled_class_prior(datamodule)
+    return queue, datamodule.labeled_class_prior
 
 
 # ------------------------------------------------------------------------------------ report

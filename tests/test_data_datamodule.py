@@ -8,6 +8,7 @@ import lightning
 import pytest
 import torch
 
+from labelmatch.data.class_prior import class_prior_from_counts
 from labelmatch.data.coco import CocoSplits
 from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsSplits
@@ -124,6 +125,25 @@ def test_setup_exposes_categories_splits_and_datasets(data):
     assert data.splits.labeled_json.name == "labeled.json"
     lengths = [len(data.labeled_dataset), len(data.unlabeled_dataset), len(data.val_dataset)]
     assert lengths == [8, 16, 8]
+
+
+def test_the_class_priors_are_computed_once_from_the_splits_annotation_counts(data):
+    labeled, unlabeled = data.labeled_dataset, data.unlabeled_dataset
+    prior = data.labeled_class_prior
+    assert prior is data.labeled_class_prior  # one computation for every user
+    expected = class_prior_from_counts(labeled.prior_counts, len(labeled))
+    assert torch.equal(prior.class_ratios, expected.class_ratios)
+    assert prior.boxes_per_image == expected.boxes_per_image
+    oracle = class_prior_from_counts(unlabeled.prior_counts, len(unlabeled))
+    assert torch.equal(data.unlabeled_class_prior.class_ratios, oracle.class_ratios)
+    assert data.unlabeled_class_prior is data.unlabeled_class_prior
+
+
+def test_no_unlabeled_split_has_no_unlabeled_prior(digits_root):
+    supervised = _module(DigitsSplits(digits_root, **SMALL), use_unlabeled=False)
+    supervised.setup("fit")
+    assert supervised.unlabeled_class_prior is None
+    assert supervised.labeled_class_prior.num_classes == 10
 
 
 def _check_view_target(target, image, batch_kind):

@@ -10,6 +10,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 
 from labelmatch.callbacks.act_refresh import ACTRefresh, keeping_class_scores
+from labelmatch.data.class_prior import class_prior_from_counts
 from labelmatch.method.act import (
     ClassPrior,
     TeacherDetections,
@@ -162,14 +163,11 @@ def test_estimated_prior_without_detections_is_the_labeled_one() -> None:
 
 
 def _datamodule(labeled_counts, labeled_images, unlabeled_counts, unlabeled_images):
-    class Split(list):
-        def __init__(self, counts, images):
-            super().__init__(range(images))
-            self.class_counts = self.prior_counts = counts
-
+    """The two priors `DetectionDataModule` computes from these counts (tested there)."""
+    unlabeled = class_prior_from_counts(unlabeled_counts, unlabeled_images)
     return SimpleNamespace(
-        labeled_dataset=Split(labeled_counts, labeled_images),
-        unlabeled_dataset=Split(unlabeled_counts, unlabeled_images),
+        labeled_class_prior=class_prior_from_counts(labeled_counts, labeled_images),
+        unlabeled_class_prior=unlabeled if sum(unlabeled_counts) else None,
     )
 
 

@@ -12,6 +12,7 @@ import torch
 from labelmatch.callbacks.act_refresh import ACTRefresh
 from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
 from labelmatch.checkpoints import pick_detector
+from labelmatch.data.class_prior import class_prior_from_counts
 from labelmatch.loggers import resolve_wandb_mode
 from labelmatch.method.module import LabelMatchModule
 from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels, count_by_thresholds
@@ -159,27 +160,17 @@ def test_a_checkpoint_without_trained_teacher_predicts_with_its_student() -> Non
     assert pick_detector(module, "student") is module.student
 
 
-class _LabeledSet:
-    """What the callbacks read of the labeled CocoDetection: 2 images, 3 training boxes per
-    class, and the crowd boxes the prior counts on top (docs/method.md §2)."""
-
-    class_counts = [3, 3, 3]
-    prior_counts = [6, 3, 3]
-
-    def __len__(self) -> int:
-        return 2
-
-
-def test_the_labeled_prior_counts_crowd_boxes_in_both_callbacks() -> None:
+def test_both_callbacks_compare_with_the_datamodules_one_labeled_prior() -> None:
+    labeled_prior = class_prior_from_counts([6, 3, 3], num_images=2)
     datamodule = SimpleNamespace(
-        labeled_dataset=_LabeledSet(), unlabeled_dataset=SimpleNamespace(class_counts=[0, 0, 0])
+        labeled_class_prior=labeled_prior,
+        unlabeled_class_prior=None,
+        unlabeled_dataset=SimpleNamespace(class_counts=[0, 0, 0]),
     )
     statistics = PseudoLabelStatistics()
     statistics.setup(SimpleNamespace(datamodule=datamodule), None, "fit")
     act = ACTRefresh()
     module = SimpleNamespace(reliable_thresholds=torch.zeros(3))
     act.setup(SimpleNamespace(datamodule=datamodule), module, "fit")
-    for prior in (statistics.prior, act.prior):
-        # n = [6, 3, 3] over 2 images (prior_counts), not [3, 3, 3] (class_counts).
-        assert prior.class_ratios.tolist() == pytest.approx([0.5, 0.25, 0.25])
-        assert prior.boxes_per_image == pytest.approx(6.0)
+    # Computed once (`DetectionDataModule.labeled_class_prior`), not once per callback.
+    assert statistics.prior is labeled_prior and act.prior is labeled_prior

@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, Protocol
 
 import lightning
@@ -37,6 +38,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from labelmatch.data.categories import CategoryMap
+from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
 from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json, report_table
 from labelmatch.data.errors import DataError
 from labelmatch.data.samplers import InfiniteSampler, SeededDraws
@@ -292,6 +294,26 @@ class DetectionDataModule(lightning.LightningDataModule):
     def class_names(self) -> list[str]:
         """Name of label i + 1 at index i."""
         return self._require_setup().names
+
+    @cached_property
+    def labeled_class_prior(self) -> ClassPrior:
+        """The labeled split's class prior, computed once for every user (ACT, the pseudo-label
+        statistics, the run-health checks, the benchmarks): its annotation counts
+        (`prior_counts`: every annotation, crowd / VOC-difficult included, as the official hook
+        counts the labeled json) over its images, docs/method.md §2."""
+        self._require_setup()
+        labeled = self.labeled_dataset
+        return class_prior_from_counts(labeled.prior_counts, len(labeled))
+
+    @cached_property
+    def unlabeled_class_prior(self) -> ClassPrior | None:
+        """The unlabeled split's own prior by the same rule (the oracle of `method.act.prior`,
+        a reference only); None without an unlabeled split or without annotations in it."""
+        self._require_setup()
+        unlabeled = self.unlabeled_dataset
+        if unlabeled is None or sum(unlabeled.prior_counts) == 0:
+            return None
+        return class_prior_from_counts(unlabeled.prior_counts, len(unlabeled))
 
     # ---- loaders ------------------------------------------------------------------------
 

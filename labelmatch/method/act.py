@@ -14,94 +14,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
-
-@dataclass(frozen=True, eq=False)
-class ClassPrior:
-    """Class distribution of the labeled boxes.
-
-    class_ratios: float64[C], non-negative, sums to 1 (r_c^l of Eq. 4).
-    boxes_per_image: foreground boxes per image (r_f^l of Eq. 4).
-    """
-
-    class_ratios: Tensor
-    boxes_per_image: float
-
-    def __post_init__(self) -> None:
-        ratios = self.class_ratios
-        if ratios.ndim != 1 or ratios.numel() == 0:
-            raise ValueError(f"class_ratios must be non-empty and 1-D, got {tuple(ratios.shape)}")
-        if (ratios < 0).any() or abs(ratios.sum().item() - 1.0) > 1e-6:
-            raise ValueError(f"class_ratios must be >= 0 and sum to 1, got {ratios.tolist()}")
-        if not self.boxes_per_image > 0:
-            raise ValueError(f"boxes_per_image must be positive, got {self.boxes_per_image}")
-
-    @property
-    def num_classes(self) -> int:
-        return self.class_ratios.numel()
-
-    @classmethod
-    def from_manual(
-        cls,
-        class_ratios: Sequence[float] | Tensor,
-        boxes_per_image: float,
-        num_classes: int | None = None,
-    ) -> "ClassPrior":
-        """A prior given by hand (official `manual_prior`), for when the labeled and unlabeled
-        distributions differ. Ratios are normalised to sum 1; with `num_classes` their count
-        is checked against the detector's classes."""
-        ratios = torch.as_tensor(class_ratios, dtype=torch.float64).flatten()
-        if num_classes is not None and ratios.numel() != num_classes:
-            raise ValueError(
-                f"manual prior gives {ratios.numel()} class ratios for {num_classes} classes"
-            )
-        if (ratios < 0).any() or not ratios.sum() > 0:
-            raise ValueError(f"manual class ratios must be >= 0, not all 0, got {ratios.tolist()}")
-        return cls(ratios / ratios.sum(), float(boxes_per_image))
-
-    def expected_boxes(self, num_images: int) -> Tensor:
-        """E_c = num_images · boxes_per_image · ratio_c, float64[C] (official
-        `potential_positive`)."""
-        return num_images * self.boxes_per_image * self.class_ratios
-
-
-def class_prior_from_counts(box_counts: Sequence[int] | Tensor, num_images: int) -> ClassPrior:
-    """Prior from labeled box counts per class (index c-1 holds class c) over `num_images` images.
-
-    A class without any labeled box counts as 1 (official rule), so it still gets a finite
-    threshold instead of being silenced forever.
-    """
-    counts = torch.as_tensor(box_counts, dtype=torch.float64).flatten()
-    if counts.numel() == 0 or (counts < 0).any():
-        raise ValueError(f"box counts must be non-empty and >= 0, got {counts.tolist()}")
-    if num_images <= 0:
-        raise ValueError(f"number of labeled images must be positive, got {num_images}")
-    adjusted = counts.clamp(min=1.0)
-    return ClassPrior(adjusted / adjusted.sum(), adjusted.sum().item() / num_images)
+from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
 
 
 def labeled_class_prior(datamodule, manual: dict | None = None) -> ClassPrior:
     """The prior ACT aims at and the statistics compare with: the official `manual_prior`
-    {"class_ratios": [C floats], "boxes_per_image": float} when given, else the annotation counts
-    of the datamodule's labeled set over its images (`labeled_dataset.prior_counts`, one per
-    class: every annotation, crowd / VOC-difficult included, as the official hook counts the
-    labeled json; docs/method.md §2)."""
+    {"class_ratios": [C floats], "boxes_per_image": float} when given, else the datamodule's
+    `labeled_class_prior` (the labeled set's annotation counts over its images, computed once:
+    `DetectionDataModule.labeled_class_prior`, docs/method.md §2)."""
     if manual is not None:
         return ClassPrior.from_manual(manual["class_ratios"], manual["boxes_per_image"])
-    labeled = datamodule.labeled_dataset
-    return class_prior_from_counts(labeled.prior_counts, len(labeled))
+    return datamodule.labeled_class_prior
 
 
 def unlabeled_class_prior(datamodule) -> ClassPrior:
-    """The oracle prior: the unlabeled set's own annotation counts
-    (`unlabeled_dataset.prior_counts`) over its images, by the same rule as the labeled prior.
-    For reference runs only (it reads annotations a semi-supervised method must not have);
-    refused when there are none."""
-    unlabeled = getattr(datamodule, "unlabeled_dataset", None)
-    if unlabeled is None or sum(unlabeled.prior_counts) == 0:
+    """The oracle prior: the unlabeled set's own annotation counts over its images
+    (`DetectionDataModule.unlabeled_class_prior`), by the same rule as the labeled prior. For
+    reference runs only (it reads annotations a semi-supervised method must not have); refused
+    when there are none."""
+    prior = datamodule.unlabeled_class_prior
+    if prior is None:
         raise ValueError(
             "method.act.prior=oracle needs annotations in the unlabeled json; this one has none"
         )
-    return class_prior_from_counts(unlabeled.prior_counts, len(unlabeled))
+    return prior
 
 
 # What `method.act.prior` may name besides null (labeled counts) and a manual dict.
