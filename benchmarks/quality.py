@@ -44,7 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,10 @@ from benchmark_report import machine_description, replace_section  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from labelmatch.evaluation.pseudo_quality import pseudo_label_statistics  # noqa: E402
+from labelmatch.data.class_prior import ClassPrior  # noqa: E402
+from labelmatch.evaluation.pseudo_quality import PseudoLabelQuality  # noqa: E402
 from labelmatch.method.module import detector_state  # noqa: E402
+from labelmatch.method.pseudo_labels import split_by_thresholds  # noqa: E402
 
 
 # ------------------------------------------------------------------------- runs, comparisons
@@ -317,11 +319,70 @@ def run_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float], 
     loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), seed=0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     stats = pseudo_label_statistics(
-        detector.to(device), loader, reliable, uncertain, prior.class_ratios, prior.num_classes
+        detector.to(device), loader, reliable, uncertain, prior, datamodule.class_names
     )
     # The prior's counts (every labeled annotation, as ACT counts them) give the classes' order.
     counts = datamodule.labeled_dataset.prior_counts
     return stats, dict(zip(datamodule.class_names, counts, strict=True))
+
+
+# The measures kept per run (RUN/pseudo_quality.json), by their names there: those of
+# `PseudoLabelQuality.compute`; one it leaves out (no box to take a ratio over) is kept as NaN.
+SAVED_MEASURES = {
+    "precision": "precision",
+    "reliable_precision": "reliable_precision",
+    "pseudo_per_image": "boxes_per_image",
+    "reliable_per_image": "reliable_per_image",
+    "gt_per_image": "gt_per_image",
+    "kl_to_prior": "kl_to_prior",
+    "kl_to_gt": "kl_to_gt",
+}
+
+
+@torch.no_grad()
+def pseudo_label_statistics(
+    teacher: torch.nn.Module,
+    loader: Iterable[dict[str, Any]],
+    reliable_thresholds: torch.Tensor,
+    uncertain_thresholds: torch.Tensor,
+    prior: ClassPrior,
+    class_names: Sequence[str],
+) -> dict[str, float]:
+    """Fig. 4 measures (`PseudoLabelQuality`, as the training callback logs them) of the pseudo
+    labels `teacher` gives the images of `loader`.
+
+    loader: batches in the val format, {"images": [[3,H,W]], "targets": [dict(boxes [G,4],
+    labels [G], ...)]}, boxes in the view frame of the images (the test transform; the teacher's
+    model transform does not resize). Detections are split per class with the thresholds [C]
+    exactly as in training (`split_by_thresholds`); "pseudo" = reliable + uncertain boxes.
+    prior: the labeled prior the class distribution is compared with. Returns `SAVED_MEASURES`
+    (NaN where undefined) and num_images.
+    """
+    device = next((p.device for p in teacher.parameters()), torch.device("cpu"))
+    reliable_thresholds = reliable_thresholds.to(device)
+    uncertain_thresholds = uncertain_thresholds.to(device)
+    quality = PseudoLabelQuality(class_names, with_ground_truth=True)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        for batch in loader:
+            detections = teacher([image.to(device) for image in batch["images"]])
+            pseudo = [
+                split_by_thresholds(
+                    d["boxes"], d["scores"], d["labels"], reliable_thresholds, uncertain_thresholds
+                )
+                for d in detections
+            ]
+            targets = batch["targets"]
+            quality.update(pseudo, [t["boxes"] for t in targets], [t["labels"] for t in targets])
+    finally:
+        teacher.train(was_training)
+    num_images = int(quality.num_images)
+    if num_images == 0:
+        raise ValueError("pseudo_label_statistics: the loader yielded no image")
+    measures = quality.compute(prior)
+    stats = {saved: measures.get(name, math.nan) for saved, name in SAVED_MEASURES.items()}
+    return {**stats, "num_images": num_images}
 
 
 def cached_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float], dict[str, int]]:

@@ -81,10 +81,13 @@ def run_step(callback: PseudoLabelStatistics, batch: PseudoLabelBatch, step: int
     return logged
 
 
-def statistics_callback() -> PseudoLabelStatistics:
+MODULE = SimpleNamespace(hparams=SimpleNamespace(class_names=NAMES))  # what setup reads
+
+
+def statistics_callback(unlabeled_counts=(2, 1, 1)) -> PseudoLabelStatistics:
     callback = PseudoLabelStatistics(prior=PRIOR)
-    datamodule = SimpleNamespace(unlabeled_dataset=SimpleNamespace(class_counts=[2, 1, 1]))
-    callback.setup(SimpleNamespace(datamodule=datamodule), None, "fit")
+    datamodule = SimpleNamespace(unlabeled_dataset=SimpleNamespace(class_counts=unlabeled_counts))
+    callback.setup(SimpleNamespace(datamodule=datamodule), MODULE, "fit")
     callback.updates_seen = 1  # the teacher already labels: no update at these steps
     return callback
 
@@ -120,9 +123,28 @@ def test_logged_statistics_equal_hand_computed_values_across_a_resume() -> None:
     assert run_step(resumed, None, step=20) == {}
 
 
+def test_a_checkpoint_of_the_former_window_format_resumes_to_the_same_numbers() -> None:
+    """Checkpoints written before the statistics were a torchmetrics Metric kept the window's
+    pseudo labels themselves ("pending"); a resume counts them as the window's first step."""
+    pseudo_labels, gt_boxes, gt_labels = image_one()
+    fields = ("reliable_boxes", "reliable_labels", "uncertain_boxes", "uncertain_labels")
+    fields += ("uncertain_scores",)
+    former = {
+        "pending": [({f: getattr(pseudo_labels, f) for f in fields}, gt_boxes, gt_labels)],
+        "pending_mined": 1,
+        "updates_seen": 1,
+    }
+    resumed = statistics_callback()
+    resumed.load_state_dict(former)
+    logged = run_step(resumed, step_batch(image_two(), num_mined=0), step=10)
+    uninterrupted = statistics_callback()
+    run_step(uninterrupted, step_batch(image_one(), num_mined=1), step=9)
+    assert logged == run_step(uninterrupted, step_batch(image_two(), num_mined=0), step=10)
+    assert logged["pseudo/precision"] == 0.5
+
+
 def test_without_unlabeled_annotations_only_the_prior_side_is_logged() -> None:
-    callback = statistics_callback()
-    callback.with_ground_truth = False
+    callback = statistics_callback(unlabeled_counts=(0, 0, 0))
     logged = run_step(callback, step_batch(image_one(), num_mined=0), step=10)
     assert logged["pseudo/boxes_per_image"] == 4.0
     assert "pseudo/kl_to_prior" in logged
@@ -168,7 +190,7 @@ def test_both_callbacks_compare_with_the_datamodules_one_labeled_prior() -> None
         unlabeled_dataset=SimpleNamespace(class_counts=[0, 0, 0]),
     )
     statistics = PseudoLabelStatistics()
-    statistics.setup(SimpleNamespace(datamodule=datamodule), None, "fit")
+    statistics.setup(SimpleNamespace(datamodule=datamodule), MODULE, "fit")
     act = ACTRefresh()
     module = SimpleNamespace(reliable_thresholds=torch.zeros(3))
     act.setup(SimpleNamespace(datamodule=datamodule), module, "fit")

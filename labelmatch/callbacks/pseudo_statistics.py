@@ -1,31 +1,25 @@
 """What the pseudo labels look like during training (the paper's Fig. 4 and 5), as a callback.
 
 Each unsupervised step outputs its pseudo labels and the unlabeled images' ground truth (weak
-frame) as `outputs["pseudo"]`. The callback only keeps references to them; every
-`log_every_n_steps` steps and at each threshold update it counts the window's boxes per class,
-matches them to the ground truth (IoU >= 0.5, same class), sums the counts over the ranks and
-logs `pseudo/*` (see `summarize_counts`). At each threshold update it also draws a few strong
-views with their reliable (green) and uncertain (yellow) pseudo boxes into
+frame) as `outputs["pseudo"]`. The callback counts them per class and matches them to the ground
+truth (IoU >= 0.5, same class) in a `PseudoLabelQuality` metric; every `log_every_n_steps` steps
+and at each threshold update it logs the window's measures, summed over the ranks, as `pseudo/*`
+(see `PseudoLabelQuality.compute`) and starts a new window. At each threshold update it also
+draws a few strong views with their reliable (green) and uncertain (yellow) pseudo boxes into
 `plots/pseudo_labels/step_<step>.png` and hands them to wandb / TensorBoard.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
 
 from labelmatch.callbacks.act_refresh import ACTRefresh
-from labelmatch.evaluation.pseudo_quality import (
-    PseudoLabelCounts,
-    count_pseudo_labels,
-    summarize_counts,
-)
+from labelmatch.evaluation.pseudo_quality import PseudoLabelQuality
 from labelmatch.loggers import log_image
 from labelmatch.method.act import ClassPrior, configured_prior
 from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels
@@ -56,17 +50,16 @@ class PseudoLabelStatistics(L.Callback):
         self.manual_prior = prior
         self.images_per_update = images_per_update
         self.prior: ClassPrior | None = None
-        self.with_ground_truth = False
-        # The window since the last log: (pseudo labels, gt boxes, gt labels) per image.
-        self.pending: list[tuple[PseudoLabels, Tensor, Tensor]] = []
-        self.pending_mined = 0
+        # The window since the last log, counted (built at setup, knowing the classes).
+        self.quality: PseudoLabelQuality | None = None
         self.updates_seen = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         datamodule = trainer.datamodule
         self.prior = configured_prior(datamodule, self.manual_prior)
         unlabeled = getattr(datamodule, "unlabeled_dataset", None)
-        self.with_ground_truth = unlabeled is not None and sum(unlabeled.class_counts) > 0
+        with_ground_truth = unlabeled is not None and sum(unlabeled.class_counts) > 0
+        self.quality = PseudoLabelQuality(pl_module.hparams.class_names, with_ground_truth)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
@@ -83,37 +76,23 @@ class PseudoLabelStatistics(L.Callback):
             self.draw(trainer, pl_module, pseudo_batch)
 
     def add(self, pseudo_batch: PseudoLabelBatch) -> None:
-        """Keep one step's pseudo labels (weak frame) and ground truth for the next log."""
-        self.pending.extend(
-            zip(pseudo_batch.pseudo_weak, pseudo_batch.gt_weak_boxes, pseudo_batch.gt_weak_labels)
+        """Count one step's pseudo labels (weak frame) against its ground truth."""
+        self.quality.update(
+            pseudo_batch.pseudo_weak,
+            pseudo_batch.gt_weak_boxes,
+            pseudo_batch.gt_weak_labels,
+            pseudo_batch.num_mined,
         )
-        self.pending_mined += pseudo_batch.num_mined
 
     def reduce(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """The window's `pseudo/*` statistics over all ranks; empties the window."""
-        names = pl_module.hparams.class_names
-        counts = self.window_counts(len(names))
-        if trainer.world_size > 1:
-            vector = counts.to_vector().to(pl_module.device)
-            counts = PseudoLabelCounts.from_vector(trainer.strategy.reduce(vector, reduce_op="sum"))
-        self.pending, self.pending_mined = [], 0
+        if trainer.world_size > 1:  # torchmetrics gathers on the device (NCCL: the GPU)
+            self.quality.to(pl_module.device)
         act = [cb for cb in trainer.callbacks if isinstance(cb, ACTRefresh)]
         prior = act[0].prior if act and act[0].prior is not None else self.prior
-        stats = summarize_counts(
-            counts,
-            prior.class_ratios,
-            prior.boxes_per_image,
-            names,
-            with_ground_truth=self.with_ground_truth,
-        )
+        stats = self.quality.compute(prior) if self.quality.update_called else {}
+        self.quality.reset()
         return {f"pseudo/{name}": value for name, value in stats.items()}
-
-    def window_counts(self, num_classes: int) -> PseudoLabelCounts:
-        counts = PseudoLabelCounts.zeros(num_classes)
-        for pseudo, gt_boxes, gt_labels in self.pending:
-            counts = counts + count_pseudo_labels(pseudo, gt_boxes, gt_labels, num_classes)
-        counts.mined = self.pending_mined
-        return counts
 
     def draw(
         self, trainer: L.Trainer, pl_module: L.LightningModule, pseudo_batch: PseudoLabelBatch
@@ -132,17 +111,19 @@ class PseudoLabelStatistics(L.Callback):
 
     # A resumed run continues the window it was saved in.
     def state_dict(self) -> dict[str, Any]:
-        pending = [
-            ({f.name: getattr(p, f.name).cpu() for f in fields(p)}, boxes.cpu(), labels.cpu())
-            for p, boxes, labels in self.pending
-        ]
-        return {"pending": pending, "pending_mined": self.pending_mined,
-                "updates_seen": self.updates_seen}  # fmt: skip
+        counts = self.quality.counts() if self.quality is not None else {}
+        return {"window": counts, "updates_seen": self.updates_seen}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.pending = [
-            (PseudoLabels(**pseudo), torch.as_tensor(boxes), torch.as_tensor(labels))
-            for pseudo, boxes, labels in state_dict["pending"]
-        ]
-        self.pending_mined = int(state_dict["pending_mined"])
+        """Lightning restores callbacks after `setup`, so the metric exists here."""
         self.updates_seen = int(state_dict["updates_seen"])
+        if state_dict.get("window"):
+            self.quality.restore(state_dict["window"])
+        elif state_dict.get("pending"):  # an older checkpoint: the window's pseudo labels
+            pseudo, boxes, labels = zip(*state_dict["pending"])
+            self.quality.update(
+                [PseudoLabels(**p) for p in pseudo],
+                [torch.as_tensor(b) for b in boxes],
+                [torch.as_tensor(x) for x in labels],
+                int(state_dict["pending_mined"]),
+            )
