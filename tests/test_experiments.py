@@ -8,8 +8,9 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from labelmatch.cli import ConfigError
 from labelmatch.data.transforms import LongSideRatio, ShortSideChoice, ShortSideRange
-from labelmatch.run import ConfigError, check_teacher_start
+from labelmatch.run import check_teacher_start
 from tests.conftest import CONF_DIR, compose_config, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
