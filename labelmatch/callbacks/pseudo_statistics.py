@@ -86,12 +86,14 @@ class PseudoLabelStatistics(L.Callback):
 
     def reduce(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """The window's `pseudo/*` statistics over all ranks; empties the window."""
-        if trainer.world_size > 1:  # torchmetrics gathers on the device (NCCL: the GPU)
+        # Counted on the CPU; torchmetrics sums over the ranks on their device (NCCL: the GPU).
+        if trainer.world_size > 1:
             self.quality.to(pl_module.device)
         act = [cb for cb in trainer.callbacks if isinstance(cb, ACTRefresh)]
         prior = act[0].prior if act and act[0].prior is not None else self.prior
         stats = self.quality.compute(prior) if self.quality.update_called else {}
         self.quality.reset()
+        self.quality.to("cpu")
         return {f"pseudo/{name}": value for name, value in stats.items()}
 
     def draw(
