@@ -226,6 +226,9 @@ def test_two_process_ddp_on_cpu_keeps_the_ranks_in_step(tmp_path, cache_dir) -> 
     results = json.loads((run_dir / "results.json").read_text())
     assert results["steps"] == 60
     assert all(math.isfinite(v) for v in logged(read_metrics(run_dir), "train/loss"))
+    # The pseudo-label statistics, summed over the ranks by torchmetrics, are logged.
+    boxes_per_image = logged(read_metrics(run_dir), "pseudo/boxes_per_image")
+    assert boxes_per_image and all(math.isfinite(v) for v in boxes_per_image)
     written = {path.name for path in run_dir.iterdir()}
     assert written == {"results.json", "metrics.csv", "eval", "checkpoints", ".hydra", "run.log",
                        "hparams.yaml", "train_ddp_process_1.log", "plots"}  # fmt: skip
