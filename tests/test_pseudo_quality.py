@@ -274,14 +274,15 @@ def test_the_benchmark_gives_its_former_numbers_through_the_metric() -> None:
 
 
 def test_counts_add_up_as_the_ranks_sum_reduction_adds_them() -> None:
-    """Under DDP torchmetrics sums each counter over the ranks: two halves merged must give the
-    measures of the whole, and a reset starts an empty window."""
+    """Under DDP torchmetrics sums each counter over the ranks: two halves added up (as a
+    checkpoint's window is restored) must give the measures of the whole, and a reset starts an
+    empty window."""
     images = constructed_case()
     pseudo = case_pseudo_labels(images)
     halves = [PseudoLabelQuality(CASE_NAMES), PseudoLabelQuality(CASE_NAMES)]
     for half, part in zip(halves, (slice(0, 3), slice(3, 6))):
         half.update(pseudo[part], [i[1] for i in images[part]], [i[2] for i in images[part]], 1)
-    halves[0].merge_state(halves[1])
+    halves[0].restore(halves[1].counts())
     measures = halves[0].compute(CASE_PRIOR)
     assert measures["precision"] == FORMER_CALLBACK["precision"]
     assert measures["recall/d"] == FORMER_CALLBACK["recall/d"]

@@ -225,7 +225,7 @@ class PseudoLabelQuality(Metric):
 
     def restore(self, counts: dict[str, Tensor]) -> None:
         """Add saved `counts` as one update (a resumed run continues its window)."""
-        self.merge_state(
-            {k: torch.as_tensor(v).to(self.num_images.device) for k, v in counts.items()}
-        )
+        for name in self._defaults:
+            state = getattr(self, name)
+            setattr(self, name, state + torch.as_tensor(counts[name]).to(state.device))
         self._update_count += 1  # what `update` counts: `compute` warns after no update
