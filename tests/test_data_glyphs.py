@@ -25,7 +25,7 @@ from labelmatch.data.glyphs import (
     generate_glyphs,
     render,
 )
-from labelmatch.prepare.folds import stac_labeled_positions, stac_split
+from labelmatch.data.split_files.folds import stac_labeled_positions, stac_split
 from tests.conftest import REPO, compose_config
 
 SMALL = dict(num_train=24, num_val=6, image_size=96, max_glyph_height=32)

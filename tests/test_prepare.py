@@ -17,13 +17,13 @@ from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsFoldSplits, generate_digits
 from labelmatch.data.errors import DataError
 from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSplits, VocSplits
+from labelmatch.data.split_files.custom_split import write_custom_split
+from labelmatch.data.split_files.folds import stac_split
+from labelmatch.data.split_files.image_folder import write_folder_coco
+from labelmatch.data.split_files.unbiased_teacher import write_ut_split
+from labelmatch.data.split_files.voc import write_voc
 from labelmatch.evaluation.coco_eval import evaluate_coco
 from labelmatch.prepare.__main__ import main as prepare
-from labelmatch.prepare.custom_split import write_custom_split
-from labelmatch.prepare.folds import stac_split
-from labelmatch.prepare.image_folder import write_folder_coco
-from labelmatch.prepare.unbiased_teacher import write_ut_split
-from labelmatch.prepare.voc import write_voc
 
 CATEGORIES = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 90, "name": "brush"}]
 

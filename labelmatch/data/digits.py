@@ -216,8 +216,8 @@ class DigitsSplits:
 @dataclass
 class DigitsFoldSplits:
     """The CPU analogue of COCO-standard: `num_train` train canvases, of which `percent` % are
-    labeled, drawn by the COCO-standard fold sampler (`labelmatch.prepare.folds`, fold `fold`),
-    the rest unlabeled; `num_val` val canvases.
+    labeled, drawn by the COCO-standard fold sampler (`labelmatch.data.split_files.folds`, fold
+    `fold`), the rest unlabeled; `num_val` val canvases.
 
     The canvases are generated once as one pool (`generate_digits` with every train canvas in
     its labeled.json); the fold files go to `semi_supervised/train.{fold}@{percent}.json` and

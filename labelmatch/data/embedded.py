@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from labelmatch.data.coco import CocoSplits
-from labelmatch.prepare.folds import write_fold
+from labelmatch.data.split_files.folds import write_fold
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,8 @@ def fold_splits(
     image_dir: Path, train_json: Path, val_json: Path, fold: int, percent: float
 ) -> CocoSplits:
     """`percent` % of the canvases of `train_json` labeled by the COCO-standard fold sampler
-    (`labelmatch.prepare.folds`, fold `fold`), the rest unlabeled, `val_json` for validation.
+    (`labelmatch.data.split_files.folds`, fold `fold`), the rest unlabeled, `val_json` for
+    validation.
 
     The fold files go to `semi_supervised/train.{fold}@{percent}.json` and `...-unlabeled.json`
     beside `train_json`, with their sidecar, and are reused once written.

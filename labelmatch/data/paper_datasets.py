@@ -16,11 +16,11 @@ from pathlib import Path
 
 from labelmatch.data.coco import CocoSplits
 from labelmatch.data.errors import DataError
-from labelmatch.prepare.coco_additional import unlabeled2017_path, write_coco_additional
-from labelmatch.prepare.files import split_paths
-from labelmatch.prepare.folds import write_coco_standard
-from labelmatch.prepare.unbiased_teacher import ut_split_name
-from labelmatch.prepare.voc import voc_annotation_paths
+from labelmatch.data.split_files.coco_additional import unlabeled2017_path, write_coco_additional
+from labelmatch.data.split_files.files import split_paths
+from labelmatch.data.split_files.folds import write_coco_standard
+from labelmatch.data.split_files.unbiased_teacher import ut_split_name
+from labelmatch.data.split_files.voc import voc_annotation_paths
 
 _COCO_LAYOUT = (
     "the COCO 2017 directory with train2017/, val2017/ and annotations/ "

@@ -1,8 +1,5 @@
-"""Dataset preparation for the paper's benchmarks: `python -m labelmatch.prepare SUBCOMMAND`.
-
-folds             COCO-standard folds (STAC / official LabelMatch / MMDetection 3 sampler)
-unbiased_teacher  Unbiased Teacher's position lists -> the same json pair
-coco_additional   image_info_unlabeled2017.json -> an unlabeled COCO file
-voc               VOC XML -> COCO json
-sidecar           labeled image ids + checksum beside every labeled file written
-"""
+"""`python -m labelmatch.prepare SUBCOMMAND`: the command line over the split-file writers of
+`labelmatch.data.split_files` (COCO-standard folds, Unbiased Teacher lists, COCO-additional, VOC,
+custom splits of your own json, an image folder as unlabeled data, split checksums). The writers
+live with the data, which writes missing split files on first use; this package only parses
+arguments and reports, so that `data` never imports `prepare`."""

@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from labelmatch.data.errors import DataError
-from labelmatch.prepare.coco_additional import write_coco_additional
-from labelmatch.prepare.custom_split import write_custom_split
-from labelmatch.prepare.folds import write_coco_standard
-from labelmatch.prepare.image_folder import write_folder_coco
-from labelmatch.prepare.sidecar import read_checksum
-from labelmatch.prepare.unbiased_teacher import write_ut_split
-from labelmatch.prepare.voc import write_voc
+from labelmatch.data.split_files.coco_additional import write_coco_additional
+from labelmatch.data.split_files.custom_split import write_custom_split
+from labelmatch.data.split_files.folds import write_coco_standard
+from labelmatch.data.split_files.image_folder import write_folder_coco
+from labelmatch.data.split_files.sidecar import read_checksum
+from labelmatch.data.split_files.unbiased_teacher import write_ut_split
+from labelmatch.data.split_files.voc import write_voc
 
 log = logging.getLogger("labelmatch.prepare")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from PIL import Image
 
 from labelmatch.data.errors import DataError
-from labelmatch.prepare.files import write_json_atomic
-from labelmatch.prepare.sidecar import write_sidecar
+from labelmatch.data.split_files.files import write_json_atomic
+from labelmatch.data.split_files.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from labelmatch.data.coco import load_coco_json
 from labelmatch.data.errors import DataError
-from labelmatch.prepare.files import coco_subset, split_paths, write_json_atomic
-from labelmatch.prepare.sidecar import write_sidecar
+from labelmatch.data.split_files.files import coco_subset, split_paths, write_json_atomic
+from labelmatch.data.split_files.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from labelmatch.data.coco import load_coco_json
-from labelmatch.prepare.files import write_json_atomic
+from labelmatch.data.split_files.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from labelmatch.data.coco import load_coco_json
 from labelmatch.data.errors import DataError
-from labelmatch.prepare.files import coco_subset, split_name, split_paths
-from labelmatch.prepare.folds import write_split
+from labelmatch.data.split_files.files import coco_subset, split_name, split_paths
+from labelmatch.data.split_files.folds import write_split
 
 
 def check_split_source(coco: dict, path: Path) -> None:

@@ -16,8 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from labelmatch.data.coco import load_coco_json
-from labelmatch.prepare.files import coco_subset, split_name, split_paths, write_json_atomic
-from labelmatch.prepare.sidecar import write_sidecar
+from labelmatch.data.split_files.files import (
+    coco_subset,
+    split_name,
+    split_paths,
+    write_json_atomic,
+)
+from labelmatch.data.split_files.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labelmatch.data.coco import load_coco_json
-from labelmatch.prepare.files import write_json_atomic
+from labelmatch.data.split_files.files import write_json_atomic
 
 
 def labeled_ids_checksum(image_ids: Iterable[int]) -> str:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from labelmatch.data.coco import image_header_size
 from labelmatch.data.errors import DataError
-from labelmatch.prepare.files import write_json_atomic
+from labelmatch.data.split_files.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
