@@ -23,6 +23,7 @@ import datetime
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,8 @@ from benchmark_report import machine_description, replace_section
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
 from labelmatch.checkpoints import load_module, training_config
-from labelmatch.method import unlabeled_branch
+from labelmatch.method import criterion
 from labelmatch.method.assignment import ProposalKind
 from labelmatch.method.module import LabelMatchModule
 from labelmatch.method.teacher import score_floor
@@ -47,9 +47,10 @@ def uncertain_counts(
     module: LabelMatchModule, batches: list[dict[str, Any]], metric: str, seed: int
 ) -> dict[str, float]:
     """Per image: uncertain pseudo boxes, uncertain-group rows, mined boxes, under `metric`."""
-    module.method = {**module.method, "uncertain_metric": metric}
+    config = module.criterion.config
+    module.criterion = criterion.UnlabeledCriterion(replace(config, uncertain_metric=metric))
     rows, totals, images = 0, {"uncertain_per_image": 0.0, "mined_per_image": 0.0}, 0
-    original_sample_rois = unlabeled_branch.sample_rois
+    original_sample_rois = criterion.sample_rois
 
     def counting_sample_rois(*args, **kwargs):
         nonlocal rows
@@ -57,18 +58,18 @@ def uncertain_counts(
         rows += int((rois.kind == ProposalKind.UNCERTAIN).sum())
         return rois
 
-    unlabeled_branch.sample_rois = counting_sample_rois
+    criterion.sample_rois = counting_sample_rois
     try:
         for batch in batches:
             torch.manual_seed(seed)  # the same ROI sampling draws under both metrics
             with torch.no_grad():
-                _, stats = module.unsupervised_step(batch)
-            count = len(batch["strong"])
-            for key in totals:
-                totals[key] += stats[key] * count
-            images += count
+                _, pseudo, _ = module.unsupervised_step(batch)
+            uncertain = sum(len(p.uncertain_boxes) for p in pseudo.pseudo_strong)
+            totals["uncertain_per_image"] += uncertain
+            totals["mined_per_image"] += pseudo.num_mined
+            images += len(batch["strong"])
     finally:
-        unlabeled_branch.sample_rois = original_sample_rois
+        criterion.sample_rois = original_sample_rois
     return {
         "uncertain_boxes_per_image": totals["uncertain_per_image"] / images,
         "uncertain_rows_per_image": rows / images,
@@ -99,9 +100,11 @@ def measure(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module.hparams.val_json = str(datamodule.splits.val_json)
-    method = module.method
-    rplm = method.get("rplm", {})
-    module.mining = ReliablePseudoLabelMining(rplm.get("score", 0.8), rplm.get("iou", 0.8))
+    # RPLM on, at the run's thresholds, whatever the run had (the counts include mined boxes).
+    config = module.criterion.config
+    module.criterion = criterion.UnlabeledCriterion(
+        replace(config, rplm=replace(config.rplm, enabled=True))
+    )
     module.student.train()  # the unlabeled branch runs the student's training path
     module.teacher.eval()
 

@@ -23,8 +23,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.callbacks.best_checkpoint import BestCheckpoint
-from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
-from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
 from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
 from labelmatch.cli import ConfigError, cli_errors
@@ -49,13 +47,6 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         if "dirpath" in entry:
             entry["dirpath"] = run_dir / "checkpoints"
         callbacks.append(instantiate(entry))
-    method = cfg.method
-    if method.name == "labelmatch" and method.rplm.enabled:
-        # RPLM's callback, until the method owns it (issue #15, point 2): where it always was,
-        # before the statistics.
-        statistics = (i for i, c in enumerate(callbacks) if isinstance(c, PseudoLabelStatistics))
-        mining = ReliablePseudoLabelMining(score=method.rplm.score, iou=method.rplm.iou)
-        callbacks.insert(next(statistics, len(callbacks)), mining)
     return callbacks
 
 

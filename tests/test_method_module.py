@@ -71,6 +71,14 @@ def test_unknown_method_or_uncertain_mode_is_refused() -> None:
         make_module({**METHOD, "uncertain": "maybe"})
 
 
+def test_the_criterion_is_built_once_from_the_method_config() -> None:
+    module = make_module({**METHOD, "tpt": 0.25, "rplm": {"enabled": False}})
+    config = module.criterion.config
+    assert config.teacher_temperature == 0.25 and not config.rplm.enabled
+    assert make_module().criterion.config.rplm.enabled  # the official default: RPLM on
+    assert make_module({"name": "supervised"}).criterion is None
+
+
 def test_init_from_loads_the_student_of_a_lightning_checkpoint(tmp_path) -> None:
     source = make_module()
     with torch.no_grad():

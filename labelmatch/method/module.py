@@ -3,7 +3,8 @@
 `training_step` reads as the method does: supervised loss on the labeled batch -> the teacher
 pseudo-labels the weak views -> the labels move to the strong views -> the student's
 unsupervised loss. `method.name` picks supervised, mean_teacher (one fixed threshold) or
-labelmatch; ACT thresholds and RPLM mining are set from callbacks.
+labelmatch; the unlabeled branch's loss is an `UnlabeledCriterion` built once from the method
+config (RPLM included, `method.rplm.enabled`); ACT thresholds are set from a callback.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torchvision.models.detection import FasterRCNN
 from labelmatch.data.geometry import map_boxes, weak_to_strong
 from labelmatch.distributed import gather_predictions
 from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
+from labelmatch.method.criterion import UnlabeledCriterion
 from labelmatch.method.ema import copy_weights, ema_update
 from labelmatch.method.errors import NonFiniteLossError
 from labelmatch.method.pseudo_labels import (
@@ -32,14 +34,12 @@ from labelmatch.method.pseudo_labels import (
     split_by_thresholds,
 )
 from labelmatch.method.teacher import teacher_forward
-from labelmatch.method.unlabeled_branch import MiningPolicy, unlabeled_losses
 from labelmatch.optim import build_sgd
 from labelmatch.progress import progress
 
 log = logging.getLogger(__name__)
 
 METHODS = ("supervised", "mean_teacher", "labelmatch")
-UNCERTAIN_MODES = ("self", "ignore", "iou")
 
 
 class LabelMatchModule(L.LightningModule):
@@ -73,6 +73,8 @@ class LabelMatchModule(L.LightningModule):
         self.semi_supervised = method["name"] != "supervised"
         self.burn_in_steps = int(method.get("burn_in_steps", 0)) if self.semi_supervised else 0
         self.teacher: FasterRCNN | None = None
+        # L_u (docs/method.md §3-4), built once; its config validates the method keys it reads.
+        self.criterion: UnlabeledCriterion | None = None
         num_classes = len(class_names)
         fixed = method.get("fixed_thresholds", {"reliable": 1.0, "uncertain": 1.0})
         # Buffers, so that thresholds and the teacher's state travel with checkpoints.
@@ -80,11 +82,8 @@ class LabelMatchModule(L.LightningModule):
         self.register_buffer("uncertain_thresholds", torch.full((num_classes,), fixed["uncertain"]))
         self.register_buffer("teacher_ready", torch.tensor(False))
         if self.semi_supervised:
-            uncertain_mode = method.get("uncertain", "self")
-            if uncertain_mode not in UNCERTAIN_MODES:
-                raise ValueError(f"method.uncertain must be one of {UNCERTAIN_MODES}")
+            self.criterion = UnlabeledCriterion.from_method_config(method)
             self.teacher = copy.deepcopy(detector).requires_grad_(False).eval()
-        self.mining: MiningPolicy | None = None  # set by the RPLM callback
         self.burn_in_metrics: dict[str, Any] | None = None
         self.eval_metrics: dict[str, dict[str, Any]] = {}
         self.last_eval_step = -1
@@ -212,7 +211,7 @@ class LabelMatchModule(L.LightningModule):
             )
             for det in teacher_out.detections
         ]
-        if self.method.get("uncertain", "self") == "iou":
+        if self.criterion.config.uncertain == "iou":  # Fig. 6c: uncertain boxes become reliable
             pseudo_weak = [merge_uncertain_into_reliable(p) for p in pseudo_weak]
         to_strong = [
             weak_to_strong(w, s)
@@ -229,7 +228,7 @@ class LabelMatchModule(L.LightningModule):
             p.map(m, tuple(image.shape[-2:]))
             for p, m, image in zip(pseudo_strong, to_weak, unlabeled["weak"])
         ]
-        losses, stats = unlabeled_losses(
+        losses, stats = self.criterion(
             self.student,
             self.teacher,
             unlabeled["strong"],
@@ -237,12 +236,6 @@ class LabelMatchModule(L.LightningModule):
             pseudo_weak,
             to_weak,
             teacher_out,
-            uncertain_mode=self.method.get("uncertain", "self"),
-            uncertain_threshold=self.method.get("uncertain_threshold", 0.5),
-            uncertain_metric=self.method.get("uncertain_metric", "iou"),
-            teacher_temperature=self.method.get("tpt", 0.5),
-            student_temperature=self.method.get("tps", 1.0),
-            mining=self.mining,
         )
         pseudo_batch = PseudoLabelBatch(
             strong_images=[image.detach() for image in unlabeled["strong"]],

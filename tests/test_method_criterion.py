@@ -1,5 +1,6 @@
-"""The student's loss on unlabeled strong views (docs/method.md §3-4): three-way ROI sampling, the
-hard Fast R-CNN loss, proposal self-assignment through the teacher's ROI head, and RPLM."""
+"""The unlabeled criterion, L_u on strong views (docs/method.md §3-4): its config, three-way ROI
+sampling, the hard Fast R-CNN loss, proposal self-assignment through the teacher's ROI head, and
+RPLM as an option of the method config."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection._utils import BoxCoder
 
 from labelmatch.data.geometry import scale_matrix
-from labelmatch.method import unlabeled_branch
+from labelmatch.method import criterion
 from labelmatch.method.assignment import ProposalKind
+from labelmatch.method.criterion import (
+    RPLMConfig,
+    SampledRois,
+    UnlabeledCriterion,
+    UnlabeledCriterionConfig,
+    sample_rois,
+)
 from labelmatch.method.pseudo_labels import PseudoLabels
 from labelmatch.method.teacher import teacher_forward
-from labelmatch.method.unlabeled_branch import (
-    SampledRois,
-    _hard_roi_loss,
-    sample_rois,
-    unlabeled_losses,
-)
 from labelmatch.models.faster_rcnn import build_frcnn_tiny
 
 NEG, POS, UNC = int(ProposalKind.NEGATIVE), int(ProposalKind.POSITIVE), int(ProposalKind.UNCERTAIN)
@@ -126,6 +128,55 @@ def test_sample_rois_draws_uncertain_rows_from_what_positives_leave_of_the_quota
     assert sum(len(p) for p in rois.proposals) == len(rois.kind)
 
 
+# ----------------------------------------------------------------------------- config
+def test_from_method_config_maps_the_user_keys():
+    config = UnlabeledCriterion.from_method_config(
+        {
+            "name": "labelmatch",
+            "uncertain": "ignore",
+            "uncertain_threshold": 0.4,
+            "uncertain_metric": "iof",
+            "tpt": 0.3,
+            "tps": 2.0,
+            "rplm": {"enabled": False, "score": 0.7, "iou": 0.6},
+        }
+    ).config
+    assert config == UnlabeledCriterionConfig(
+        uncertain="ignore",
+        uncertain_threshold=0.4,
+        uncertain_metric="iof",
+        teacher_temperature=0.3,
+        student_temperature=2.0,
+        rplm=RPLMConfig(enabled=False, score=0.7, iou=0.6),
+    )
+    # Missing keys: the official defaults (docs/method.md §3-4).
+    defaults = UnlabeledCriterion.from_method_config({"name": "labelmatch"}).config
+    assert defaults == UnlabeledCriterionConfig()
+    assert (defaults.uncertain, defaults.teacher_temperature, defaults.student_temperature) == (
+        "self",
+        0.5,
+        1.0,
+    )
+    assert defaults.rplm == RPLMConfig(enabled=True, score=0.8, iou=0.8)
+
+
+@pytest.mark.parametrize(
+    ("method", "key"),
+    [
+        ({"uncertain": "maybe"}, "method.uncertain"),
+        ({"uncertain_metric": "giou"}, "method.uncertain_metric"),
+        ({"uncertain_threshold": 1.5}, "method.uncertain_threshold"),
+        ({"tpt": 0.0}, "method.tpt"),
+        ({"tps": -1.0}, "method.tps"),
+        ({"rplm": {"score": 1.2}}, "method.rplm.score"),
+        ({"rplm": {"iou": -0.1}}, "method.rplm.iou"),
+    ],
+)
+def test_invalid_method_keys_are_refused_naming_the_key(method, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        UnlabeledCriterion.from_method_config(method)
+
+
 # ----------------------------------------------------------------------------- hard ROI loss
 def test_hard_roi_loss_hand_computed():
     heads = SimpleNamespace(box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0)))  # torchvision ROI weights
@@ -155,12 +206,13 @@ def test_hard_roi_loss_hand_computed():
     # Only the reliable positive is positive: the uncertain rows 2, 3 take no part in the
     # classification loss, which is divided by the 2 hard rows (MMDetection's avg_factor = rows
     # with label weight > 0); the box loss is divided by all 4 sampled rows (bbox_targets.size(0)).
-    cls, box = _hard_roi_loss(heads, class_logits, box_regression, rois, positive=rois.kind == POS)
+    hard_roi_loss = UnlabeledCriterion().reliable_loss
+    cls, box = hard_roi_loss(heads, class_logits, box_regression, rois, positive=rois.kind == POS)
     assert cls.item() == pytest.approx((math.log(3) + math.log(2)) / 2)
     assert box.item() == pytest.approx(smooth_l1(2.0) / 4)
 
     # RPLM promotes row 3: it joins the hard rows with its class (3 hard rows now) and its box.
-    cls, box = _hard_roi_loss(
+    cls, box = hard_roi_loss(
         heads, class_logits, box_regression, rois, positive=torch.tensor([0, 1, 0, 1]).bool()
     )
     assert cls.item() == pytest.approx((math.log(3) + math.log(2) + math.log(1.5)) / 3)
@@ -170,7 +222,7 @@ def test_hard_roi_loss_hand_computed():
 
     # No positive at all: the negative alone is the classification loss; a zero box loss still
     # in the graph.
-    cls, box = _hard_roi_loss(
+    cls, box = hard_roi_loss(
         heads, class_logits, box_regression, rois, positive=torch.zeros(4, dtype=torch.bool)
     )
     assert cls.item() == pytest.approx(math.log(3))
@@ -180,16 +232,16 @@ def test_hard_roi_loss_hand_computed():
     soft_only = SampledRois(
         rois.proposals, rois.labels, rois.targets, torch.full((4,), UNC), rois.uncertain_box
     )
-    cls, _ = _hard_roi_loss(
+    cls, _ = hard_roi_loss(
         heads, class_logits, box_regression, soft_only, positive=torch.zeros(4, dtype=torch.bool)
     )
     assert cls.item() == 0.0 and cls.requires_grad
 
 
-# ----------------------------------------------------------------------------- unlabeled_losses
+# ----------------------------------------------------------------------------- the whole criterion
 @dataclass
 class Run:
-    """One call of unlabeled_losses with what passed through it recorded."""
+    """One call of the criterion with what passed through it recorded."""
 
     student: FasterRCNN
     teacher: FasterRCNN
@@ -243,7 +295,10 @@ def _run(
     mining=None,
     uncertain_mode: str = "self",
     sampling_seed: int = 0,
+    rplm: RPLMConfig | None = None,
 ) -> Run:
+    """`mining`: a policy replacing RPLM's per-image decision (RPLM on); without one, RPLM is
+    `rplm` (default: off)."""
     teacher_out = teacher_forward(teacher, weak_images)
     # The test's pseudo labels are made in the weak frame and moved, as the module does.
     pseudo_strong = [
@@ -268,9 +323,16 @@ def _run(
     def record_rpn_targets(module, args):
         recorded["rpn_targets"] = args[2]
 
-    def recording_mining(*args):
-        recorded["mining_calls"].append(args)
-        return mining(*args)
+    class RecordingCriterion(UnlabeledCriterion):
+        def promoted_boxes(self, *args):
+            recorded["mining_calls"].append(args)
+            return mining(*args) if mining is not None else super().promoted_boxes(*args)
+
+    if rplm is None:
+        rplm = RPLMConfig(enabled=mining is not None)
+    unlabeled_criterion = RecordingCriterion(
+        UnlabeledCriterionConfig(uncertain=uncertain_mode, uncertain_metric="iou", rplm=rplm)
+    )
 
     hooks = [
         student.roi_heads.box_predictor.register_forward_hook(record_student_logits),
@@ -280,8 +342,8 @@ def _run(
     ]
     torch.manual_seed(sampling_seed)  # ROI sampling draws from the global generator
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(unlabeled_branch, "sample_rois", recording_sample_rois)
-        losses, stats = unlabeled_losses(
+        patch.setattr(criterion, "sample_rois", recording_sample_rois)
+        losses, stats = unlabeled_criterion(
             student,
             teacher,
             strong_images,
@@ -289,8 +351,6 @@ def _run(
             pseudo_weak,
             strong_to_weak,
             teacher_out,
-            uncertain_mode=uncertain_mode,
-            mining=None if mining is None else recording_mining,
         )
     for hook in hooks:
         hook.remove()
@@ -447,7 +507,7 @@ def _promote_class_2(boxes, labels, proposal_box_index, refined_boxes, class_sco
     return labels == 2
 
 
-def test_mining_nothing_equals_no_mining_policy(plain_run):
+def test_mining_nothing_equals_rplm_off(plain_run):
     plain = plain_run
     none_promoted = _same_view_run(mining=_promote_none)
     assert none_promoted.stats["mined_per_image"] == plain.stats["mined_per_image"] == 0.0
@@ -525,3 +585,19 @@ def test_uncertain_proposals_reach_the_teacher_in_its_own_frame():
         start = stop
     assert run.stats["reliable_per_image"] == 1.0 and run.stats["uncertain_per_image"] == 1.0
     assert all(torch.isfinite(loss) for loss in run.losses.values())
+
+
+def test_rplm_enabled_in_the_config_promotes_rows_without_any_callback(plain_run):
+    """`method.rplm.enabled` alone decides: at thresholds every sampled box passes (0, 0), RPLM
+    on promotes both uncertain boxes and empties the soft loss; off, nothing is promoted."""
+    off = _same_view_run(rplm=RPLMConfig(enabled=False, score=0.0, iou=0.0))
+    on = _same_view_run(rplm=RPLMConfig(enabled=True, score=0.0, iou=0.0))
+    assert torch.equal(on.rois.kind, off.rois.kind)
+    assert off.mining_calls == [] and off.stats["mined_per_image"] == 0.0
+    assert len(on.mining_calls) == 2 and on.stats["mined_per_image"] == 1.0
+    assert off.losses["roi_soft"].item() > 0 and on.losses["roi_soft"].item() == 0.0
+    for name in LOSS_NAMES:
+        torch.testing.assert_close(off.losses[name], plain_run.losses[name])
+    # The official 0.8 / 0.8 on an untrained teacher: its scores are far below, nothing is mined.
+    official = _same_view_run(rplm=RPLMConfig())
+    assert len(official.mining_calls) == 2 and official.stats["mined_per_image"] == 0.0
