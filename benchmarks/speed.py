@@ -173,8 +173,7 @@ def set_act_thresholds(module: LabelMatchModule, datamodule, num_images: int) ->
         alpha=module.method["alpha"],
         min_threshold=module.method["act"]["min_threshold"],
     )
-    module.reliable_thresholds.copy_(reliable)
-    module.uncertain_thresholds.copy_(uncertain)
+    module.set_thresholds(reliable, uncertain)
 
 
 def eval_pass(module: LabelMatchModule, loader) -> int:
@@ -290,8 +289,7 @@ def inference_rates(module: LabelMatchModule, datamodule, args) -> dict[str, flo
     for _ in range(args.inference_repeats):
         act.append(num_images / seconds(set_act_thresholds, module, datamodule, num_images))
         plain.append(len(datamodule.val_dataset) / seconds(eval_pass, module, val_loader))
-    module.reliable_thresholds.copy_(thresholds[0])
-    module.uncertain_thresholds.copy_(thresholds[1])
+    module.set_thresholds(*thresholds)
     return {
         "act_img_per_s": statistics.median(act),
         "eval_img_per_s": statistics.median(plain),

@@ -92,3 +92,41 @@ def test_init_from_loads_the_student_of_a_lightning_checkpoint(tmp_path) -> None
         assert torch.equal(a, b)
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         load_student_weights(target.student, str(tmp_path / "missing.ckpt"))
+
+
+def test_set_thresholds_copies_them_and_counts_the_version() -> None:
+    module = make_module()
+    assert int(module.threshold_version) == 0  # the fixed thresholds
+    module.set_thresholds(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.4, 0.3, 0.2]))
+    module.set_thresholds(torch.tensor([0.6, 0.6, 0.6]), torch.tensor([0.1, 0.1, 0.1]))
+    assert module.reliable_thresholds.tolist() == pytest.approx([0.6] * 3)
+    assert module.uncertain_thresholds.tolist() == pytest.approx([0.1] * 3)
+    assert int(module.state_dict()["threshold_version"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("reliable", "uncertain", "message"),
+    [
+        ([0.9, 0.8], [0.4, 0.3], r"reliable thresholds \(2,\) must be \[3\]"),
+        ([0.9, 0.8, 0.7], [0.4, 0.3, 1.5], "uncertain thresholds must lie in"),
+        ([0.9, float("nan"), 0.7], [0.4, 0.3, 0.2], "reliable thresholds must lie in"),
+    ],
+)
+def test_set_thresholds_refuses_wrong_shapes_and_ranges(reliable, uncertain, message) -> None:
+    module = make_module()
+    with pytest.raises(ValueError, match=message):
+        module.set_thresholds(torch.tensor(reliable), torch.tensor(uncertain))
+    assert int(module.threshold_version) == 0
+    assert module.reliable_thresholds.tolist() == pytest.approx([0.7] * 3)
+
+
+def test_a_checkpoint_from_before_the_threshold_version_still_loads() -> None:
+    source = make_module()
+    source.set_thresholds(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.4, 0.3, 0.2]))
+    old_state = source.state_dict()
+    del old_state["threshold_version"]
+    target = make_module()
+    target.threshold_version.fill_(5)
+    target.load_state_dict(old_state)  # strict: every other key must match
+    assert int(target.threshold_version) == 0
+    assert target.reliable_thresholds.tolist() == pytest.approx([0.9, 0.8, 0.7])

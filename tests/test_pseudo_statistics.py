@@ -74,7 +74,8 @@ def run_step(callback: PseudoLabelStatistics, batch: PseudoLabelBatch, step: int
     )
     module = SimpleNamespace(
         hparams=SimpleNamespace(class_names=NAMES), in_semi_supervised_phase=True,
-        teacher_ready=torch.tensor(True), log_event=logged.update,
+        teacher_ready=torch.tensor(True), log_event=logged.update, global_step=step,
+        burn_in_steps=0,
     )  # fmt: skip
     outputs = {"loss": torch.tensor(1.0), "pseudo": batch}  # the module's training_step output
     callback.on_train_batch_end(trainer, module, outputs, None, 0)

@@ -236,29 +236,34 @@ def test_two_process_ddp_on_cpu_keeps_the_ranks_in_step(tmp_path, cache_dir) -> 
 
 # ---- exact resume, interruption, bad checkpoints ------------------------------------------
 
-# Burn-in ends (step 16) and ACT refreshes (16, 24, 32) on both sides of step 20; one
-# validation, at the end.
+# ACT refreshes every 8 steps from the end of burn-in on; one validation, at the end.
 RESUME = (
-    "experiment=smoke", "method.burn_in_steps=16", "method.act.interval=8",
+    "experiment=smoke", "method.act.interval=8",
     "trainer.val_check_interval=40", "checkpoint_every_n_steps=20",
 )  # fmt: skip
 
 
+# Burn-in ends at step 16 (refreshes 16, 24, 32 on both sides of step 20), or at step 20 itself:
+# the first half ends where the switch is due, so the resumed run makes it at its start, where
+# the uninterrupted one makes it after its step 19.
+@pytest.mark.parametrize("burn_in", [16, 20], ids=["after_the_switch", "at_the_switch"])
 def test_a_run_resumed_at_step_20_ends_exactly_as_an_uninterrupted_one(
-    tmp_path, cache_dir, monkeypatch
+    tmp_path, cache_dir, monkeypatch, burn_in
 ):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread: one summation order
-    whole = train_cli(tmp_path / "whole", cache_dir, *RESUME, "trainer.max_steps=40")
-    halves = train_cli(tmp_path / "halves", cache_dir, *RESUME, "trainer.max_steps=20")
+    resume = (*RESUME, f"method.burn_in_steps={burn_in}")
+    whole = train_cli(tmp_path / "whole", cache_dir, *resume, "trainer.max_steps=40")
+    halves = train_cli(tmp_path / "halves", cache_dir, *resume, "trainer.max_steps=20")
     checkpoint = halves / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 20
-    train_cli(halves, cache_dir, *RESUME, "trainer.max_steps=40", f"ckpt_path={checkpoint}")
+    train_cli(halves, cache_dir, *resume, "trainer.max_steps=40", f"ckpt_path={checkpoint}")
     resumed = json.loads((halves / "results.json").read_text())
     uninterrupted = json.loads((whole / "results.json").read_text())
     assert resumed["steps"] == 40
     assert resumed == uninterrupted  # metrics, burn-in metrics, thresholds: all equal
     log = (halves / "run.log").read_text()
-    assert "burn-in done at step 16" in log and "ACT refresh 3 at step 32" in log
+    assert f"burn-in done at step {burn_in}" in log
+    assert f"ACT refresh 3 at step {burn_in + 16}" in log
     states = [
         torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         for run in (whole, halves)

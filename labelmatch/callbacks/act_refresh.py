@@ -135,7 +135,12 @@ class ACTRefresh(L.Callback):
     ) -> None:
         if not self.is_refresh_step(pl_module.global_step, pl_module.burn_in_steps):
             return
-        pl_module.start_semi_supervised()  # the teacher must exist before it labels
+        if not bool(pl_module.teacher_ready):  # the module switches before this step's hooks
+            raise RuntimeError(
+                f"ACTRefresh: the teacher is not ready at step {pl_module.global_step} (burn-in "
+                f"ends at step {pl_module.burn_in_steps}); the module should have copied it from "
+                "the student (LabelMatchModule.start_semi_supervised) before this step"
+            )
         self.refresh(trainer, pl_module)
 
     def refresh(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -167,8 +172,7 @@ class ACTRefresh(L.Callback):
                 alpha=self.alpha,
                 min_threshold=self.min_threshold,
             )
-        pl_module.reliable_thresholds.copy_(reliable)
-        pl_module.uncertain_thresholds.copy_(uncertain)
+        pl_module.set_thresholds(reliable, uncertain)
         self.refreshes += 1
         log_thresholds(pl_module, names, reliable, uncertain)
         num_reliable, num_uncertain = count_by_thresholds(labels, scores, reliable, uncertain)
@@ -246,8 +250,7 @@ class ACTRefresh(L.Callback):
         steps = pl_module.global_step - pl_module.burn_in_steps  # the optimiser step is counted
         if steps % self.online_interval == 0:
             reliable, uncertain = self.queue_thresholds()
-            pl_module.reliable_thresholds.copy_(reliable)
-            pl_module.uncertain_thresholds.copy_(uncertain)
+            pl_module.set_thresholds(reliable, uncertain)
             if pl_module.global_step % trainer.log_every_n_steps == 0:
                 log_thresholds(pl_module, pl_module.hparams.class_names, reliable, uncertain)
 
@@ -382,6 +385,7 @@ def log_thresholds(
 ) -> None:
     metrics = {f"act/reliable/{name}": float(t) for name, t in zip(names, reliable)}
     metrics.update({f"act/uncertain/{name}": float(t) for name, t in zip(names, uncertain)})
+    metrics["act/threshold_version"] = int(pl_module.threshold_version)
     pl_module.log_event(metrics)
 
 

@@ -30,11 +30,14 @@ log = logging.getLogger(__name__)
 
 def threshold_updates(trainer: L.Trainer, pl_module: L.LightningModule) -> int:
     """How many times the thresholds have been set: ACT refreshes, or 1 once a fixed-threshold
-    teacher starts labelling (mean teacher, act.enabled=false)."""
+    teacher has labelled (mean teacher, act.enabled=false): from the batch end of the first
+    semi-supervised step on (the module copies the teacher one step earlier, at the end of the
+    last burn-in step, where `global_step` is already `burn_in_steps`)."""
     refreshes = [cb.refreshes for cb in trainer.callbacks if isinstance(cb, ACTRefresh)]
     if refreshes:
         return sum(refreshes)
-    return int(bool(getattr(pl_module, "teacher_ready", False)))
+    labelled = pl_module.global_step > pl_module.burn_in_steps
+    return int(bool(getattr(pl_module, "teacher_ready", False)) and labelled)
 
 
 class PseudoLabelStatistics(L.Callback):

@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
@@ -81,6 +82,9 @@ class LabelMatchModule(L.LightningModule):
         self.register_buffer("reliable_thresholds", torch.full((num_classes,), fixed["reliable"]))
         self.register_buffer("uncertain_thresholds", torch.full((num_classes,), fixed["uncertain"]))
         self.register_buffer("teacher_ready", torch.tensor(False))
+        # How many times `set_thresholds` has changed them (0: the fixed ones); checkpointed.
+        self.register_buffer("threshold_version", torch.tensor(0))
+        self.register_load_state_dict_pre_hook(fill_threshold_version)
         if self.semi_supervised:
             self.criterion = UnlabeledCriterion.from_method_config(method)
             self.teacher = copy.deepcopy(detector).requires_grad_(False).eval()
@@ -109,10 +113,13 @@ class LabelMatchModule(L.LightningModule):
             load_student_weights(self.student, init_from)
 
     def start_semi_supervised(self) -> None:
-        """The switch out of burn-in: teacher := student, and the burn-in model is evaluated.
+        """The switch out of burn-in: teacher := student, and the burn-in model is evaluated
+        (logged as `burn_in/map` at the first semi-supervised step).
 
-        Idempotent (guarded by a checkpointed flag); called by the module before the first
-        semi-supervised step and by the ACT callback before it lets the teacher label.
+        The module is its only caller in training: after the last burn-in step's optimiser step
+        (`optimizer_step`), or at `on_train_start` for a run that starts at or after the switch
+        (`burn_in_steps=0` with `method.init_from`, a resumed run). Idempotent (guarded by the
+        checkpointed `teacher_ready`), so callbacks that need the teacher only check that flag.
         """
         if self.teacher is None or bool(self.teacher_ready):
             return
@@ -124,21 +131,43 @@ class LabelMatchModule(L.LightningModule):
             # being persistent, keep) another set of worker processes.
             val_loader = self.trainer.val_dataloaders or datamodule.val_dataloader()
             self.burn_in_metrics = self.evaluate_loader(self.student, val_loader)
-            self.log_event({"burn_in/map": self.burn_in_metrics["map"]})
+            self.log_event({"burn_in/map": self.burn_in_metrics["map"]}, step=self.burn_in_steps)
             log.info(
-                "burn-in done at step %d: mAP %.4f", self.global_step, self.burn_in_metrics["map"]
+                "burn-in done at step %d: mAP %.4f",
+                self.burn_in_steps,
+                self.burn_in_metrics["map"],
             )
 
-    def log_event(self, metrics: dict[str, float]) -> None:
-        """Log values that change at events (burn-in end, ACT refresh) once, at this step.
+    def set_thresholds(self, reliable: Tensor, uncertain: Tensor) -> None:
+        """The one way thresholds change (ACT refreshes and online updates, docs/method.md §2):
+        reliable, uncertain [C] in [0, 1] are copied into the checkpointed buffers and
+        `threshold_version` goes up by one."""
+        for name, value in (("reliable", reliable), ("uncertain", uncertain)):
+            if value.shape != self.reliable_thresholds.shape:
+                raise ValueError(
+                    f"{name} thresholds {tuple(value.shape)} must be "
+                    f"[{len(self.reliable_thresholds)}], one per class"
+                )
+            if not bool(((value >= 0) & (value <= 1)).all()):  # NaN fails too
+                raise ValueError(f"{name} thresholds must lie in [0, 1], got {value.tolist()}")
+        self.reliable_thresholds.copy_(reliable)
+        self.uncertain_thresholds.copy_(uncertain)
+        self.threshold_version.add_(1)
+
+    def log_event(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log values that change at events (burn-in end, ACT refresh) once, at this step (or
+        `step`).
 
         `self.log` inside batch hooks would repeat them on every logged step until the next
         event; the loggers themselves write on rank zero only.
         """
         for logger in self.loggers:
-            logger.log_metrics(metrics, step=self.global_step)
+            logger.log_metrics(metrics, step=self.global_step if step is None else step)
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+    def on_train_start(self) -> None:
+        # A run that starts in the semi-supervised phase (burn_in_steps=0 with init_from, or
+        # resumed at or after the switch: then `teacher_ready` is already restored and this does
+        # nothing). Lightning's sanity validation has run before this hook, on the student only.
         if self.in_semi_supervised_phase:
             self.start_semi_supervised()
 
@@ -149,6 +178,13 @@ class LabelMatchModule(L.LightningModule):
         # checkpoint saved there would miss this step's update.
         if self.teacher is not None and bool(self.teacher_ready):
             ema_update(self.teacher, self.student, self.method["ema_momentum"])
+        # The switch right after the last burn-in step (`global_step` counts this step only once
+        # the hook returns), so the teacher exists before any hook of the first semi-supervised
+        # step: Lightning runs the callbacks' `on_train_batch_start` before the module's, and ACT
+        # refreshes there. Not when the run ends here: no semi-supervised step would follow.
+        step = self.global_step + 1
+        if self.semi_supervised and step == self.burn_in_steps and step != self.trainer.max_steps:
+            self.start_semi_supervised()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["burn_in_metrics"] = self.burn_in_metrics
@@ -257,7 +293,14 @@ class LabelMatchModule(L.LightningModule):
     # ----------------------------------------------------------------------------- evaluation
     def evaluated_models(self) -> Iterable[tuple[str, FasterRCNN]]:
         yield "student", self.student
-        if self.teacher is not None and bool(self.teacher_ready):
+        # A validation at the switch step itself (after the last burn-in step) sees a teacher
+        # that is only the student's copy: it is not scored until it has been trained.
+        at_switch = (
+            self._trainer is not None
+            and self.trainer.state.fn == TrainerFn.FITTING
+            and self.global_step == self.burn_in_steps
+        )
+        if self.teacher is not None and bool(self.teacher_ready) and not at_switch:
             yield "teacher", self.teacher
 
     def on_validation_epoch_start(self) -> None:
@@ -303,6 +346,12 @@ class LabelMatchModule(L.LightningModule):
                 predictions.extend(predict_original_frame(model, batch))
         model.train(was_training)
         return self.score(gather_predictions(predictions))
+
+
+def fill_threshold_version(module: LabelMatchModule, state_dict: dict, prefix: str, *_) -> None:
+    """A checkpoint written before `threshold_version` existed still loads (a resumed run, or
+    `labelmatch.checkpoints.load_module`); its thresholds count as version 0."""
+    state_dict.setdefault(f"{prefix}threshold_version", torch.tensor(0))
 
 
 def precision_context(module: L.LightningModule) -> AbstractContextManager:
