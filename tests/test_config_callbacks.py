@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
@@ -18,7 +19,6 @@ from labelmatch.callbacks.interrupt import SaveOnInterrupt
 from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
 from labelmatch.callbacks.random_states import RandomStates
 from labelmatch.callbacks.rank_agreement import RankAgreement
-from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
 from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.callbacks.run_plots import RunPlots
 from labelmatch.instantiate import instantiate_datamodule

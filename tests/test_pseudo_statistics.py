@@ -65,6 +65,19 @@ def step_batch(image, num_mined: int) -> PseudoLabelBatch:
     )
 
 
+def module_double(**members) -> SimpleNamespace:
+    """A stand-in with every member the callbacks require of the module
+    (`labelmatch.callbacks.requirements`), the fixed-threshold teacher already labelling."""
+    base = dict(
+        hparams=SimpleNamespace(class_names=NAMES), global_step=0, burn_in_steps=0,
+        log_event=lambda metrics, step=None: None, teacher=None,
+        teacher_ready=torch.tensor(True), in_semi_supervised_phase=True,
+        reliable_thresholds=torch.zeros(3), uncertain_thresholds=torch.zeros(3),
+        threshold_version=torch.tensor(0), set_thresholds=lambda reliable, uncertain: None,
+    )  # fmt: skip
+    return SimpleNamespace(**{**base, **members})
+
+
 def run_step(callback: PseudoLabelStatistics, batch: PseudoLabelBatch, step: int) -> dict:
     """One on_train_batch_end as Lightning calls it (single process, no ACT callback: the
     fixed-threshold teacher counts as one threshold update)."""
@@ -72,11 +85,7 @@ def run_step(callback: PseudoLabelStatistics, batch: PseudoLabelBatch, step: int
     trainer = SimpleNamespace(
         callbacks=[], global_step=step, log_every_n_steps=10, world_size=1, is_global_zero=False
     )
-    module = SimpleNamespace(
-        hparams=SimpleNamespace(class_names=NAMES), in_semi_supervised_phase=True,
-        teacher_ready=torch.tensor(True), log_event=logged.update, global_step=step,
-        burn_in_steps=0,
-    )  # fmt: skip
+    module = module_double(log_event=logged.update, global_step=step)
     outputs = {"loss": torch.tensor(1.0), "pseudo": batch}  # the module's training_step output
     callback.on_train_batch_end(trainer, module, outputs, None, 0)
     return logged
@@ -87,8 +96,12 @@ MODULE = SimpleNamespace(hparams=SimpleNamespace(class_names=NAMES))  # what set
 
 def statistics_callback(unlabeled_counts=(2, 1, 1)) -> PseudoLabelStatistics:
     callback = PseudoLabelStatistics(prior=PRIOR)
-    datamodule = SimpleNamespace(unlabeled_dataset=SimpleNamespace(class_counts=unlabeled_counts))
-    callback.setup(SimpleNamespace(datamodule=datamodule), MODULE, "fit")
+    datamodule = SimpleNamespace(
+        labeled_dataset=None,
+        labeled_class_prior=PRIOR,
+        unlabeled_dataset=SimpleNamespace(class_counts=unlabeled_counts),
+    )
+    callback.setup(SimpleNamespace(datamodule=datamodule), module_double(), "fit")
     callback.updates_seen = 1  # the teacher already labels: no update at these steps
     return callback
 
@@ -188,12 +201,13 @@ def test_both_callbacks_compare_with_the_datamodules_one_labeled_prior() -> None
     datamodule = SimpleNamespace(
         labeled_class_prior=labeled_prior,
         unlabeled_class_prior=None,
+        labeled_dataset=None,
         unlabeled_dataset=SimpleNamespace(class_counts=[0, 0, 0]),
+        reference_dataloader=lambda num_images, seed, labeled=False: [],
     )
     statistics = PseudoLabelStatistics()
-    statistics.setup(SimpleNamespace(datamodule=datamodule), MODULE, "fit")
+    statistics.setup(SimpleNamespace(datamodule=datamodule), module_double(), "fit")
     act = ACTRefresh()
-    module = SimpleNamespace(reliable_thresholds=torch.zeros(3))
-    act.setup(SimpleNamespace(datamodule=datamodule), module, "fit")
+    act.setup(SimpleNamespace(datamodule=datamodule), module_double(), "fit")
     # Computed once (`DetectionDataModule.labeled_class_prior`), not once per callback.
     assert statistics.prior is labeled_prior and act.prior is labeled_prior

@@ -38,7 +38,9 @@ def step_output(boxes_per_image: list[int]) -> dict:
 
 def health(window: int = 3) -> RunHealth:
     callback = RunHealth(window=window, prior=PRIOR)
-    callback.setup(SimpleNamespace(datamodule=None), None, "fit")  # the prior is given
+    # The prior is given: the datamodule's labeled set is never read.
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(labeled_dataset=None))
+    callback.setup(trainer, SimpleNamespace(eval_metrics={}, burn_in_metrics=None), "fit")
     return callback
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from labelmatch.callbacks.requirements import ThresholdedModule, UnlabeledDataModule, require
 from labelmatch.distributed import gather_rows
 from labelmatch.method.act import (
     ESTIMATED,
@@ -108,6 +109,8 @@ class ACTRefresh(L.Callback):
         return self.prior_setting == ESTIMATED
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, ThresholdedModule, "ACTRefresh")
+        require(trainer.datamodule, UnlabeledDataModule, "ACTRefresh")
         self.labeled_prior = labeled_class_prior(trainer.datamodule)
         self.prior = configured_prior(trainer.datamodule, self.prior_setting)
         if self.prior_setting is not None:

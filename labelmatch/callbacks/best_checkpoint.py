@@ -20,6 +20,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from labelmatch.callbacks.requirements import EvaluatedModule, require
+
 BEST_NAME = "best"
 
 
@@ -43,6 +45,10 @@ class BestCheckpoint(ModelCheckpoint):
         )
         self.best_step: int | None = None
         self.best_metrics: dict[str, Any] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, EvaluatedModule, "BestCheckpoint")  # best.ckpt records eval_metrics
+        super().setup(trainer, pl_module, stage)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.monitor in trainer.callback_metrics:

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 
 from labelmatch.callbacks.act_refresh import ACTRefresh
+from labelmatch.callbacks.requirements import LabeledDataModule, PseudoLabellingModule, require
 from labelmatch.evaluation.pseudo_quality import PseudoLabelQuality
 from labelmatch.loggers import log_image
 from labelmatch.method.act import ClassPrior, configured_prior
@@ -59,6 +60,8 @@ class PseudoLabelStatistics(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         datamodule = trainer.datamodule
+        require(pl_module, PseudoLabellingModule, "PseudoLabelStatistics")
+        require(datamodule, LabeledDataModule, "PseudoLabelStatistics")
         self.prior = configured_prior(datamodule, self.manual_prior)
         unlabeled = getattr(datamodule, "unlabeled_dataset", None)
         with_ground_truth = unlabeled is not None and sum(unlabeled.class_counts) > 0

@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from labelmatch.callbacks.requirements import EvaluatedModule, LabeledDataModule, require
 from labelmatch.method.act import configured_prior
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class RunHealth(L.Callback):
         self.window_steps = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, EvaluatedModule, "RunHealth")
+        require(trainer.datamodule, LabeledDataModule, "RunHealth")
         prior = configured_prior(trainer.datamodule, self.manual_prior)
         self.prior_boxes_per_image = prior.boxes_per_image
 

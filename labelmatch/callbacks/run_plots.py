@@ -14,6 +14,12 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
 from labelmatch.callbacks.pseudo_statistics import threshold_updates
+from labelmatch.callbacks.requirements import (
+    EvaluatedModule,
+    LabeledDataModule,
+    PseudoLabellingModule,
+    require,
+)
 from labelmatch.loggers import log_table
 from labelmatch.plots import write_plots
 
@@ -23,6 +29,11 @@ log = logging.getLogger(__name__)
 class RunPlots(L.Callback):
     def __init__(self) -> None:
         self.updates_seen = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, PseudoLabellingModule, "RunPlots")
+        require(pl_module, EvaluatedModule, "RunPlots")
+        require(trainer.datamodule, LabeledDataModule, "RunPlots")
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
