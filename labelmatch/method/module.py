@@ -4,7 +4,8 @@
 pseudo-labels the weak views -> the labels move to the strong views -> the student's
 unsupervised loss. `method.name` picks supervised, mean_teacher (one fixed threshold) or
 labelmatch; the unlabeled branch's loss is an `UnlabeledCriterion` built once from the method
-config (RPLM included, `method.rplm.enabled`); ACT thresholds are set from a callback.
+config (RPLM included, `method.rplm.enabled`); ACT thresholds are set from a callback
+through `set_thresholds`; the burn-in -> semi-supervised switch is the module's alone.
 """
 
 from __future__ import annotations
