@@ -14,6 +14,7 @@ from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
 from labelmatch.callbacks.requirements import (
     EvaluatedModule,
     PseudoLabellingModule,
+    ScoredModule,
     ThresholdedModule,
     missing_members,
     require,
@@ -37,7 +38,7 @@ def test_act_refresh_given_a_module_without_set_thresholds_fails_at_setup() -> N
     trainer = SimpleNamespace(datamodule=DATAMODULE)
     with pytest.raises(
         TypeError,
-        match=r"^ACTRefresh needs a ThresholdedModule: the SimpleNamespace it was given lacks "
+        match=r"^ACTRefresh needs ThresholdedModule: the SimpleNamespace it was given lacks "
         r"set_thresholds$",
     ):
         ACTRefresh().setup(trainer, module, "fit")
@@ -72,7 +73,7 @@ def test_every_missing_member_is_named_nested_ones_with_their_path() -> None:
 )
 def test_each_callback_checks_its_module_at_setup(callback, name) -> None:
     trainer = SimpleNamespace(datamodule=DATAMODULE)
-    with pytest.raises(TypeError, match=f"^{name} needs a .*Module: the object it was given"):
+    with pytest.raises(TypeError, match=f"^{name} needs .*Module: the object it was given"):
         callback.setup(trainer, object(), "fit")
 
 
@@ -86,7 +87,7 @@ def test_the_module_satisfies_every_module_protocol(method) -> None:
         category_ids=[1, 2, 3],
         val_json="unused.json",
     )
-    for protocol in (ThresholdedModule, PseudoLabellingModule, EvaluatedModule):
+    for protocol in (ThresholdedModule, PseudoLabellingModule, EvaluatedModule, ScoredModule):
         assert missing_members(module, protocol) == []
         assert isinstance(module, protocol)
         require(module, protocol, "test")

@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from labelmatch.callbacks.requirements import EvaluatedModule, require
+from labelmatch.callbacks.requirements import ScoredModule, require
 
 BEST_NAME = "best"
 
@@ -47,7 +47,7 @@ class BestCheckpoint(ModelCheckpoint):
         self.best_metrics: dict[str, Any] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        require(pl_module, EvaluatedModule, "BestCheckpoint")  # best.ckpt records eval_metrics
+        require(pl_module, ScoredModule, "BestCheckpoint")  # best.ckpt records eval_metrics
         super().setup(trainer, pl_module, stage)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -53,10 +53,16 @@ class ThresholdedModule(PseudoLabellingModule, Protocol):
 
 
 @runtime_checkable
-class EvaluatedModule(Protocol):
-    """A module that keeps its latest validation metrics per model and the burn-in model's."""
+class ScoredModule(Protocol):
+    """A module that keeps its latest validation metrics per model ("student", "teacher")."""
 
     eval_metrics: dict[str, dict[str, Any]]
+
+
+@runtime_checkable
+class EvaluatedModule(ScoredModule, Protocol):
+    """A scored module that also keeps the burn-in model's metrics (None before the switch)."""
+
     burn_in_metrics: dict[str, Any] | None
 
 
@@ -105,6 +111,6 @@ def require(obj: Any, protocol: type, who: str) -> None:
     missing = missing_members(obj, protocol)
     if missing:
         raise TypeError(
-            f"{who} needs a {protocol.__name__}: the {type(obj).__name__} it was given lacks "
+            f"{who} needs {protocol.__name__}: the {type(obj).__name__} it was given lacks "
             f"{', '.join(missing)}"
         )
