@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labelmatch.callbacks.rplm import ReliablePseudoLabelMining
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
@@ -38,13 +37,13 @@ def types(overrides: list[str], tmp_path) -> list[type]:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ([], [*EVERY_METHOD, ACTRefresh, ReliablePseudoLabelMining, *MEASURED]),
-        (["method.act.enabled=false"], [*EVERY_METHOD, ReliablePseudoLabelMining, *MEASURED]),
+        ([], [*EVERY_METHOD, ACTRefresh, *MEASURED]),
+        (["method.act.enabled=false"], [*EVERY_METHOD, *MEASURED]),
+        # RPLM is an option of the criterion (method.rplm.enabled), not a callback.
         (["method.rplm.enabled=false"], [*EVERY_METHOD, ACTRefresh, *MEASURED]),
         (["method=mean_teacher"], [*EVERY_METHOD, *MEASURED]),
         (["method=supervised"], [*EVERY_METHOD, RunPlots]),
-        (["+trainer.enable_progress_bar=false"], [*EVERY_METHOD[1:], ACTRefresh,
-                                                  ReliablePseudoLabelMining, *MEASURED]),
+        (["+trainer.enable_progress_bar=false"], [*EVERY_METHOD[1:], ACTRefresh, *MEASURED]),
         (["~callbacks.run_plots", "method=mean_teacher"], [*EVERY_METHOD, *MEASURED[:2]]),
     ],
 )  # fmt: skip

@@ -91,9 +91,6 @@ def run_step(callback: PseudoLabelStatistics, batch: PseudoLabelBatch, step: int
     return logged
 
 
-MODULE = SimpleNamespace(hparams=SimpleNamespace(class_names=NAMES))  # what setup reads
-
-
 def statistics_callback(unlabeled_counts=(2, 1, 1)) -> PseudoLabelStatistics:
     callback = PseudoLabelStatistics(prior=PRIOR)
     datamodule = SimpleNamespace(
