@@ -27,6 +27,7 @@ from tests.test_pseudo_statistics import module_double
 
 DATAMODULE = SimpleNamespace(
     labeled_dataset=None,
+    labeled_class_prior=None,
     unlabeled_dataset=None,
     reference_dataloader=lambda num_images, seed, labeled=False: [],
 )
@@ -56,7 +57,9 @@ def test_every_missing_member_is_named_nested_ones_with_their_path() -> None:
     ]
     with pytest.raises(TypeError, match="lacks reference_dataloader, unlabeled_dataset"):
         ACTRefresh().setup(
-            SimpleNamespace(datamodule=SimpleNamespace(labeled_dataset=None)),
+            SimpleNamespace(
+                datamodule=SimpleNamespace(labeled_dataset=None, labeled_class_prior=None)
+            ),
             module_double(),
             "fit",
         )

@@ -39,7 +39,9 @@ def step_output(boxes_per_image: list[int]) -> dict:
 def health(window: int = 3) -> RunHealth:
     callback = RunHealth(window=window, prior=PRIOR)
     # The prior is given: the datamodule's labeled set is never read.
-    trainer = SimpleNamespace(datamodule=SimpleNamespace(labeled_dataset=None))
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(labeled_dataset=None, labeled_class_prior=None)
+    )
     callback.setup(trainer, SimpleNamespace(eval_metrics={}, burn_in_metrics=None), "fit")
     return callback
 
