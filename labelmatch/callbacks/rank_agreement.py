@@ -24,7 +24,9 @@ def state_digest(tensors: dict[str, Tensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
         digest.update(name.encode())
-        digest.update(tensors[name].detach().cpu().contiguous().view(torch.uint8).numpy())
+        # Flattened first: a 0-dim tensor (e.g. the int64 `threshold_version`) has no byte view.
+        data = tensors[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(data.view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
