@@ -85,6 +85,14 @@ def test_main_targets_miss_a_small_gap_a_noisy_gap_and_a_weaker_tail() -> None:
     assert "**PASS**" in tail[0] and "**MISSED**" in tail[1]
 
 
+def test_one_seed_cannot_pass_a_margin_target_but_can_miss_it() -> None:
+    """With one seed no std is measured: a large gap is NOT CHECKED, a small one MISSED."""
+    large = quality.check_targets("main", main_runs([45.0], [42], 0.3))
+    assert "**NOT CHECKED**" in large[0] and "one seed, no std measured" in large[0], large
+    small = quality.check_targets("main", main_runs([42.5], [42], 0.3))
+    assert "**MISSED**" in small[0], small
+
+
 def test_ordering_targets_and_missing_rows() -> None:
     def uncertain(self_map: float, iou_map: float, ignore_map: float) -> list[str]:
         runs = [
