@@ -41,7 +41,8 @@ def cli_errors(log: logging.Logger, *also: type[Exception]) -> Iterator[None]:
         sys.exit(1)
     except SIGTERMException:
         sys.exit(128 + signal.SIGTERM)
-    except MissingMandatoryValue as error:  # a ??? key, e.g. data.splits.root of the paper experiments
+    # A ??? key, e.g. data.splits.root of the paper experiments.
+    except MissingMandatoryValue as error:
         log.error(
             "%s is not set: give it on the command line (%s=...)", error.full_key, error.full_key
         )

@@ -76,6 +76,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_teacher_start(cfg)
 
     detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    # The unlabeled criterion of semi-supervised methods (conf/method/labelmatch.yaml).
+    criterion = instantiate(cfg.method.criterion) if cfg.method.get("criterion") else None
     module = LabelMatchModule(
         detector,
         method=OmegaConf.to_container(cfg.method, resolve=True),
@@ -84,6 +86,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         category_ids=list(datamodule.category_map.category_ids),
         val_json=str(datamodule.splits.val_json),
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
+        criterion=criterion,
     )
     if cfg.ckpt_path:
         keep_earlier_metrics(run_dir)

@@ -601,3 +601,38 @@ def test_rplm_enabled_in_the_config_promotes_rows_without_any_callback(plain_run
     # The official 0.8 / 0.8 on an untrained teacher: its scores are far below, nothing is mined.
     official = _same_view_run(rplm=RPLMConfig())
     assert len(official.mining_calls) == 2 and official.stats["mined_per_image"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["method.tpt=0.7", "method.tps=0.9", "method.uncertain=ignore"],
+        ["method.rplm.enabled=false", "method.rplm.score=0.6", "method.uncertain_threshold=0.4"],
+        ["method=mean_teacher"],
+    ],
+)
+def test_hydra_builds_the_criterion_the_method_keys_describe(overrides) -> None:
+    """`method.criterion` (Hydra `_target_`, conf/method/labelmatch.yaml) reads the keys users
+    type, and gives the criterion `from_method_config` builds from the same keys."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_config
+
+    method = compose_config(overrides).method
+    built = instantiate(method.criterion)
+    assert isinstance(built, UnlabeledCriterion)
+    expected = UnlabeledCriterion.from_method_config(OmegaConf.to_container(method, resolve=True))
+    assert built.config == expected.config
+    assert built.config.teacher_temperature == method.tpt
+    assert built.config.rplm.enabled == method.rplm.enabled
+
+
+def test_a_bad_criterion_key_fails_when_hydra_builds_it() -> None:
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_config
+
+    with pytest.raises(Exception, match="method.uncertain"):
+        instantiate(compose_config(["method.uncertain=bogus"]).method.criterion)

@@ -54,6 +54,9 @@ class LabelMatchModule(L.LightningModule):
         class_names: C foreground class names, index = label - 1.
         category_ids: the dataset's category id of each label, index = label - 1.
         val_json: COCO annotations the validation split is scored against.
+        criterion: the unlabeled branch's loss, as Hydra builds it from `method.criterion`
+            (`run.py`); None builds the same from the method's keys
+            (`UnlabeledCriterion.from_method_config`: a checkpoint's saved hparams, tests).
     """
 
     def __init__(
@@ -65,11 +68,12 @@ class LabelMatchModule(L.LightningModule):
         category_ids: list[int],
         val_json: str,
         model_config: dict[str, Any] | None = None,
+        criterion: UnlabeledCriterion | None = None,
     ) -> None:
         super().__init__()
         if method["name"] not in METHODS:
             raise ValueError(f"method.name must be one of {METHODS}, got {method['name']!r}")
-        self.save_hyperparameters(ignore=["detector"])
+        self.save_hyperparameters(ignore=["detector", "criterion"])
         self.student = detector
         self.method = method
         self.semi_supervised = method["name"] != "supervised"
@@ -87,7 +91,9 @@ class LabelMatchModule(L.LightningModule):
         self.register_buffer("threshold_version", torch.tensor(0))
         self.register_load_state_dict_pre_hook(fill_threshold_version)
         if self.semi_supervised:
-            self.criterion = UnlabeledCriterion.from_method_config(method)
+            if criterion is None:  # a checkpoint's saved hparams, tests: the same from the keys
+                criterion = UnlabeledCriterion.from_method_config(method)
+            self.criterion = criterion
             self.teacher = copy.deepcopy(detector).requires_grad_(False).eval()
         self.burn_in_metrics: dict[str, Any] | None = None
         self.eval_metrics: dict[str, dict[str, Any]] = {}
