@@ -452,7 +452,7 @@ def rare_of(run: Run) -> float:
 @dataclass(frozen=True)
 class Verdict:
     claim: str
-    passed: bool | None  # None: not checkable on these runs (one seed where a std is needed)
+    passed: bool | None  # None: holds, but on fewer seeds than the target is defined on
     detail: str
 
     def line(self) -> str:
@@ -473,9 +473,9 @@ def margin_verdict(
     means = f"{statistics.mean(values[ours]):.1f} vs {statistics.mean(values[theirs]):.1f}"
     claim = f"{ours} ≥ {theirs} + {margin:g} mAP, gap > seeds' std"
     if min(len(values[ours]), len(values[theirs])) < 2:
-        # No spread is measured on one seed: a gap alone cannot pass a target about noise.
-        passed = None if gap >= margin else False
-        return Verdict(claim, passed, f"{means}: {gap:+.1f} points; one seed, no std measured")
+        return Verdict(
+            claim, gap >= margin, f"{means}: {gap:+.1f} points; one seed, no std measured"
+        )
     noise = max(spread(values[ours]), spread(values[theirs]))
     passed = gap >= margin and gap > noise
     return Verdict(claim, passed, f"{means}: {gap:+.1f} points, larger std {noise:.1f}")
@@ -510,6 +510,8 @@ def best_of(prefix: str, values: dict[str, list[float]]) -> str:
     return max(rows, key=lambda label: statistics.mean(values[label]))
 
 
+# The issue's targets are on means over this many seeds (issue #14, point 5).
+TARGET_SEEDS = 3
 # The issue's targets per comparison, on the means over seeds: (map, rare-third AP) by row
 # label -> verdicts. Comparisons without one (alpha, rplm) are reported, not judged.
 TARGETS: dict[str, Callable[[dict[str, list[float]], dict[str, list[float]]], list[Verdict]]] = {
@@ -538,7 +540,17 @@ def check_targets(comparison: str, runs: Sequence[Run]) -> list[str]:
         label: [100 * r.metrics["map"] for r in runs if r.row.label == label] for label in labels
     }
     rare = {label: [r.third_ap("rare") for r in runs if r.row.label == label] for label in labels}
-    return [verdict.line() for verdict in TARGETS[comparison](mAP, rare)]
+    seeds = min(len(values) for values in mAP.values())
+    return [on_target_seeds(verdict, seeds).line() for verdict in TARGETS[comparison](mAP, rare)]
+
+
+def on_target_seeds(verdict: Verdict, seeds: int) -> Verdict:
+    """The targets are on means over TARGET_SEEDS seeds: on fewer, a target that holds is not
+    yet passed (NOT CHECKED); one that fails is reported MISSED on the seeds there are."""
+    if seeds >= TARGET_SEEDS or verdict.passed is False:
+        return verdict
+    detail = f"{verdict.detail}; holds on {seeds} of the target's {TARGET_SEEDS} seeds"
+    return Verdict(verdict.claim, None, detail)
 
 
 # ------------------------------------------------------------------------------------ report

@@ -85,24 +85,33 @@ def test_main_targets_miss_a_small_gap_a_noisy_gap_and_a_weaker_tail() -> None:
     assert "**PASS**" in tail[0] and "**MISSED**" in tail[1]
 
 
-def test_one_seed_cannot_pass_a_margin_target_but_can_miss_it() -> None:
-    """With one seed no std is measured: a large gap is NOT CHECKED, a small one MISSED."""
+def test_fewer_seeds_than_the_targets_cannot_pass_but_can_miss() -> None:
+    """The targets are on means over 3 seeds: on fewer, a target that holds is NOT CHECKED
+    (with one seed no std is measured at all), one that fails is MISSED."""
     large = quality.check_targets("main", main_runs([45.0], [42], 0.3))
     assert "**NOT CHECKED**" in large[0] and "one seed, no std measured" in large[0], large
+    assert "**NOT CHECKED**" in large[1] and "holds on 1 of the target's 3 seeds" in large[1]
+    two = quality.check_targets("main", main_runs([45.0, 46.0], [42, 43], 0.3))
+    assert "**NOT CHECKED**" in two[0] and "larger std 0.7" in two[0], two
     small = quality.check_targets("main", main_runs([42.5], [42], 0.3))
     assert "**MISSED**" in small[0], small
 
 
 def test_ordering_targets_and_missing_rows() -> None:
-    def uncertain(self_map: float, iou_map: float, ignore_map: float) -> list[str]:
+    def uncertain(self_map: float, iou_map: float, ignore_map: float, seeds=3) -> list[str]:
         runs = [
-            make_run("ignore", "uncertain_ignore", 0, ignore_map, 0.2),
-            make_run("iou", "uncertain_iou", 0, iou_map, 0.2),
-            make_run("self", "labelmatch_no_rplm", 0, self_map, 0.2),
+            make_run(label, run, seed, value, 0.2)
+            for label, run, value in [
+                ("ignore", "uncertain_ignore", ignore_map),
+                ("iou", "uncertain_iou", iou_map),
+                ("self", "labelmatch_no_rplm", self_map),
+            ]
+            for seed in range(seeds)
         ]
         return quality.check_targets("uncertain", runs)
 
     assert "**PASS**" in uncertain(40, 39, 38)[0]
+    assert "**NOT CHECKED**" in uncertain(40, 39, 38, seeds=1)[0]
     assert "**MISSED**" in uncertain(40, 38, 39)[0]
     assert "**MISSED**" in uncertain(38, 39, 37)[0]
     act = [make_run("K (recipe)", "labelmatch_no_rplm", 0, 40, 0.2)]
