@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from PIL import Image
 from pycocotools.coco import COCO
 
-from labelmatch.data import glyphs
-from labelmatch.data.fonts import render_bank
+from labelmatch.data import fonts, glyphs
+from labelmatch.data.fonts import FONT_FILES, font_path, render_bank
 from labelmatch.data.glyphs import (
     CHARACTERS,
     CONFUSABLE_GROUPS,
@@ -95,6 +95,26 @@ def test_cache_is_reused_and_a_new_generator_version_regenerates(tmp_path, monke
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary folder left
     monkeypatch.setattr(glyphs, "_GENERATOR_VERSION", glyphs._GENERATOR_VERSION + 1)
     assert generate_glyphs(tmp_path, **SMALL) != first
+
+
+def test_a_changed_font_file_regenerates(tmp_path, monkeypatch):
+    """The cache is keyed by the fonts' bytes, not their names: a matplotlib release that
+    changes one font (same file name) gets a dataset of its own."""
+    first = generate_glyphs(tmp_path, **SMALL)
+    original = fonts.font_digests()
+    fonts_dir = tmp_path / "fonts"
+    fonts_dir.mkdir()
+    for name in FONT_FILES:
+        (fonts_dir / name).write_bytes(font_path(name).read_bytes())
+    (fonts_dir / FONT_FILES[0]).write_bytes(font_path(FONT_FILES[0]).read_bytes() + b"\0")
+    monkeypatch.setattr(fonts, "font_path", lambda name: fonts_dir / name)
+    fonts.font_digests.cache_clear()
+    try:
+        changed = fonts.font_digests()
+        assert [changed[n] != d for n, d in original.items()] == [True] + [False] * 20
+        assert generate_glyphs(tmp_path, **SMALL) != first
+    finally:
+        fonts.font_digests.cache_clear()
 
 
 def test_splits_generate_nothing_until_resolved(tmp_path):

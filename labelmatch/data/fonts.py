@@ -6,6 +6,8 @@ FreeType for every glyph of every canvas, and it is the same ink whatever the ta
 
 from __future__ import annotations
 
+import hashlib
+from functools import cache
 from pathlib import Path
 
 import matplotlib
@@ -45,6 +47,16 @@ RENDER_SIZE = 96
 
 def font_path(name: str) -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+
+
+@cache
+def font_digests() -> dict[str, str]:
+    """sha256 (hex, first 16 digits) of each font file's bytes, by file name: a matplotlib
+    release that changes a font changes the ink, so the digests (not the names) key the
+    dataset caches."""
+    return {
+        name: hashlib.sha256(font_path(name).read_bytes()).hexdigest()[:16] for name in FONT_FILES
+    }
 
 
 def renderer_version() -> str:

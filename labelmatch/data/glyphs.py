@@ -49,7 +49,7 @@ from labelmatch.data.embedded import (
     with_unlabeled_prior,
     write_coco_splits,
 )
-from labelmatch.data.fonts import FONT_FILES, render_bank, renderer_version
+from labelmatch.data.fonts import font_digests, render_bank, renderer_version
 
 # Bump when the drawing changes, so that cached datasets of an older drawing are not reused.
 _GENERATOR_VERSION = 1
@@ -325,7 +325,7 @@ def generate_glyphs(
         "inverted_fraction": float(inverted_fraction),
         "noise_std": float(noise_std),
         "seed": seed,
-        "fonts": list(FONT_FILES),
+        "fonts": font_digests(),
         "renderer": renderer_version(),
         "version": _GENERATOR_VERSION,
     }
