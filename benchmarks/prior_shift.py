@@ -71,22 +71,54 @@ def run_dir(runs: Path, experiment: str, name: str, seed: int) -> Path:
     return runs / experiment / f"{name}-s{seed}"
 
 
+# Two-stage experiments (docs/method.md §1): every entry starts from the supervised baseline of
+# the same labeled fold and seed. glyphs_shift keeps glyphs_10pct's labeled fold, so both share
+# glyphs_10pct_baseline (the same run as benchmarks/quality.py's glyphs_10pct `baseline-sS`).
+BASELINES = {"glyphs_shift": "glyphs_10pct_baseline", "glyphs_10pct": "glyphs_10pct_baseline"}
+
+
+def baseline_dir(runs: Path, experiment: str, seed: int) -> Path:
+    return runs / "baselines" / f"{BASELINES[experiment]}-s{seed}"
+
+
 def commands(runs: Path, experiments: Sequence[str], seeds: Sequence[int]) -> list[str]:
-    """One `python -m labelmatch.run` line per experiment x entry x seed."""
-    return [
-        " ".join(
-            [
-                "python -m labelmatch.run",
-                f"experiment={experiment}",
-                *overrides,
-                f"seed={seed}",
-                f"hydra.run.dir={run_dir(runs, experiment, name, seed)}",
-            ]
-        )
-        for experiment in experiments
-        for name, overrides in ENTRIES
-        for seed in seeds
-    ]
+    """One `python -m labelmatch.run` line per experiment x entry x seed, each two-stage
+    experiment's baselines first (one per seed, shared by the experiments of that baseline)."""
+    lines = []
+    for experiment in experiments:
+        for seed in seeds:
+            if experiment not in BASELINES:
+                continue
+            baseline = " ".join(
+                [
+                    "python -m labelmatch.run",
+                    f"experiment={BASELINES[experiment]}",
+                    f"seed={seed}",
+                    f"hydra.run.dir={baseline_dir(runs, experiment, seed)}",
+                ]
+            )
+            if baseline not in lines:
+                lines.append(baseline)
+    for experiment in experiments:
+        for name, overrides in ENTRIES:
+            for seed in seeds:
+                init_from = []
+                if experiment in BASELINES:
+                    checkpoint = baseline_dir(runs, experiment, seed) / "checkpoints/last.ckpt"
+                    init_from = [f"method.init_from={checkpoint}"]
+                lines.append(
+                    " ".join(
+                        [
+                            "python -m labelmatch.run",
+                            f"experiment={experiment}",
+                            *overrides,
+                            *init_from,
+                            f"seed={seed}",
+                            f"hydra.run.dir={run_dir(runs, experiment, name, seed)}",
+                        ]
+                    )
+                )
+    return lines
 
 
 def last_window_mean(metrics: dict, name: str, window: int) -> float:

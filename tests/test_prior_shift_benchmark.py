@@ -31,6 +31,29 @@ def test_commands_name_each_run_once() -> None:
     )
 
 
+def test_two_stage_experiments_start_from_their_seeds_baseline() -> None:
+    """The glyph experiments are two-stage: one baseline per seed, trained first and shared by
+    glyphs_shift and glyphs_10pct (the same labeled fold), then every entry starts from it."""
+    lines = prior_shift.commands(Path("runs"), ["glyphs_shift", "glyphs_10pct"], [0, 1])
+    baselines = [line for line in lines if "experiment=glyphs_10pct_baseline" in line]
+    assert (
+        lines[:2]
+        == baselines
+        == [
+            f"python -m labelmatch.run experiment=glyphs_10pct_baseline seed={seed} "
+            f"hydra.run.dir=runs/baselines/glyphs_10pct_baseline-s{seed}"
+            for seed in (0, 1)
+        ]
+    )
+    assert len(lines) == 2 + 2 * 2 * len(prior_shift.ENTRIES)
+    for line in lines[2:]:
+        seed = line.split("seed=")[1][0]
+        checkpoint = f"runs/baselines/glyphs_10pct_baseline-s{seed}/checkpoints/last.ckpt"
+        assert f"method.init_from={checkpoint} seed={seed}" in line, line
+    # The digits are one-stage: no baseline, no init_from.
+    assert not any("init_from" in line for line in prior_shift.commands(Path("r"), ["digits"], [0]))
+
+
 def test_targets() -> None:
     maps = {"act_labeled_prior": 50.0, "act_estimated_prior": 53.0, "act_oracle_prior": 56.0}
     assert prior_shift.check_targets(True, maps) == (True, "closes 50 % of a 6.00 mAP gap")
