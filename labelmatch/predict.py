@@ -27,7 +27,9 @@ from torchvision.utils import draw_bounding_boxes
 
 from labelmatch.checkpoints import load_module, pick_detector, training_config
 from labelmatch.cli import cli_errors
+from labelmatch.data.coco import DECODABLE_FORMATS
 from labelmatch.data.errors import DataError
+from labelmatch.data.split_files.image_folder import image_size
 from labelmatch.data.transforms import TestTransform
 from labelmatch.evaluation.coco_eval import to_coco_results, write_results
 from labelmatch.method.module import predict_original_frame
@@ -35,21 +37,33 @@ from labelmatch.progress import progress
 
 log = logging.getLogger("labelmatch")
 
-# The suffixes of labelmatch.data.coco.DECODABLE_FORMATS (what decode_image reads).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
-
 
 def image_files(folder: Path) -> list[Path]:
+    """The images directly in `folder`, by name: the files whose header the training loaders
+    can decode (`image_size`, the rule `labelmatch.prepare folder` applies too); the others
+    (text files, unsupported formats, broken headers) are counted and named in a warning."""
     if not folder.is_dir():
         raise FileNotFoundError(f"images={folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"images={folder}: no {'/'.join(IMAGE_SUFFIXES)} file in it")
-    stems = [p.stem for p in files]
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    decodable = {p: image_size(p) is not None for p in files}
+    readable = [p for p in files if decodable[p]]
+    skipped = [p.name for p in files if not decodable[p]]
+    if not readable:
+        raise FileNotFoundError(
+            f"images={folder}: none of its {len(files)} files is an image the loaders can decode "
+            f"({', '.join(DECODABLE_FORMATS)})"
+        )
+    if skipped:
+        log.warning(
+            "images=%s: %d of %d files skipped, not a decodable %s image: %s",
+            folder, len(skipped), len(files), "/".join(DECODABLE_FORMATS), ", ".join(skipped[:10])
+            + (", ..." if len(skipped) > 10 else ""),
+        )  # fmt: skip
+    stems = [p.stem for p in readable]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
         raise DataError(f"images={folder}: several files named {clashes} (out/<name>.png)")
-    return files
+    return readable
 
 
 def test_transform(cfg: DictConfig) -> TestTransform:

@@ -164,6 +164,29 @@ def test_predict_reproduces_the_teachers_val_detections(smoke_run, cache_dir, tm
         assert drawn.shape[:2] == (image["height"], image["width"])
 
 
+def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplog) -> None:
+    """predict's folder rule is prepare's: a file is an image when the loaders can decode its
+    header; the others are skipped, counted and named, never silently dropped."""
+    from PIL import Image
+
+    from labelmatch.predict import image_files
+
+    for name, fmt in [("b.png", "PNG"), ("a.jpg", "JPEG"), ("c.JPEG", "JPEG"), ("d.bmp", "BMP")]:
+        Image.new("RGB", (8, 6)).save(tmp_path / name, fmt)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n")  # a truncated header
+    (tmp_path / "sub").mkdir()  # folders are not listed (no recursion)
+    with caplog.at_level("WARNING", logger="labelmatch"):
+        files = image_files(tmp_path)
+    assert [p.name for p in files] == ["a.jpg", "b.png", "c.JPEG"]
+    assert "3 of 6 files skipped" in caplog.text
+    assert "broken.png, d.bmp, notes.txt" in caplog.text
+    empty = tmp_path / "sub"
+    (empty / "x.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match="none of its 1 files is an image"):
+        image_files(empty)
+
+
 def test_evaluate_rewrites_the_training_results(smoke_run, cache_dir, tmp_path) -> None:
     trained = json.loads((smoke_run / "results.json").read_text())
     run_dir = tmp_path / "evaluate"
