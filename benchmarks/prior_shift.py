@@ -17,8 +17,10 @@ estimated prior is compared with the labeled and the true one (minutes, no train
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +39,10 @@ from labelmatch.method.act import (
 from labelmatch.plots import read_run_metrics
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmark_report import machine_description, replace_section  # noqa: E402
+
+SECTION_MARKERS = ("<!-- prior-shift:begin -->", "<!-- prior-shift:end -->")
 
 # (name, overrides): one pseudo-labelling rule each, on any experiment.
 ENTRIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -258,6 +264,29 @@ def summary(runs: Path, seeds: Sequence[int], window: int) -> str:
     return "\n".join(lines + [""] + verdicts)
 
 
+def report(runs: Path, seeds: Sequence[int], window: int, command: str) -> str:
+    """The docs section of `summary`: command, machine, date, the table and the verdicts."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join(
+        [
+            "### Measured: prior-shift runs (`benchmarks/prior_shift.py summary`)",
+            "",
+            f"Command: `{command}`",
+            "",
+            f"- Machine (the report's; the runs trained here too): {machine_description()}",
+            f"- Date: {now}; seeds asked for: {' '.join(map(str, seeds))}",
+            f"- Runs: `{runs}/EXPERIMENT/ENTRY-sS` (commands above); the `code` column is the "
+            "revision each run was trained with (its `revision.txt`).",
+            f"- KL(pseudo ‖ GT) and pseudo boxes / img: means over the last {window} training "
+            "steps; TV(ACT's prior, GT): total variation between the class shares ACT aimed at "
+            "at its last refresh and the unlabeled ground truth's (– without ACT); ACT's boxes "
+            "/ img: the boxes per image it aimed at.",
+            "",
+            summary(runs, seeds, window),
+        ]
+    )
+
+
 def total_variation(p: ClassPrior, q: ClassPrior) -> float:
     return 0.5 * (p.class_ratios - q.class_ratios).abs().sum().item()
 
@@ -317,11 +346,18 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--window", type=int, default=250, help="last steps of pseudo/* means")
     parser.add_argument("--images", type=int, default=1000, help="estimate: reference images")
+    parser.add_argument(
+        "--out", type=Path, help="summary: also write it into this markdown file's section"
+    )
     args = parser.parse_args(argv)
     if args.action == "commands":
         print("\n".join(commands(args.runs, args.experiments, args.seeds)))
     elif args.action == "summary":
-        print(summary(args.runs, args.seeds, args.window))
+        command = shlex.join(["python", "benchmarks/prior_shift.py", *argv])
+        section = report(args.runs, args.seeds, args.window, command)
+        print(section)
+        if args.out:
+            replace_section(args.out, *SECTION_MARKERS, section)
     else:
         print(estimate(args.runs, args.experiments, args.images))
 

@@ -124,6 +124,20 @@ def test_summary_reads_finished_runs(tmp_path: Path) -> None:
     assert math.isnan(prior_shift.last_window_mean({}, "pseudo/kl_to_gt", 250))
 
 
+def test_summary_writes_its_docs_section(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _fake_run(runs / "digits" / "act_labeled_prior-s0", 0.5, [0.1, 0.2, 0.3])
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- prior-shift:begin -->\nold\n<!-- prior-shift:end -->\nafter\n")
+    prior_shift.main(["summary", str(runs), "--seeds", "0", "--out", str(doc)])
+    text = doc.read_text()
+    assert text.startswith("before\n<!-- prior-shift:begin -->\n### Measured") and "old" not in text
+    assert (
+        f"Command: `python benchmarks/prior_shift.py summary {runs} --seeds 0 --out {doc}`" in text
+    )
+    assert "| digits | act_labeled_prior | 1 | 50.0 |" in text and text.endswith("end -->\nafter\n")
+
+
 def test_summary_marks_unmeasured_cells(tmp_path: Path) -> None:
     """A fixed-threshold run has no ACT prior: its prior cells read – rather than nan."""
     directory = tmp_path / "digits" / "fixed_threshold-s0"
