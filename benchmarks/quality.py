@@ -24,8 +24,9 @@ the unlabeled split (test transform) with the run's final thresholds and the pse
 scored against its ground truth (Fig. 4: precision, boxes per image, class-distribution KL;
 kept in RUN/pseudo_quality.json, as the pass takes minutes);
 the val per-class AP is averaged over the rarest and the most frequent third of classes in the
-labeled prior's order (Table 4). The targets of the comparison (`TARGETS`) are checked on the
-means over seeds and printed. The report replaces the section between
+labeled prior's order (Table 4); issue #17's comparisons (`prior_shift`, `prior_no_shift`) add
+the prior ACT aimed at (`act_prior_measures`). The targets of the comparison (`TARGETS`) are
+checked on the means over seeds and printed. The report replaces the section between
 `<!-- quality-E-C:begin -->` and `<!-- quality-E-C:end -->` of `--out` (the digits `methods`
 comparison keeps its old `quality` / `quality-E` markers) and draws `--out`'s folder /
 `quality-E-C.png`.
@@ -45,7 +46,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from benchmark_report import machine_description, replace_section  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -63,6 +65,7 @@ from labelmatch.data.class_prior import ClassPrior  # noqa: E402
 from labelmatch.evaluation.pseudo_quality import PseudoLabelQuality  # noqa: E402
 from labelmatch.method.module import detector_state  # noqa: E402
 from labelmatch.method.pseudo_labels import split_by_thresholds  # noqa: E402
+from labelmatch.plots import latest, read_run_metrics  # noqa: E402
 
 
 # ------------------------------------------------------------------------- runs, comparisons
@@ -94,6 +97,10 @@ RUNS: dict[str, tuple[str, ...]] = {
     "alpha_0": (*NO_RPLM, "method.alpha=0"),
     "alpha_0.1": (*NO_RPLM, "method.alpha=0.1"),
     "alpha_0.4": (*NO_RPLM, "method.alpha=0.4"),
+    # Issue #17: the prior ACT aims at (docs/method.md §2, "Estimated prior"); the oracle counts
+    # the unlabeled json's annotations, a reference no semi-supervised method may use.
+    "labelmatch_estimated_prior": ("method=labelmatch", "method.act.prior=estimated"),
+    "labelmatch_oracle_prior": ("method=labelmatch", "method.act.prior=oracle"),
 }
 
 
@@ -149,6 +156,25 @@ COMPARISONS: dict[str, tuple[str, tuple[Row, ...]]] = {
         "reliable pseudo-label mining off vs on (Fig. 8a)",
         (Row("without RPLM", "labelmatch_no_rplm"), Row("with RPLM", "labelmatch")),
     ),
+    # Issue #17, on the `*_shift` experiments (unlabeled images under another class prior).
+    "prior_shift": (
+        "the prior ACT aims at, unlabeled images under class shift (issue #17)",
+        (
+            Row("fixed 0.7", "mean_teacher_0.7"),
+            Row("labeled prior", "labelmatch"),
+            Row("estimated prior", "labelmatch_estimated_prior"),
+            Row("oracle prior", "labelmatch_oracle_prior"),
+        ),
+    ),
+    # ... and on the unshifted ones, where the oracle equals the labeled prior in expectation.
+    "prior_no_shift": (
+        "the estimated prior where the unlabeled images follow the labeled prior (issue #17)",
+        (
+            Row("fixed 0.7", "mean_teacher_0.7"),
+            Row("labeled prior", "labelmatch"),
+            Row("estimated prior", "labelmatch_estimated_prior"),
+        ),
+    ),
 }
 
 
@@ -165,9 +191,17 @@ def section_markers(experiment: str, comparison: str) -> tuple[str, str]:
 
 
 def baseline_experiment(experiment: str) -> str | None:
-    """The supervised stage-1 experiment of `experiment`, if it has one (two-stage recipe)."""
-    name = f"{experiment}_baseline"
-    return name if (REPO / "conf" / "experiment" / f"{name}.yaml").is_file() else None
+    """The supervised stage-1 experiment of `experiment`, if it has one (two-stage recipe):
+    `E_baseline`, else that of the experiment E extends (its first default naming one), as
+    glyphs_shift keeps glyphs_10pct's labeled fold and so its baseline."""
+    folder = REPO / "conf" / "experiment"
+    if (folder / f"{experiment}_baseline.yaml").is_file():
+        return f"{experiment}_baseline"
+    if not (folder / f"{experiment}.yaml").is_file():
+        return None
+    defaults = OmegaConf.load(folder / f"{experiment}.yaml").get("defaults", [])
+    parents = [d for d in defaults if isinstance(d, str) and (folder / f"{d}.yaml").is_file()]
+    return baseline_experiment(parents[0]) if parents else None
 
 
 def run_overrides(
@@ -265,6 +299,30 @@ def train(seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> Non
     print(f"{label} trained in {(time.monotonic() - started) / 60:.1f} min", flush=True)
 
 
+MISSING_VALUE = object()  # OmegaConf.select's answer for an absent key
+
+
+def not_trained_with(run_dir: Path, overrides: Sequence[str]) -> list[str]:
+    """The `overrides` a finished run was not trained with. Each must be among the Hydra
+    overrides it recorded, or, for a value below the config groups (`a.b=v`), hold in the
+    config it resolved: a run of `method=mean_teacher` had `method.fixed_thresholds.reliable`
+    0.7 by default before the harness wrote it out."""
+    hydra = run_dir / ".hydra"
+    recorded = set(OmegaConf.to_container(OmegaConf.load(hydra / "overrides.yaml")))
+    config = OmegaConf.load(hydra / "config.yaml")
+    missing = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if override in recorded:
+            continue
+        if "." in key and key[0] not in "+~":
+            resolved = OmegaConf.select(config, key, default=MISSING_VALUE)
+            if resolved is not MISSING_VALUE and resolved == yaml.safe_load(value):
+                continue
+        missing.append(override)
+    return missing
+
+
 def ensure_trained(
     seed: int, run_dir: Path, overrides: Sequence[str], reuse: bool, model: str, label: str
 ) -> dict[str, Any]:
@@ -279,10 +337,9 @@ def ensure_trained(
     else:
         train(seed, run_dir, overrides, label)
     results = json.loads(results_path.read_text())
-    recorded = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
-    expected = [*overrides, f"seed={seed}"]
-    if not set(expected) <= set(recorded):
-        sys.exit(f"{run_dir}: trained with {recorded}, not with {expected}")
+    missing = not_trained_with(run_dir, [*overrides, f"seed={seed}"])
+    if missing:
+        sys.exit(f"{run_dir}: not trained with {missing} (see its .hydra/)")
     if model not in results:
         sys.exit(f"{results_path}: no {model} metrics (did the run end within burn-in?)")
     return results
@@ -296,13 +353,19 @@ def supervised_reference_threshold() -> float:
     return float(config.fixed_thresholds.reliable)
 
 
-def run_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float], dict[str, int]]:
-    """Pseudo-label statistics of a finished run's final `model` on its unlabeled split, and
-    the labeled boxes per class name (the prior's order)."""
+def run_datamodule(run_dir: Path) -> tuple[DictConfig, Any]:
+    """The run's config and its data module, set up with the unlabeled split."""
     cfg: DictConfig = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     datamodule = instantiate(cfg.data, use_unlabeled=True)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    return cfg, datamodule
+
+
+def run_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float], dict[str, int]]:
+    """Pseudo-label statistics of a finished run's final `model` on its unlabeled split, and
+    the labeled boxes per class name (the prior's order)."""
+    cfg, datamodule = run_datamodule(run_dir)
     checkpoint = torch.load(
         run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
@@ -399,6 +462,23 @@ def cached_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float
     return pseudo, labeled_counts
 
 
+# ------------------------------------------------------------------------ the prior ACT aimed at
+def act_prior_measures(run_dir: Path, class_names: Sequence[str]) -> dict[str, float]:
+    """Issue #17's measures of the prior ACT aimed at, at its last refresh (`act/prior/*` in the
+    run's metrics): the total variation of its class shares from the unlabeled split's ground
+    truth (counted from the run's own unlabeled json) and its boxes per image. NaN for a run
+    without ACT (a fixed threshold, supervised)."""
+    metrics = read_run_metrics(run_dir)
+    shares = latest(metrics, "act/prior", class_names)
+    boxes = metrics.get("act/prior/boxes_per_image")
+    if boxes is None or any(math.isnan(share) for share in shares):
+        return {"tv_to_gt": math.nan, "boxes_per_image": math.nan}
+    aimed = ClassPrior.from_manual(shares, boxes[1][-1])
+    truth = run_datamodule(run_dir)[1].unlabeled_class_prior
+    tv = math.nan if truth is None else aimed.total_variation(truth)
+    return {"tv_to_gt": tv, "boxes_per_image": aimed.boxes_per_image}
+
+
 # ------------------------------------------------------------------- rare and frequent thirds
 def prior_thirds(labeled_counts: dict[str, int]) -> tuple[list[str], list[str]]:
     """The rarest and the most frequent third of the classes by labeled boxes, as Table 4
@@ -426,6 +506,7 @@ class Run:
     pseudo: dict[str, float]
     labeled_counts: dict[str, int]
     revision: str
+    act_prior: dict[str, float] = field(default_factory=dict)  # prior comparisons only
 
     @property
     def evaluated(self) -> str:
@@ -504,6 +585,31 @@ def ordering_verdict(order: Sequence[str], values: dict[str, list[float]]) -> Ve
     )
 
 
+def gap_closed_verdict(
+    ours: str, start: str, reference: str, values: dict[str, list[float]], share: float
+) -> Verdict:
+    """mean(ours) closes at least `share` of the mAP gap from mean(start) up to mean(reference);
+    with no gap to close, it must not fall more than NO_SHIFT_COST below start."""
+    mine, low, high = (statistics.mean(values[label]) for label in (ours, start, reference))
+    claim = f"{ours} closes ≥ {100 * share:.0f} % of the mAP gap from {start} to {reference}"
+    gap = high - low
+    if gap <= 0:
+        detail = f"no gap: {reference} {high:.1f} ≤ {start} {low:.1f}; {ours} {mine:.1f}"
+        return Verdict(claim, mine >= low - NO_SHIFT_COST - ROUNDING, detail)
+    closed = (mine - low) / gap
+    detail = (
+        f"{low:.1f} → {mine:.1f} of {high:.1f}: closes {100 * closed:.0f} % of {gap:.1f} points"
+    )
+    return Verdict(claim, closed >= share - ROUNDING, detail)
+
+
+def cost_verdict(ours: str, theirs: str, values: dict[str, list[float]], limit: float) -> Verdict:
+    """mean(ours) at most `limit` mAP below mean(theirs)."""
+    mine, other = statistics.mean(values[ours]), statistics.mean(values[theirs])
+    detail = f"{mine:.1f} vs {other:.1f}: costs {other - mine:+.1f} points"
+    return Verdict(f"{ours} ≥ {theirs} − {limit:g} mAP", other - mine <= limit + ROUNDING, detail)
+
+
 def best_of(prefix: str, values: dict[str, list[float]]) -> str:
     """The row starting with `prefix` of the highest mean."""
     rows = [label for label in values if label.startswith(prefix)]
@@ -512,6 +618,12 @@ def best_of(prefix: str, values: dict[str, list[float]]) -> str:
 
 # The issue's targets are on means over this many seeds (issue #14, point 5).
 TARGET_SEEDS = 3
+# Issue #17: under class shift the estimated prior closes at least this share of the gap from
+# the labeled to the oracle prior; without shift it costs at most this many mAP points.
+GAP_CLOSED = 0.5
+NO_SHIFT_COST = 0.5
+# A bound met exactly stays met through mAP's round trip from results.json's fraction.
+ROUNDING = 1e-9
 # The issue's targets per comparison, on the means over seeds: (map, rare-third AP) by row
 # label -> verdicts. Comparisons without one (alpha, rplm) are reported, not judged.
 TARGETS: dict[str, Callable[[dict[str, list[float]], dict[str, list[float]]], list[Verdict]]] = {
@@ -525,6 +637,12 @@ TARGETS: dict[str, Callable[[dict[str, list[float]], dict[str, list[float]]], li
     ],
     "uncertain": lambda mAP, rare: [ordering_verdict(["self", "iou", "ignore"], mAP)],
     "act_interval": lambda mAP, rare: [ordering_verdict(["K (recipe)", "K = ∞"], mAP)],
+    "prior_shift": lambda mAP, rare: [
+        gap_closed_verdict("estimated prior", "labeled prior", "oracle prior", mAP, GAP_CLOSED)
+    ],
+    "prior_no_shift": lambda mAP, rare: [
+        cost_verdict("estimated prior", "labeled prior", mAP, NO_SHIFT_COST)
+    ],
 }
 
 
@@ -568,6 +686,16 @@ COLUMNS: list[tuple[str, Callable[[Run], float], str]] = [
     ("KL(pseudo ‖ prior)", lambda r: r.pseudo["kl_to_prior"], "{:.3f}"),
     ("KL(pseudo ‖ GT)", lambda r: r.pseudo["kl_to_gt"], "{:.3f}"),
 ]
+# Issue #17's comparisons add the prior ACT aimed at (`act_prior_measures`).
+PRIOR_COLUMNS: list[tuple[str, Callable[[Run], float], str]] = [
+    ("TV(ACT's prior, GT)", lambda r: r.act_prior.get("tv_to_gt", math.nan), "{:.3f}"),
+    ("ACT's boxes / img", lambda r: r.act_prior.get("boxes_per_image", math.nan), "{:.2f}"),
+]
+PRIOR_COMPARISONS = ("prior_shift", "prior_no_shift")
+
+
+def columns_of(comparison: str) -> list[tuple[str, Callable[[Run], float], str]]:
+    return COLUMNS + (PRIOR_COLUMNS if comparison in PRIOR_COMPARISONS else [])
 
 
 def mean_and_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -597,13 +725,13 @@ def group_by_row(runs: Sequence[Run]) -> dict[str, list[Run]]:
     return grouped
 
 
-def summary_table(runs: Sequence[Run]) -> str:
+def summary_table(runs: Sequence[Run], columns=COLUMNS) -> str:
     rows = []
     for label, members in group_by_row(runs).items():
-        cells = [format_cell([get(r) for r in members], fmt) for _, get, fmt in COLUMNS]
+        cells = [format_cell([get(r) for r in members], fmt) for _, get, fmt in columns]
         code = ", ".join(sorted({r.revision for r in members}))
         rows.append([label, members[0].evaluated, str(len(members)), *cells, code])
-    header = ["row", "model", "seeds", *(name for name, _, _ in COLUMNS), "code"]
+    header = ["row", "model", "seeds", *(name for name, _, _ in columns), "code"]
     return table(header, rows)
 
 
@@ -628,12 +756,12 @@ def per_class_table(runs: Sequence[Run]) -> str:
     return table(["class", "labeled boxes", *grouped], rows)
 
 
-def per_run_table(runs: Sequence[Run]) -> str:
+def per_run_table(runs: Sequence[Run], columns=COLUMNS) -> str:
     rows = []
     for run in runs:
-        cells = [format_cell([get(run)], fmt) for _, get, fmt in COLUMNS]
+        cells = [format_cell([get(run)], fmt) for _, get, fmt in columns]
         rows.append([run.row.label, str(run.seed), *cells, run.revision, f"`{shown(run.run_dir)}`"])
-    header = ["row", "seed", *(name for name, _, _ in COLUMNS), "code", "run"]
+    header = ["row", "seed", *(name for name, _, _ in columns), "code", "run"]
     return table(header, rows)
 
 
@@ -730,7 +858,7 @@ def render(
             "",
             f"![{title}]({plot_name})",
             "",
-            summary_table(runs),
+            summary_table(runs, columns_of(comparison)),
             "",
             "How to read it:",
             "",
@@ -749,6 +877,16 @@ def render(
             "- Boxes per image (Fig. 4b) next to the unlabeled split's ground truth per image.",
             "- KL (Fig. 4c): KL(pseudo ‖ reference) in nats of the class distributions; the "
             "reference is the labeled prior ACT aims at, or the unlabeled ground truth.",
+            *(
+                [
+                    "- TV(ACT's prior, GT): total variation ½ Σ|r_c − r'_c| between the class "
+                    "shares ACT aimed at at its last refresh (`act/prior/*`: labeled, estimated "
+                    "or oracle) and the unlabeled json's own; ACT's boxes / img: the boxes per "
+                    "image it aimed at (— without ACT)."
+                ]
+                if comparison in PRIOR_COMPARISONS
+                else []
+            ),
             "",
             "Val AP per class (mean ± std over seeds), rarest labeled class first:",
             "",
@@ -756,7 +894,7 @@ def render(
             "",
             "Per run:",
             "",
-            per_run_table(runs),
+            per_run_table(runs, columns_of(comparison)),
         ]
     )
 
@@ -833,6 +971,8 @@ def main(argv: Sequence[str]) -> None:
         print(f"{label} pseudo-label statistics on the unlabeled split", flush=True)
         pseudo, labeled_counts = cached_pseudo_statistics(run_dir, model)
         run = Run(row, seed, run_dir, results, pseudo, labeled_counts, recorded_revision(run_dir))
+        if args.comparison in PRIOR_COMPARISONS:
+            run.act_prior = act_prior_measures(run_dir, list(labeled_counts))
         print(
             f"{label} {run.evaluated} mAP {100 * run.metrics['map']:.1f}, rarest third "
             f"{run.third_ap('rare'):.1f}, pseudo precision {100 * run.pseudo['precision']:.1f} %, "

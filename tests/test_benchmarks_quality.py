@@ -4,6 +4,7 @@ one tiny end-to-end run of two rows from a shared baseline."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,89 @@ def test_ordering_targets_and_missing_rows() -> None:
     act.append(make_run("K = ∞", "act_once", 0, 41, 0.2))
     assert "**MISSED**" in quality.check_targets("act_interval", act)[0]
     assert "No target" in quality.check_targets("alpha", act)[0]
+
+
+def prior_runs(labeled: float, estimated: float, oracle: float | None, seeds: int = 3) -> list:
+    rows = [("labeled prior", "labelmatch", labeled)]
+    rows += [("estimated prior", "labelmatch_estimated_prior", estimated)]
+    rows += [("oracle prior", "labelmatch_oracle_prior", oracle)] if oracle is not None else []
+    runs = [make_run("fixed 0.7", "mean_teacher_0.7", s, 40.0, 0.2) for s in range(seeds)]
+    return runs + [
+        make_run(label, run, s, value, 0.2) for label, run, value in rows for s in range(seeds)
+    ]
+
+
+def test_prior_targets_gap_closed_under_shift_and_cost_without() -> None:
+    """Issue #17: under shift the estimate closes ≥ half the labeled-to-oracle gap; without
+    shift it costs ≤ 0.5 mAP against the labeled prior."""
+    half = quality.check_targets("prior_shift", prior_runs(50.0, 53.0, 56.0))
+    assert half == [
+        "- estimated prior closes ≥ 50 % of the mAP gap from labeled prior to oracle prior: "
+        "**PASS** (50.0 → 53.0 of 56.0: closes 50 % of 6.0 points)"
+    ]
+    assert "**MISSED**" in quality.check_targets("prior_shift", prior_runs(50.0, 52.9, 56.0))[0]
+    # No gap to close: the estimate may not fall more than 0.5 below the labeled prior.
+    assert "**PASS**" in quality.check_targets("prior_shift", prior_runs(50.0, 49.5, 49.0))[0]
+    assert "**MISSED**" in quality.check_targets("prior_shift", prior_runs(50.0, 49.4, 49.0))[0]
+    one_seed = quality.check_targets("prior_shift", prior_runs(50.0, 55.0, 56.0, seeds=1))[0]
+    assert "**NOT CHECKED**" in one_seed and "holds on 1 of the target's 3 seeds" in one_seed
+    cost = quality.check_targets("prior_no_shift", prior_runs(50.0, 49.5, None))
+    assert cost == [
+        "- estimated prior ≥ labeled prior − 0.5 mAP: **PASS** (49.5 vs 50.0: costs +0.5 points)"
+    ]
+    assert "**MISSED**" in quality.check_targets("prior_no_shift", prior_runs(50.0, 49.4, None))[0]
+
+
+def test_act_prior_measures_read_the_last_refresh_against_the_unlabeled_truth(
+    tmp_path: Path, smoke_run: Path
+) -> None:
+    """TV of the shares ACT aimed at (its last `act/prior/*`) from the run's unlabeled json's
+    own prior, and the boxes per image it aimed at; NaN for a run that logged no ACT prior."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    config = (smoke_run / ".hydra" / "config.yaml").read_text()
+    (run / ".hydra" / "config.yaml").write_text(config)
+    truth = quality.run_datamodule(run)[1].unlabeled_class_prior
+    names = [str(c) for c in range(10)]
+    ratios = truth.class_ratios.tolist()
+    # Refresh 1 aims at class 0 only; refresh 2 at the truth's shares (unnormalised x 3).
+    header = ",".join(["step", *(f"act/prior/{n}" for n in names), "act/prior/boxes_per_image"])
+    first = ",".join(["10", "1", *["0"] * 9, "2.0"])
+    last = ",".join(["20", *(str(3 * r) for r in ratios), "4.5"])
+    (run / "metrics.csv").write_text("\n".join([header, first, last]) + "\n")
+    measures = quality.act_prior_measures(run, names)
+    assert measures["tv_to_gt"] == pytest.approx(0.0, abs=1e-9)
+    assert measures["boxes_per_image"] == 4.5
+    # The first refresh's one-class prior: TV = 1 - r_0.
+    (run / "metrics.csv").write_text("\n".join([header, first]) + "\n")
+    assert quality.act_prior_measures(run, names)["tv_to_gt"] == pytest.approx(1 - ratios[0])
+    (run / "metrics.csv").write_text("step,pseudo/kl_to_gt\n20,0.5\n")
+    assert all(math.isnan(v) for v in quality.act_prior_measures(run, names).values())
+
+
+def test_a_run_counts_as_trained_with_a_default_written_out_later(tmp_path: Path) -> None:
+    hydra = tmp_path / ".hydra"
+    hydra.mkdir()
+    (hydra / "overrides.yaml").write_text("- experiment=digits\n- method=mean_teacher\n- seed=0\n")
+    (hydra / "config.yaml").write_text("method:\n  fixed_thresholds:\n    reliable: 0.7\n")
+    assert quality.not_trained_with(tmp_path, ["method=mean_teacher", "seed=0"]) == []
+    # A value below the groups may hold in the resolved config instead of the overrides ...
+    assert quality.not_trained_with(tmp_path, ["method.fixed_thresholds.reliable=0.7"]) == []
+    # ... but a group, another value, a missing key or another seed does not.
+    expected = [
+        "method=labelmatch",
+        "method.fixed_thresholds.reliable=0.8",
+        "method.fixed_thresholds.uncertain=0.7",
+        "seed=1",
+    ]
+    assert quality.not_trained_with(tmp_path, expected) == expected
+
+
+def test_an_experiment_that_extends_another_shares_its_baseline() -> None:
+    assert quality.baseline_experiment("glyphs_10pct") == "glyphs_10pct_baseline"
+    assert quality.baseline_experiment("glyphs_shift") == "glyphs_10pct_baseline"  # same fold
+    assert quality.baseline_experiment("digits_shift") is None  # one stage, as digits
+    assert quality.baseline_experiment("no_such_experiment") is None
 
 
 def set_overrides(overrides: list[str]) -> list[tuple[str, str]]:

@@ -71,6 +71,16 @@ def test_manual_prior_normalises_and_validates():
         ClassPrior.from_manual([1.0, 1.0], boxes_per_image=0.0)
 
 
+def test_total_variation_of_class_shares():
+    # (3/4, 1/8, 1/8) against (1/4, 1/4, 1/2): ½ (1/2 + 1/8 + 3/8) = 1/2; boxes per image aside.
+    other = ClassPrior.from_manual([1.0, 1.0, 2.0], boxes_per_image=9.0)
+    assert _prior().total_variation(other) == pytest.approx(0.5)
+    assert other.total_variation(_prior()) == pytest.approx(0.5)
+    assert _prior().total_variation(_prior()) == 0.0
+    with pytest.raises(ValueError, match="3 and 2 classes"):
+        _prior().total_variation(ClassPrior.from_manual([1.0, 1.0], boxes_per_image=1.0))
+
+
 def test_thresholds_take_ranked_scores_floor_and_absent_class():
     reliable, uncertain = act_thresholds(_scores(), num_images=10, prior=_prior())
     # class 1: E = 15 -> reliable rank int(15 * 0.2) = 3 -> 0.8;

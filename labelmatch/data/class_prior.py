@@ -57,6 +57,13 @@ class ClassPrior:
         `potential_positive`)."""
         return num_images * self.boxes_per_image * self.class_ratios
 
+    def total_variation(self, other: "ClassPrior") -> float:
+        """½ Σ_c |r_c − r'_c| of the class shares, in [0, 1] (boxes per image aside): how far
+        the prior ACT aims at is from another, e.g. the unlabeled ground truth (issue #17)."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"priors over {self.num_classes} and {other.num_classes} classes")
+        return 0.5 * (self.class_ratios - other.class_ratios).abs().sum().item()
+
 
 def class_prior_from_counts(box_counts: Sequence[int] | Tensor, num_images: int) -> ClassPrior:
     """Prior from labeled box counts per class (index c-1 holds class c) over `num_images` images.
