@@ -4,7 +4,9 @@ Reads each job directory under DIR (any folder with `.hydra/overrides.yaml`): it
 its `results.json`. Prints a markdown table with one row per job (the overrides that differ
 between jobs, steps, teacher and student AP x 100) and writes it to `DIR/summary.md` and
 `DIR/summary.csv`. When the sweep varies `seed` or `data.splits.fold`, a second table gives
-mean ± sample std over them for each setting of the other overrides (`DIR/summary_mean.csv`). A job
+mean ± sample std over them for each setting of the other overrides (`DIR/summary_mean.csv`);
+`method.init_from` counts as part of the repetition when each seed has its own (the two-stage
+recipe: stage 2 of seed S starts from the baseline of seed S), not as a setting. A job
 without a readable `results.json` (failed or still running) is listed with that status and left
 out of the means. Missing values (a supervised job has no teacher) are "—", empty in the CSV.
 """
@@ -28,6 +30,9 @@ from omegaconf import OmegaConf
 # Overrides that repeat one setting (Table 1 averages folds); means are taken over them.
 # data.fold: the fold's key in sweeps made before the data splits were nested (issue #15).
 REPEAT_KEYS = ("seed", "data.splits.fold", "data.fold")
+# Overrides that follow the repetition: in the two-stage recipe each seed's stage 2 starts from
+# that seed's stage-1 checkpoint, so the path differs with the seed without being a setting.
+PER_REPEAT_KEYS = ("method.init_from",)
 # (column, model in results.json, metric key); values are AP x 100.
 METRICS = [
     ("teacher mAP", "teacher", "map"),
@@ -116,14 +121,36 @@ def mean_and_std(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def mean_rows(jobs: Sequence[Job], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """One row per setting of the non-repeat overrides: mean ± std over seeds/folds."""
-    setting_keys = [k for k in keys if k not in REPEAT_KEYS]
-    repeats = [k for k in keys if k in REPEAT_KEYS]
+def group_jobs(
+    jobs: Sequence[Job], setting_keys: Sequence[str]
+) -> dict[tuple[str, ...], list[Job]]:
+    """Finished jobs by their values of `setting_keys`."""
     groups: dict[tuple[str, ...], list[Job]] = {}
     for job in jobs:
         if job.results is not None:
             groups.setdefault(tuple(job.overrides.get(k, "") for k in setting_keys), []).append(job)
+    return groups
+
+
+def repeats_once(groups: dict[tuple[str, ...], list[Job]], repeats: Sequence[str]) -> bool:
+    """Whether no group holds two jobs of the same seed / fold."""
+    for members in groups.values():
+        tuples = [tuple(job.overrides.get(k, "") for k in repeats) for job in members]
+        if len(set(tuples)) < len(tuples):
+            return False
+    return True
+
+
+def mean_rows(jobs: Sequence[Job], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """One row per setting of the non-repeat overrides: mean ± std over seeds/folds. A
+    PER_REPEAT_KEYS override is left out of the setting only if then no setting holds one seed
+    twice (two checkpoints per seed are two settings)."""
+    repeats = [k for k in keys if k in REPEAT_KEYS]
+    setting_keys = [k for k in keys if k not in REPEAT_KEYS and k not in PER_REPEAT_KEYS]
+    groups = group_jobs(jobs, setting_keys)
+    if not repeats_once(groups, repeats):
+        setting_keys = [k for k in keys if k not in REPEAT_KEYS]
+        groups = group_jobs(jobs, setting_keys)
     header = [*setting_keys, f"runs (over {', '.join(repeats)})"]
     header += [name for name, _, _ in METRICS]
     rows = []

@@ -56,6 +56,32 @@ def test_per_job_table_and_mean_std_over_folds(tmp_path) -> None:
     assert "| 0.2 | 2 | 32.00 ± 2.83 |" in text
 
 
+def test_two_stage_runs_average_over_seeds_each_from_its_own_baseline(tmp_path) -> None:
+    """Stage 2 of seed S starts from seed S's baseline: `method.init_from` differs with the
+    seed, yet the means are per method, over the seeds."""
+    maps = {("mean_teacher", "0"): 0.30, ("mean_teacher", "1"): 0.34, ("labelmatch", "0"): 0.40}
+    for (method, seed), value in maps.items():
+        init = f"method.init_from=runs/baseline-s{seed}/checkpoints/last.ckpt"
+        overrides = ["experiment=glyphs_10pct", f"method={method}", init, f"seed={seed}"]
+        fake_job(tmp_path / f"{method}-s{seed}", overrides, value)
+    fake_job(tmp_path / "baseline-s0", ["experiment=glyphs_10pct_baseline", "seed=0"], 0.2)
+    summarize(tmp_path)
+    means = read_csv(tmp_path / "summary_mean.csv")
+    assert [(m["experiment"], m["method"], m["runs (over seed)"]) for m in means] == [
+        ("glyphs_10pct_baseline", "", "1"), ("glyphs_10pct", "labelmatch", "1"),
+        ("glyphs_10pct", "mean_teacher", "2"),
+    ]  # fmt: skip
+    assert means[2]["teacher mAP"] == "32.00 ± 2.83"
+    assert "method.init_from" not in means[0]
+    # Two checkpoints for one seed are two settings: init_from groups again.
+    fake_job(tmp_path / "mean_teacher-s0-other", [
+        "experiment=glyphs_10pct", "method=mean_teacher", "method.init_from=other.ckpt", "seed=0"
+    ], 0.5)  # fmt: skip
+    summarize(tmp_path)
+    means = read_csv(tmp_path / "summary_mean.csv")
+    assert len(means) == 5 and "method.init_from" in means[0]
+
+
 def test_no_mean_table_when_no_seed_or_fold_varies(tmp_path) -> None:
     for index, alpha in enumerate(["0.1", "0.2"]):
         fake_job(tmp_path / str(index), [f"method.alpha={alpha}", "seed=1"], 0.25)
