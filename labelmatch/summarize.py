@@ -5,8 +5,9 @@ its `results.json`. Prints a markdown table with one row per job (the overrides 
 between jobs, steps, teacher and student AP x 100) and writes it to `DIR/summary.md` and
 `DIR/summary.csv`. When the sweep varies `seed` or `data.splits.fold`, a second table gives
 mean ± sample std over them for each setting of the other overrides (`DIR/summary_mean.csv`);
-`method.init_from` counts as part of the repetition when each seed has its own (the two-stage
-recipe: stage 2 of seed S starts from the baseline of seed S), not as a setting. A job
+`method.init_from` counts as part of the repetition, not as a setting, when it follows the seed
+or fold one to one (the two-stage recipe: stage 2 of seed S starts from the baseline of seed S,
+and no other). A job
 without a readable `results.json` (failed or still running) is listed with that status and left
 out of the means. Missing values (a supervised job has no teacher) are "—", empty in the CSV.
 """
@@ -132,25 +133,29 @@ def group_jobs(
     return groups
 
 
-def repeats_once(groups: dict[tuple[str, ...], list[Job]], repeats: Sequence[str]) -> bool:
-    """Whether no group holds two jobs of the same seed / fold."""
-    for members in groups.values():
-        tuples = [tuple(job.overrides.get(k, "") for k in repeats) for job in members]
-        if len(set(tuples)) < len(tuples):
-            return False
-    return True
+def follows_repeats(jobs: Sequence[Job], key: str, repeats: Sequence[str]) -> bool:
+    """Whether, over the finished jobs that set `key`, each seed / fold has one value of it
+    and no two seeds / folds share one (a one-to-one map: each seed's own checkpoint)."""
+    values: dict[tuple[str, ...], set[str]] = {}
+    for job in jobs:
+        if job.results is not None and key in job.overrides:
+            repeat = tuple(job.overrides.get(k, "") for k in repeats)
+            values.setdefault(repeat, set()).add(job.overrides[key])
+    distinct = {value for per_repeat in values.values() for value in per_repeat}
+    return all(len(v) == 1 for v in values.values()) and len(distinct) == len(values)
 
 
 def mean_rows(jobs: Sequence[Job], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """One row per setting of the non-repeat overrides: mean ± std over seeds/folds. A
-    PER_REPEAT_KEYS override is left out of the setting only if then no setting holds one seed
-    twice (two checkpoints per seed are two settings)."""
+    PER_REPEAT_KEYS override that follows the seeds / folds one to one is part of the
+    repetition; otherwise (two checkpoints for one seed, one for two) it is a setting."""
     repeats = [k for k in keys if k in REPEAT_KEYS]
-    setting_keys = [k for k in keys if k not in REPEAT_KEYS and k not in PER_REPEAT_KEYS]
+    setting_keys = [
+        k
+        for k in keys
+        if k not in REPEAT_KEYS and not (k in PER_REPEAT_KEYS and follows_repeats(jobs, k, repeats))
+    ]
     groups = group_jobs(jobs, setting_keys)
-    if not repeats_once(groups, repeats):
-        setting_keys = [k for k in keys if k not in REPEAT_KEYS]
-        groups = group_jobs(jobs, setting_keys)
     header = [*setting_keys, f"runs (over {', '.join(repeats)})"]
     header += [name for name, _, _ in METRICS]
     rows = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,10 @@ def test_two_stage_runs_average_over_seeds_each_from_its_own_baseline(tmp_path) 
     ]  # fmt: skip
     assert means[2]["teacher mAP"] == "32.00 ± 2.83"
     assert "method.init_from" not in means[0]
+    # A copy of a job's folder repeats a seed with the same checkpoint: still one to one.
+    shutil.copytree(tmp_path / "labelmatch-s0", tmp_path / "labelmatch-s0-copy")
+    summarize(tmp_path)
+    assert "method.init_from" not in read_csv(tmp_path / "summary_mean.csv")[0]
     # Two checkpoints for one seed are two settings: init_from groups again.
     fake_job(tmp_path / "mean_teacher-s0-other", [
         "experiment=glyphs_10pct", "method=mean_teacher", "method.init_from=other.ckpt", "seed=0"
@@ -80,6 +85,17 @@ def test_two_stage_runs_average_over_seeds_each_from_its_own_baseline(tmp_path) 
     summarize(tmp_path)
     means = read_csv(tmp_path / "summary_mean.csv")
     assert len(means) == 5 and "method.init_from" in means[0]
+
+
+def test_one_checkpoint_for_two_seeds_is_a_setting(tmp_path) -> None:
+    for seed, init in [("0", "a.ckpt"), ("1", "a.ckpt"), ("0", "b.ckpt")]:
+        overrides = ["method=labelmatch", f"method.init_from={init}", f"seed={seed}"]
+        fake_job(tmp_path / f"{init}-s{seed}", overrides, 0.3)
+    summarize(tmp_path)
+    means = read_csv(tmp_path / "summary_mean.csv")
+    assert [(m["method.init_from"], m["runs (over seed)"]) for m in means] == [
+        ("a.ckpt", "2"), ("b.ckpt", "1")
+    ]  # fmt: skip
 
 
 def test_no_mean_table_when_no_seed_or_fold_varies(tmp_path) -> None:
