@@ -23,8 +23,12 @@ Each run's directory records the code it was trained with (`revision.txt`: `git 
 --short HEAD`, `-dirty` with uncommitted changes), reported per row. The final model then labels
 the unlabeled split (test transform) with the run's final thresholds and the pseudo labels are
 scored against its ground truth (Fig. 4: precision, boxes per image, class-distribution KL;
-kept in RUN/pseudo_quality.json, as the pass takes minutes);
-the val per-class AP is averaged over the rarest and the most frequent third of classes in the
+kept in RUN/pseudo_quality.json, as the pass takes minutes). What the report reads of each run
+is written to its record, benchmarks/records/E/RUN-sS.json (`--records`), committed with the
+report: run folders live under the ignored outputs/ and go with the machine, so `--reuse` takes
+a run from its folder if it is there, else from its record. A stage-2 row that still has to
+train needs its seed's baseline folder; a baseline trained again must match its record.
+The val per-class AP is averaged over the rarest and the most frequent third of classes in the
 labeled prior's order (Table 4); issue #17's comparisons (`prior_shift`, `prior_no_shift`) add
 the prior ACT aimed at (`act_prior_measures`). The targets of the comparison (`TARGETS`) are
 checked on the means over seeds and printed. The report replaces the section between
@@ -316,14 +320,22 @@ def same_value(resolved: Any, value: Any) -> bool:
     return resolved == value
 
 
-def not_trained_with(run_dir: Path, overrides: Sequence[str]) -> list[str]:
-    """The `overrides` a finished run was not trained with. Each must be among the Hydra
-    overrides it recorded, or, for a value below the config groups (`a.b=v`, read by Hydra's
-    override parser), hold in the config it resolved: a run of `method=mean_teacher` had
-    `method.fixed_thresholds.reliable` 0.7 by default before the harness wrote it out."""
+def hydra_record(run_dir: Path) -> tuple[list[str], DictConfig]:
+    """The Hydra overrides a run was started with and the config it composed (`.hydra/`)."""
     hydra = run_dir / ".hydra"
-    recorded = set(OmegaConf.to_container(OmegaConf.load(hydra / "overrides.yaml")))
-    config = OmegaConf.load(hydra / "config.yaml")
+    overrides = OmegaConf.to_container(OmegaConf.load(hydra / "overrides.yaml"))
+    return list(overrides), OmegaConf.load(hydra / "config.yaml")
+
+
+def not_trained_with(
+    recorded: Sequence[str], config: DictConfig, overrides: Sequence[str]
+) -> list[str]:
+    """The `overrides` a finished run was not trained with, given the overrides it `recorded` and
+    the `config` it composed (`hydra_record`). Each must be among the recorded overrides or, for a
+    value below the config groups (`a.b=v`, read by Hydra's override parser), hold in the config:
+    a run of `method=mean_teacher` had `method.fixed_thresholds.reliable` 0.7 by default before
+    the harness wrote it out."""
+    recorded = set(recorded)
     parser = OverridesParser.create()
     missing = []
     for override in overrides:
@@ -353,12 +365,44 @@ def ensure_trained(
     else:
         train(seed, run_dir, overrides, label)
     results = json.loads(results_path.read_text())
-    missing = not_trained_with(run_dir, [*overrides, f"seed={seed}"])
+    missing = not_trained_with(*hydra_record(run_dir), [*overrides, f"seed={seed}"])
     if missing:
         sys.exit(f"{run_dir}: not trained with {missing} (see its .hydra/)")
     if model not in results:
         sys.exit(f"{results_path}: no {model} metrics (did the run end within burn-in?)")
     return results
+
+
+def ensure_baseline(
+    seed: int, run_dir: Path, overrides: Sequence[str], record: Path, label: str
+) -> None:
+    """The seed's stage-1 baseline in `run_dir`, trained unless it is there. One trained again
+    while a `record` of it is kept must reproduce it (the same val mAP): the rows recorded for
+    the seed started from that one."""
+    label = f"{label} baseline:"
+    results = ensure_trained(seed, run_dir, overrides, True, "student", label)
+    if not record.is_file():
+        recorded_run(run_dir, results, "student", record, label)
+        return
+    kept = json.loads(record.read_text())["results"]["student"]["map"]
+    if kept != results["student"]["map"]:
+        sys.exit(
+            f"{run_dir} (val mAP {results['student']['map']}) is not the baseline of the rows "
+            f"recorded for seed {seed} ({record}: {kept}); another thread count or code "
+            "revision? Delete the seed's records to train them all again from it."
+        )
+
+
+def recorded_run(
+    run_dir: Path, results: dict[str, Any], model: str, path: Path, label: str
+) -> dict[str, Any]:
+    """The record of a finished run (`make_record`), written to `path`."""
+    print(f"{label} pseudo-label statistics on the unlabeled split", flush=True)
+    pseudo, labeled_counts = cached_pseudo_statistics(run_dir, model)
+    act_prior = act_prior_measures(run_dir, list(labeled_counts))
+    record = make_record(run_dir, results, pseudo, labeled_counts, act_prior)
+    write_record(path, record)
+    return record
 
 
 # ------------------------------------------------------------------------------ pseudo labels
@@ -529,11 +573,12 @@ def mean_class_ap(per_class: dict[str, float | None], classes: Sequence[str]) ->
 
 @dataclass
 class Run:
-    """One trained (row, seed): its results.json, pseudo-label statistics and code revision."""
+    """One trained (row, seed): its results.json, pseudo-label statistics and code revision, as
+    its record (`make_record`) keeps them."""
 
     row: Row
     seed: int
-    run_dir: Path
+    record: Path  # RECORDS/EXPERIMENT/RUN-sS.json
     results: dict[str, Any]
     pseudo: dict[str, float]
     labeled_counts: dict[str, int]
@@ -551,6 +596,85 @@ class Run:
     def third_ap(self, which: str) -> float:
         rare, frequent = prior_thirds(self.labeled_counts)
         return mean_class_ap(self.metrics["per_class"], rare if which == "rare" else frequent)
+
+
+# ----------------------------------------------------------------------------------- records
+# A run folder (checkpoints, logs: hundreds of MB) lives under the ignored outputs/ and goes with
+# the machine that trained it; what the report reads of it is a few KB. That part is kept as the
+# run's record, RECORDS/EXPERIMENT/RUN-sS.json, committed with the report, so that a table
+# assembled over several sessions (`--reuse`) keeps the rows that finished in earlier ones.
+RECORDS = REPO / "benchmarks" / "records"
+BASELINE_CHECKPOINT = re.compile(r"(?:.*/)?(baseline-s\d+)/checkpoints/last\.ckpt")
+
+
+def portable(override: str) -> str:
+    """`method.init_from=DIR/baseline-sS/checkpoints/last.ckpt` as `method.init_from=baseline-sS`:
+    a record says which seed's baseline a run started from, wherever its runs folder was."""
+    key, _, value = override.partition("=")
+    match = BASELINE_CHECKPOINT.fullmatch(value)
+    return f"{key}={match.group(1)}" if key == "method.init_from" and match else override
+
+
+def record_path(records_dir: Path, run: str, seed: int, two_stage: bool) -> Path:
+    return records_dir / f"{run_directory(records_dir, run, seed, two_stage).name}.json"
+
+
+def make_record(
+    run_dir: Path,
+    results: dict[str, Any],
+    pseudo: dict[str, float],
+    labeled_counts: dict[str, int],
+    act_prior: dict[str, float],
+) -> dict[str, Any]:
+    """What the report reads of a finished run: its code revision, Hydra overrides and composed
+    config (with `portable` baselines), results.json, pseudo-label statistics, labeled boxes per
+    class and the prior ACT aimed at (`act_prior_measures`)."""
+    recorded, config = hydra_record(run_dir)
+    plain = OmegaConf.to_container(config)
+    method = plain.get("method") or {}
+    if method.get("init_from"):
+        method["init_from"] = portable(f"method.init_from={method['init_from']}").split("=", 1)[1]
+    return {
+        "trained_in": str(run_dir),
+        "revision": recorded_revision(run_dir),
+        "overrides": [portable(override) for override in recorded],
+        "config": plain,
+        "results": results,
+        "pseudo": pseudo,
+        "labeled_counts": labeled_counts,
+        "act_prior": act_prior,
+    }
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def read_record(path: Path, overrides: Sequence[str], model: str) -> dict[str, Any]:
+    """The record at `path`, checked as a reused run folder is (`ensure_trained`): trained with
+    `overrides` (a stage-2 run from the same seed's baseline), holding `model`'s metrics."""
+    record = json.loads(path.read_text())
+    expected = [portable(override) for override in overrides]
+    missing = not_trained_with(record["overrides"], OmegaConf.create(record["config"]), expected)
+    if missing:
+        sys.exit(f"{path}: not trained with {missing} (its run was {record['trained_in']})")
+    if model not in record["results"]:
+        sys.exit(f"{path}: no {model} metrics")
+    return record
+
+
+def run_of(row: Row, seed: int, path: Path, record: dict[str, Any]) -> Run:
+    return Run(
+        row,
+        seed,
+        path,
+        record["results"],
+        record["pseudo"],
+        record["labeled_counts"],
+        record["revision"],
+        record["act_prior"],
+    )
 
 
 def map_of(run: Run) -> float:
@@ -815,8 +939,8 @@ def per_run_table(runs: Sequence[Run], columns: Sequence[Column] = COLUMNS) -> s
     rows = []
     for run in runs:
         cells = [format_cell([get(run)], fmt) for _, get, fmt in columns]
-        rows.append([run.row.label, str(run.seed), *cells, run.revision, f"`{shown(run.run_dir)}`"])
-    header = ["row", "seed", *(name for name, _, _ in columns), "code", "run"]
+        rows.append([run.row.label, str(run.seed), *cells, run.revision, f"`{shown(run.record)}`"])
+    header = ["row", "seed", *(name for name, _, _ in columns), "code", "record"]
     return table(header, rows)
 
 
@@ -898,14 +1022,16 @@ def render(
             "",
             f"- Machine: {machine_description()}",
             f"- Date: {now}",
-            f"- Recipe: `experiment={experiment}` {' '.join(overrides)}; training steps: "
+            f"- Recipe: `{' '.join([f'experiment={experiment}', *overrides])}`; training steps: "
             f"{steps_text}; seeds: {' '.join(map(str, seeds))} (mean ± sample std over seeds)",
             stages,
             "- Each row: `python -m labelmatch.run experiment="
             f"{experiment} seed=S [row overrides]`, in `{shown(runs_dir)}/RUN-sS`: "
             + "; ".join(f"{label}: `{' '.join(RUNS[run])}`" for run, label in used.items()),
             "- Code: the `code` column is the revision each run was trained with "
-            "(`revision.txt` in its directory; `-dirty`: uncommitted changes).",
+            "(`revision.txt` in its folder; `-dirty`: uncommitted changes). What the report "
+            "reads of a run is kept, committed, in its record (`record` column), which "
+            "`--reuse` reads where the run folder is gone.",
             "",
             "Targets (means over seeds, points):",
             "",
@@ -979,7 +1105,15 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         help="where the runs go (default: outputs/bench-quality/EXPERIMENT)",
     )
     parser.add_argument(
-        "--reuse", action="store_true", help="use run dirs that already hold results.json"
+        "--records",
+        type=Path,
+        default=RECORDS,
+        help="where each run's record is kept, per experiment (default: benchmarks/records)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use finished runs: run dirs that hold results.json, else the runs' records",
     )
     # Hydra overrides (key=value, +key=value, ~key) may come anywhere, even after --seeds 0 1.
     overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
@@ -1007,30 +1141,31 @@ def main(argv: Sequence[str]) -> None:
     rows = selected_rows(args.comparison, args.entries)
     if not rows:
         sys.exit(f"--entries {args.entries}: none is a run of --comparison {args.comparison}")
+    records_dir = args.records.resolve() / args.experiment
     jobs = [(row, seed) for seed in args.seeds for row in rows]
     runs = []
     for index, (row, seed) in enumerate(jobs, start=1):
         label = f"[{index}/{len(jobs)}] {row.label} seed {seed}:"
-        init_from = None
-        if two_stage:  # the seed's baseline, trained once and shared by every row
-            baseline_dir = run_directory(runs_dir, "supervised", seed, two_stage)
-            init_from = baseline_dir / "checkpoints" / "last.ckpt"
-            baseline = run_overrides("supervised", args.experiment, init_from, overrides)
-            ensure_trained(seed, baseline_dir, baseline, True, "student", f"{label} baseline:")
+        baseline_dir = run_directory(runs_dir, "supervised", seed, two_stage)
+        init_from = baseline_dir / "checkpoints" / "last.ckpt" if two_stage else None
         run_dir = run_directory(runs_dir, row.run, seed, two_stage)
+        path = record_path(records_dir, row.run, seed, two_stage)
         model = evaluated_model(row.run)
         config = run_overrides(row.run, args.experiment, init_from, overrides)
-        # The baseline is reused within this invocation whatever --reuse says: it was just
-        # trained, or another row of this seed trained it.
-        reuse = args.reuse or (two_stage and row.run == "supervised")
-        results = ensure_trained(seed, run_dir, config, reuse, model, label)
-        print(f"{label} pseudo-label statistics on the unlabeled split", flush=True)
-        pseudo, labeled_counts = cached_pseudo_statistics(run_dir, model)
-        act_prior = {}
-        if args.comparison in PRIOR_COMPARISONS:
-            act_prior = act_prior_measures(run_dir, list(labeled_counts))
-        revision = recorded_revision(run_dir)
-        run = Run(row, seed, run_dir, results, pseudo, labeled_counts, revision, act_prior)
+        if args.reuse and not (run_dir / "results.json").is_file() and path.is_file():
+            print(f"{label} reusing the record {shown(path)}", flush=True)
+            record = read_record(path, [*config, f"seed={seed}"], model)
+        else:
+            if two_stage:  # the seed's baseline, trained once and shared by every row
+                baseline = run_overrides("supervised", args.experiment, init_from, overrides)
+                baseline_record = record_path(records_dir, "supervised", seed, two_stage)
+                ensure_baseline(seed, baseline_dir, baseline, baseline_record, label)
+            # The baseline is reused within this invocation whatever --reuse says: it was just
+            # trained, or another row of this seed trained it.
+            reuse = args.reuse or (two_stage and row.run == "supervised")
+            results = ensure_trained(seed, run_dir, config, reuse, model, label)
+            record = recorded_run(run_dir, results, model, path, label)
+        run = run_of(row, seed, path, record)
         print(
             f"{label} {run.evaluated} mAP {100 * run.metrics['map']:.1f}, rarest third "
             f"{run.third_ap('rare'):.1f}, pseudo precision {100 * run.pseudo['precision']:.1f} %, "

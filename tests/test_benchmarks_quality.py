@@ -4,7 +4,9 @@ one tiny end-to-end run of two rows from a shared baseline."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,7 +199,9 @@ def test_a_run_counts_as_trained_with_a_default_written_out_later(tmp_path: Path
         "method:\n  fixed_thresholds:\n    reliable: 0.7\n  init_from: null\n"
         "  lr: 0.001\n  flag: true\n  scales: [0.5, 1.5]\n  path: /x/y.ckpt\n  count: 1\n"
     )
-    assert quality.not_trained_with(tmp_path, ["method=mean_teacher", "seed=0"]) == []
+    recorded, config = quality.hydra_record(tmp_path)
+    assert recorded == ["experiment=digits", "method=mean_teacher", "seed=0"]
+    assert quality.not_trained_with(recorded, config, ["method=mean_teacher", "seed=0"]) == []
     # A value below the groups may hold in the resolved config instead of the overrides, as
     # Hydra parses it: a float in exponent form, null, a list, a path.
     held = [
@@ -209,7 +213,7 @@ def test_a_run_counts_as_trained_with_a_default_written_out_later(tmp_path: Path
         "method.flag=true",
         "method.count=1.0",
     ]
-    assert quality.not_trained_with(tmp_path, held) == []
+    assert quality.not_trained_with(recorded, config, held) == []
     # ... but not a group, another value, a missing key, another seed, an empty string for
     # null, or a bool for an int.
     expected = [
@@ -221,7 +225,102 @@ def test_a_run_counts_as_trained_with_a_default_written_out_later(tmp_path: Path
         "method.count=true",
         "method.flag=1",
     ]
-    assert quality.not_trained_with(tmp_path, expected) == expected
+    assert quality.not_trained_with(recorded, config, expected) == expected
+
+
+def test_portable_names_the_baseline_not_its_folder() -> None:
+    ckpt = (
+        "method.init_from=/w/outputs/bench-quality/glyphs_10pct/baseline-s2/checkpoints/last.ckpt"
+    )
+    assert quality.portable(ckpt) == "method.init_from=baseline-s2"
+    assert quality.portable("method.init_from=runs/baseline-s0/checkpoints/last.ckpt") == (
+        "method.init_from=baseline-s0"
+    )
+    # Anything else is kept: another checkpoint, another key, a plain override.
+    other = "method.init_from=/x/labelmatch-s0/checkpoints/last.ckpt"
+    assert quality.portable(other) == other
+    assert quality.portable("ckpt=/x/baseline-s0/checkpoints/last.ckpt").startswith("ckpt=/x/")
+    assert quality.portable("method=labelmatch") == "method=labelmatch"
+
+
+def fake_run_dir(path: Path, overrides: list[str], mAP: float, revision: str = "abc1234") -> Path:
+    """A finished run folder as Hydra and the harness leave it, but for the checkpoints."""
+    hydra = path / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    init_from = next((o.split("=", 1)[1] for o in overrides if "init_from" in o), None)
+    (hydra / "config.yaml").write_text(yaml.safe_dump({"method": {"init_from": init_from}}))
+    (path / "revision.txt").write_text(revision + "\n")
+    run = make_run("x", "labelmatch", 0, mAP, 0.3)
+    (path / "results.json").write_text(json.dumps(run.results))
+    return path
+
+
+def record_of(run_dir: Path, mAP: float) -> dict:
+    run = make_run("x", "labelmatch", 0, mAP, 0.3)
+    act_prior = {"tv_to_gt": math.nan, "boxes_per_image": math.nan}
+    return quality.make_record(run_dir, run.results, run.pseudo, COUNTS, act_prior)
+
+
+def test_a_record_is_reused_wherever_the_runs_folder_was(tmp_path: Path) -> None:
+    ckpt = tmp_path / "old" / "baseline-s0" / "checkpoints" / "last.ckpt"
+    trained = ["experiment=glyphs_10pct", "method=labelmatch", f"method.init_from={ckpt}", "seed=0"]
+    run_dir = fake_run_dir(tmp_path / "old" / "labelmatch-s0", trained, 57.5)
+    record = record_of(run_dir, 57.5)
+    assert record["revision"] == "abc1234" and record["trained_in"] == str(run_dir)
+    assert "method.init_from=baseline-s0" in record["overrides"]
+    assert record["config"]["method"]["init_from"] == "baseline-s0"
+    path = tmp_path / "records" / "glyphs_10pct" / "labelmatch-s0.json"
+    quality.write_record(path, record)
+    # The same run asked for from another runs folder: its baseline is the same seed's.
+    new_ckpt = tmp_path / "new" / "baseline-s0" / "checkpoints" / "last.ckpt"
+    asked = ["experiment=glyphs_10pct", "method=labelmatch", f"method.init_from={new_ckpt}"]
+    kept = quality.read_record(path, [*asked, "seed=0"], "teacher")
+    assert kept["results"]["teacher"]["map"] == pytest.approx(0.575)
+    assert math.isnan(kept["act_prior"]["tv_to_gt"])  # NaN survives the JSON round trip
+    run = quality.run_of(quality.Row("LabelMatch", "labelmatch"), 0, path, kept)
+    assert quality.map_of(run) == pytest.approx(57.5) and run.revision == "abc1234"
+    # Another seed's baseline, another seed, another method: refused, naming what differs.
+    other_ckpt = str(new_ckpt).replace("baseline-s0", "baseline-s1")
+    for wrong in (f"method.init_from={other_ckpt}", "seed=1", "method=mean_teacher"):
+        with pytest.raises(SystemExit, match="not trained with"):
+            quality.read_record(path, [*asked, "seed=0", wrong], "teacher")
+    del record["results"]["student"]  # a semi-supervised run evaluated as supervised
+    quality.write_record(path, record)
+    with pytest.raises(SystemExit, match="no student metrics"):
+        quality.read_record(path, [*asked, "seed=0"], "student")
+
+
+def test_report_from_records_alone_and_the_baseline_they_started_from(tmp_path: Path) -> None:
+    """--reuse with no run folder reads every row from its record and trains nothing; a baseline
+    folder that does not match the seed's baseline record is refused before a row trains."""
+    runs_dir, records = tmp_path / "runs", tmp_path / "records"
+    old = tmp_path / "old"
+    ckpt = f"method.init_from={old}/baseline-s0/checkpoints/last.ckpt"
+    rows = {"labelmatch_no_rplm": 55.0, "labelmatch": 56.0}
+    for run, mAP in rows.items():
+        trained = ["experiment=glyphs_10pct", *quality.RUNS[run], ckpt, "seed=0"]
+        run_dir = fake_run_dir(old / f"{run}-s0", trained, mAP)
+        quality.write_record(records / "glyphs_10pct" / f"{run}-s0.json", record_of(run_dir, mAP))
+    out = tmp_path / "docs" / "benchmarks.md"
+    argv = ["--experiment", "glyphs_10pct", "--comparison", "rplm", "--seeds", "0", "--reuse"]
+    argv += ["--runs-dir", str(runs_dir), "--records", str(records), "--out", str(out)]
+    quality.main(argv)
+    assert not runs_dir.exists()  # nothing trained
+    text = out.read_text()
+    assert "| without RPLM | 0 | 55.0 |" in text and "| with RPLM | 0 | 56.0 |" in text
+    assert f"`{records / 'glyphs_10pct' / 'labelmatch-s0.json'}`" in text
+    # A row without a record must train from the seed's baseline; the one in the runs folder is
+    # not the baseline recorded for seed 0 (another val mAP): refused, nothing trained.
+    (records / "glyphs_10pct" / "labelmatch-s0.json").unlink()
+    baseline = ["experiment=glyphs_10pct_baseline", "seed=0"]
+    fake_run_dir(runs_dir / "baseline-s0", baseline, 50.0)
+    kept = record_of(old / "labelmatch-s0", 51.0)  # any record with another val mAP
+    kept["results"]["student"]["map"] = 0.51
+    quality.write_record(records / "glyphs_10pct" / "baseline-s0.json", kept)
+    with pytest.raises(SystemExit, match="is not the baseline of the rows recorded for seed 0"):
+        quality.main(argv)
+    assert not (runs_dir / "labelmatch-s0").exists()
 
 
 def test_two_stage_experiments_and_their_baselines() -> None:
@@ -311,7 +410,9 @@ def test_harness_end_to_end_on_a_tiny_glyphs_recipe(tmp_path: Path, cache_dir: P
         "method.act.interval=3",
     ]
     argv = ["--experiment", "glyphs_10pct", "--comparison", "rplm", "--seeds", "0"]
-    argv += ["--runs-dir", str(tmp_path / "runs"), "--out", str(out), *tiny]
+    records = tmp_path / "records"
+    argv += ["--runs-dir", str(tmp_path / "runs"), "--records", str(records), "--out", str(out)]
+    argv += tiny
     quality.main(argv)
     text = out.read_text()
     assert "<!-- quality-glyphs_10pct-rplm:begin -->" in text
@@ -334,6 +435,17 @@ def test_harness_end_to_end_on_a_tiny_glyphs_recipe(tmp_path: Path, cache_dir: P
     saved = (runs / "labelmatch-s0" / "pseudo_quality.json").stat().st_mtime
     quality.main([*argv, "--reuse"])
     assert (runs / "labelmatch-s0" / "pseudo_quality.json").stat().st_mtime == saved
+    # Each run's record holds what the report read: with the run folders gone, the same rows.
+    assert sorted(p.name for p in (records / "glyphs_10pct").iterdir()) == [
+        "baseline-s0.json",
+        "labelmatch-s0.json",
+        "labelmatch_no_rplm-s0.json",
+    ]
+    per_run = [line for line in text.splitlines() if "RPLM | 0 |" in line]
+    shutil.rmtree(runs)
+    quality.main([*argv, "--reuse"])
+    assert not runs.exists()
+    assert [line for line in out.read_text().splitlines() if "RPLM | 0 |" in line] == per_run
 
 
 def test_section_shows_the_verdicts_the_per_class_ap_and_each_rows_code() -> None:
