@@ -103,3 +103,15 @@ def test_rejects_inconsistent_inputs():
         mine_reliable(UNCERTAIN_BOXES, UNCERTAIN_LABELS, BOX_INDEX, REFINED[:5], SCORES)
     with pytest.raises(ValueError, match="uncertain labels"):
         mine_reliable(UNCERTAIN_BOXES, UNCERTAIN_LABELS[:3], BOX_INDEX, REFINED, SCORES)
+
+
+def test_teacher_outputs_in_half_precision_are_mined_in_float32():
+    """Under bf16 / fp16 autocast the teacher's refined boxes and scores come in half precision
+    beside float32 uncertain boxes (a RuntimeError in index_add_ before): same decisions. The
+    fixture's coordinates are exact in both; its scores round (0.9 -> 0.898, 0.8 -> 0.801 in
+    bf16), box 0's mean stays 0.85 ± 0.01."""
+    for dtype in (torch.bfloat16, torch.float16):
+        promoted = mine_reliable(
+            UNCERTAIN_BOXES, UNCERTAIN_LABELS, BOX_INDEX, REFINED.to(dtype), SCORES.to(dtype)
+        )
+        assert promoted.tolist() == [True, False, False, False], dtype

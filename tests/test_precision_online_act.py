@@ -1,5 +1,5 @@
 """Two semi-supervised steps through Lightning with `trainer.precision=bf16-mixed` (autocast runs
-on the CPU too) and online ACT: autocast covers the whole step (student, the teacher's
+on the CPU too), online ACT and RPLM: autocast covers the whole step (student, the teacher's
 pseudo-labelling pass and its soft-target ROI pass), the losses are finite, and the online queue
 fills from the initial reference pass and the training batches and is checkpointed."""
 
@@ -36,7 +36,6 @@ def bf16_online_run(tmp_path_factory, cache_dir):
             "method.burn_in_steps=0",
             "method.act.mode=online",
             f"method.act.subset={REFERENCE_IMAGES}",
-            "method.rplm.enabled=false",
         ]
     )
     L.seed_everything(0)

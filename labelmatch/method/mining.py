@@ -25,7 +25,8 @@ def mine_reliable(
 
     uncertain_boxes: [U, 4] in the teacher's frame; uncertain_labels: int64[U] in 1..C.
     proposal_box_index: int64[M], the uncertain box each uncertain-group proposal is assigned to.
-    refined_boxes: [M, 4], the teacher's refined box of each proposal (same frame).
+    refined_boxes: [M, 4], the teacher's refined box of each proposal (same frame); any float
+    dtype (bf16 / fp16 under autocast), computed on in float32.
     class_scores: [M], the teacher's softmax score of the assigned box's class, or [M, K] the
     teacher's full softmax (column 0 background), from which that class is gathered with
     `uncertain_labels`. Boxes without proposals are never promoted.
@@ -44,17 +45,18 @@ def mine_reliable(
         box_class = uncertain_labels[proposal_box_index]
         class_scores = class_scores.gather(1, box_class[:, None]).squeeze(1)
 
+    # Means and comparisons in float32 whatever autocast gave the teacher's refinement: bf16
+    # holds about 3 significant digits, too few to compare a mean with 0.8.
+    refined_boxes, uncertain_boxes = refined_boxes.float(), uncertain_boxes.float()
     own_box_iou = box_iou(refined_boxes, uncertain_boxes).gather(1, proposal_box_index[:, None])
     counts = torch.bincount(proposal_box_index, minlength=num_boxes)
-    denominator = counts.clamp(min=1).to(refined_boxes.dtype)
+    denominator = counts.clamp(min=1).float()
     mean_iou = (
         refined_boxes.new_zeros(num_boxes).index_add_(0, proposal_box_index, own_box_iou.squeeze(1))
         / denominator
     )
     mean_score = (
-        refined_boxes.new_zeros(num_boxes).index_add_(
-            0, proposal_box_index, class_scores.to(refined_boxes.dtype)
-        )
+        refined_boxes.new_zeros(num_boxes).index_add_(0, proposal_box_index, class_scores.float())
         / denominator
     )
     return (counts > 0) & (mean_iou >= iou_threshold) & (mean_score >= score_threshold)
