@@ -17,7 +17,7 @@ BENCH_OUT ?= outputs/bench.json
 # spinning made training steps up to 10x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install lock run test lint format bench bench-quality clean
+.PHONY: install lock run test lint format bench bench-quality gpu-wheels clean
 
 install: $(STAMP)
 
@@ -60,6 +60,16 @@ bench: $(STAMP)
 # E.g. make bench-quality ARGS="--reuse".
 bench-quality: $(STAMP)
 	$(PY) benchmarks/quality.py $(ARGS)
+
+# The wheels benchmarks/gpu_check.sh installs on a lent GPU machine, whose image (Python 3.12,
+# x86_64, no network) lacks Hydra and pycocotools: the versions of requirements.lock.
+GPU_WHEELS := .cache/gpu-wheels
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --dest $(GPU_WHEELS) --no-deps --only-binary=:all: \
+		--python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+		$$(grep -E '^(hydra-core|omegaconf|pycocotools)==' $(LOCK))
+	$(PY) -m pip download --quiet --dest $(GPU_WHEELS) --no-deps --no-binary=:all: \
+		$$(grep -E '^antlr4-python3-runtime==' $(LOCK))
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

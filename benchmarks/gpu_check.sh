@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The GPU checks, as one prepared command for a lent CUDA machine (docs/benchmarks.md, "GPU
+# checks"). The machine's image has PyTorch, Lightning and torchmetrics but not Hydra or
+# pycocotools, and nothing can be downloaded there, so their wheels travel with the tree:
+#
+#   make gpu-wheels                       # here, once: into .cache/gpu-wheels (ignored, carried)
+#   device run: bash benchmarks/gpu_check.sh     carry: [".cache/gpu-wheels"]   timeout_s: 540
+#
+# Then, in order, each step's output in $OUT/gpu_check.log:
+#   1. the tests that need a CUDA device (the soft-target loss under fp16 autocast);
+#   2. the digits recipe (1000 steps, burn-in 500, ACT, self-assignment, RPLM) in bf16-mixed:
+#      results.json -> $OUT/digits_bf16.json, to set beside the CPU's numbers (README);
+#   3. 300 steps in 16-mixed (fp16 with gradient scaling) past the switch: -> $OUT/digits_fp16.json;
+#   4. the speed benchmark on the GPU: -> $OUT/bench.json and its docs section, $OUT/speed.md;
+#      again in bf16-mixed -> $OUT/bench_bf16.json.
+# GPU_CHECK_ON_CPU=1 runs the same steps on this CPU at the smoke scale (a check of the script,
+# not of a GPU): `GPU_CHECK_ON_CPU=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${OUT:-outputs/gpu-check}
+WHEELS=.cache/gpu-wheels
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+step "machine"
+if [[ ${GPU_CHECK_ON_CPU:-0} == 1 ]]; then
+    # The smoke recipe, a few steps: the script's own check on a CPU.
+    scale=(experiment=smoke trainer.max_steps=40)
+    fp16_scale=(experiment=smoke trainer.max_steps=44)
+    bench_args=(--steps 2 --warmup 1 --pretrain-steps 2 --inference-images 8 --inference-repeats 1)
+    bench_args+=(data.splits.num_labeled=32 data.splits.num_unlabeled=32 data.splits.num_val=16)
+else
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    scale=(experiment=digits)
+    fp16_scale=(experiment=digits trainer.max_steps=800)
+    bench_args=()
+fi
+"$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"
+
+step "install what the image lacks"
+if ! "$PY" -c "import hydra, pycocotools" 2>/dev/null; then
+    [[ -d $WHEELS ]] || { echo "no $WHEELS: run 'make gpu-wheels' and carry it"; exit 1; }
+    "$PY" -m pip install -q --no-index --find-links "$WHEELS" --no-build-isolation \
+        antlr4-python3-runtime omegaconf hydra-core pycocotools
+fi
+# The package itself from this tree, its dependencies as the image has them.
+"$PY" -m pip install -q --no-deps --no-build-isolation -e .
+"$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|torchvision|lightning|torchmetrics|hydra-core|pycocotools) "
+if [[ ${GPU_CHECK_ON_CPU:-0} != 1 ]]; then
+    "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
+fi
+
+step "1. tests that need a CUDA device"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_method_criterion.py -k cuda -rs
+
+step "2. the digits recipe in bf16-mixed"
+"$PY" -m labelmatch.run "${scale[@]}" trainer.precision=bf16-mixed seed=0 \
+    hydra.run.dir="$OUT/runs/digits_bf16"
+cp "$OUT/runs/digits_bf16/results.json" "$OUT/digits_bf16.json"
+
+step "3. fp16 with gradient scaling, past the switch"
+"$PY" -m labelmatch.run "${fp16_scale[@]}" trainer.precision=16-mixed seed=0 \
+    hydra.run.dir="$OUT/runs/digits_fp16"
+cp "$OUT/runs/digits_fp16/results.json" "$OUT/digits_fp16.json"
+
+step "4. the speed benchmark"
+cp docs/benchmarks.md "$OUT/speed.md"
+"$PY" benchmarks/speed.py --out "$OUT/bench.json" --docs "$OUT/speed.md" "${bench_args[@]}"
+"$PY" benchmarks/speed.py --out "$OUT/bench_bf16.json" --precision bf16-mixed "${bench_args[@]}"
+# Only the speed section comes back; the run folders stay on the machine.
+"$PY" - "$OUT/speed.md" <<'EOF'
+import re, sys
+from pathlib import Path
+path = Path(sys.argv[1])
+section = re.search(r"<!-- speed:begin -->.*?<!-- speed:end -->", path.read_text(), re.S)
+path.write_text(section.group(0) + "\n")
+EOF
+rm -rf "$OUT/runs"
+
+step "done"
