@@ -261,6 +261,20 @@ def recorded_revision(run_dir: Path) -> str:
     return path.read_text().strip() if path.is_file() else "not recorded"
 
 
+def training_machine() -> str:
+    """The machine and thread count a run trains on. The same seed, code and thread count gave
+    61.8 and 63.3 supervised digits mAP on two machines (docs/benchmarks.md): the CPU's kernels
+    round differently and a run amplifies it."""
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    return f"{machine_description()}; OMP_NUM_THREADS={threads}"
+
+
+def recorded_machine(run_dir: Path) -> str:
+    """The machine a run was trained on (RUN/machine.txt); older runs have none."""
+    path = run_dir / "machine.txt"
+    return path.read_text().strip() if path.is_file() else "not recorded"
+
+
 # ------------------------------------------------------------------------------------ training
 # Lines of the training log echoed as progress: the project's own INFO/WARNING/ERROR records
 # (Hydra's job logging format "[time][logger][LEVEL] - message"), except the per-file data
@@ -276,7 +290,7 @@ def training_env() -> dict[str, str]:
 
 def train(seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> None:
     """`python -m labelmatch.run` in a subprocess, its output to RUN/train.log, progress echoed;
-    RUN/revision.txt records the code it ran."""
+    RUN/revision.txt records the code it ran, RUN/machine.txt the machine."""
     command = [
         sys.executable,
         "-m",
@@ -287,6 +301,7 @@ def train(seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> Non
     ]
     run_dir.mkdir(parents=True)
     (run_dir / "revision.txt").write_text(code_revision(REPO) + "\n")
+    (run_dir / "machine.txt").write_text(training_machine() + "\n")
     log_path = run_dir / "train.log"
     print(f"{label} training -> {run_dir} (log: {log_path.name})", flush=True)
     started = time.monotonic()
@@ -584,6 +599,7 @@ class Run:
     labeled_counts: dict[str, int]
     revision: str
     act_prior: dict[str, float] = field(default_factory=dict)  # prior comparisons only
+    machine: str = "not recorded"  # where it trained (`training_machine`)
 
     @property
     def evaluated(self) -> str:
@@ -637,6 +653,7 @@ def make_record(
     return {
         "trained_in": str(run_dir),
         "revision": recorded_revision(run_dir),
+        "machine": recorded_machine(run_dir),
         "overrides": [portable(override) for override in recorded],
         "config": plain,
         "results": results,
@@ -674,6 +691,7 @@ def run_of(row: Row, seed: int, path: Path, record: dict[str, Any]) -> Run:
         record["labeled_counts"],
         record["revision"],
         record["act_prior"],
+        record.get("machine", "not recorded"),
     )
 
 
@@ -1032,6 +1050,7 @@ def render(
             "(`revision.txt` in its folder; `-dirty`: uncommitted changes). What the report "
             "reads of a run is kept, committed, in its record (`record` column), which "
             "`--reuse` reads where the run folder is gone.",
+            *trained_on(runs),
             "",
             "Targets (means over seeds, points):",
             "",
@@ -1079,6 +1098,15 @@ def render(
             per_run_table(runs, columns_of(comparison)),
         ]
     )
+
+
+def trained_on(runs: Sequence[Run]) -> list[str]:
+    """Where the runs trained, as report lines: numbers of different machines differ beyond the
+    seed (`training_machine`)."""
+    machines: dict[str, int] = {}
+    for run in runs:
+        machines[run.machine] = machines.get(run.machine, 0) + 1
+    return [f"- Trained on ({count} runs): {machine}" for machine, count in machines.items()]
 
 
 # ------------------------------------------------------------------------------------ main

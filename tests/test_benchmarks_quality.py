@@ -251,6 +251,7 @@ def fake_run_dir(path: Path, overrides: list[str], mAP: float, revision: str = "
     init_from = next((o.split("=", 1)[1] for o in overrides if "init_from" in o), None)
     (hydra / "config.yaml").write_text(yaml.safe_dump({"method": {"init_from": init_from}}))
     (path / "revision.txt").write_text(revision + "\n")
+    (path / "machine.txt").write_text("2 cores (nproc), Some CPU; OMP_NUM_THREADS=1\n")
     run = make_run("x", "labelmatch", 0, mAP, 0.3)
     (path / "results.json").write_text(json.dumps(run.results))
     return path
@@ -268,6 +269,7 @@ def test_a_record_is_reused_wherever_the_runs_folder_was(tmp_path: Path) -> None
     run_dir = fake_run_dir(tmp_path / "old" / "labelmatch-s0", trained, 57.5)
     record = record_of(run_dir, 57.5)
     assert record["revision"] == "abc1234" and record["trained_in"] == str(run_dir)
+    assert record["machine"] == "2 cores (nproc), Some CPU; OMP_NUM_THREADS=1"
     assert "method.init_from=baseline-s0" in record["overrides"]
     assert record["config"]["method"]["init_from"] == "baseline-s0"
     path = tmp_path / "records" / "glyphs_10pct" / "labelmatch-s0.json"
@@ -310,6 +312,7 @@ def test_report_from_records_alone_and_the_baseline_they_started_from(tmp_path: 
     text = out.read_text()
     assert "| without RPLM | 0 | 55.0 |" in text and "| with RPLM | 0 | 56.0 |" in text
     assert f"`{records / 'glyphs_10pct' / 'labelmatch-s0.json'}`" in text
+    assert "- Trained on (2 runs): 2 cores (nproc), Some CPU; OMP_NUM_THREADS=1" in text
     # A row without a record must train from the seed's baseline; the one in the runs folder is
     # not the baseline recorded for seed 0 (another val mAP): refused, nothing trained.
     (records / "glyphs_10pct" / "labelmatch-s0.json").unlink()
@@ -426,6 +429,9 @@ def test_harness_end_to_end_on_a_tiny_glyphs_recipe(tmp_path: Path, cache_dir: P
     ]
     revision = quality.code_revision(REPO)
     assert (runs / "labelmatch-s0" / "revision.txt").read_text().strip() == revision
+    assert (
+        runs / "labelmatch-s0" / "machine.txt"
+    ).read_text().strip() == quality.training_machine()
     assert revision in text
     # Both rows started from the baseline.
     for name in ("labelmatch-s0", "labelmatch_no_rplm-s0"):
