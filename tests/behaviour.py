@@ -5,12 +5,13 @@ A fingerprint is the run's `results.json` (every metric, the final ACT threshold
 counts and the best checkpoint's metrics; machine-local paths left out) and a SHA-256 of the
 final student and teacher weights in `checkpoints/last.ckpt`. The runs are fixed-seed
 `python -m labelmatch.run` invocations (`RUNS`); `tests/test_behaviour.py` re-runs them and
-compares with `tests/data/behaviour_reference.json`.
+compares with the reference recorded on the same kind of machine, one file per machine in
+`tests/data/behaviour/`.
 
 Floating-point results depend on the CPU's vector instructions, the thread count and the torch
-build, so the reference also records those (`machine()`); the comparison is made only on a
-matching machine and is skipped, saying why, elsewhere. Record a new reference on your machine
-before a refactor with
+build, so each reference records those (`machine()`); the comparison is made with the reference
+of a matching machine and is skipped, naming the recorded machines, where there is none. Record
+a reference for your machine (before a refactor, on the code before it) with
 
     python -m tests.behaviour record [--slow]
 
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "tests" / "data" / "behaviour_reference.json"
+REFERENCES = REPO / "tests" / "data" / "behaviour"
 
 # name -> overrides of `python -m labelmatch.run`. The smoke runs cover every method and the
 # online ACT variant in about a minute each; `digits_200` is a 200-step digits run with 100
@@ -76,6 +77,23 @@ def machine() -> dict[str, Any]:
         "threads": int(threads),
         "machine": platform.machine(),
     }
+
+
+def machine_slug(machine: dict[str, Any]) -> str:
+    """A reference's file name: CPU model, vector ISA and threads, e.g.
+    `amd-epyc-avx512-2-threads` (the torch build is checked inside the file)."""
+    words = f"{machine['cpu_model']} {machine['cpu_capability']} {machine['threads']} threads"
+    return "-".join("".join(c if c.isalnum() else " " for c in words.lower()).split())
+
+
+def references() -> list[dict[str, Any]]:
+    """Every recorded reference, one per machine."""
+    return [json.loads(path.read_text()) for path in sorted(REFERENCES.glob("*.json"))]
+
+
+def reference_for(here: dict[str, Any]) -> dict[str, Any] | None:
+    """The reference recorded on a machine like `here`, if any."""
+    return next((ref for ref in references() if ref["machine"] == here), None)
 
 
 def cpu_model() -> str:
@@ -145,12 +163,13 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["record"])
     parser.add_argument("--slow", action="store_true", help="add the 200-step digits run")
-    parser.add_argument("--out", type=Path, default=REFERENCE)
+    parser.add_argument("--out", type=Path, help="default: tests/data/behaviour/MACHINE.json")
     parser.add_argument(
         "--cache", type=Path, default=Path(os.environ.get("LABELMATCH_CACHE", REPO / ".cache"))
     )
     args = parser.parse_args(argv)
     reference = record(args.slow, args.cache.resolve())
+    args.out = args.out or REFERENCES / f"{machine_slug(reference['machine'])}.json"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out}")

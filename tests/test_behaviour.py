@@ -3,9 +3,9 @@ recorded before the module / criterion / callback / config restructuring (`tests
 
 Each run's results.json (metrics, final ACT thresholds, health and best-checkpoint entries) and the
 SHA-256 of its final student and teacher weights must equal the recorded ones. Bits depend on the
-CPU's vector ISA, the thread count and the torch build: on another machine the comparison is
-skipped with the difference named (record a reference there first: `python -m tests.behaviour
-record`).
+CPU's vector ISA, the thread count and the torch build: the comparison is with the reference of
+this kind of machine (`tests/data/behaviour/`), skipped, naming the recorded ones, where there is
+none (record one there first: `python -m tests.behaviour record`).
 """
 
 from __future__ import annotations
@@ -15,20 +15,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.behaviour import REFERENCE, RUNS, SLOW_RUNS, fingerprint, machine, train
+from tests.behaviour import (
+    REFERENCES,
+    RUNS,
+    SLOW_RUNS,
+    fingerprint,
+    machine,
+    machine_slug,
+    reference_for,
+    references,
+    train,
+)
 
-REFERENCE_DATA = json.loads(REFERENCE.read_text())
 
-
-def recorded_machine_or_skip() -> None:
-    here, there = machine(), REFERENCE_DATA["machine"]
-    if here != there:
-        differing = {k: (there.get(k), here.get(k)) for k in here if here.get(k) != there.get(k)}
-        pytest.skip(f"reference recorded on another machine (recorded vs here: {differing})")
+def reference_or_skip() -> dict:
+    """The reference of this kind of machine, or a skip naming the machines recorded."""
+    here = machine()
+    reference = reference_for(here)
+    if reference is None:
+        recorded = [ref["machine"] for ref in references()]
+        pytest.skip(f"no reference recorded on this machine ({here}); recorded: {recorded}")
+    return reference
 
 
 def assert_same(name: str, run_dir: Path) -> None:
-    expected = REFERENCE_DATA["runs"][name]
+    expected = reference_or_skip()["runs"][name]
     actual = fingerprint(run_dir)
     # Weights first: a single differing bit anywhere shows here.
     for model in ("student_sha256", "teacher_sha256"):
@@ -38,9 +49,13 @@ def assert_same(name: str, run_dir: Path) -> None:
 
 
 def test_every_recorded_run_is_still_defined() -> None:
-    assert set(REFERENCE_DATA["runs"]) == set(RUNS) | set(SLOW_RUNS)
-    for name, overrides in {**RUNS, **SLOW_RUNS}.items():
-        assert REFERENCE_DATA["runs"][name]["overrides"] == list(overrides)
+    assert references()
+    for path in sorted(REFERENCES.glob("*.json")):
+        reference = json.loads(path.read_text())
+        assert path.stem == machine_slug(reference["machine"])  # one file per machine
+        assert set(reference["runs"]) == set(RUNS) | set(SLOW_RUNS), path.name
+        for name, overrides in {**RUNS, **SLOW_RUNS}.items():
+            assert reference["runs"][name]["overrides"] == list(overrides), path.name
 
 
 def test_the_fingerprint_sees_one_changed_weight(smoke_run, tmp_path) -> None:
@@ -66,7 +81,7 @@ def test_the_fingerprint_sees_one_changed_weight(smoke_run, tmp_path) -> None:
 @pytest.mark.parametrize("name", list(RUNS))
 def test_smoke_runs_are_bit_identical_to_the_reference(name, reference_run) -> None:
     """The runs are the session's (conftest `reference_run`), shared with the end-to-end tests."""
-    recorded_machine_or_skip()
+    reference_or_skip()
     assert RUNS["smoke_labelmatch"] == ("experiment=smoke",)  # the session's `smoke_run`
     assert_same(name, reference_run(name))
 
@@ -74,5 +89,5 @@ def test_smoke_runs_are_bit_identical_to_the_reference(name, reference_run) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SLOW_RUNS))
 def test_slow_runs_are_bit_identical_to_the_reference(name, tmp_path, cache_dir) -> None:
-    recorded_machine_or_skip()
+    reference_or_skip()
     assert_same(name, train(tmp_path / name, SLOW_RUNS[name], cache_dir))
