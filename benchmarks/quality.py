@@ -1024,8 +1024,15 @@ def render(
     fixed = supervised_reference_threshold()
     if baseline:
         stages = (
-            f"- Two stages: per seed, `python -m labelmatch.run experiment={baseline} seed=S "
-            f"hydra.run.dir={shown(runs_dir)}/baseline-sS {' '.join(overrides)}` (the "
+            "- Two stages: per seed, `"
+            + " ".join(
+                [
+                    f"python -m labelmatch.run experiment={baseline} seed=S",
+                    f"hydra.run.dir={shown(runs_dir)}/baseline-sS",
+                    *overrides,
+                ]
+            )
+            + "` (the "
             "supervised row), then each other row starts from its `checkpoints/last.ckpt` "
             "(`method.init_from`, no burn-in); steps below are those of stage 2."
         )
