@@ -390,22 +390,23 @@ def ensure_trained(
 
 def ensure_baseline(
     seed: int, run_dir: Path, overrides: Sequence[str], record: Path, label: str
-) -> None:
-    """The seed's stage-1 baseline in `run_dir`, trained unless it is there. One trained again
-    while a `record` of it is kept must reproduce it (the same val mAP): the rows recorded for
-    the seed started from that one."""
+) -> dict[str, Any]:
+    """The record of the seed's stage-1 baseline in `run_dir`, trained unless it is there. One
+    trained again while a `record` of it is kept must reproduce it (the same val mAP): the rows
+    recorded for the seed started from that one; the kept record is then returned as it is."""
     label = f"{label} baseline:"
     results = ensure_trained(seed, run_dir, overrides, True, "student", label)
     if not record.is_file():
-        recorded_run(run_dir, results, "student", record, label)
-        return
-    kept = json.loads(record.read_text())["results"]["student"]["map"]
-    if kept != results["student"]["map"]:
+        return recorded_run(run_dir, results, "student", record, label)
+    kept = json.loads(record.read_text())
+    if kept["results"]["student"]["map"] != results["student"]["map"]:
         sys.exit(
             f"{run_dir} (val mAP {results['student']['map']}) is not the baseline of the rows "
-            f"recorded for seed {seed} ({record}: {kept}); another thread count or code "
-            "revision? Delete the seed's records to train them all again from it."
+            f"recorded for seed {seed} ({record}: {kept['results']['student']['map']}); another "
+            "thread count or code revision? Delete the seed's records to train them all again "
+            "from it."
         )
+    return kept
 
 
 def recorded_run(
@@ -623,12 +624,17 @@ RECORDS = REPO / "benchmarks" / "records"
 BASELINE_CHECKPOINT = re.compile(r"(?:.*/)?(baseline-s\d+)/checkpoints/last\.ckpt")
 
 
+def baseline_name(checkpoint: str) -> str:
+    """`DIR/baseline-sS/checkpoints/last.ckpt` as `baseline-sS` (anything else as it is): a record
+    says which seed's baseline a run started from, wherever its runs folder was."""
+    match = BASELINE_CHECKPOINT.fullmatch(checkpoint)
+    return match.group(1) if match else checkpoint
+
+
 def portable(override: str) -> str:
-    """`method.init_from=DIR/baseline-sS/checkpoints/last.ckpt` as `method.init_from=baseline-sS`:
-    a record says which seed's baseline a run started from, wherever its runs folder was."""
+    """An override with a `method.init_from` checkpoint as its `baseline_name`."""
     key, _, value = override.partition("=")
-    match = BASELINE_CHECKPOINT.fullmatch(value)
-    return f"{key}={match.group(1)}" if key == "method.init_from" and match else override
+    return f"{key}={baseline_name(value)}" if key == "method.init_from" else override
 
 
 def record_path(records_dir: Path, run: str, seed: int, two_stage: bool) -> Path:
@@ -649,7 +655,7 @@ def make_record(
     plain = OmegaConf.to_container(config)
     method = plain.get("method") or {}
     if method.get("init_from"):
-        method["init_from"] = portable(f"method.init_from={method['init_from']}").split("=", 1)[1]
+        method["init_from"] = baseline_name(method["init_from"])
     return {
         "trained_in": str(run_dir),
         "revision": recorded_revision(run_dir),
@@ -1190,15 +1196,14 @@ def main(argv: Sequence[str]) -> None:
         if args.reuse and not (run_dir / "results.json").is_file() and path.is_file():
             print(f"{label} reusing the record {shown(path)}", flush=True)
             record = read_record(path, [*config, f"seed={seed}"], model)
+        elif two_stage and row.run == "supervised":  # the baseline is this row
+            record = ensure_baseline(seed, baseline_dir, config, path, label)
         else:
             if two_stage:  # the seed's baseline, trained once and shared by every row
                 baseline = run_overrides("supervised", args.experiment, init_from, overrides)
                 baseline_record = record_path(records_dir, "supervised", seed, two_stage)
                 ensure_baseline(seed, baseline_dir, baseline, baseline_record, label)
-            # The baseline is reused within this invocation whatever --reuse says: it was just
-            # trained, or another row of this seed trained it.
-            reuse = args.reuse or (two_stage and row.run == "supervised")
-            results = ensure_trained(seed, run_dir, config, reuse, model, label)
+            results = ensure_trained(seed, run_dir, config, args.reuse, model, label)
             record = recorded_run(run_dir, results, model, path, label)
         run = run_of(row, seed, path, record)
         print(

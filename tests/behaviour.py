@@ -86,14 +86,14 @@ def machine_slug(machine: dict[str, Any]) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in words.lower()).split())
 
 
-def references() -> list[dict[str, Any]]:
-    """Every recorded reference, one per machine."""
-    return [json.loads(path.read_text()) for path in sorted(REFERENCES.glob("*.json"))]
+def references() -> dict[str, dict[str, Any]]:
+    """Every recorded reference, one per machine, by file name (its `machine_slug`)."""
+    return {path.stem: json.loads(path.read_text()) for path in sorted(REFERENCES.glob("*.json"))}
 
 
 def reference_for(here: dict[str, Any]) -> dict[str, Any] | None:
     """The reference recorded on a machine like `here`, if any."""
-    return next((ref for ref in references() if ref["machine"] == here), None)
+    return next((ref for ref in references().values() if ref["machine"] == here), None)
 
 
 def cpu_model() -> str:

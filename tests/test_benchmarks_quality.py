@@ -326,6 +326,40 @@ def test_report_from_records_alone_and_the_baseline_they_started_from(tmp_path: 
     assert not (runs_dir / "labelmatch-s0").exists()
 
 
+def test_the_supervised_row_of_two_stages_is_its_baseline_recorded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two-stage `supervised` row is the seed's baseline: recorded once from its folder, and
+    where a record of it is kept (and the folder reproduces its val mAP), that record as it is."""
+    runs_dir, records = tmp_path / "runs", tmp_path / "records"
+    baseline = ["experiment=glyphs_10pct_baseline", "seed=0"]
+    fake_run_dir(runs_dir / "baseline-s0", baseline, 50.0, revision="new5678")
+    written = []
+
+    def recorded_run(run_dir, results, model, path, label):  # no checkpoints to score here
+        written.append(path)
+        record = record_of(run_dir, 100 * results[model]["map"])
+        quality.write_record(path, record)
+        return record
+
+    monkeypatch.setattr(quality, "recorded_run", recorded_run)
+    out = tmp_path / "docs" / "benchmarks.md"
+    argv = ["--experiment", "glyphs_10pct", "--comparison", "main", "--entries", "supervised"]
+    argv += ["--seeds", "0", "--runs-dir", str(runs_dir), "--records", str(records)]
+    argv += ["--out", str(out)]
+    path = records / "glyphs_10pct" / "baseline-s0.json"
+    quality.main(argv)
+    assert written == [path]
+    assert json.loads(path.read_text())["revision"] == "new5678"
+    # A record kept from an earlier folder of the same baseline (same val mAP) is the row.
+    old = fake_run_dir(tmp_path / "old" / "baseline-s0", baseline, 50.0, revision="old1234")
+    quality.write_record(path, record_of(old, 50.0))
+    kept = path.read_bytes()
+    quality.main([*argv, "--reuse"])
+    assert written == [path] and path.read_bytes() == kept
+    assert "old1234" in out.read_text()
+
+
 def test_two_stage_experiments_and_their_baselines() -> None:
     assert quality.baseline_experiment("glyphs_10pct") == "glyphs_10pct_baseline"
     assert quality.baseline_experiment("glyphs_1pct") == "glyphs_1pct_baseline"
