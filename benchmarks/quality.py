@@ -240,7 +240,9 @@ def evaluated_model(run: str) -> str:
 # -------------------------------------------------------------------------------- revision
 def code_revision(repo: Path) -> str:
     """`git rev-parse --short HEAD` of `repo`, with "-dirty" when files differ from it (tracked
-    changes or untracked files not ignored: either may change what trains)."""
+    changes or untracked files not ignored: either may change what trains). The harness's own
+    records (`benchmarks/records/`) are left out: they change nothing that trains, and a run
+    written while earlier runs' records are not yet committed would otherwise read as dirty."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -249,7 +251,7 @@ def code_revision(repo: Path) -> str:
 
     try:
         head = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain"))
+        dirty = bool(git("status", "--porcelain", "--", ".", f":(exclude){RECORDS_PATH}"))
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown (not a git checkout)"
     return f"{head}-dirty" if dirty else head
@@ -620,7 +622,8 @@ class Run:
 # the machine that trained it; what the report reads of it is a few KB. That part is kept as the
 # run's record, RECORDS/EXPERIMENT/RUN-sS.json, committed with the report, so that a table
 # assembled over several sessions (`--reuse`) keeps the rows that finished in earlier ones.
-RECORDS = REPO / "benchmarks" / "records"
+RECORDS_PATH = "benchmarks/records"
+RECORDS = REPO / RECORDS_PATH
 BASELINE_CHECKPOINT = re.compile(r"(?:.*/)?(baseline-s\d+)/checkpoints/last\.ckpt")
 
 

@@ -414,6 +414,14 @@ def test_code_revision_is_the_short_head_and_says_dirty(tmp_path: Path) -> None:
     git("commit", "-qm", "one")
     head = git("rev-parse", "--short", "HEAD")
     assert quality.code_revision(tmp_path) == head
+    # The harness's own records, written between runs, change nothing that trains.
+    record = tmp_path / "benchmarks" / "records" / "glyphs_10pct" / "labelmatch-s0.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{}\n")
+    assert quality.code_revision(tmp_path) == head
+    (tmp_path / "b.py").write_text("y = 1\n")  # any other untracked file does
+    assert quality.code_revision(tmp_path) == f"{head}-dirty"
+    (tmp_path / "b.py").unlink()
     (tmp_path / "a.py").write_text("x = 2\n")
     assert quality.code_revision(tmp_path) == f"{head}-dirty"
     assert quality.recorded_revision(tmp_path) == "not recorded"
