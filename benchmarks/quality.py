@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [--experiment digits] [--comparison methods] [--seeds 0 1]
                                  [--entries NAME ...] [--out docs/benchmarks.md]
-                                 [--runs-dir DIR] [--reuse] [hydra overrides]
+                                 [--runs-dir DIR] [--reuse | --no-train] [hydra overrides]
 
 A comparison (`COMPARISONS`) is a list of rows, each a label and a named run (`RUNS`: the
 `method=` config plus overrides). Each (run, seed) trains with `python -m labelmatch.run
@@ -26,8 +26,10 @@ scored against its ground truth (Fig. 4: precision, boxes per image, class-distr
 kept in RUN/pseudo_quality.json, as the pass takes minutes). What the report reads of each run
 is written to its record, benchmarks/records/E/RUN-sS.json (`--records`), committed with the
 report: run folders live under the ignored outputs/ and go with the machine, so `--reuse` takes
-a run from its folder if it is there, else from its record. A stage-2 row that still has to
-train needs its seed's baseline folder; a baseline trained again must match its record.
+a run from its folder if it is there, else from its record (`--no-train`: and stops, training
+nothing, where neither is there: how a report is rebuilt from records alone). A stage-2 row
+that still has to train needs its seed's baseline folder; a baseline trained again must match
+its record.
 The val per-class AP is averaged over the rarest and the most frequent third of classes in the
 labeled prior's order (Table 4); issue #17's comparisons (`prior_shift`, `prior_no_shift`) add
 the prior ACT aimed at (`act_prior_measures`). The targets of the comparison (`TARGETS`) are
@@ -1159,6 +1161,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         action="store_true",
         help="use finished runs: run dirs that hold results.json, else the runs' records",
     )
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="report finished runs only (implies --reuse); stop, training nothing, if one is "
+        "neither in its run dir nor recorded",
+    )
     # Hydra overrides (key=value, +key=value, ~key) may come anywhere, even after --seeds 0 1.
     overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     args = parser.parse_args([a for a in argv if a not in overrides])
@@ -1170,12 +1178,32 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
             "--comparison, --seeds and the harness"
         )
     args.runs_dir = args.runs_dir or Path("outputs/bench-quality") / args.experiment
+    args.reuse = args.reuse or args.no_train
     return args, overrides
 
 
 def selected_rows(comparison: str, entries: Sequence[str] | None) -> list[Row]:
     rows = list(COMPARISONS[comparison][1])
     return [row for row in rows if entries is None or row.run in entries]
+
+
+def stop_if_not_finished(
+    jobs: Sequence[tuple[Row, int]], runs_dir: Path, records_dir: Path, two_stage: bool
+) -> None:
+    """`--no-train`: every (row, seed) must be finished, in its run dir or its record; else stop
+    before anything trains, naming the missing ones (rebuilding a report from the committed
+    records must not start a training run because one of them is not there)."""
+    missing = [
+        f"{row.run}-s{seed}"
+        for row, seed in jobs
+        if not (run_directory(runs_dir, row.run, seed, two_stage) / "results.json").is_file()
+        and not record_path(records_dir, row.run, seed, two_stage).is_file()
+    ]
+    if missing:
+        sys.exit(
+            f"--no-train: not finished, neither in {runs_dir} nor in {records_dir}: "
+            f"{', '.join(missing)} (select the finished ones with --entries and --seeds)"
+        )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -1187,6 +1215,8 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(f"--entries {args.entries}: none is a run of --comparison {args.comparison}")
     records_dir = args.records.resolve() / args.experiment
     jobs = [(row, seed) for seed in args.seeds for row in rows]
+    if args.no_train:
+        stop_if_not_finished(jobs, runs_dir, records_dir, two_stage)
     runs = []
     for index, (row, seed) in enumerate(jobs, start=1):
         label = f"[{index}/{len(jobs)}] {row.label} seed {seed}:"

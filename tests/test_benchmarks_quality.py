@@ -313,6 +313,19 @@ def test_report_from_records_alone_and_the_baseline_they_started_from(tmp_path: 
     assert "| without RPLM | 0 | 55.0 |" in text and "| with RPLM | 0 | 56.0 |" in text
     assert f"`{records / 'glyphs_10pct' / 'labelmatch-s0.json'}`" in text
     assert "- Trained on (2 runs): 2 cores (nproc), Some CPU; OMP_NUM_THREADS=1" in text
+    # --no-train: a row neither in the runs folder nor recorded stops the harness, naming it,
+    # before anything trains or the report is rewritten.
+    (records / "glyphs_10pct" / "labelmatch-s0.json").rename(tmp_path / "kept.json")
+    before = out.read_text()
+    no_train = [a for a in argv if a != "--reuse"] + ["--no-train"]
+    with pytest.raises(SystemExit, match=r"--no-train: not finished.*: labelmatch-s0 \(select"):
+        quality.main(no_train)
+    assert not runs_dir.exists() and out.read_text() == before
+    (tmp_path / "kept.json").rename(records / "glyphs_10pct" / "labelmatch-s0.json")
+    quality.main(no_train)  # all recorded: reported as with --reuse
+    text = out.read_text()
+    assert "| without RPLM | 0 | 55.0 |" in text and "| with RPLM | 0 | 56.0 |" in text
+    assert "--no-train" in text and not runs_dir.exists()
     # A row without a record must train from the seed's baseline; the one in the runs folder is
     # not the baseline recorded for seed 0 (another val mAP): refused, nothing trained.
     (records / "glyphs_10pct" / "labelmatch-s0.json").unlink()
