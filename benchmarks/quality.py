@@ -27,7 +27,8 @@ kept in RUN/pseudo_quality.json, as the pass takes minutes). What the report rea
 is written to its record, benchmarks/records/E/RUN-sS.json (`--records`), committed with the
 report: run folders live under the ignored outputs/ and go with the machine, so `--reuse` takes
 a run from its folder if it is there, else from its record (`--no-train`: and stops, training
-nothing, where neither is there: how a report is rebuilt from records alone). A stage-2 row
+nothing, where neither is there, or where a stage-2 row read from its folder lacks its seed's
+baseline folder: how a report is rebuilt from records alone). A stage-2 row
 that still has to train needs its seed's baseline folder; a baseline trained again must match
 its record.
 The val per-class AP is averaged over the rarest and the most frequent third of classes in the
@@ -370,19 +371,25 @@ def not_trained_with(
     return missing
 
 
+def finished(run_dir: Path) -> bool:
+    """A run folder holds a finished run once its results.json is there: `labelmatch.run` writes it
+    last, after the last checkpoint."""
+    return (run_dir / "results.json").is_file()
+
+
 def ensure_trained(
     seed: int, run_dir: Path, overrides: Sequence[str], reuse: bool, model: str, label: str
 ) -> dict[str, Any]:
     """results.json of the run, training it first unless `reuse` finds it already there."""
-    results_path = run_dir / "results.json"
-    if results_path.is_file() and reuse:
+    if finished(run_dir) and reuse:
         print(f"{label} reusing {run_dir}", flush=True)
-    elif results_path.is_file():
+    elif finished(run_dir):
         sys.exit(f"{run_dir} already holds a finished run: pass --reuse, or delete it to retrain")
     elif run_dir.exists() and any(run_dir.iterdir()):
         sys.exit(f"{run_dir} holds an unfinished run (no results.json): delete it to retrain")
     else:
         train(seed, run_dir, overrides, label)
+    results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text())
     missing = not_trained_with(*hydra_record(run_dir), [*overrides, f"seed={seed}"])
     if missing:
@@ -1165,7 +1172,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "--no-train",
         action="store_true",
         help="report finished runs only (implies --reuse); stop, training nothing, if one is "
-        "neither in its run dir nor recorded",
+        "neither in its run dir nor recorded, or a stage-2 run dir's baseline dir is not finished",
     )
     # Hydra overrides (key=value, +key=value, ~key) may come anywhere, even after --seeds 0 1.
     overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
@@ -1187,18 +1194,28 @@ def selected_rows(comparison: str, entries: Sequence[str] | None) -> list[Row]:
     return [row for row in rows if entries is None or row.run in entries]
 
 
+def read_from_record(run_dir: Path, record: Path) -> bool:
+    """Under --reuse a row is read from its committed record when its folder holds no finished
+    run; a finished folder is read (and its record written anew) otherwise."""
+    return not finished(run_dir) and record.is_file()
+
+
 def stop_if_not_finished(
     jobs: Sequence[tuple[Row, int]], runs_dir: Path, records_dir: Path, two_stage: bool
 ) -> None:
-    """`--no-train`: every (row, seed) must be finished, in its run dir or its record; else stop
-    before anything trains, naming the missing ones (rebuilding a report from the committed
-    records must not start a training run because one of them is not there)."""
-    missing = [
-        f"{row.run}-s{seed}"
-        for row, seed in jobs
-        if not (run_directory(runs_dir, row.run, seed, two_stage) / "results.json").is_file()
-        and not record_path(records_dir, row.run, seed, two_stage).is_file()
-    ]
+    """`--no-train`: stop before anything trains, naming each run the --reuse loop of `main` would
+    train: a row neither finished in its folder nor recorded, and, for a two-stage row read from
+    its folder, the seed's baseline when its folder is not finished (that row is checked against
+    it, `ensure_baseline`). Rebuilding a report from what is kept must not start a training run."""
+    missing: dict[str, None] = {}  # run folder names, in order, once each
+    for row, seed in jobs:
+        run_dir = run_directory(runs_dir, row.run, seed, two_stage)
+        if read_from_record(run_dir, record_path(records_dir, row.run, seed, two_stage)):
+            continue
+        baseline_dir = run_directory(runs_dir, "supervised", seed, two_stage)
+        for needed in [baseline_dir, run_dir] if two_stage else [run_dir]:
+            if not finished(needed):
+                missing[needed.name] = None
     if missing:
         sys.exit(
             f"--no-train: not finished, neither in {runs_dir} nor in {records_dir}: "
@@ -1226,7 +1243,7 @@ def main(argv: Sequence[str]) -> None:
         path = record_path(records_dir, row.run, seed, two_stage)
         model = evaluated_model(row.run)
         config = run_overrides(row.run, args.experiment, init_from, overrides)
-        if args.reuse and not (run_dir / "results.json").is_file() and path.is_file():
+        if args.reuse and read_from_record(run_dir, path):
             print(f"{label} reusing the record {shown(path)}", flush=True)
             record = read_record(path, [*config, f"seed={seed}"], model)
         elif two_stage and row.run == "supervised":  # the baseline is this row

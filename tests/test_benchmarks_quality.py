@@ -313,12 +313,13 @@ def test_report_from_records_alone_and_the_baseline_they_started_from(tmp_path: 
     assert "| without RPLM | 0 | 55.0 |" in text and "| with RPLM | 0 | 56.0 |" in text
     assert f"`{records / 'glyphs_10pct' / 'labelmatch-s0.json'}`" in text
     assert "- Trained on (2 runs): 2 cores (nproc), Some CPU; OMP_NUM_THREADS=1" in text
-    # --no-train: a row neither in the runs folder nor recorded stops the harness, naming it,
-    # before anything trains or the report is rewritten.
+    # --no-train: a row neither in the runs folder nor recorded stops the harness, naming it and
+    # the baseline it would train first, before anything trains or the report is rewritten.
     (records / "glyphs_10pct" / "labelmatch-s0.json").rename(tmp_path / "kept.json")
     before = out.read_text()
     no_train = [a for a in argv if a != "--reuse"] + ["--no-train"]
-    with pytest.raises(SystemExit, match=r"--no-train: not finished.*: labelmatch-s0 \(select"):
+    stopped = r"--no-train: not finished.*: baseline-s0, labelmatch-s0 \(select"
+    with pytest.raises(SystemExit, match=stopped):
         quality.main(no_train)
     assert not runs_dir.exists() and out.read_text() == before
     (tmp_path / "kept.json").rename(records / "glyphs_10pct" / "labelmatch-s0.json")
@@ -337,6 +338,36 @@ def test_report_from_records_alone_and_the_baseline_they_started_from(tmp_path: 
     with pytest.raises(SystemExit, match="is not the baseline of the rows recorded for seed 0"):
         quality.main(argv)
     assert not (runs_dir / "labelmatch-s0").exists()
+
+
+def test_no_train_stops_on_a_missing_baseline_of_a_row_read_from_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A two-stage row read from its run folder is checked against the seed's baseline folder
+    (`ensure_baseline`), which trains when missing: --no-train names that baseline and stops."""
+    monkeypatch.setattr(quality, "train", lambda *args: pytest.fail(f"trained {args[1]}"))
+    runs_dir, records = tmp_path / "runs", tmp_path / "records"
+    ckpt = f"method.init_from={runs_dir}/baseline-s0/checkpoints/last.ckpt"
+    trained = ["experiment=glyphs_10pct", *quality.RUNS["labelmatch"], ckpt, "seed=0"]
+    fake_run_dir(runs_dir / "labelmatch-s0", trained, 56.0)
+    out = tmp_path / "docs" / "benchmarks.md"
+    argv = ["--experiment", "glyphs_10pct", "--comparison", "rplm", "--entries", "labelmatch"]
+    argv += ["--seeds", "0", "--runs-dir", str(runs_dir), "--records", str(records)]
+    argv += ["--out", str(out), "--no-train"]
+    with pytest.raises(SystemExit, match=r"--no-train: not finished.*: baseline-s0 \(select"):
+        quality.main(argv)
+    assert not (runs_dir / "baseline-s0").exists() and not out.exists()
+
+    def recorded_run(run_dir, results, model, path, label):  # no checkpoints to score here
+        record = record_of(run_dir, 100 * results[model]["map"])
+        quality.write_record(path, record)
+        return record
+
+    monkeypatch.setattr(quality, "recorded_run", recorded_run)
+    fake_run_dir(runs_dir / "baseline-s0", ["experiment=glyphs_10pct_baseline", "seed=0"], 50.0)
+    quality.main(argv)  # the baseline is there: the row is reported from its folder
+    assert "| with RPLM | 0 | 56.0 |" in out.read_text()
+    assert (records / "glyphs_10pct" / "labelmatch-s0.json").is_file()
 
 
 def test_the_supervised_row_of_two_stages_is_its_baseline_recorded_once(
