@@ -1218,8 +1218,10 @@ def stop_if_not_finished(
                 missing[needed.name] = None
     if missing:
         sys.exit(
-            f"--no-train: not finished, neither in {runs_dir} nor in {records_dir}: "
-            f"{', '.join(missing)} (select the finished ones with --entries and --seeds)"
+            f"--no-train: would train {', '.join(missing)}: a row needs its finished folder in "
+            f"{runs_dir} or its record in {records_dir}, and a two-stage row read from its folder "
+            "its seed's finished baseline folder too (select the finished ones with --entries "
+            "and --seeds)"
         )
 
 

@@ -318,7 +318,7 @@ def test_report_from_records_alone_and_the_baseline_they_started_from(tmp_path: 
     (records / "glyphs_10pct" / "labelmatch-s0.json").rename(tmp_path / "kept.json")
     before = out.read_text()
     no_train = [a for a in argv if a != "--reuse"] + ["--no-train"]
-    stopped = r"--no-train: not finished.*: baseline-s0, labelmatch-s0 \(select"
+    stopped = r"--no-train: would train baseline-s0, labelmatch-s0: .* \(select"
     with pytest.raises(SystemExit, match=stopped):
         quality.main(no_train)
     assert not runs_dir.exists() and out.read_text() == before
@@ -354,7 +354,8 @@ def test_no_train_stops_on_a_missing_baseline_of_a_row_read_from_its_folder(
     argv = ["--experiment", "glyphs_10pct", "--comparison", "rplm", "--entries", "labelmatch"]
     argv += ["--seeds", "0", "--runs-dir", str(runs_dir), "--records", str(records)]
     argv += ["--out", str(out), "--no-train"]
-    with pytest.raises(SystemExit, match=r"--no-train: not finished.*: baseline-s0 \(select"):
+    stopped = r"--no-train: would train baseline-s0: .*baseline folder too \(select"
+    with pytest.raises(SystemExit, match=stopped):
         quality.main(argv)
     assert not (runs_dir / "baseline-s0").exists() and not out.exists()
 
