@@ -1,0 +1,228 @@
+"""Issue #17, which label-shift estimator: the teacher of each given run folder
+(`checkpoints/last.ckpt`) predicts on every unlabeled and labeled image of the run's experiment
+as an ACT refresh pass does (score floor 0.001, each detection's softmax row kept), and the class
+shares of the shipped estimator and of its alternatives are compared with the unlabeled images'
+true shares (total variation, TV; no training, about 20 s a digits run on one CPU thread):
+
+    python benchmarks/prior_estimators.py outputs/bench-quality/digits_shift_uniform/labelmatch-s*
+
+The experiment is the run folder's parent's name (`outputs/bench-quality/EXPERIMENT/RUN-sS`) or
+`--experiment`. Alternatives (docs/method.md §2 says why the shipped one is EM):
+- shipped: `estimated_class_prior`, EM calibrated on the labeled pass (the default);
+- plain EM: the same without calibration (Saerens et al., 2002);
+- score >= 0.3: the shipped estimator on the detections scoring at least 0.3 in both passes;
+- class-agnostic NMS: the shipped estimator on one detection per location (IoU 0.5 across
+  classes, best score kept), so an object no longer counts once in every class it resembles;
+- adjusted count: labels of detections >= 0.5 counted, each class scaled by its labeled
+  true-to-predicted ratio (adjusted classify-and-count);
+- BBSE: detections >= 0.5, confusion P(predicted | true) from the labeled detections matched to a
+  box (IoU >= 0.5), inverted by least squares (Lipton et al., 2018).
+A second table gives each class's score mass per true object: the score sum of the detections
+(shipped samples) matched to one of its boxes over its box count, which EM reads as its share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch import Tensor
+from torchvision.ops import box_iou, nms
+
+from labelmatch.callbacks.act_refresh import REFRESH_SCORE_FLOOR, keeping_class_scores
+from labelmatch.checkpoints import load_module, pick_detector
+from labelmatch.data.class_prior import ClassPrior
+from labelmatch.method.act import TeacherDetections, estimated_class_prior, unlabeled_class_prior
+from labelmatch.method.teacher import score_floor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Pass:
+    """One refresh-like pass, per image: boxes float[N, 4], labels int64[N], scores float[N],
+    rows float[N, C + 1] (softmax, background first), matched int64[N] (the class of the box a
+    detection overlaps with IoU >= 0.5, 0 if none), and the true box count per class float[C]."""
+
+    boxes: list[Tensor]
+    labels: list[Tensor]
+    scores: list[Tensor]
+    rows: list[Tensor]
+    matched: list[Tensor]
+    true_counts: Tensor
+
+    def detections(
+        self, floor: float = 0.0, agnostic_iou: float | None = None
+    ) -> TeacherDetections:
+        """All images' detections scoring >= floor; with `agnostic_iou`, one per location."""
+        kept = []
+        for boxes, scores in zip(self.boxes, self.scores):
+            keep = torch.nonzero(scores >= floor).flatten()
+            if agnostic_iou is not None and keep.numel():
+                keep = keep[nms(boxes[keep], scores[keep], agnostic_iou)]
+            kept.append(keep)
+        pick = lambda tensors: torch.cat([t[k] for t, k in zip(tensors, kept)])  # noqa: E731
+        return TeacherDetections(
+            pick(self.labels), pick(self.scores), pick(self.rows), len(self.boxes)
+        )
+
+    def matched_labels(self, floor: float) -> tuple[Tensor, Tensor]:
+        """(predicted labels, matched true labels) of the detections scoring >= floor."""
+        keep = [s >= floor for s in self.scores]
+        return (
+            torch.cat([t[k] for t, k in zip(self.labels, keep)]),
+            torch.cat([t[k] for t, k in zip(self.matched, keep)]),
+        )
+
+
+def teacher_pass(module, datamodule, labeled: bool) -> Pass:
+    """The teacher on every image of one split under the test transform (`teacher_detections`,
+    keeping boxes and the true boxes' classes)."""
+    num_classes = len(module.reliable_thresholds)
+    size = len(datamodule.labeled_dataset if labeled else datamodule.unlabeled_dataset)
+    loader = datamodule.reference_dataloader(size, seed=0, labeled=labeled)
+    roi_heads, rows = module.teacher.roi_heads, []
+    roi_heads.postprocess_detections = keeping_class_scores(roi_heads.postprocess_detections, rows)
+    result = Pass([], [], [], [], [], torch.zeros(num_classes, dtype=torch.float64))
+    try:
+        with torch.inference_mode(), score_floor(roi_heads, REFRESH_SCORE_FLOOR):
+            for batch in loader:
+                for output, target in zip(module.teacher(batch["images"]), batch["targets"]):
+                    matched = torch.zeros_like(output["labels"])
+                    if len(target["boxes"]) and len(output["boxes"]):
+                        best, index = box_iou(output["boxes"], target["boxes"]).max(dim=1)
+                        matched = torch.where(best >= 0.5, target["labels"][index], 0)
+                    result.boxes.append(output["boxes"])
+                    result.labels.append(output["labels"])
+                    result.scores.append(output["scores"])
+                    result.matched.append(matched)
+                    counts = torch.bincount(target["labels"] - 1, minlength=num_classes)
+                    result.true_counts += counts.double()
+    finally:
+        del roi_heads.postprocess_detections
+    result.rows = [r.double() for r in rows]
+    return result
+
+
+def shipped(unlabeled: Pass, labeled: Pass, prior: ClassPrior, **kept) -> Tensor:
+    """The shipped estimator's shares float64[C] on the detections `Pass.detections(**kept)`."""
+    estimate, _ = estimated_class_prior(
+        unlabeled.detections(**kept), prior, labeled.detections(**kept)
+    )
+    return estimate.class_ratios.double()
+
+
+def adjusted_count(unlabeled: Pass, labeled: Pass, prior: ClassPrior, floor: float = 0.5) -> Tensor:
+    """Predicted-label counts >= floor, class c scaled by (labeled true share of c) / (labeled
+    predicted share of c); shares float64[C]. No detection >= floor in a pass: the labeled prior."""
+    num_classes = prior.num_classes
+    count = lambda labels: torch.bincount(labels - 1, minlength=num_classes).double()  # noqa: E731
+    predicted_u = count(unlabeled.matched_labels(floor)[0])
+    predicted_l = count(labeled.matched_labels(floor)[0])
+    if predicted_u.sum() == 0 or predicted_l.sum() == 0:  # nothing to count: the labeled prior
+        return prior.class_ratios.double()
+    ratio = prior.class_ratios.double() * predicted_l.sum() / predicted_l.clamp(min=1)
+    scaled = predicted_u * ratio
+    return scaled / scaled.sum()
+
+
+def bbse(unlabeled: Pass, labeled: Pass, prior: ClassPrior, floor: float = 0.5) -> Tensor:
+    """Black-box shift estimation on detections >= floor: q = M w with q the unlabeled predicted
+    shares, M[i, j] = P(predicted i | true j) on the labeled detections matched to a box; the
+    shares are w solved by least squares, clipped at 0, normalised; float64[C]. No matched
+    labeled detection or no unlabeled one >= floor: the labeled prior."""
+    num_classes = prior.num_classes
+    predicted, true = labeled.matched_labels(floor)
+    on_box = true > 0
+    unlabeled_predicted = unlabeled.matched_labels(floor)[0]
+    if not on_box.any() or unlabeled_predicted.numel() == 0:  # nothing to solve: labeled prior
+        return prior.class_ratios.double()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    ones = torch.ones(int(on_box.sum()), dtype=torch.float64)
+    confusion.index_put_((predicted[on_box] - 1, true[on_box] - 1), ones, accumulate=True)
+    confusion /= confusion.sum(dim=0, keepdim=True).clamp(min=1)
+    shares = torch.bincount(unlabeled_predicted - 1, minlength=num_classes).double()
+    solved = torch.linalg.lstsq(confusion, (shares / shares.sum())[:, None]).solution
+    solved = solved.flatten().clamp(min=0)
+    return solved / solved.sum().clamp(min=1e-12)
+
+
+def plain_em(unlabeled: Pass, labeled: Pass, prior: ClassPrior) -> Tensor:
+    """EM without the labeled-pass calibration (Saerens et al., 2002); shares float64[C]."""
+    return estimated_class_prior(unlabeled.detections(), prior)[0].class_ratios.double()
+
+
+# Each estimator: (unlabeled pass, labeled pass, labeled prior) -> shares float64[C].
+ESTIMATORS: dict[str, Callable[[Pass, Pass, ClassPrior], Tensor]] = {
+    "shipped": shipped,
+    "plain EM": plain_em,
+    "score >= 0.3": functools.partial(shipped, floor=0.3),
+    "class-agnostic NMS": functools.partial(shipped, agnostic_iou=0.5),
+    "adjusted count": adjusted_count,
+    "BBSE": bbse,
+}
+
+
+def mass_per_object(samples: Pass) -> Tensor:
+    """Per class, the score sum of the detections matched to one of its boxes over its box
+    count, float64[C] (NaN for a class without boxes)."""
+    matched, scores = torch.cat(samples.matched), torch.cat(samples.scores).double()
+    mass = torch.zeros(len(samples.true_counts), dtype=torch.float64)
+    mass.index_add_(0, (matched[matched > 0] - 1), scores[matched > 0])
+    return mass / samples.true_counts.where(samples.true_counts > 0, torch.nan)
+
+
+def total_variation(a: Tensor, b: Tensor) -> float:
+    return 0.5 * (a - b).abs().sum().item()
+
+
+def compare(runs: Sequence[Path], experiment: str | None = None) -> str:
+    """Both tables, markdown: TV from the truth per run and estimator (and the mean over runs);
+    the score mass per true object, by class, on the unlabeled pass."""
+    names = list(ESTIMATORS)
+    tv_lines = [
+        "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names) + " |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    mass_lines, totals = [], torch.zeros(len(names) + 1, dtype=torch.float64)
+    for run in runs:
+        module, _ = load_module(run / "checkpoints/last.ckpt")
+        module.teacher = pick_detector(module, "teacher")
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            overrides = [f"experiment={experiment or run.parent.name}", "data.num_workers=0"]
+            datamodule = instantiate(compose("config", overrides=overrides).data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        unlabeled, labeled = (teacher_pass(module, datamodule, flag) for flag in (False, True))
+        prior = datamodule.labeled_class_prior
+        truth = unlabeled_class_prior(datamodule).class_ratios.double()
+        tv = [total_variation(prior.class_ratios.double(), truth)]
+        tv += [total_variation(ESTIMATORS[n](unlabeled, labeled, prior), truth) for n in names]
+        totals += torch.tensor(tv, dtype=torch.float64)
+        label = f"{run.parent.name}/{run.name}"
+        tv_lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in tv) + " |")
+        mass = mass_per_object(unlabeled)
+        mass_lines.append(f"| {label} | " + " ".join(f"{m:.2f}" for m in mass.tolist()) + " |")
+    means = (totals / len(runs)).tolist()
+    tv_lines.append(f"| mean of {len(runs)} | " + " | ".join(f"{v:.3f}" for v in means) + " |")
+    mass_table = ["| run | score mass per true object, classes 1..C |", "|---|---|", *mass_lines]
+    return "\n".join(tv_lines) + "\n\n" + "\n".join(mass_table)
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders with checkpoints/last.ckpt")
+    parser.add_argument("--experiment", help="the runs' experiment (default: each folder's parent)")
+    args = parser.parse_args(argv)
+    print(compare(args.runs, args.experiment))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
