@@ -10,7 +10,8 @@ The experiment is the run folder's parent's name (`outputs/bench-quality/EXPERIM
 `--experiment`. Alternatives (docs/method.md §2 says why the shipped one is EM):
 - shipped: `estimated_class_prior`, EM calibrated on the labeled pass (the default);
 - plain EM: the same without calibration (Saerens et al., 2002);
-- score >= 0.3: the shipped estimator on the detections scoring at least 0.3 in both passes;
+- score >= 0.3: the shipped estimator on the detections scoring at least 0.3 in both passes
+  (`method.act.estimator.min_score=0.3` in a training run);
 - class-agnostic NMS: the shipped estimator on one detection per location (IoU 0.5 across
   classes, best score kept), so an object no longer counts once in every class it resembles;
 - adjusted count: labels of detections >= 0.5 counted, each class scaled by its labeled
@@ -111,10 +112,13 @@ def teacher_pass(module, datamodule, labeled: bool) -> Pass:
     return result
 
 
-def shipped(unlabeled: Pass, labeled: Pass, prior: ClassPrior, **kept) -> Tensor:
-    """The shipped estimator's shares float64[C] on the detections `Pass.detections(**kept)`."""
+def shipped(
+    unlabeled: Pass, labeled: Pass, prior: ClassPrior, min_score: float = 0.0, **kept
+) -> Tensor:
+    """The shipped estimator's shares float64[C] on the detections `Pass.detections(**kept)`,
+    at its `min_score` (`method.act.estimator.min_score`)."""
     estimate, _ = estimated_class_prior(
-        unlabeled.detections(**kept), prior, labeled.detections(**kept)
+        unlabeled.detections(**kept), prior, labeled.detections(**kept), min_score=min_score
     )
     return estimate.class_ratios.double()
 
@@ -163,7 +167,7 @@ def plain_em(unlabeled: Pass, labeled: Pass, prior: ClassPrior) -> Tensor:
 ESTIMATORS: dict[str, Callable[[Pass, Pass, ClassPrior], Tensor]] = {
     "shipped": shipped,
     "plain EM": plain_em,
-    "score >= 0.3": functools.partial(shipped, floor=0.3),
+    "score >= 0.3": functools.partial(shipped, min_score=0.3),
     "class-agnostic NMS": functools.partial(shipped, agnostic_iou=0.5),
     "adjusted count": adjusted_count,
     "BBSE": bbse,

@@ -133,6 +133,50 @@ def test_estimated_prior_by_hand() -> None:
     assert prior.class_ratios.tolist() == pytest.approx([1.7 / 2.7, 1.0 / 2.7])
 
 
+def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand() -> None:
+    # Rows [background, class 1, class 2], one-hot foregrounds: the by-hand case above plus two
+    # clutter detections of class 2 scoring 0.25.
+    labels = torch.tensor([1, 1, 2, 2, 2])
+    scores = torch.tensor([0.9, 0.8, 0.6, 0.25, 0.25])
+    rows = torch.tensor(
+        [[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.4, 0.0, 0.6], [0.75, 0.0, 0.25], [0.75, 0.0, 0.25]]
+    )
+    unlabeled = TeacherDetections(labels, scores, rows, 1)
+    labeled_prior = ClassPrior(torch.tensor([0.5, 0.5], dtype=torch.float64), 3.0)
+    # Without a floor the clutter counts: (1.7, 0.6 + 0.5) -> 2.8 boxes.
+    every, _ = estimated_class_prior(unlabeled, labeled_prior)
+    assert every.boxes_per_image == pytest.approx(2.8)
+    assert every.class_ratios.tolist() == pytest.approx([1.7 / 2.8, 1.1 / 2.8])
+    # min_score 0.3: the same as the by-hand case above, (1.7, 1) -> 2.7 boxes.
+    floored, _ = estimated_class_prior(unlabeled, labeled_prior, min_score=0.3)
+    assert floored.boxes_per_image == pytest.approx(2.7)
+    assert floored.class_ratios.tolist() == pytest.approx([1.7 / 2.7, 1.0 / 2.7])
+    # Calibrated on a labeled pass (here the same detections): the floor applies there too, so
+    # the score sums compare like with like (S_l 2.3, not 2.8 with the clutter).
+    kept = unlabeled.scoring_at_least(0.3)
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.8, 0.6]) and kept.num_images == 1
+    calibrated, _ = estimated_class_prior(unlabeled, labeled_prior, unlabeled, min_score=0.3)
+    by_hand, _ = estimated_class_prior(kept, labeled_prior, kept)
+    assert calibrated.boxes_per_image == pytest.approx(by_hand.boxes_per_image)
+    assert torch.allclose(calibrated.class_ratios, by_hand.class_ratios)
+    clutter_in_labeled, _ = estimated_class_prior(kept, labeled_prior, unlabeled)
+    assert clutter_in_labeled.boxes_per_image != pytest.approx(calibrated.boxes_per_image)
+    # Nothing at or above the floor: the labeled prior, as without detections.
+    nothing, iterations = estimated_class_prior(unlabeled, labeled_prior, min_score=0.95)
+    assert nothing is labeled_prior and iterations == 0
+    with pytest.raises(ValueError, match="min_score must lie in"):
+        ACTRefresh(prior="estimated", estimator_min_score=1.0)
+    # A refresh's estimate (one process, no calibration pass) reads the floor it is given.
+    act = ACTRefresh(prior="estimated", estimator_calibrate=False, estimator_min_score=0.3)
+    act.labeled_prior = act.prior = labeled_prior
+    trainer = SimpleNamespace(world_size=1)
+    module = SimpleNamespace(global_step=8)
+    detections = [{"class_scores": rows}]
+    act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)
+    assert act.prior.class_ratios.tolist() == pytest.approx(floored.class_ratios.tolist())
+    assert act.prior.boxes_per_image == pytest.approx(2.7)
+
+
 def test_estimated_boxes_per_image_under_its_assumption() -> None:
     """Calibrated scores (a detection of score s is true with probability s), recall 1 and one
     true detection per object: the score sum per image estimates the objects per image."""

@@ -59,6 +59,7 @@ class ACTRefresh(L.Callback):
         unlabeled set's prior estimated from the teacher's detections, docs/method.md §2).
     estimator_iterations, estimator_tolerance: the EM's limits (`em_label_shift`).
     estimator_calibrate: calibrate the estimate on a pass over labeled images (up to `subset`).
+    estimator_min_score: the estimate reads only detections scoring at least this (0: all).
     mode: "offline" (a refresh pass every `interval` steps) or "online" (a score queue).
     queue_images, queue_top_k: online queue size, images x scores per class (official 12800, 20).
     online_interval: steps between threshold updates from the queue (online mode).
@@ -80,6 +81,7 @@ class ACTRefresh(L.Callback):
         estimator_iterations: int = 100,
         estimator_tolerance: float = 1e-6,
         estimator_calibrate: bool = True,
+        estimator_min_score: float = 0.0,
     ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
@@ -96,6 +98,11 @@ class ACTRefresh(L.Callback):
         self.estimator_iterations = estimator_iterations
         self.estimator_tolerance = estimator_tolerance
         self.estimator_calibrate = estimator_calibrate
+        if not 0 <= estimator_min_score < 1:
+            raise ValueError(
+                f"method.act.estimator.min_score must lie in [0, 1), got {estimator_min_score}"
+            )
+        self.estimator_min_score = estimator_min_score
         # The prior Eq. 5-6 use now: the configured one, or the latest estimate.
         self.prior: ClassPrior | None = None
         self.labeled_prior: ClassPrior | None = None  # where each estimate starts
@@ -229,6 +236,7 @@ class ACTRefresh(L.Callback):
             labeled,
             self.estimator_iterations,
             self.estimator_tolerance,
+            self.estimator_min_score,
         )
         log.info(
             "ACT estimated prior at step %d: %.2f boxes per image (labeled %.2f), class shares "

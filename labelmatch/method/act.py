@@ -154,6 +154,13 @@ class TeacherDetections:
         posteriors = foreground / foreground.sum(dim=1, keepdim=True).clamp(min=1e-300)
         return posteriors, scores.double().flatten()
 
+    def scoring_at_least(self, min_score: float) -> "TeacherDetections":
+        """The detections whose score is >= `min_score`, on the same images."""
+        keep = self.scores >= min_score
+        return TeacherDetections(
+            self.labels[keep], self.scores[keep], self.class_scores[keep], self.num_images
+        )
+
 
 def calibration_biases(
     posteriors: Tensor,
@@ -194,6 +201,7 @@ def estimated_class_prior(
     labeled: TeacherDetections | None = None,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
+    min_score: float = 0.0,
 ) -> tuple[ClassPrior, int]:
     """The unlabeled set's prior from the teacher's detections on its R reference images.
 
@@ -212,7 +220,14 @@ def estimated_class_prior(
     The expected counts n_c = R · B_u · π_c then go through `class_prior_from_counts`, so a
     class the estimate empties still counts as 1 box (the labeled counts' rule). No unlabeled
     detection: the labeled prior, 0 iterations. Returns (prior, EM iterations).
+
+    `min_score` > 0 keeps only the detections scoring at least that much, on both sets, before
+    anything above (`method.act.estimator.min_score`; 0, the default, keeps the whole pass):
+    low-score clutter then neither votes on the shares nor adds to the score sums.
     """
+    if min_score > 0:
+        unlabeled = unlabeled.scoring_at_least(min_score)
+        labeled = labeled.scoring_at_least(min_score) if labeled is not None else None
     num_classes = labeled_prior.num_classes
     posteriors, weights = unlabeled.weighted_posteriors(num_classes)
     if weights.sum() <= 0:
