@@ -59,15 +59,14 @@ class Pass:
     matched: list[Tensor]
     true_counts: Tensor
 
-    def detections(
-        self, floor: float = 0.0, agnostic_iou: float | None = None
-    ) -> TeacherDetections:
-        """All images' detections scoring >= floor; with `agnostic_iou`, one per location."""
+    def detections(self, agnostic_iou: float | None = None) -> TeacherDetections:
+        """All images' detections; with `agnostic_iou`, one per location (a score floor is
+        `TeacherDetections.scoring_at_least`, as in training)."""
         kept = []
         for boxes, scores in zip(self.boxes, self.scores):
-            keep = torch.nonzero(scores >= floor).flatten()
+            keep = torch.arange(len(scores))
             if agnostic_iou is not None and keep.numel():
-                keep = keep[nms(boxes[keep], scores[keep], agnostic_iou)]
+                keep = nms(boxes, scores, agnostic_iou)
             kept.append(keep)
         pick = lambda tensors: torch.cat([t[k] for t, k in zip(tensors, kept)])  # noqa: E731
         return TeacherDetections(

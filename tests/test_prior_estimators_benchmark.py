@@ -47,7 +47,7 @@ def test_class_agnostic_nms_keeps_the_best_detection_of_each_location() -> None:
     assert samples.detections().labels.tolist() == [1, 2, 2]
     kept = samples.detections(agnostic_iou=0.5)
     assert kept.labels.tolist() == [1, 2] and kept.scores.tolist() == pytest.approx([0.6, 0.5])
-    assert samples.detections(floor=0.55).labels.tolist() == [1]
+    assert samples.detections().scoring_at_least(0.55).labels.tolist() == [1]
 
 
 def test_adjusted_count_scales_each_class_by_its_labeled_true_to_predicted_ratio() -> None:
