@@ -127,7 +127,7 @@ def test_ordering_targets_and_missing_rows() -> None:
 
 def prior_runs(labeled: float, estimated: float, oracle: float | None, seeds: int = 3) -> list:
     rows = [("labeled prior", "labelmatch", labeled)]
-    rows += [("estimated prior", "labelmatch_estimated_prior", estimated)]
+    rows += [("estimated prior", "labelmatch_estimated_prior_0.3", estimated)]
     rows += [("oracle prior", "labelmatch_oracle_prior", oracle)] if oracle is not None else []
     runs = [make_run("fixed 0.7", "mean_teacher_0.7", s, 40.0, 0.2) for s in range(seeds)]
     return runs + [
@@ -228,6 +228,27 @@ def test_a_run_counts_as_trained_with_a_default_written_out_later(tmp_path: Path
         "method.flag=1",
     ]
     assert quality.not_trained_with(recorded, config, expected) == expected
+
+
+def test_the_estimators_floor_default_and_the_runs_that_predate_it() -> None:
+    """The score floor is the default: a run of `method.act.prior=estimated` alone counts as the
+    0.3 row. A run whose config predates the key was trained with min_score 0 (the no-floor row),
+    not with 0.3."""
+    floor = ["experiment=digits", *quality.RUNS["labelmatch_estimated_prior_0.3"], "seed=0"]
+    no_floor = ["experiment=digits", *quality.RUNS["labelmatch_estimated_prior"], "seed=0"]
+    user = ["experiment=digits", "method=labelmatch", "method.act.prior=estimated", "seed=0"]
+    config = compose_config(user)
+    assert config.method.act.estimator.min_score == 0.3
+    assert quality.not_trained_with(user, config, floor) == []
+    assert quality.not_trained_with(user, config, no_floor) == ["method.act.estimator.min_score=0"]
+    old = OmegaConf.create(OmegaConf.to_container(config))
+    del old.method.act.estimator["min_score"]  # a run before the key (399d547)
+    assert quality.not_trained_with(user, old, no_floor) == []
+    assert quality.not_trained_with(user, old, floor) == ["method.act.estimator.min_score=0.3"]
+    # Only a key listed as predated falls back to its old value.
+    del old.method.act.estimator["tolerance"]
+    tolerance = "method.act.estimator.tolerance=1e-6"
+    assert quality.not_trained_with(user, old, [tolerance]) == [tolerance]
 
 
 def test_portable_names_the_baseline_not_its_folder() -> None:

@@ -55,14 +55,14 @@ def test_callback_arguments_are_the_method_keys_users_type(tmp_path):
     prior = "{class_ratios: [0.5, 0.5], boxes_per_image: 2.0}"
     cfg = compose_config(
         ["method.act.interval=7", "method.alpha=0.3", f"method.act.prior={prior}",
-         "method.act.estimator.tolerance=0.01", "method.act.estimator.min_score=0.3",
+         "method.act.estimator.tolerance=0.01", "method.act.estimator.min_score=0.5",
          "callbacks.act_refresh.subset=500",
          "checkpoint_every_n_steps=9", "channels_last=false"]
     )  # fmt: skip
     callbacks = {type(c): c for c in build_callbacks(cfg, tmp_path)}
     act = callbacks[ACTRefresh]
     assert (act.interval, act.subset, act.alpha, act.estimator_tolerance) == (7, 500, 0.3, 0.01)
-    assert act.estimator_min_score == 0.3
+    assert act.estimator_min_score == 0.5  # the default is 0.3: the key reaches the callback
     expected_prior = {"class_ratios": [0.5, 0.5], "boxes_per_image": 2.0}
     assert type(act.prior_setting) is dict and act.prior_setting == expected_prior
     assert callbacks[PseudoLabelStatistics].manual_prior == expected_prior

@@ -2,6 +2,7 @@
 Decaestecker (2002) on constructed posteriors with a known shift, the boxes-per-image estimate,
 the oracle and configured priors, and the refresh pass's class-score rows."""
 
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -133,7 +134,9 @@ def test_estimated_prior_by_hand() -> None:
     assert prior.class_ratios.tolist() == pytest.approx([1.7 / 2.7, 1.0 / 2.7])
 
 
-def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand() -> None:
+def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Rows [background, class 1, class 2], one-hot foregrounds: the by-hand case above plus two
     # clutter detections of class 2 scoring 0.25.
     labels = torch.tensor([1, 1, 2, 2, 2])
@@ -175,6 +178,14 @@ def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand() -> No
     act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)
     assert act.prior.class_ratios.tolist() == pytest.approx(floored.class_ratios.tolist())
     assert act.prior.boxes_per_image == pytest.approx(2.7)
+    # A teacher with nothing above the floor (early in training): the labeled prior, and a
+    # warning that says so.
+    act = ACTRefresh(prior="estimated", estimator_calibrate=False, estimator_min_score=0.95)
+    act.labeled_prior = act.prior = labeled_prior
+    with caplog.at_level(logging.WARNING, logger="labelmatch"):
+        act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)
+    assert act.prior is labeled_prior
+    assert "min_score=0.95 on 1 images; the labeled prior is kept" in caplog.text
 
 
 def test_estimated_boxes_per_image_under_its_assumption() -> None:

@@ -59,7 +59,8 @@ class ACTRefresh(L.Callback):
         unlabeled set's prior estimated from the teacher's detections, docs/method.md §2).
     estimator_iterations, estimator_tolerance: the EM's limits (`em_label_shift`).
     estimator_calibrate: calibrate the estimate on a pass over labeled images (up to `subset`).
-    estimator_min_score: the estimate reads only detections scoring at least this (0: all).
+    estimator_min_score: the estimate reads only detections scoring at least this (0: all; the
+        default 0.3 is conf/method/labelmatch.yaml's, docs/method.md §2).
     mode: "offline" (a refresh pass every `interval` steps) or "online" (a score queue).
     queue_images, queue_top_k: online queue size, images x scores per class (official 12800, 20).
     online_interval: steps between threshold updates from the queue (online mode).
@@ -81,7 +82,7 @@ class ACTRefresh(L.Callback):
         estimator_iterations: int = 100,
         estimator_tolerance: float = 1e-6,
         estimator_calibrate: bool = True,
-        estimator_min_score: float = 0.0,
+        estimator_min_score: float = 0.3,
     ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
@@ -238,6 +239,14 @@ class ACTRefresh(L.Callback):
             self.estimator_tolerance,
             self.estimator_min_score,
         )
+        if iterations == 0:  # no detection to estimate from: Eq. 5-6 keep the labeled prior
+            log.warning(
+                "ACT estimate at step %d: no reference detection scores at least "
+                "method.act.estimator.min_score=%g on %d images; the labeled prior is kept",
+                pl_module.global_step,
+                self.estimator_min_score,
+                num_images,
+            )
         log.info(
             "ACT estimated prior at step %d: %.2f boxes per image (labeled %.2f), class shares "
             "%s after %d EM iterations",

@@ -222,7 +222,7 @@ def estimated_class_prior(
     detection: the labeled prior, 0 iterations. Returns (prior, EM iterations).
 
     `min_score` > 0 keeps only the detections scoring at least that much, on both sets, before
-    anything above (`method.act.estimator.min_score`; 0, the default, keeps the whole pass):
+    anything above (`method.act.estimator.min_score`, 0.3 in training; 0 keeps the whole pass):
     low-score clutter then neither votes on the shares nor adds to the score sums. Without
     `labeled`, B_u = S_u then misses the objects found only below the floor; calibrated, the
     ratio S_u / S_l is taken above the same floor on both sets.
