@@ -12,12 +12,19 @@ import torch
 
 
 def machine_description() -> str:
-    """Cores this process may use, CPU model, GPU, torch and Python versions."""
+    """Cores this process may use, CPU model (with the vector instructions torch uses and, on
+    x86, family and model numbers: hosts that share a model name, as "AMD EPYC" does across
+    generations, can round differently), GPU, torch and Python versions."""
     cpu = "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        text = cpuinfo.read_text()
+        field = lambda name: re.findall(rf"^{name}\s*:\s*(.+)$", text, re.MULTILINE)  # noqa: E731
+        models, family, model = field("model name"), field("cpu family"), field("model")
         cpu = models[0].strip() if models else cpu
+        if family and model:
+            cpu += f" (family {family[0].strip()} model {model[0].strip()})"
+    cpu += f" {torch.backends.cpu.get_cpu_capability()}"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (

@@ -251,6 +251,19 @@ def test_the_estimators_floor_default_and_the_runs_that_predate_it() -> None:
     assert quality.not_trained_with(user, old, [tolerance]) == [tolerance]
 
 
+def test_the_machine_names_the_cpu_generation_and_vector_instructions(monkeypatch) -> None:
+    """Hosts sold under one model name ("AMD EPYC") can train to other numbers: the description
+    carries the x86 family and model and the vector instructions torch dispatches to."""
+    import benchmark_report
+
+    cpuinfo = "processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+    monkeypatch.setattr(benchmark_report.Path, "read_text", lambda self: cpuinfo)
+    monkeypatch.setattr(benchmark_report.Path, "is_file", lambda self: True)
+    monkeypatch.setattr(benchmark_report.torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    described = benchmark_report.machine_description()
+    assert described.split(", ")[1] == "AMD EPYC (family 25 model 17) AVX2"
+
+
 def test_portable_names_the_baseline_not_its_folder() -> None:
     ckpt = (
         "method.init_from=/w/outputs/bench-quality/glyphs_10pct/baseline-s2/checkpoints/last.ckpt"
