@@ -1,25 +1,28 @@
 """Issue #17, which label-shift estimator: the teacher of each given run folder
 (`checkpoints/last.ckpt`) predicts on every unlabeled and labeled image of the run's experiment
 as an ACT refresh pass does (score floor 0.001, each detection's softmax row kept), and the class
-shares of the shipped estimator and of its alternatives are compared with the unlabeled images'
-true shares (total variation, TV; no training, about 20 s a digits run on one CPU thread):
+shares of the shipped estimator (calibrated EM, with and without its score floor) and of its
+alternatives are compared with the unlabeled images' true shares (total variation, TV; no
+training, about 20 s a digits run on one CPU thread):
 
     python benchmarks/prior_estimators.py outputs/bench-quality/digits_shift_uniform/labelmatch-s*
 
 The experiment is the run folder's parent's name (`outputs/bench-quality/EXPERIMENT/RUN-sS`) or
 `--experiment`. Alternatives (docs/method.md §2 says why the shipped one is EM):
-- shipped: `estimated_class_prior`, EM calibrated on the labeled pass (the default);
+- calibrated EM: `estimated_class_prior`, EM calibrated on the labeled pass, on every detection
+  (`method.act.estimator.min_score=0`, the default until 2026-12-03);
 - plain EM: the same without calibration (Saerens et al., 2002);
-- score >= 0.3: the shipped estimator on the detections scoring at least 0.3 in both passes
-  (`method.act.estimator.min_score=0.3` in a training run);
-- class-agnostic NMS: the shipped estimator on one detection per location (IoU 0.5 across
+- calibrated EM >= 0.3: the same on the detections scoring at least 0.3 in both passes
+  (`method.act.estimator.min_score=0.3`, the default since 2026-12-03);
+- class-agnostic NMS: calibrated EM on one detection per location (IoU 0.5 across
   classes, best score kept), so an object no longer counts once in every class it resembles;
 - adjusted count: labels of detections >= 0.5 counted, each class scaled by its labeled
   true-to-predicted ratio (adjusted classify-and-count);
 - BBSE: detections >= 0.5, confusion P(predicted | true) from the labeled detections matched to a
   box (IoU >= 0.5), inverted by least squares (Lipton et al., 2018).
 A second table gives each class's score mass per true object: the score sum of the detections
-(shipped samples) matched to one of its boxes over its box count, which EM reads as its share.
+(calibrated EM's samples) matched to one of its boxes over its box count, which EM reads as its
+share.
 """
 
 from __future__ import annotations
@@ -111,10 +114,10 @@ def teacher_pass(module, datamodule, labeled: bool) -> Pass:
     return result
 
 
-def shipped(
+def calibrated_em(
     unlabeled: Pass, labeled: Pass, prior: ClassPrior, min_score: float = 0.0, **kept
 ) -> Tensor:
-    """The shipped estimator's shares float64[C] on the detections `Pass.detections(**kept)`,
+    """Calibrated EM's shares float64[C] on the detections `Pass.detections(**kept)`,
     at its `min_score` (`method.act.estimator.min_score`)."""
     estimate, _ = estimated_class_prior(
         unlabeled.detections(**kept), prior, labeled.detections(**kept), min_score=min_score
@@ -164,10 +167,10 @@ def plain_em(unlabeled: Pass, labeled: Pass, prior: ClassPrior) -> Tensor:
 
 # Each estimator: (unlabeled pass, labeled pass, labeled prior) -> shares float64[C].
 ESTIMATORS: dict[str, Callable[[Pass, Pass, ClassPrior], Tensor]] = {
-    "shipped": shipped,
+    "calibrated EM": calibrated_em,
     "plain EM": plain_em,
-    "score >= 0.3": functools.partial(shipped, min_score=0.3),
-    "class-agnostic NMS": functools.partial(shipped, agnostic_iou=0.5),
+    "calibrated EM >= 0.3": functools.partial(calibrated_em, min_score=0.3),
+    "class-agnostic NMS": functools.partial(calibrated_em, agnostic_iou=0.5),
     "adjusted count": adjusted_count,
     "BBSE": bbse,
 }

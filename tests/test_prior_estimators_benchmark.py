@@ -1,6 +1,6 @@
-"""benchmarks/prior_estimators.py: the shipped estimated prior against its alternatives on a
-trained teacher's passes (issue #17). The alternatives' arithmetic on hand-built passes, the
-report on the smoke run."""
+"""benchmarks/prior_estimators.py: the shipped estimated prior (calibrated EM, with and without its
+score floor) against its alternatives on a trained teacher's passes (issue #17). The
+alternatives' arithmetic on hand-built passes, the report on the smoke run."""
 
 import importlib.util
 import sys
