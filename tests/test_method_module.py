@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from labelmatch.data.class_prior import ClassPrior
 from labelmatch.method.module import LabelMatchModule, load_student_weights
 from labelmatch.models.faster_rcnn import build_frcnn_tiny
 
@@ -124,9 +125,61 @@ def test_a_checkpoint_from_before_the_threshold_version_still_loads() -> None:
     source = make_module()
     source.set_thresholds(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.4, 0.3, 0.2]))
     old_state = source.state_dict()
-    del old_state["threshold_version"]
+    del old_state["threshold_version"], old_state["threshold_refreshes"]
     target = make_module()
     target.threshold_version.fill_(5)
     target.load_state_dict(old_state)  # strict: every other key must match
     assert int(target.threshold_version) == 0
+    assert int(target.threshold_refreshes) == 0
     assert target.reliable_thresholds.tolist() == pytest.approx([0.9, 0.8, 0.7])
+
+
+PRIOR = ClassPrior(torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), 2.5)
+
+
+def test_a_refresh_records_the_prior_it_aimed_at_and_an_online_update_keeps_it() -> None:
+    module = make_module()
+    assert int(module.threshold_refreshes) == 0 and module.threshold_prior is None
+    reliable, uncertain = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.4, 0.3, 0.2])
+    module.set_thresholds(reliable, uncertain, PRIOR)  # an ACT refresh
+    module.set_thresholds(reliable, uncertain)  # an online queue update
+    assert int(module.threshold_version) == 2
+    assert int(module.threshold_refreshes) == 1
+    assert module.threshold_prior is PRIOR
+    with pytest.raises(ValueError, match="the prior has 2 classes, the thresholds 3"):
+        module.set_thresholds(reliable, uncertain, ClassPrior(torch.tensor([0.5, 0.5]), 1.0))
+    assert int(module.threshold_refreshes) == 1  # a refused refresh changes nothing
+
+
+def test_the_prior_the_thresholds_aim_at_travels_with_the_checkpoint() -> None:
+    source = make_module()
+    source.set_thresholds(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.4, 0.3, 0.2]), PRIOR)
+    checkpoint = {"state_dict": source.state_dict()}
+    source.on_save_checkpoint(checkpoint)
+    target = make_module()
+    target.load_state_dict(checkpoint["state_dict"])
+    target.on_load_checkpoint(checkpoint)
+    assert int(target.threshold_refreshes) == 1
+    assert torch.equal(target.threshold_prior.class_ratios, PRIOR.class_ratios)
+    assert target.threshold_prior.boxes_per_image == 2.5
+    fixed = make_module()
+    fixed.on_load_checkpoint({"state_dict": {}})  # fixed thresholds: no prior saved
+    assert fixed.threshold_prior is None
+
+
+@pytest.mark.parametrize(("mode", "refreshes"), [("offline", 3), ("online", 1)])
+def test_a_checkpoint_from_before_the_refresh_count_counts_them_from_the_version(
+    mode, refreshes
+) -> None:
+    """Offline ACT set the thresholds once per refresh; online ACT refreshed once, then updated
+    them from its queue."""
+    method = {**METHOD, "act": {"enabled": True, "mode": mode}}
+    source = make_module(method)
+    for _ in range(3):
+        source.set_thresholds(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.4, 0.3, 0.2]))
+    old_state = source.state_dict()
+    del old_state["threshold_refreshes"]
+    target = make_module(method)
+    target.load_state_dict(old_state)
+    assert int(target.threshold_version) == 3
+    assert int(target.threshold_refreshes) == refreshes

@@ -3,6 +3,7 @@ small pieces of the observation tooling that need no training (loggers, detector
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -10,9 +11,9 @@ import pytest
 import torch
 
 from labelmatch.callbacks.act_refresh import ACTRefresh
-from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics
+from labelmatch.callbacks.pseudo_statistics import PseudoLabelStatistics, threshold_updates
 from labelmatch.checkpoints import pick_detector
-from labelmatch.data.class_prior import class_prior_from_counts
+from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
 from labelmatch.loggers import resolve_wandb_mode
 from labelmatch.method.module import LabelMatchModule
 from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels, count_by_thresholds
@@ -73,7 +74,8 @@ def module_double(**members) -> SimpleNamespace:
         log_event=lambda metrics, step=None: None, teacher=None,
         teacher_ready=torch.tensor(True), in_semi_supervised_phase=True,
         reliable_thresholds=torch.zeros(3), uncertain_thresholds=torch.zeros(3),
-        threshold_version=torch.tensor(0), set_thresholds=lambda reliable, uncertain: None,
+        threshold_version=torch.tensor(0), threshold_refreshes=torch.tensor(0),
+        set_thresholds=lambda reliable, uncertain, prior=None: None,
     )  # fmt: skip
     return SimpleNamespace(**{**base, **members})
 
@@ -152,6 +154,34 @@ def test_a_checkpoint_of_the_former_window_format_resumes_to_the_same_numbers() 
     run_step(uninterrupted, step_batch(image_one(), num_mined=1), step=9)
     assert logged == run_step(uninterrupted, step_batch(image_two(), num_mined=0), step=10)
     assert logged["pseudo/precision"] == 0.5
+
+
+def test_a_refresh_the_pseudo_labels_carry_logs_at_once_against_the_prior_it_aimed_at() -> None:
+    """The step's `PseudoLabelBatch` says which thresholds split it: a new ACT refresh logs the
+    window off the log steps, and `kl_to_prior` compares with the prior that refresh aimed at
+    (for example an estimate), not the configured one."""
+    callback = statistics_callback()
+    assert run_step(callback, step_batch(image_one(), num_mined=0), step=3) == {}
+    aimed = ClassPrior(torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), 4.0)
+    batch = step_batch(image_two(), num_mined=0)
+    refreshed = dataclasses.replace(batch, threshold_refreshes=2, threshold_prior=aimed)
+    logged = run_step(callback, refreshed, step=4)
+    share = [4 / 6, 1 / 6, 1 / 6]  # the window: both images, as in the hand-computed case
+    assert logged["pseudo/prior_per_image"] == 4.0
+    assert [logged[f"pseudo/prior_share/{c}"] for c in NAMES] == pytest.approx([0.2, 0.3, 0.5])
+    kl_prior = sum(p * math.log(p / q) for p, q in zip(share, [0.2, 0.3, 0.5]))
+    assert logged["pseudo/kl_to_prior"] == pytest.approx(kl_prior)
+    assert callback.updates_seen == 2
+    assert run_step(callback, refreshed, step=5) == {}  # the same thresholds: no new update
+
+
+def test_threshold_updates_count_refreshes_or_the_fixed_thresholds_once() -> None:
+    batch = step_batch(image_one(), num_mined=0)
+    assert threshold_updates(None, seen=4) == 4  # burn-in: no pseudo labels, nothing changes
+    assert threshold_updates({"loss": torch.tensor(1.0)}, seen=0) == 0
+    assert threshold_updates({"pseudo": batch}, seen=0) == 1  # fixed thresholds
+    refreshed = dataclasses.replace(batch, threshold_refreshes=3)
+    assert threshold_updates({"pseudo": refreshed}, seen=1) == 3
 
 
 def test_without_unlabeled_annotations_only_the_prior_side_is_logged() -> None:

@@ -110,7 +110,6 @@ class ACTRefresh(L.Callback):
         self.restored_prior: ClassPrior | None = None  # an estimate a checkpoint carried
         # The unlabeled annotations' prior, logged beside an estimate when the json has them.
         self.ground_truth_prior: ClassPrior | None = None
-        self.refreshes = 0
 
     @property
     def estimates(self) -> bool:
@@ -183,14 +182,14 @@ class ACTRefresh(L.Callback):
                 alpha=self.alpha,
                 min_threshold=self.min_threshold,
             )
-        pl_module.set_thresholds(reliable, uncertain)
-        self.refreshes += 1
+        # With the prior they aim at: the module passes both on with each step's pseudo labels.
+        pl_module.set_thresholds(reliable, uncertain, self.prior)
         log_thresholds(pl_module, names, reliable, uncertain)
         num_reliable, num_uncertain = count_by_thresholds(labels, scores, reliable, uncertain)
         log.info(
             "ACT refresh %d at step %d on %d images: reliable %.3f-%.3f, uncertain %.3f-%.3f; "
             "per image %.2f reliable + %.2f uncertain pseudo boxes (prior %.2f)",
-            self.refreshes,
+            int(pl_module.threshold_refreshes),
             pl_module.global_step,
             num_images,
             reliable.min(),
@@ -284,7 +283,7 @@ class ACTRefresh(L.Callback):
 
     # ------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"refreshes": self.refreshes}
+        state: dict[str, Any] = {}
         if self.estimates and self.prior is not None:
             state["prior"] = {
                 "class_ratios": self.prior.class_ratios.clone(),
@@ -295,7 +294,7 @@ class ACTRefresh(L.Callback):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.refreshes = int(state_dict["refreshes"])
+        # An older checkpoint's "refreshes" is the module's `threshold_refreshes` now.
         if "prior" in state_dict:  # setup, before or after, keeps it
             saved = state_dict["prior"]
             self.restored_prior = ClassPrior(saved["class_ratios"], saved["boxes_per_image"])

@@ -1,12 +1,14 @@
 """What the pseudo labels look like during training (the paper's Fig. 4 and 5), as a callback.
 
 Each unsupervised step outputs its pseudo labels and the unlabeled images' ground truth (weak
-frame) as `outputs["pseudo"]`. The callback counts them per class and matches them to the ground
-truth (IoU >= 0.5, same class) in a `PseudoLabelQuality` metric; every `log_every_n_steps` steps
-and at each threshold update it logs the window's measures, summed over the ranks, as `pseudo/*`
-(see `PseudoLabelQuality.compute`) and starts a new window. At each threshold update it also
-draws a few strong views with their reliable (green) and uncertain (yellow) pseudo boxes into
-`plots/pseudo_labels/step_<step>.png` and hands them to wandb / TensorBoard.
+frame) as `outputs["pseudo"]`, a `PseudoLabelBatch` that also says which thresholds split them
+(how many ACT refreshes have set them, and the prior the latest aimed at). The callback counts
+them per class and matches them to the ground truth (IoU >= 0.5, same class) in a
+`PseudoLabelQuality` metric; every `log_every_n_steps` steps and at each threshold update it logs
+the window's measures, summed over the ranks, as `pseudo/*` (see `PseudoLabelQuality.compute`)
+and starts a new window. At each threshold update it also draws a few strong views with their
+reliable (green) and uncertain (yellow) pseudo boxes into `plots/pseudo_labels/step_<step>.png`
+and hands them to wandb / TensorBoard.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 import lightning as L
 import torch
 
-from labelmatch.callbacks.act_refresh import ACTRefresh
 from labelmatch.callbacks.requirements import LabeledDataModule, PseudoLabellingModule, require
 from labelmatch.evaluation.pseudo_quality import PseudoLabelQuality
 from labelmatch.loggers import log_image
@@ -29,24 +30,21 @@ from labelmatch.plots import draw_pseudo_labels
 log = logging.getLogger(__name__)
 
 
-def threshold_updates(trainer: L.Trainer, pl_module: L.LightningModule) -> int:
-    """How many times the thresholds have been set: ACT refreshes, or 1 once a fixed-threshold
-    teacher has labelled (mean teacher, act.enabled=false): from the batch end of the first
-    semi-supervised step on (the module copies the teacher one step earlier, at the end of the
-    last burn-in step, where `global_step` is already `burn_in_steps`)."""
-    refreshes = [cb.refreshes for cb in trainer.callbacks if isinstance(cb, ACTRefresh)]
-    if refreshes:
-        return sum(refreshes)
-    labelled = pl_module.global_step > pl_module.burn_in_steps
-    return int(bool(getattr(pl_module, "teacher_ready", False)) and labelled)
+def threshold_updates(outputs: dict[str, Any] | None, seen: int) -> int:
+    """How many times the thresholds of this step's pseudo labels have been set
+    (`PseudoLabelBatch.threshold_updates`: ACT refreshes, or 1 for fixed ones); `seen`, the count
+    so far, for a step without pseudo labels (burn-in)."""
+    pseudo_batch: PseudoLabelBatch | None = outputs.get("pseudo") if outputs else None
+    return seen if pseudo_batch is None else pseudo_batch.threshold_updates
 
 
 class PseudoLabelStatistics(L.Callback):
     """Args:
     prior: `method.act.prior` (None, the official `manual_prior` {"class_ratios": [C floats],
         "boxes_per_image": float}, "estimated" or "oracle"), for runs without ACT. With ACT the
-        statistics compare with the prior ACT's latest refresh used (for "estimated": the
-        latest estimate), so `kl_to_prior` measures how well ACT met its own target.
+        statistics compare with the prior ACT's latest refresh aimed at, as the step's
+        pseudo labels carry it (for "estimated": the latest estimate), so `kl_to_prior`
+        measures how well ACT met its own target.
     images_per_update: strong views drawn at each threshold update.
     """
 
@@ -54,6 +52,8 @@ class PseudoLabelStatistics(L.Callback):
         self.manual_prior = prior
         self.images_per_update = images_per_update
         self.prior: ClassPrior | None = None
+        # The prior of the latest step's thresholds (None: fixed thresholds).
+        self.threshold_prior: ClassPrior | None = None
         # The window since the last log, counted (built at setup, knowing the classes).
         self.quality: PseudoLabelQuality | None = None
         self.updates_seen = 0
@@ -73,7 +73,8 @@ class PseudoLabelStatistics(L.Callback):
         pseudo_batch: PseudoLabelBatch | None = outputs.get("pseudo") if outputs else None
         if pseudo_batch is not None:
             self.add(pseudo_batch)
-        updates = threshold_updates(trainer, pl_module)
+            self.threshold_prior = pseudo_batch.threshold_prior
+        updates = threshold_updates(outputs, self.updates_seen)
         updated, self.updates_seen = updates != self.updates_seen, updates
         if updated or trainer.global_step % trainer.log_every_n_steps == 0:
             if pl_module.in_semi_supervised_phase:  # the same on every rank (collectives)
@@ -95,8 +96,7 @@ class PseudoLabelStatistics(L.Callback):
         # Counted on the CPU; torchmetrics sums over the ranks on their device (NCCL: the GPU).
         if trainer.world_size > 1:
             self.quality.to(pl_module.device)
-        act = [cb for cb in trainer.callbacks if isinstance(cb, ACTRefresh)]
-        prior = act[0].prior if act and act[0].prior is not None else self.prior
+        prior = self.prior if self.threshold_prior is None else self.threshold_prior
         stats = self.quality.compute(prior) if self.quality.update_called else {}
         self.quality.reset()
         self.quality.to("cpu")

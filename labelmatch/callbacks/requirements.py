@@ -15,6 +15,8 @@ from typing import Any, Protocol, get_type_hints, runtime_checkable
 
 from torch import Tensor
 
+from labelmatch.data.class_prior import ClassPrior
+
 
 @runtime_checkable
 class HasClassNames(Protocol):
@@ -48,8 +50,11 @@ class ThresholdedModule(PseudoLabellingModule, Protocol):
     reliable_thresholds: Tensor
     uncertain_thresholds: Tensor
     threshold_version: Tensor
+    threshold_refreshes: Tensor
 
-    def set_thresholds(self, reliable: Tensor, uncertain: Tensor) -> None: ...
+    def set_thresholds(
+        self, reliable: Tensor, uncertain: Tensor, prior: ClassPrior | None = None
+    ) -> None: ...
 
 
 @runtime_checkable

@@ -38,7 +38,7 @@ class RunPlots(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        updates = threshold_updates(trainer, pl_module)
+        updates = threshold_updates(outputs, self.updates_seen)
         if updates != self.updates_seen:
             self.updates_seen = updates
             self.redraw(trainer, pl_module)

@@ -24,6 +24,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
+from labelmatch.data.class_prior import ClassPrior
 from labelmatch.data.geometry import map_boxes, weak_to_strong
 from labelmatch.distributed import gather_predictions
 from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
@@ -87,9 +88,14 @@ class LabelMatchModule(L.LightningModule):
         self.register_buffer("reliable_thresholds", torch.full((num_classes,), fixed["reliable"]))
         self.register_buffer("uncertain_thresholds", torch.full((num_classes,), fixed["uncertain"]))
         self.register_buffer("teacher_ready", torch.tensor(False))
-        # How many times `set_thresholds` has changed them (0: the fixed ones); checkpointed.
+        # How many times `set_thresholds` has changed them (0: the fixed ones), and how many of
+        # those were ACT refreshes (a prior aimed at); checkpointed.
         self.register_buffer("threshold_version", torch.tensor(0))
-        self.register_load_state_dict_pre_hook(fill_threshold_version)
+        self.register_buffer("threshold_refreshes", torch.tensor(0))
+        self.register_load_state_dict_pre_hook(fill_threshold_counts)
+        # The class prior the latest refresh aimed at (None: fixed thresholds); checkpointed in
+        # `on_save_checkpoint`, outside the state dict, so a half-precision cast leaves it whole.
+        self.threshold_prior: ClassPrior | None = None
         if self.semi_supervised:
             if criterion is None:  # a checkpoint's saved hparams, tests: the same from the keys
                 criterion = UnlabeledCriterion.from_method_config(method)
@@ -145,10 +151,15 @@ class LabelMatchModule(L.LightningModule):
                 self.burn_in_metrics["map"],
             )
 
-    def set_thresholds(self, reliable: Tensor, uncertain: Tensor) -> None:
+    def set_thresholds(
+        self, reliable: Tensor, uncertain: Tensor, prior: ClassPrior | None = None
+    ) -> None:
         """The one way thresholds change (ACT refreshes and online updates, docs/method.md §2):
         reliable, uncertain [C] in [0, 1] are copied into the checkpointed buffers and
-        `threshold_version` goes up by one."""
+        `threshold_version` goes up by one. With `prior`, the class prior Eq. 5-6 aimed them
+        at, it is a refresh: `threshold_refreshes` goes up by one and the prior is kept as
+        `threshold_prior`; without (online ACT's queue updates), the last refresh's aim stays.
+        Each step's `PseudoLabelBatch` carries both to the callbacks."""
         for name, value in (("reliable", reliable), ("uncertain", uncertain)):
             if value.shape != self.reliable_thresholds.shape:
                 raise ValueError(
@@ -157,9 +168,17 @@ class LabelMatchModule(L.LightningModule):
                 )
             if not bool(((value >= 0) & (value <= 1)).all()):  # NaN fails too
                 raise ValueError(f"{name} thresholds must lie in [0, 1], got {value.tolist()}")
+        if prior is not None and prior.num_classes != len(self.reliable_thresholds):
+            raise ValueError(
+                f"the prior has {prior.num_classes} classes, the thresholds "
+                f"{len(self.reliable_thresholds)}"
+            )
         self.reliable_thresholds.copy_(reliable)
         self.uncertain_thresholds.copy_(uncertain)
         self.threshold_version.add_(1)
+        if prior is not None:
+            self.threshold_refreshes.add_(1)
+            self.threshold_prior = prior
 
     def log_event(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log values that change at events (burn-in end, ACT refresh) once, at this step (or
@@ -195,9 +214,18 @@ class LabelMatchModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["burn_in_metrics"] = self.burn_in_metrics
+        prior = self.threshold_prior
+        if prior is not None:
+            checkpoint["threshold_prior"] = {
+                "class_ratios": prior.class_ratios.clone(),
+                "boxes_per_image": prior.boxes_per_image,
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.burn_in_metrics = checkpoint.get("burn_in_metrics")
+        saved = checkpoint.get("threshold_prior")  # absent: fixed thresholds, or an older run
+        if saved is not None:
+            self.threshold_prior = ClassPrior(saved["class_ratios"], saved["boxes_per_image"])
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
@@ -287,6 +315,8 @@ class LabelMatchModule(L.LightningModule):
             gt_weak_boxes=[t["weak_boxes"] for t in unlabeled["targets"]],
             gt_weak_labels=[t["labels"] for t in unlabeled["targets"]],
             num_mined=round(stats["mined_per_image"] * len(pseudo_strong)),
+            threshold_refreshes=int(self.threshold_refreshes),
+            threshold_prior=self.threshold_prior,
         )
         return losses, pseudo_batch, teacher_out.detections
 
@@ -355,10 +385,15 @@ class LabelMatchModule(L.LightningModule):
         return self.score(gather_predictions(predictions))
 
 
-def fill_threshold_version(module: LabelMatchModule, state_dict: dict, prefix: str, *_) -> None:
-    """A checkpoint written before `threshold_version` existed still loads (a resumed run, or
-    `labelmatch.checkpoints.load_module`); its thresholds count as version 0."""
-    state_dict.setdefault(f"{prefix}threshold_version", torch.tensor(0))
+def fill_threshold_counts(module: LabelMatchModule, state_dict: dict, prefix: str, *_) -> None:
+    """A checkpoint written before `threshold_version` or `threshold_refreshes` existed still
+    loads (a resumed run, or `labelmatch.checkpoints.load_module`): without a version its
+    thresholds count as version 0; without a refresh count, offline ACT refreshed once per
+    version (fixed thresholds: version 0), online ACT once before its queue updates."""
+    version = int(state_dict.setdefault(f"{prefix}threshold_version", torch.tensor(0)))
+    online = module.method.get("act", {}).get("mode") == "online"
+    refreshes = min(version, 1) if online else version
+    state_dict.setdefault(f"{prefix}threshold_refreshes", torch.tensor(refreshes))
 
 
 def precision_context(module: L.LightningModule) -> AbstractContextManager:

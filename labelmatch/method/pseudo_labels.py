@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from labelmatch.data.class_prior import ClassPrior
 from labelmatch.data.geometry import map_boxes
 
 
@@ -99,7 +100,9 @@ class PseudoLabelBatch:
     strong_images: [3,H,W] per image, the student's views; pseudo_strong / pseudo_weak: the same
     pseudo labels per image in the strong and weak frames; gt_weak_boxes [G,4] / gt_weak_labels
     [G]: the unlabeled images' ground truth in the weak frame ([0,4] when they have none);
-    num_mined: uncertain boxes RPLM promoted in the batch.
+    num_mined: uncertain boxes RPLM promoted in the batch. The thresholds that split them:
+    threshold_refreshes, the ACT refreshes that have set them (0: fixed thresholds), and
+    threshold_prior, the class prior the latest refresh aimed at (None: fixed thresholds).
     """
 
     strong_images: list[Tensor]
@@ -108,6 +111,15 @@ class PseudoLabelBatch:
     gt_weak_boxes: list[Tensor]
     gt_weak_labels: list[Tensor]
     num_mined: int
+    threshold_refreshes: int = 0
+    threshold_prior: ClassPrior | None = None
+
+    @property
+    def threshold_updates(self) -> int:
+        """How many times the thresholds that split this batch have been set: ACT's refreshes,
+        or 1 for fixed thresholds (set once, when the teacher starts labelling). Online ACT's
+        queue updates are not counted: they come every few steps."""
+        return max(self.threshold_refreshes, 1)
 
     @property
     def num_pseudo_boxes(self) -> int:
