@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from labelmatch.callbacks.run_health import RunHealth
+from labelmatch.data.class_prior import ClassPrior
 from labelmatch.method.pseudo_labels import PseudoLabelBatch, PseudoLabels
 from labelmatch.progress import PhaseProgressBar
 
@@ -83,6 +84,28 @@ def test_more_than_three_times_the_prior_per_image_is_reported(caplog):
     # ... 6 per image is exactly the limit, not above it.
     run_steps(callback, [step_output([6, 6]), step_output([5, 7])], first_step=3)
     assert callback.counts["too_many_pseudo_labels"] == 1
+
+
+def test_the_limit_follows_the_boxes_per_image_an_act_refresh_aimed_at(caplog):
+    """With `method.act.prior=estimated` on unlabeled images that hold more objects, the
+    thresholds aim at more boxes than the labeled prior's: that is the estimate working, not
+    the symptom. The limit is 3 x what the step's thresholds aim at (here 3.0, so 9.0)."""
+    callback = health(window=2)
+    aimed = ClassPrior(torch.tensor([0.5, 0.5], dtype=torch.float64), 3.0)
+    refreshed = [step_output([8, 6]), step_output([7, 7])]
+    for output in refreshed:
+        output["pseudo"].threshold_prior = aimed
+    run_steps(callback, refreshed)
+    assert callback.counts["too_many_pseudo_labels"] == 0  # 7.0 per image is below 9.0
+    refreshed = [step_output([10, 10]), step_output([10, 10])]
+    for output in refreshed:
+        output["pseudo"].threshold_prior = aimed
+    with caplog.at_level(logging.WARNING, logger="labelmatch.callbacks.run_health"):
+        run_steps(callback, refreshed, first_step=3)
+    assert callback.counts["too_many_pseudo_labels"] == 1
+    assert "10.0 pseudo boxes per image in the 2 steps up to step 4, above 3 x the 3.00" in (
+        caplog.text
+    )
 
 
 def test_burn_in_steps_do_not_count_towards_a_window():

@@ -5,12 +5,15 @@ from its unlabeled images, each reported by one log line when it happens and cou
 - `no_pseudo_labels`: a whole window of semi-supervised steps (an ACT interval, K) in which the
   teacher gave no pseudo box at all: the unsupervised loss is only background.
 - `too_many_pseudo_labels`: over such a window, more pseudo boxes (reliable + uncertain) per
-  image than `boxes_factor` x the labeled prior's boxes per image.
+  image than `boxes_factor` x the boxes per image the thresholds aim at: the prior of ACT's
+  latest refresh (the labeled one by default; an estimate with `method.act.prior=estimated`), or
+  the configured one for fixed thresholds.
 - `teacher_below_burn_in`: a validation at which the teacher's mAP is below the burn-in model's
   (the model the semi-supervised phase started from).
 
-The pseudo labels come from the module's step output (`outputs["pseudo"]`); the counts are those
-of this process's share of the unlabeled stream (every rank reads an equal share).
+The pseudo labels, and the prior their thresholds aim at, come from the module's step output
+(`outputs["pseudo"]`); the counts are those of this process's share of the unlabeled stream
+(every rank reads an equal share).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class RunHealth(L.Callback):
     """Args:
     window: semi-supervised steps per check of the pseudo-label counts (the ACT interval).
     boxes_factor: pseudo boxes per image above this multiple of the prior's are reported.
-    prior: None to count the labeled annotations (as ACT does), or the official `manual_prior`.
+    prior: `method.act.prior`, for fixed thresholds (None: the labeled annotations' counts);
+        with ACT, each step's pseudo labels carry the prior their thresholds aim at.
     """
 
     def __init__(
@@ -62,6 +66,9 @@ class RunHealth(L.Callback):
         pseudo = outputs.get("pseudo") if outputs else None
         if pseudo is None:  # burn-in, or a supervised run
             return
+        # A window is one ACT interval, so its steps share one refresh and this aim.
+        if pseudo.threshold_prior is not None:
+            self.prior_boxes_per_image = pseudo.threshold_prior.boxes_per_image
         self.window_boxes += pseudo.num_pseudo_boxes
         self.window_images += len(pseudo.pseudo_strong)
         self.window_steps += 1
@@ -82,8 +89,8 @@ class RunHealth(L.Callback):
             self.report(
                 "too_many_pseudo_labels",
                 f"{per_image:.1f} pseudo boxes per image in the {self.window_steps} steps up to "
-                f"step {step}, above {self.boxes_factor:g} x the labeled prior's "
-                f"{self.prior_boxes_per_image:.2f}",
+                f"step {step}, above {self.boxes_factor:g} x the "
+                f"{self.prior_boxes_per_image:.2f} the thresholds aim at",
             )
         self.window_boxes = self.window_images = self.window_steps = 0
 
