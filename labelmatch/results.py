@@ -26,6 +26,13 @@ def collect_results(cfg: DictConfig, module: LabelMatchModule, datamodule, steps
             "reliable": dict(zip(names, module.reliable_thresholds.tolist())),
             "uncertain": dict(zip(names, module.uncertain_thresholds.tolist())),
         }
+        # What ACT's last refresh aimed at (with prior=estimated, its estimate).
+        prior = module.threshold_prior
+        if prior is not None:
+            results["act"]["prior"] = {
+                "class_ratios": dict(zip(names, prior.class_ratios.tolist())),
+                "boxes_per_image": prior.boxes_per_image,
+            }
     return results
 
 

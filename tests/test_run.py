@@ -58,6 +58,15 @@ def test_results_json_has_student_teacher_burn_in_and_thresholds(smoke_run: Path
         results["act"]["reliable"][c] >= results["act"]["uncertain"][c] - 1e-6
         for c in results["act"]["reliable"]
     )
+    # The prior the last refresh aimed at, as that refresh logged it (`act/prior/*`).
+    rows = list(csv.DictReader((smoke_run / "metrics.csv").open()))
+    logged = [row for row in rows if row.get("act/prior/boxes_per_image")][-1]
+    aimed = results["act"]["prior"]
+    assert list(aimed["class_ratios"]) == [str(d) for d in range(10)]
+    assert sum(aimed["class_ratios"].values()) == pytest.approx(1.0)
+    for c, share in aimed["class_ratios"].items():
+        assert share == pytest.approx(float(logged[f"act/prior/{c}"]))
+    assert aimed["boxes_per_image"] == pytest.approx(float(logged["act/prior/boxes_per_image"]))
     # Counts of the run-health warnings (tests/test_run_health.py builds each symptom).
     assert set(results["health"]) == {
         "no_pseudo_labels",
