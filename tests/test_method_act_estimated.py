@@ -175,16 +175,17 @@ def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand(
     trainer = SimpleNamespace(world_size=1)
     module = SimpleNamespace(global_step=8)
     detections = [{"class_scores": rows}]
-    act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)
-    assert act.prior.class_ratios.tolist() == pytest.approx(floored.class_ratios.tolist())
-    assert act.prior.boxes_per_image == pytest.approx(2.7)
+    estimate = act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)
+    assert estimate.class_ratios.tolist() == pytest.approx(floored.class_ratios.tolist())
+    assert estimate.boxes_per_image == pytest.approx(2.7)
+    assert act.prior is labeled_prior  # the estimate is the refresh's, for the module to keep
     # A teacher with nothing above the floor (early in training): the labeled prior, and a
     # warning that says so.
     act = ACTRefresh(prior="estimated", estimator_calibrate=False, estimator_min_score=0.95)
     act.labeled_prior = act.prior = labeled_prior
     with caplog.at_level(logging.WARNING, logger="labelmatch"):
-        act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)
-    assert act.prior is labeled_prior
+        estimate = act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)
+    assert estimate is labeled_prior
     assert "min_score=0.95 on 1 images; the labeled prior is kept" in caplog.text
 
 
@@ -274,14 +275,43 @@ def test_refresh_pass_keeps_each_detections_softmax_row() -> None:
         assert all((softmax == row).all(1).any() for row in image_rows)
 
 
-def test_an_estimate_survives_a_checkpoint() -> None:
-    saved = ACTRefresh(prior="estimated")
-    saved.prior = ClassPrior(torch.tensor([0.2, 0.8], dtype=torch.float64), 3.5)
-    restored = ACTRefresh(prior="estimated")
-    restored.load_state_dict(saved.state_dict())
-    assert torch.equal(restored.prior.class_ratios, saved.prior.class_ratios)
-    assert restored.prior.boxes_per_image == 3.5
-    assert "prior" not in ACTRefresh().state_dict()  # the labeled prior is recomputed
+def test_between_refreshes_the_thresholds_aim_at_the_modules_prior_when_estimated() -> None:
+    """The estimate has one home, the module (`threshold_prior`, checkpointed with the
+    thresholds, tests/test_method_module.py): online ACT's queue updates read it from there, so a
+    resumed run aims where it left off. With a configured prior the configured one holds."""
+    labeled = ClassPrior(torch.tensor([0.5, 0.5], dtype=torch.float64), 2.0)
+    estimate = ClassPrior(torch.tensor([0.2, 0.8], dtype=torch.float64), 3.5)
+    module = SimpleNamespace(threshold_prior=None)
+    for setting in ("estimated", None):
+        act = ACTRefresh(prior=setting)
+        act.prior = labeled
+        assert act.aimed_prior(module) is labeled  # before the first refresh
+    module.threshold_prior = estimate  # a refresh's, or a resumed checkpoint's
+    assert ACTRefresh(prior="estimated").state_dict() == {}  # nothing of it in the callback
+    act = ACTRefresh(prior="estimated")
+    act.prior = labeled
+    assert act.aimed_prior(module) is estimate
+    act = ACTRefresh(prior=None)
+    act.prior = labeled
+    assert act.aimed_prior(module) is labeled
+
+
+def test_an_older_checkpoints_estimate_moves_to_the_module() -> None:
+    """Checkpoints written before the module kept the prior carried the latest estimate in
+    ACTRefresh's state ("prior"); a resume puts it where it lives now, unless the module has one."""
+    old_state = {"prior": {"class_ratios": torch.tensor([0.2, 0.8]), "boxes_per_image": 3.5}}
+    act = ACTRefresh(prior="estimated")
+    act.load_state_dict(old_state)
+    module = SimpleNamespace(threshold_prior=None)
+    act.on_train_start(None, module)
+    assert module.threshold_prior.class_ratios.tolist() == pytest.approx([0.2, 0.8])
+    assert module.threshold_prior.boxes_per_image == 3.5
+    assert act.state_dict() == {}  # and the callback keeps no copy
+    kept = ClassPrior(torch.tensor([0.6, 0.4]), 1.5)
+    act.load_state_dict(old_state)
+    module.threshold_prior = kept  # the module's own record wins
+    act.on_train_start(None, module)
+    assert module.threshold_prior is kept
 
 
 def test_class_prior_plot_draws_the_three_priors_and_the_boxes_per_image() -> None:

@@ -92,7 +92,7 @@ def test_bf16_mixed_covers_the_whole_semi_supervised_step(bf16_online_run) -> No
 def test_online_queue_fills_from_training_batches_and_is_checkpointed(bf16_online_run) -> None:
     _, module, act, _, checkpoint_path, unlabeled_batch = bf16_online_run
     assert act.queue.num_images == REFERENCE_IMAGES + STEPS * unlabeled_batch
-    reliable, uncertain = act.queue_thresholds()
+    reliable, uncertain = act.queue_thresholds(act.aimed_prior(module))
     assert torch.equal(module.reliable_thresholds, reliable)
     assert torch.equal(module.uncertain_thresholds, uncertain)
 

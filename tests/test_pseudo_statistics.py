@@ -75,6 +75,7 @@ def module_double(**members) -> SimpleNamespace:
         teacher_ready=torch.tensor(True), in_semi_supervised_phase=True,
         reliable_thresholds=torch.zeros(3), uncertain_thresholds=torch.zeros(3),
         threshold_version=torch.tensor(0), threshold_refreshes=torch.tensor(0),
+        threshold_prior=None,
         set_thresholds=lambda reliable, uncertain, prior=None: None,
     )  # fmt: skip
     return SimpleNamespace(**{**base, **members})

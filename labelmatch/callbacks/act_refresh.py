@@ -2,8 +2,8 @@
 
 Before the first semi-supervised step and then every `interval` steps, the teacher predicts on a
 freshly shuffled random subset of the unlabeled images; per class, its sorted post-NMS scores and
-the labeled class prior give the reliable and uncertain thresholds, written into the module's
-threshold buffers (so they are checkpointed and restored with it).
+the labeled class prior (or the one `prior` selects) give the reliable and uncertain thresholds,
+handed to the module with that prior (`set_thresholds`), which checkpoints and restores both.
 
 `mode="online"` is the official online variant instead: the refresh pass runs once, before the
 first semi-supervised step, to initialise; from then on the thresholds come from a bounded queue
@@ -104,10 +104,12 @@ class ACTRefresh(L.Callback):
                 f"method.act.estimator.min_score must lie in [0, 1), got {estimator_min_score}"
             )
         self.estimator_min_score = estimator_min_score
-        # The prior Eq. 5-6 use now: the configured one, or the latest estimate.
+        # The configured prior (the labeled one for null and "estimated"). An estimate is not
+        # kept here: it goes to the module with the thresholds it gave (`set_thresholds`), which
+        # checkpoints it as `threshold_prior`, the one home of the prior they aim at.
         self.prior: ClassPrior | None = None
         self.labeled_prior: ClassPrior | None = None  # where each estimate starts
-        self.restored_prior: ClassPrior | None = None  # an estimate a checkpoint carried
+        self.legacy_estimate: ClassPrior | None = None  # an older checkpoint's, see on_train_start
         # The unlabeled annotations' prior, logged beside an estimate when the json has them.
         self.ground_truth_prior: ClassPrior | None = None
 
@@ -125,8 +127,6 @@ class ACTRefresh(L.Callback):
                 self.ground_truth_prior = unlabeled_class_prior(trainer.datamodule)
             except ValueError:  # no annotations in the unlabeled json: nothing to compare with
                 self.ground_truth_prior = None
-        if self.restored_prior is not None:  # a resumed run keeps its latest estimate
-            self.prior = self.restored_prior
         if len(self.prior.class_ratios) != len(pl_module.reliable_thresholds):
             raise ValueError(
                 f"method.act.prior has {len(self.prior.class_ratios)} classes, the data has "
@@ -134,6 +134,21 @@ class ACTRefresh(L.Callback):
             )
         if self.mode == "online" and self.queue is None:  # not if a checkpoint restored it
             self.queue = ScoreQueue(self.queue_images, self.prior.num_classes, self.queue_top_k)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A checkpoint written before the module kept the prior (`threshold_prior`) carried the
+        # latest estimate in this callback's state: it goes where it lives now.
+        if self.legacy_estimate is not None and pl_module.threshold_prior is None:
+            pl_module.threshold_prior = self.legacy_estimate
+        self.legacy_estimate = None
+
+    def aimed_prior(self, pl_module: L.LightningModule) -> ClassPrior:
+        """The prior Eq. 5-6 aim at between refreshes (online ACT's queue updates): with
+        prior=estimated the latest estimate, which the module keeps (and a resumed run restores),
+        else the configured one."""
+        if self.estimates and pl_module.threshold_prior is not None:
+            return pl_module.threshold_prior
+        return self.prior
 
     def is_refresh_step(self, step: int, burn_in_steps: int) -> bool:
         if self.mode == "online":  # the refresh pass only initialises the queue
@@ -161,10 +176,11 @@ class ACTRefresh(L.Callback):
         loader = progress(loader, f"ACT refresh at step {pl_module.global_step}")
         detections = teacher_detections(pl_module, loader, with_class_scores=self.estimates)
         labels, scores = (gather_rows(trainer, t) for t in concatenate(detections))
+        prior = self.prior
         if self.estimates:
-            self.estimate_prior(trainer, pl_module, detections, labels, scores, num_images)
+            prior = self.estimate_prior(trainer, pl_module, detections, labels, scores, num_images)
         names = pl_module.hparams.class_names
-        metrics = prior_metrics(names, self.prior)
+        metrics = prior_metrics(names, prior)
         if self.prior_setting is not None:  # ACT aims elsewhere: keep the labeled one to compare
             metrics.update(prior_metrics(names, self.labeled_prior, "labeled_prior"))
             if self.ground_truth_prior is not None:  # for the record only; ACT never reads it
@@ -172,18 +188,18 @@ class ACTRefresh(L.Callback):
         pl_module.log_event(metrics)
         if self.mode == "online":  # the reference pass fills the queue; Eq. 5-6 on the queue
             self.push(trainer, detections)
-            reliable, uncertain = self.queue_thresholds()
+            reliable, uncertain = self.queue_thresholds(prior)
         else:
             num_classes = len(pl_module.reliable_thresholds)
             reliable, uncertain = act_thresholds(
                 scores_by_class(labels, scores, num_classes),
                 num_images=num_images,
-                prior=self.prior,
+                prior=prior,
                 alpha=self.alpha,
                 min_threshold=self.min_threshold,
             )
         # With the prior they aim at: the module passes both on with each step's pseudo labels.
-        pl_module.set_thresholds(reliable, uncertain, self.prior)
+        pl_module.set_thresholds(reliable, uncertain, prior)
         log_thresholds(pl_module, names, reliable, uncertain)
         num_reliable, num_uncertain = count_by_thresholds(labels, scores, reliable, uncertain)
         log.info(
@@ -198,7 +214,7 @@ class ACTRefresh(L.Callback):
             uncertain.max(),
             num_reliable / num_images,
             num_uncertain / num_images,
-            self.prior.boxes_per_image,
+            prior.boxes_per_image,
         )
         # What the pass costs the run, on its own line: the line above is compared across ranks
         # and across a resume, so it holds nothing that depends on the machine.
@@ -214,9 +230,10 @@ class ACTRefresh(L.Callback):
         labels: Tensor,
         scores: Tensor,
         num_images: int,
-    ) -> None:
-        """The unlabeled prior from this pass's detections (all ranks), from here on Eq. 5-6's;
-        with `estimator_calibrate`, after the same pass on as many labeled images."""
+    ) -> ClassPrior:
+        """The unlabeled prior estimated from this pass's detections (all ranks), started from
+        the labeled prior; with `estimator_calibrate`, after the same pass on as many labeled
+        images. The labeled prior itself when no detection reaches the estimator's score floor."""
         unlabeled = TeacherDetections(
             labels,
             scores,
@@ -230,7 +247,7 @@ class ACTRefresh(L.Callback):
             loader = datamodule.reference_dataloader(count, pl_module.global_step, labeled=True)
             loader = progress(loader, f"ACT calibration at step {pl_module.global_step}")
             labeled = detections_on(trainer, pl_module, loader, count)
-        self.prior, iterations = estimated_class_prior(
+        prior, iterations = estimated_class_prior(
             unlabeled,
             self.labeled_prior,
             labeled,
@@ -250,11 +267,12 @@ class ACTRefresh(L.Callback):
             "ACT estimated prior at step %d: %.2f boxes per image (labeled %.2f), class shares "
             "%s after %d EM iterations",
             pl_module.global_step,
-            self.prior.boxes_per_image,
+            prior.boxes_per_image,
             self.labeled_prior.boxes_per_image,
-            ", ".join(f"{r:.3f}" for r in self.prior.class_ratios.tolist()),
+            ", ".join(f"{r:.3f}" for r in prior.class_ratios.tolist()),
             iterations,
         )
+        return prior
 
     # ------------------------------------------------------------------------ online mode
     def on_train_batch_end(
@@ -268,7 +286,7 @@ class ACTRefresh(L.Callback):
         self.push(trainer, detections)
         steps = pl_module.global_step - pl_module.burn_in_steps  # the optimiser step is counted
         if steps % self.online_interval == 0:
-            reliable, uncertain = self.queue_thresholds()
+            reliable, uncertain = self.queue_thresholds(self.aimed_prior(pl_module))
             pl_module.set_thresholds(reliable, uncertain)
             if pl_module.global_step % trainer.log_every_n_steps == 0:
                 log_thresholds(pl_module, pl_module.hparams.class_names, reliable, uncertain)
@@ -278,27 +296,20 @@ class ACTRefresh(L.Callback):
         rows = top_scores_per_image(detections, self.prior.num_classes, self.queue_top_k)
         self.queue.push(gather_rows(trainer, rows))
 
-    def queue_thresholds(self) -> tuple[Tensor, Tensor]:
-        return online_act_thresholds(self.queue, self.prior, self.alpha, self.min_threshold)
+    def queue_thresholds(self, prior: ClassPrior) -> tuple[Tensor, Tensor]:
+        return online_act_thresholds(self.queue, prior, self.alpha, self.min_threshold)
 
     # ------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        if self.estimates and self.prior is not None:
-            state["prior"] = {
-                "class_ratios": self.prior.class_ratios.clone(),
-                "boxes_per_image": self.prior.boxes_per_image,
-            }
-        if self.queue is not None:  # online mode
-            state["queue"] = self.queue.state_dict()
-        return state
+        # The thresholds, their refresh count and the prior they aim at are the module's state.
+        return {"queue": self.queue.state_dict()} if self.queue is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # An older checkpoint's "refreshes" is the module's `threshold_refreshes` now.
-        if "prior" in state_dict:  # setup, before or after, keeps it
+        # Older checkpoints: "refreshes" is the module's `threshold_refreshes` now, and "prior"
+        # (the latest estimate) its `threshold_prior`, which on_train_start fills from it.
+        if "prior" in state_dict:
             saved = state_dict["prior"]
-            self.restored_prior = ClassPrior(saved["class_ratios"], saved["boxes_per_image"])
-            self.prior = self.restored_prior
+            self.legacy_estimate = ClassPrior(saved["class_ratios"], saved["boxes_per_image"])
         if "queue" not in state_dict:
             return
         saved = state_dict["queue"]["scores"]

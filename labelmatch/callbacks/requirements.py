@@ -51,6 +51,7 @@ class ThresholdedModule(PseudoLabellingModule, Protocol):
     uncertain_thresholds: Tensor
     threshold_version: Tensor
     threshold_refreshes: Tensor
+    threshold_prior: ClassPrior | None  # what the latest refresh aimed at
 
     def set_thresholds(
         self, reliable: Tensor, uncertain: Tensor, prior: ClassPrior | None = None
