@@ -254,13 +254,30 @@ RESUME = (
 
 # Burn-in ends at step 16 (refreshes 16, 24, 32 on both sides of step 20), or at step 20 itself:
 # the first half ends where the switch is due, so the resumed run makes it at its start, where
-# the uninterrupted one makes it after its step 19.
-@pytest.mark.parametrize("burn_in", [16, 20], ids=["after_the_switch", "at_the_switch"])
+# the uninterrupted one makes it after its step 19. Online ACT with the estimated prior refreshes
+# once, at step 16, and its queue updates after step 20 aim at that estimate, which only the
+# checkpoint brings back (the module's `threshold_prior`).
+@pytest.mark.parametrize(
+    ("burn_in", "act"),
+    [
+        (16, ()),
+        (20, ()),
+        (
+            16,
+            (
+                "method.act.mode=online",
+                "method.act.prior=estimated",
+                "method.act.estimator.min_score=0",
+            ),
+        ),
+    ],
+    ids=["after_the_switch", "at_the_switch", "online_estimated_prior"],
+)
 def test_a_run_resumed_at_step_20_ends_exactly_as_an_uninterrupted_one(
-    tmp_path, cache_dir, monkeypatch, burn_in
+    tmp_path, cache_dir, monkeypatch, burn_in, act
 ):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread: one summation order
-    resume = (*RESUME, f"method.burn_in_steps={burn_in}")
+    resume = (*RESUME, f"method.burn_in_steps={burn_in}", *act)
     whole = train_cli(tmp_path / "whole", cache_dir, *resume, "trainer.max_steps=40")
     halves = train_cli(tmp_path / "halves", cache_dir, *resume, "trainer.max_steps=20")
     checkpoint = halves / "checkpoints" / "last.ckpt"
@@ -272,7 +289,12 @@ def test_a_run_resumed_at_step_20_ends_exactly_as_an_uninterrupted_one(
     assert resumed == uninterrupted  # metrics, burn-in metrics, thresholds: all equal
     log = (halves / "run.log").read_text()
     assert f"burn-in done at step {burn_in}" in log
-    assert f"ACT refresh 3 at step {burn_in + 16}" in log
+    if act:  # one refresh, before step 20; the estimate it aimed at, restored
+        assert "ACT refresh 1 at step 16" in log and "ACT refresh 2" not in log
+        labeled = logged(read_metrics(whole), "act/labeled_prior/boxes_per_image")
+        assert resumed["act"]["prior"]["boxes_per_image"] != pytest.approx(labeled[0])
+    else:
+        assert f"ACT refresh 3 at step {burn_in + 16}" in log
     states = [
         torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         for run in (whole, halves)
