@@ -20,9 +20,14 @@ The experiment is the run folder's parent's name (`outputs/bench-quality/EXPERIM
   true-to-predicted ratio (adjusted classify-and-count);
 - BBSE: detections >= 0.5, confusion P(predicted | true) from the labeled detections matched to a
   box (IoU >= 0.5), inverted by least squares (Lipton et al., 2018).
+Two more columns are diagnostics, not estimators a run could use (`HELD_OUT`): calibrated EM >=
+0.3 and BBSE fitted on a pass over the val images (to their own box counts), which the teacher
+did not train on, instead of the labeled images, which it did. They ask whether calibration on
+held-out labeled images would help; in training the val split is the evaluation set and stays
+out of the estimate.
 A second table gives each class's score mass per true object: the score sum of the detections
 (calibrated EM's samples) matched to one of its boxes over its box count, which EM reads as its
-share.
+share, on the unlabeled, the labeled and the val pass.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from torchvision.ops import box_iou, nms
 
 from labelmatch.callbacks.act_refresh import REFRESH_SCORE_FLOOR, keeping_class_scores
 from labelmatch.checkpoints import load_module, pick_detector
-from labelmatch.data.class_prior import ClassPrior
+from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
 from labelmatch.method.act import TeacherDetections, estimated_class_prior, unlabeled_class_prior
 from labelmatch.method.teacher import score_floor
 
@@ -85,12 +90,10 @@ class Pass:
         )
 
 
-def teacher_pass(module, datamodule, labeled: bool) -> Pass:
-    """The teacher on every image of one split under the test transform (`teacher_detections`,
-    keeping boxes and the true boxes' classes)."""
+def teacher_pass(module, loader) -> Pass:
+    """The teacher on every image of a loader in the val batch format, test transform
+    (`teacher_detections`, keeping boxes and the true boxes' classes)."""
     num_classes = len(module.reliable_thresholds)
-    size = len(datamodule.labeled_dataset if labeled else datamodule.unlabeled_dataset)
-    loader = datamodule.reference_dataloader(size, seed=0, labeled=labeled)
     roi_heads, rows = module.teacher.roi_heads, []
     roi_heads.postprocess_detections = keeping_class_scores(roi_heads.postprocess_detections, rows)
     result = Pass([], [], [], [], [], torch.zeros(num_classes, dtype=torch.float64))
@@ -174,6 +177,11 @@ ESTIMATORS: dict[str, Callable[[Pass, Pass, ClassPrior], Tensor]] = {
     "adjusted count": adjusted_count,
     "BBSE": bbse,
 }
+# Diagnostics (module docstring): fitted on the val pass, with the val images' own prior.
+HELD_OUT: dict[str, Callable[[Pass, Pass, ClassPrior], Tensor]] = {
+    "calibrated EM >= 0.3 on val": functools.partial(calibrated_em, min_score=0.3),
+    "BBSE on val": bbse,
+}
 
 
 def mass_per_object(samples: Pass) -> Tensor:
@@ -190,14 +198,16 @@ def total_variation(a: Tensor, b: Tensor) -> float:
 
 
 def compare(runs: Sequence[Path], experiment: str | None = None) -> str:
-    """Both tables, markdown: TV from the truth per run and estimator (and the mean over runs);
-    the score mass per true object, by class, on the unlabeled pass."""
-    names = list(ESTIMATORS)
+    """Both tables, markdown: TV from the truth per run and estimator, then the held-out
+    diagnostics (and the mean over runs); the score mass per true object, by class, on the
+    unlabeled, labeled and val passes."""
+    names, held_out = list(ESTIMATORS), list(HELD_OUT)
     tv_lines = [
-        "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names) + " |",
-        "|---" * (len(names) + 2) + "|",
+        "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names + held_out) + " |",
+        "|---" * (len(names) + len(held_out) + 2) + "|",
     ]
-    mass_lines, totals = [], torch.zeros(len(names) + 1, dtype=torch.float64)
+    mass_lines = []
+    totals = torch.zeros(len(names) + len(held_out) + 1, dtype=torch.float64)
     for run in runs:
         module, _ = load_module(run / "checkpoints/last.ckpt")
         module.teacher = pick_detector(module, "teacher")
@@ -206,19 +216,33 @@ def compare(runs: Sequence[Path], experiment: str | None = None) -> str:
             datamodule = instantiate(compose("config", overrides=overrides).data)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        unlabeled, labeled = (teacher_pass(module, datamodule, flag) for flag in (False, True))
+        unlabeled, labeled = (
+            teacher_pass(module, datamodule.reference_dataloader(len(data), 0, flag))
+            for data, flag in (
+                (datamodule.unlabeled_dataset, False),
+                (datamodule.labeled_dataset, True),
+            )
+        )
+        val = teacher_pass(module, datamodule.val_dataloader())
         prior = datamodule.labeled_class_prior
+        val_prior = class_prior_from_counts(val.true_counts, len(val.boxes))
         truth = unlabeled_class_prior(datamodule).class_ratios.double()
         tv = [total_variation(prior.class_ratios.double(), truth)]
         tv += [total_variation(ESTIMATORS[n](unlabeled, labeled, prior), truth) for n in names]
+        tv += [total_variation(HELD_OUT[n](unlabeled, val, val_prior), truth) for n in held_out]
         totals += torch.tensor(tv, dtype=torch.float64)
         label = f"{run.parent.name}/{run.name}"
         tv_lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in tv) + " |")
-        mass = mass_per_object(unlabeled)
-        mass_lines.append(f"| {label} | " + " ".join(f"{m:.2f}" for m in mass.tolist()) + " |")
+        for split, samples in (("unlabeled", unlabeled), ("labeled", labeled), ("val", val)):
+            mass = " ".join(f"{m:.2f}" for m in mass_per_object(samples).tolist())
+            mass_lines.append(f"| {label} | {split} | {mass} |")
     means = (totals / len(runs)).tolist()
     tv_lines.append(f"| mean of {len(runs)} | " + " | ".join(f"{v:.3f}" for v in means) + " |")
-    mass_table = ["| run | score mass per true object, classes 1..C |", "|---|---|", *mass_lines]
+    mass_table = [
+        "| run | pass | score mass per true object, classes 1..C |",
+        "|---|---|---|",
+        *mass_lines,
+    ]
     return "\n".join(tv_lines) + "\n\n" + "\n".join(mass_table)
 
 

@@ -1,6 +1,7 @@
 """benchmarks/prior_estimators.py: the shipped estimated prior (calibrated EM, with and without its
-score floor) against its alternatives on a trained teacher's passes (issue #17). The
-alternatives' arithmetic on hand-built passes, the report on the smoke run."""
+score floor) against its alternatives on a trained teacher's passes (issue #17), and the same
+fitted on held-out (val) images. The alternatives' arithmetic on hand-built passes, the report
+on the smoke run."""
 
 import importlib.util
 import sys
@@ -86,7 +87,7 @@ def test_mass_per_object_sums_the_scores_matched_to_each_class() -> None:
 def test_compare_reports_every_estimator_against_the_truth(smoke_run: Path) -> None:
     report = prior_estimators.compare([smoke_run], experiment="smoke")
     tv_table, mass_table = (part.splitlines() for part in report.split("\n\n"))
-    names = list(prior_estimators.ESTIMATORS)
+    names = [*prior_estimators.ESTIMATORS, *prior_estimators.HELD_OUT]
     assert tv_table[0] == "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names) + " |"
     row = [float(c) for c in tv_table[2].strip("| ").split(" | ")[1:]]
     assert len(row) == len(names) + 1 and all(0.0 <= v <= 1.0 for v in row)
@@ -96,5 +97,19 @@ def test_compare_reports_every_estimator_against_the_truth(smoke_run: Path) -> N
     datamodule.setup("fit")
     truth = unlabeled_class_prior(datamodule)
     assert row[0] == pytest.approx(datamodule.labeled_class_prior.total_variation(truth), abs=5e-4)
-    masses = mass_table[2].strip("| ").split(" | ")[1].split()
-    assert len(masses) == truth.num_classes
+    assert [line.split(" | ")[1] for line in mass_table[2:]] == ["unlabeled", "labeled", "val"]
+    for line in mass_table[2:]:
+        assert len(line.strip("| ").split(" | ")[2].split()) == truth.num_classes
+
+
+def test_held_out_diagnostics_fit_on_the_pass_and_prior_they_are_given() -> None:
+    """The val columns are the labeled columns' functions given the val pass and the val
+    images' own prior: a confusion measured elsewhere gives another answer."""
+    unlabeled = one_image_pass([1] * 3 + [2] * 5, [0.9] * 8, [0] * 8, [4, 4])
+    trained_on = one_image_pass([1, 2], [0.9, 0.9], [1, 2], [1, 1])  # no confusion
+    held_out = one_image_pass([1, 1, 1, 2, 2, 2], [0.9] * 6, [1, 1, 1, 1, 2, 2], [4, 2])
+    prior = ClassPrior(torch.tensor([0.5, 0.5]), 2.0)
+    val_prior = ClassPrior(torch.tensor([2 / 3, 1 / 3]), 6.0)
+    bbse = prior_estimators.HELD_OUT["BBSE on val"]
+    assert bbse(unlabeled, trained_on, prior).tolist() == pytest.approx([0.375, 0.625])
+    assert bbse(unlabeled, held_out, val_prior).tolist() == pytest.approx([0.5, 0.5])
