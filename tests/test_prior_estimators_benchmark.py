@@ -86,7 +86,7 @@ def test_mass_per_object_sums_the_scores_matched_to_each_class() -> None:
 
 def test_compare_reports_every_estimator_against_the_truth(smoke_run: Path) -> None:
     report = prior_estimators.compare([smoke_run], experiment="smoke")
-    tv_table, mass_table = (part.splitlines() for part in report.split("\n\n"))
+    tv_table, mass_table, box_table = (part.splitlines() for part in report.split("\n\n"))
     names = [*prior_estimators.ESTIMATORS, *prior_estimators.HELD_OUT]
     assert tv_table[0] == "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names) + " |"
     row = [float(c) for c in tv_table[2].strip("| ").split(" | ")[1:]]
@@ -100,6 +100,9 @@ def test_compare_reports_every_estimator_against_the_truth(smoke_run: Path) -> N
     assert [line.split(" | ")[1] for line in mass_table[2:]] == ["unlabeled", "labeled", "val"]
     for line in mass_table[2:]:
         assert len(line.strip("| ").split(" | ")[2].split()) == truth.num_classes
+    true_boxes, *estimates = (float(c) for c in box_table[2].strip("| ").split(" | ")[1:])
+    assert true_boxes == pytest.approx(truth.boxes_per_image, abs=5e-3)
+    assert len(estimates) == 2 and all(b >= 0 for b in estimates)
 
 
 def test_held_out_diagnostics_fit_on_the_pass_and_prior_they_are_given() -> None:
