@@ -119,15 +119,22 @@ def teacher_pass(module, loader) -> Pass:
     return result
 
 
-def calibrated_em(
+def calibrated_estimate(
     unlabeled: Pass, labeled: Pass, prior: ClassPrior, min_score: float = 0.0, **kept
-) -> Tensor:
-    """Calibrated EM's shares float64[C] on the detections `Pass.detections(**kept)`,
-    at its `min_score` (`method.act.estimator.min_score`)."""
+) -> ClassPrior:
+    """The shipped estimate (`estimated_class_prior`, calibrated on `labeled`) on the detections
+    `Pass.detections(**kept)`, at its `min_score` (`method.act.estimator.min_score`)."""
     estimate, _ = estimated_class_prior(
         unlabeled.detections(**kept), prior, labeled.detections(**kept), min_score=min_score
     )
-    return estimate.class_ratios.double()
+    return estimate
+
+
+def calibrated_em(
+    unlabeled: Pass, labeled: Pass, prior: ClassPrior, min_score: float = 0.0, **kept
+) -> Tensor:
+    """Calibrated EM's shares float64[C] (`calibrated_estimate`)."""
+    return calibrated_estimate(unlabeled, labeled, prior, min_score, **kept).class_ratios.double()
 
 
 def adjusted_count(unlabeled: Pass, labeled: Pass, prior: ClassPrior, floor: float = 0.5) -> Tensor:
@@ -187,12 +194,9 @@ HELD_OUT: dict[str, Callable[[Pass, Pass, ClassPrior], Tensor]] = {
 
 
 def boxes_per_image(unlabeled: Pass, calibration: Pass, prior: ClassPrior) -> float:
-    """The shipped estimate's boxes per image (`estimated_class_prior`, min_score 0.3):
+    """The shipped estimate's boxes per image (`calibrated_estimate`, min_score 0.3):
     B_l · S_u / S_l, with B_l the calibration images' known count."""
-    estimate, _ = estimated_class_prior(
-        unlabeled.detections(), prior, calibration.detections(), min_score=0.3
-    )
-    return estimate.boxes_per_image
+    return calibrated_estimate(unlabeled, calibration, prior, min_score=0.3).boxes_per_image
 
 
 def mass_per_object(samples: Pass) -> Tensor:
@@ -227,12 +231,11 @@ def compare(runs: Sequence[Path], experiment: str | None = None) -> str:
             datamodule = instantiate(compose("config", overrides=overrides).data)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        unlabeled, labeled = (
-            teacher_pass(module, datamodule.reference_dataloader(len(data), 0, flag))
-            for data, flag in (
-                (datamodule.unlabeled_dataset, False),
-                (datamodule.labeled_dataset, True),
-            )
+        every_unlabeled = len(datamodule.unlabeled_dataset)
+        every_labeled = len(datamodule.labeled_dataset)
+        unlabeled = teacher_pass(module, datamodule.reference_dataloader(every_unlabeled, 0))
+        labeled = teacher_pass(
+            module, datamodule.reference_dataloader(every_labeled, 0, labeled=True)
         )
         val = teacher_pass(module, datamodule.val_dataloader())
         prior = datamodule.labeled_class_prior

@@ -59,14 +59,15 @@ def test_results_json_has_student_teacher_burn_in_and_thresholds(smoke_run: Path
         for c in results["act"]["reliable"]
     )
     # The prior the last refresh aimed at, as that refresh logged it (`act/prior/*`).
-    rows = list(csv.DictReader((smoke_run / "metrics.csv").open()))
-    logged = [row for row in rows if row.get("act/prior/boxes_per_image")][-1]
+    metrics = read_metrics(smoke_run)
     aimed = results["act"]["prior"]
     assert list(aimed["class_ratios"]) == [str(d) for d in range(10)]
     assert sum(aimed["class_ratios"].values()) == pytest.approx(1.0)
     for c, share in aimed["class_ratios"].items():
-        assert share == pytest.approx(float(logged[f"act/prior/{c}"]))
-    assert aimed["boxes_per_image"] == pytest.approx(float(logged["act/prior/boxes_per_image"]))
+        assert share == pytest.approx(logged(metrics, f"act/prior/{c}")[-1])
+    assert aimed["boxes_per_image"] == pytest.approx(
+        logged(metrics, "act/prior/boxes_per_image")[-1]
+    )
     # Counts of the run-health warnings (tests/test_run_health.py builds each symptom).
     assert set(results["health"]) == {
         "no_pseudo_labels",
