@@ -15,9 +15,11 @@ Two stages (docs/method.md §1) when the experiment has a supervised baseline ex
 glyphs_10pct_baseline for glyphs_shift, `SHARED_BASELINES`): per seed the baseline trains
 once into RUNS_DIR/baseline-sS and every run of that seed starts from its last.ckpt
 (`method.init_from`; the experiment sets `method.burn_in_steps=0`), so the methods differ only
-after the switch; the `supervised` row is that baseline. One stage otherwise (digits: in-run
-burn-in, `supervised` trained at the same budget). Hydra overrides given to the harness apply
-to every run, baseline included, except `method.*` ones, which skip the supervised run.
+after the switch; the `supervised` row is that baseline (a shared one's pseudo labels are
+scored on the reported experiment's unlabeled split, `experiment_data`). One stage otherwise
+(digits: in-run burn-in, `supervised` trained at the same budget). Hydra overrides given to the
+harness apply to every run, baseline included, except `method.*` ones, which skip the
+supervised run.
 
 Each run's directory records the code it was trained with (`revision.txt`: `git rev-parse
 --short HEAD`, `-dirty` with uncommitted changes), reported per row. The final model then labels
@@ -66,6 +68,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 from benchmark_report import machine_description, replace_section  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.core.override_parser.types import OverrideType  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
@@ -434,15 +437,22 @@ def ensure_trained(
 
 
 def ensure_baseline(
-    seed: int, run_dir: Path, overrides: Sequence[str], record: Path, label: str
+    seed: int,
+    run_dir: Path,
+    overrides: Sequence[str],
+    record: Path,
+    label: str,
+    scored_on: str | None = None,
 ) -> dict[str, Any]:
     """The record of the seed's stage-1 baseline in `run_dir`, trained unless it is there. One
     trained again while a `record` of it is kept must reproduce it (the same val mAP): the rows
-    recorded for the seed started from that one; the kept record is then returned as it is."""
+    recorded for the seed started from that one; the kept record is then returned as it is.
+    `scored_on`: the experiment whose unlabeled split its pseudo labels are scored on, where
+    that is not the baseline's own (`SHARED_BASELINES`)."""
     label = f"{label} baseline:"
     results = ensure_trained(seed, run_dir, overrides, True, "student", label)
     if not record.is_file():
-        return recorded_run(run_dir, results, "student", record, label)
+        return recorded_run(run_dir, results, "student", record, label, scored_on)
     kept = json.loads(record.read_text())
     if kept["results"]["student"]["map"] != results["student"]["map"]:
         sys.exit(
@@ -455,13 +465,23 @@ def ensure_baseline(
 
 
 def recorded_run(
-    run_dir: Path, results: dict[str, Any], model: str, path: Path, label: str
+    run_dir: Path,
+    results: dict[str, Any],
+    model: str,
+    path: Path,
+    label: str,
+    scored_on: str | None = None,
 ) -> dict[str, Any]:
-    """The record of a finished run (`make_record`), written to `path`."""
-    print(f"{label} pseudo-label statistics on the unlabeled split", flush=True)
-    pseudo, labeled_counts = cached_pseudo_statistics(run_dir, model)
+    """The record of a finished run (`make_record`), written to `path`; its pseudo labels scored
+    on the unlabeled split of the run's own data, or of experiment `scored_on` (then named in
+    the record's `pseudo_on`)."""
+    split = "the unlabeled split" + (f" of {scored_on}" if scored_on else "")
+    print(f"{label} pseudo-label statistics on {split}", flush=True)
+    pseudo, labeled_counts = cached_pseudo_statistics(run_dir, model, scored_on)
     act_prior = act_prior_measures(run_dir, list(labeled_counts))
     record = make_record(run_dir, results, pseudo, labeled_counts, act_prior)
+    if scored_on is not None:
+        record["pseudo_on"] = scored_on
     write_record(path, record)
     return record
 
@@ -474,19 +494,33 @@ def supervised_reference_threshold() -> float:
     return float(config.fixed_thresholds.reliable)
 
 
-def run_datamodule(run_dir: Path) -> tuple[DictConfig, Any]:
-    """The run's config and its data module, set up with the unlabeled split."""
+def experiment_data(run_dir: Path, experiment: str) -> DictConfig:
+    """The data config of `experiment`, composed with the other overrides `run_dir`'s run was
+    started with (its seed, the harness's data overrides): glyphs_shift's data for a baseline
+    trained as glyphs_10pct_baseline, whose own unlabeled split is glyphs_10pct's."""
+    recorded, _ = hydra_record(run_dir)
+    kept = [o for o in recorded if not o.startswith(("experiment=", "hydra."))]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"experiment={experiment}", *kept]).data
+
+
+def run_datamodule(run_dir: Path, scored_on: str | None = None) -> tuple[DictConfig, Any]:
+    """The run's config and a data module set up with the unlabeled split: the run's own, or
+    that of experiment `scored_on` (`experiment_data`)."""
     cfg: DictConfig = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    datamodule = instantiate(cfg.data, use_unlabeled=True)
+    data = cfg.data if scored_on is None else experiment_data(run_dir, scored_on)
+    datamodule = instantiate(data, use_unlabeled=True)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return cfg, datamodule
 
 
-def run_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float], dict[str, int]]:
-    """Pseudo-label statistics of a finished run's final `model` on its unlabeled split, and
-    the labeled boxes per class name (the prior's order)."""
-    cfg, datamodule = run_datamodule(run_dir)
+def run_pseudo_statistics(
+    run_dir: Path, model: str, scored_on: str | None = None
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Pseudo-label statistics of a finished run's final `model` on its unlabeled split (or on
+    experiment `scored_on`'s), and the labeled boxes per class name (the prior's order)."""
+    cfg, datamodule = run_datamodule(run_dir, scored_on)
     checkpoint = torch.load(
         run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
@@ -569,16 +603,21 @@ def pseudo_label_statistics(
     return {**stats, "num_images": num_images}
 
 
-def cached_pseudo_statistics(run_dir: Path, model: str) -> tuple[dict[str, float], dict[str, int]]:
-    """`run_pseudo_statistics`, computed once per run and kept in RUN/pseudo_quality.json: the
-    pass over every unlabeled canvas takes minutes (7,248 glyph canvases: about 4 on 2 cores),
-    and a run is read by several comparisons. Recomputed when the checkpoint is newer."""
-    path = run_dir / "pseudo_quality.json"
+def cached_pseudo_statistics(
+    run_dir: Path, model: str, scored_on: str | None = None
+) -> tuple[dict[str, float], dict[str, int]]:
+    """`run_pseudo_statistics`, computed once per run and kept in RUN/pseudo_quality.json (on
+    experiment `scored_on`'s unlabeled split: RUN/pseudo_quality-EXPERIMENT.json): the pass over
+    every unlabeled canvas takes minutes (7,248 glyph canvases: about 4 on 2 cores), and a run is
+    read by several comparisons. Recomputed when the checkpoint is newer."""
+    path = run_dir / (
+        "pseudo_quality.json" if scored_on is None else f"pseudo_quality-{scored_on}.json"
+    )
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if path.is_file() and path.stat().st_mtime >= checkpoint.stat().st_mtime:
         saved = json.loads(path.read_text())
         return saved["pseudo"], saved["labeled_counts"]
-    pseudo, labeled_counts = run_pseudo_statistics(run_dir, model)
+    pseudo, labeled_counts = run_pseudo_statistics(run_dir, model, scored_on)
     path.write_text(json.dumps({"pseudo": pseudo, "labeled_counts": labeled_counts}, indent=1))
     return pseudo, labeled_counts
 
@@ -1267,6 +1306,8 @@ def main(argv: Sequence[str]) -> None:
     if not rows:
         sys.exit(f"--entries {args.entries}: none is a run of --comparison {args.comparison}")
     records_dir = args.records.resolve() / args.experiment
+    # A baseline trained as another experiment labels this one's unlabeled split in its row.
+    scored_on = args.experiment if args.experiment in SHARED_BASELINES else None
     jobs = [(row, seed) for seed in args.seeds for row in rows]
     if args.no_train:
         stop_if_not_finished(jobs, runs_dir, records_dir, two_stage)
@@ -1283,12 +1324,12 @@ def main(argv: Sequence[str]) -> None:
             print(f"{label} reusing the record {shown(path)}", flush=True)
             record = read_record(path, [*config, f"seed={seed}"], model)
         elif two_stage and row.run == "supervised":  # the baseline is this row
-            record = ensure_baseline(seed, baseline_dir, config, path, label)
+            record = ensure_baseline(seed, baseline_dir, config, path, label, scored_on)
         else:
             if two_stage:  # the seed's baseline, trained once and shared by every row
                 baseline = run_overrides("supervised", args.experiment, init_from, overrides)
                 baseline_record = record_path(records_dir, "supervised", seed, two_stage)
-                ensure_baseline(seed, baseline_dir, baseline, baseline_record, label)
+                ensure_baseline(seed, baseline_dir, baseline, baseline_record, label, scored_on)
             results = ensure_trained(seed, run_dir, config, args.reuse, model, label)
             record = recorded_run(run_dir, results, model, path, label)
         run = run_of(row, seed, path, record)

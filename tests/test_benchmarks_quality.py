@@ -395,7 +395,7 @@ def test_no_train_stops_on_a_missing_baseline_of_a_row_read_from_its_folder(
         quality.main(argv)
     assert not (runs_dir / "baseline-s0").exists() and not out.exists()
 
-    def recorded_run(run_dir, results, model, path, label):  # no checkpoints to score here
+    def recorded_run(run_dir, results, model, path, label, scored_on=None):  # no checkpoints
         record = record_of(run_dir, 100 * results[model]["map"])
         quality.write_record(path, record)
         return record
@@ -417,7 +417,7 @@ def test_the_supervised_row_of_two_stages_is_its_baseline_recorded_once(
     fake_run_dir(runs_dir / "baseline-s0", baseline, 50.0, revision="new5678")
     written = []
 
-    def recorded_run(run_dir, results, model, path, label):  # no checkpoints to score here
+    def recorded_run(run_dir, results, model, path, label, scored_on=None):  # no checkpoints
         written.append(path)
         record = record_of(run_dir, 100 * results[model]["map"])
         quality.write_record(path, record)
@@ -439,6 +439,57 @@ def test_the_supervised_row_of_two_stages_is_its_baseline_recorded_once(
     quality.main([*argv, "--reuse"])
     assert written == [path] and path.read_bytes() == kept
     assert "old1234" in out.read_text()
+
+
+def test_a_shared_baseline_is_scored_on_the_reported_experiments_unlabeled_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """glyphs_shift's stage 1 is glyphs_10pct's baseline: in a glyphs_shift report its pseudo
+    labels are those of glyphs_shift's unlabeled glyphs, kept apart from its own split's."""
+    scored = []
+
+    def run_pseudo_statistics(run_dir, model, scored_on=None):  # no checkpoint to score here
+        scored.append((run_dir.name, model, scored_on))
+        return make_run("x", "supervised", 0, 50.0, 0.3).pseudo, COUNTS
+
+    monkeypatch.setattr(quality, "run_pseudo_statistics", run_pseudo_statistics)
+    trained = ["experiment=glyphs_10pct_baseline", "seed=0"]
+    baseline = fake_run_dir(tmp_path / "baseline-s0", trained, 50.0)
+    (baseline / "checkpoints").mkdir()
+    (baseline / "checkpoints" / "last.ckpt").write_bytes(b"")
+    records, out = tmp_path / "records", tmp_path / "docs" / "benchmarks.md"
+    for experiment in ("glyphs_shift", "glyphs_10pct"):
+        argv = ["--experiment", experiment, "--comparison", "main", "--entries", "supervised"]
+        argv += ["--seeds", "0", "--runs-dir", str(tmp_path), "--records", str(records)]
+        quality.main([*argv, "--out", str(out)])
+    assert scored == [("baseline-s0", "student", "glyphs_shift"), ("baseline-s0", "student", None)]
+    assert (baseline / "pseudo_quality-glyphs_shift.json").is_file()
+    assert (baseline / "pseudo_quality.json").is_file()
+    shifted = json.loads((records / "glyphs_shift" / "baseline-s0.json").read_text())
+    assert shifted["pseudo_on"] == "glyphs_shift"
+    assert "pseudo_on" not in json.loads(
+        (records / "glyphs_10pct" / "baseline-s0.json").read_text()
+    )
+
+
+def test_experiment_data_composes_the_other_experiment_with_the_runs_overrides(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    trained = ["experiment=glyphs_10pct_baseline", "seed=3", "data.splits.num_train=60"]
+    trained += ["data.splits.num_val=8", "data.num_workers=0"]
+    run_dir = fake_run_dir(tmp_path / "baseline-s3", trained, 50.0)
+    data = quality.experiment_data(run_dir, "glyphs_shift")
+    assert data.splits.unlabeled_class_prior == "reversed"  # glyphs_shift's unlabeled glyphs
+    assert data.splits.num_train == 60 and data.seed == 3  # the run's own overrides
+    own = quality.experiment_data(run_dir, "glyphs_10pct_baseline")
+    assert own.splits.unlabeled_class_prior is None
+    # The data module scored on: 60 canvases of the reversed tail, where Q (the labeled tail's
+    # last glyph, O 80 x Q) is the most frequent.
+    _, datamodule = quality.run_datamodule(run_dir, "glyphs_shift")
+    assert datamodule.splits.unlabeled_json.name == "unlabeled.json"
+    assert len(datamodule.unlabeled_dataset) == 60
+    shares = datamodule.unlabeled_class_prior.class_ratios
+    assert datamodule.class_names[int(shares.argmax())] == "Q"
 
 
 def test_two_stage_experiments_and_their_baselines() -> None:
