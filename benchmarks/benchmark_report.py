@@ -1,4 +1,5 @@
-"""What the benchmark scripts share when they report: the machine, and their docs section."""
+"""What the benchmark scripts share: the config and data they run on, and when they report, the
+machine and their docs section."""
 
 from __future__ import annotations
 
@@ -6,9 +7,31 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_config(overrides: Sequence[str]) -> DictConfig:
+    """This checkout's `conf/` composed with `overrides`, as `python -m labelmatch.run` would."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def fitted_datamodule(data: DictConfig) -> Any:
+    """The data module of a `data` config, its files made or checked (`prepare_data`) and its
+    labeled, unlabeled and val splits set up."""
+    datamodule = instantiate(data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
 
 
 def machine_description() -> str:

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchmark_report import machine_description, replace_section
-from hydra.utils import instantiate
+from benchmark_report import fitted_datamodule, machine_description, replace_section
 from omegaconf import OmegaConf
 
 from labelmatch.checkpoints import load_module, training_config
@@ -96,9 +95,7 @@ def measure(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
     if trained is None:
         sys.exit(f"{args.checkpoint}: its run directory has no .hydra/config.yaml")
     data_cfg = OmegaConf.merge(trained.data, OmegaConf.from_dotlist(overrides))
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = fitted_datamodule(data_cfg)
     module.hparams.val_json = str(datamodule.splits.val_json)
     # RPLM on, at the run's thresholds, whatever the run had (the counts include mined boxes).
     config = module.criterion.config

@@ -42,8 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from benchmark_report import fitted_datamodule, repo_config
 from torch import Tensor
 from torchvision.ops import box_iou, nms
 
@@ -52,8 +51,6 @@ from labelmatch.checkpoints import load_module, pick_detector
 from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
 from labelmatch.method.act import TeacherDetections, estimated_class_prior, unlabeled_class_prior
 from labelmatch.method.teacher import score_floor
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -226,11 +223,8 @@ def compare(runs: Sequence[Path], experiment: str | None = None) -> str:
     for run in runs:
         module, _ = load_module(run / "checkpoints/last.ckpt")
         module.teacher = pick_detector(module, "teacher")
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            overrides = [f"experiment={experiment or run.parent.name}", "data.num_workers=0"]
-            datamodule = instantiate(compose("config", overrides=overrides).data)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
+        overrides = [f"experiment={experiment or run.parent.name}", "data.num_workers=0"]
+        datamodule = fitted_datamodule(repo_config(overrides).data)
         every_unlabeled = len(datamodule.unlabeled_dataset)
         every_labeled = len(datamodule.labeled_dataset)
         unlabeled = teacher_pass(module, datamodule.reference_dataloader(every_unlabeled, 0))

@@ -20,14 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from benchmark_report import fitted_datamodule, repo_config
 
 from labelmatch.callbacks.act_refresh import detections_on
 from labelmatch.checkpoints import load_module, pick_detector
 from labelmatch.method.act import estimated_class_prior, unlabeled_class_prior
 
-REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("digits", "digits_shift", "digits_shift_uniform")
 
 
@@ -45,11 +43,8 @@ def estimate(checkpoint: Path, experiments: Sequence[str], num_images: int) -> s
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for experiment in experiments:
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=[f"experiment={experiment}", "data.num_workers=0"])
-        datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
+        cfg = repo_config([f"experiment={experiment}", "data.num_workers=0"])
+        datamodule = fitted_datamodule(cfg.data)
         passes = {}
         for labeled in (False, True):
             pool = datamodule.labeled_dataset if labeled else datamodule.unlabeled_dataset

@@ -67,8 +67,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from benchmark_report import machine_description, replace_section  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
+from benchmark_report import (  # noqa: E402
+    fitted_datamodule,
+    machine_description,
+    replace_section,
+    repo_config,
+)
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.core.override_parser.types import OverrideType  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
@@ -500,8 +504,7 @@ def experiment_data(run_dir: Path, experiment: str) -> DictConfig:
     trained as glyphs_10pct_baseline, whose own unlabeled split is glyphs_10pct's."""
     recorded, _ = hydra_record(run_dir)
     kept = [o for o in recorded if not o.startswith(("experiment=", "hydra."))]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"experiment={experiment}", *kept]).data
+    return repo_config([f"experiment={experiment}", *kept]).data
 
 
 def run_datamodule(run_dir: Path, scored_on: str | None = None) -> tuple[DictConfig, Any]:
@@ -509,10 +512,7 @@ def run_datamodule(run_dir: Path, scored_on: str | None = None) -> tuple[DictCon
     that of experiment `scored_on` (`experiment_data`)."""
     cfg: DictConfig = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     data = cfg.data if scored_on is None else experiment_data(run_dir, scored_on)
-    datamodule = instantiate(data, use_unlabeled=True)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return cfg, datamodule
+    return cfg, fitted_datamodule(data)
 
 
 def run_pseudo_statistics(
@@ -649,10 +649,7 @@ def unlabeled_truth(run_dir: Path) -> ClassPrior | None:
 
 @functools.cache
 def _unlabeled_truth_of(data_yaml: str) -> ClassPrior | None:
-    datamodule = instantiate(OmegaConf.create(data_yaml), use_unlabeled=True)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule.unlabeled_class_prior
+    return fitted_datamodule(OmegaConf.create(data_yaml)).unlabeled_class_prior
 
 
 # ------------------------------------------------------------------- rare and frequent thirds

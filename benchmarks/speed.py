@@ -58,8 +58,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from benchmark_report import machine_description, replace_section
-from hydra import compose, initialize_config_dir
+from benchmark_report import fitted_datamodule, machine_description, replace_section, repo_config
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -79,7 +78,6 @@ from labelmatch.method.module import LabelMatchModule, detector_state
 from labelmatch.method.pseudo_labels import split_by_thresholds
 from labelmatch.method.teacher import teacher_forward
 
-REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 PAPER_INTERVAL, PAPER_SUBSET = 1000, 10000  # the official K and R (docs/method.md §1)
 
@@ -91,14 +89,11 @@ Targets = dict[str, tuple[float, float, bool]]
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The default experiment with model=frcnn_tiny unless the overrides pick a model."""
     model = [] if any(o.startswith("model=") for o in overrides) else ["model=frcnn_tiny"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[*model, *overrides])
+    return repo_config([*model, *overrides])
 
 
 def build(cfg: DictConfig) -> tuple[Any, LabelMatchModule]:
-    datamodule = instantiate(cfg.data, use_unlabeled=True)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = fitted_datamodule(cfg.data)
     detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     method["name"] = "labelmatch"

@@ -15,6 +15,8 @@ from labelmatch.data.class_prior import ClassPrior
 from labelmatch.method.act import unlabeled_class_prior
 from tests.conftest import REPO, compose_config
 
+# Its shared helpers (benchmark_report) import as they do when it runs as a script.
+sys.path.insert(0, str(REPO / "benchmarks"))
 spec = importlib.util.spec_from_file_location(
     "prior_estimators", REPO / "benchmarks/prior_estimators.py"
 )
