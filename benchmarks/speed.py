@@ -1,7 +1,7 @@
 """Speed benchmark (not a test): what a LabelMatch step costs next to its floor, on the digits.
 
     python benchmarks/speed.py [--out outputs/bench.json] [--docs docs/benchmarks.md]
-                               [--init-from CKPT] [--steps 20] [hydra overrides]
+                               [--init-from CKPT] [--steps 20] [--profile PATH] [hydra overrides]
 
 One process, `model=frcnn_tiny` on the default experiment's data (experiment=digits), the
 default loader workers. The student first trains supervised for `--pretrain-steps` steps, by
@@ -37,21 +37,29 @@ after `--warmup` repeats, on batches fetched beforehand (data loading is measure
 - peak_rss_mib: peak resident memory of this process, which builds what `make run` builds
   (data, student, teacher, loaders) and runs every kind of step it runs.
 The section between `<!-- speed:begin -->` and `<!-- speed:end -->` of `--docs` is replaced.
+
+`--profile PATH` writes where a LabelMatch step's time goes, over `--steps` steps on the same
+batches (see `profile_steps`): not a figure of the table, a reading of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime
+import io
 import json
 import math
 import os
+import pstats
 import resource
 import shlex
 import statistics
 import sys
 import time
+import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +70,7 @@ from benchmark_report import fitted_datamodule, machine_description, replace_sec
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import labelmatch
 from labelmatch.callbacks.act_refresh import concatenate, teacher_detections
 from labelmatch.callbacks.channels_last import to_channels_last
 from labelmatch.data.geometry import weak_to_strong
@@ -258,6 +267,10 @@ def measure_in_precision(args: argparse.Namespace, cfg: DictConfig) -> dict[str,
     )
     progress("ACT refresh next to training steps from the loaders")
     results.update(refresh_overhead(module, datamodule, sgd_step, args))
+    if args.profile is not None:
+        progress(f"profile of {args.steps} LabelMatch steps")
+        args.profile.parent.mkdir(parents=True, exist_ok=True)
+        args.profile.write_text(profile_steps(module, labeled, unlabeled, sgd_step, args))
 
     batch_images = cfg.data.labeled_batch_size + cfg.data.unlabeled_batch_size
     results["train_img_per_s"] = batch_images / results["labelmatch_step_s"]
@@ -346,6 +359,77 @@ def step_times(module, datamodule, labeled, unlabeled, supervised_step, sgd_step
     boxes = [len(t["boxes"]) for batch in targets.values() for t in batch]
     results["pseudo_boxes_per_image"] = round(statistics.mean(boxes), 2)
     return results
+
+
+def profile_steps(module, labeled, unlabeled, sgd_step, args) -> str:
+    """Where `--steps` LabelMatch steps (the timed batches, SGD and EMA) spend their time, as text:
+
+    - the functions of labelmatch and torchvision by cumulative time (cProfile; it slows every
+      Python call alike, so the shares matter, not the seconds; on CUDA the device runs behind
+      the host, and its time lands in the function where the host waits for it);
+    - on CUDA, the steps' wall time next to the time the device ran kernels (torch.profiler):
+      the rest is the host launching kernels or waiting for the device;
+    - on CUDA, each line of this project that made the host wait for the device (a `.item()`,
+      `nonzero`, a boolean mask, a copy to the CPU: torch.cuda.set_sync_debug_mode), counted.
+    """
+
+    def steps() -> None:
+        for i in range(args.steps):
+            batch = {"labeled": labeled[i], "unlabeled": unlabeled[i]}
+            semi_supervised_step(module, batch, i, sgd_step)
+        synchronize()
+
+    steps()  # warm: allocator, cuDNN's choices
+    profiler = cProfile.Profile()
+    profiler.runcall(steps)
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text).sort_stats("cumulative")
+    stats.print_stats(r"labelmatch|torchvision", 40)
+    report = [f"# {args.steps} LabelMatch steps on {args.device}, precision {args.precision}", ""]
+    report += ["## Functions by cumulative time (cProfile)", text.getvalue().strip(), ""]
+    if args.device.startswith("cuda"):
+        wall = seconds(steps)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            steps()
+        kernels_us = sum(event.self_device_time_total for event in prof.key_averages())
+        report += [
+            "## Host and device",
+            f"wall per step {1e3 * wall / args.steps:.1f} ms; kernels per step "
+            f"{kernels_us / 1e3 / args.steps:.1f} ms",
+            "",
+            "## Lines that wait for the device, per step",
+            *(f"{n / args.steps:6.1f}  {line}" for line, n in synchronizing_lines(steps)),
+        ]
+    return "\n".join(report) + "\n"
+
+
+def synchronizing_lines(fn: Callable[[], object]) -> list[tuple[str, int]]:
+    """Runs fn with CUDA's sync debug mode on; each synchronizing call is attributed to the
+    innermost frame in this project's package (else the innermost frame) and counted. Returns
+    ("file:line in function", count), most frequent first."""
+    package = os.path.dirname(labelmatch.__file__)
+    counts: Counter[str] = Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchronizing" not in str(message):
+            return
+        stack = [f for f in traceback.extract_stack()[:-1] if f.filename != warnings.__file__]
+        ours = [f for f in stack if f.filename.startswith(package)]
+        frame = (ours or stack)[-1]
+        where = (
+            os.path.relpath(frame.filename, os.path.dirname(package)) if ours else frame.filename
+        )
+        counts[f"{where}:{frame.lineno} in {frame.name}"] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return counts.most_common()
 
 
 def refresh_overhead(module: LabelMatchModule, datamodule, sgd_step, args) -> dict[str, float]:
@@ -505,6 +589,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"]
+    )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="write where a step's time goes (text)"
     )
     overrides = [a for a in argv if not a.startswith("-") and "=" in a]
     return parser.parse_args([a for a in argv if a not in overrides]), overrides
