@@ -64,10 +64,11 @@ step "1. tests that need a CUDA device"
 step "2 and 3. the digits recipe in bf16-mixed; fp16 with gradient scaling, past the switch"
 recipe() {  # name, precision, overrides...: one training run, its results.json into $OUT
     local name=$1 precision=$2; shift 2
+    local rc=0
     "$PY" -m labelmatch.run "$@" trainer.precision="$precision" seed=0 \
         paths.cache_dir="$RUNS/cache-$name" hydra.run.dir="$RUNS/$name" \
-        >"$RUNS/$name.log" 2>&1 && cp "$RUNS/$name/results.json" "$OUT/$name.json"
-    local rc=$?
+        >"$RUNS/$name.log" 2>&1 || rc=$?
+    [[ $rc != 0 ]] || cp "$RUNS/$name/results.json" "$OUT/$name.json" || rc=$?
     echo "--- $name ended $(date -u +%H:%M:%S), rc=$rc; its log's tail, progress bars left out:"
     tr '\r' '\n' <"$RUNS/$name.log" | grep -v -E '(it/s|s/it)[],]' | grep -v '^\s*$' | tail -n 15 || true
     return $rc

@@ -89,6 +89,8 @@ from labelmatch.method.teacher import teacher_forward
 
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 PAPER_INTERVAL, PAPER_SUBSET = 1000, 10000  # the official K and R (docs/method.md §1)
+# Files of Python's warnings machinery, whose frames sit between a warning and its handler.
+WARNINGS_MACHINERY = ("warnings.py", "_py_warnings.py")
 
 # target name -> (measured value, bound, verdict); filled by `targets`.
 Targets = dict[str, tuple[float, float, bool]]
@@ -267,6 +269,7 @@ def measure_in_precision(args: argparse.Namespace, cfg: DictConfig) -> dict[str,
     )
     progress("ACT refresh next to training steps from the loaders")
     results.update(refresh_overhead(module, datamodule, sgd_step, args))
+    results.update(peak_memory())  # before the profile, whose own buffers would count
     if args.profile is not None:
         progress(f"profile of {args.steps} LabelMatch steps")
         args.profile.parent.mkdir(parents=True, exist_ok=True)
@@ -367,8 +370,8 @@ def profile_steps(module, labeled, unlabeled, sgd_step, args) -> str:
     - the functions of labelmatch and torchvision by cumulative time (cProfile; it slows every
       Python call alike, so the shares matter, not the seconds; on CUDA the device runs behind
       the host, and its time lands in the function where the host waits for it);
-    - on CUDA, the steps' wall time next to the time the device ran kernels (torch.profiler):
-      the rest is the host launching kernels or waiting for the device;
+    - on CUDA, the steps' wall time next to the time the device was busy (its kernels and
+      copies, summed: torch.profiler): the rest of the time it waited for the host;
     - on CUDA, each line of this project that made the host wait for the device (a `.item()`,
       `nonzero`, a boolean mask, a copy to the CPU: torch.cuda.set_sync_debug_mode), counted.
     """
@@ -391,11 +394,11 @@ def profile_steps(module, labeled, unlabeled, sgd_step, args) -> str:
         wall = seconds(steps)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             steps()
-        kernels_us = sum(event.self_device_time_total for event in prof.key_averages())
+        busy_us = sum(event.self_device_time_total for event in prof.key_averages())
         report += [
             "## Host and device",
-            f"wall per step {1e3 * wall / args.steps:.1f} ms; kernels per step "
-            f"{kernels_us / 1e3 / args.steps:.1f} ms",
+            f"wall per step {1e3 * wall / args.steps:.1f} ms; device busy per step (kernels and "
+            f"copies) {busy_us / 1e3 / args.steps:.1f} ms",
             "",
             "## Lines that wait for the device, per step",
             *(f"{n / args.steps:6.1f}  {line}" for line, n in synchronizing_lines(steps)),
@@ -413,14 +416,22 @@ def synchronizing_lines(fn: Callable[[], object]) -> list[tuple[str, int]]:
     def record(message, category, filename, lineno, file=None, line=None) -> None:
         if "synchronizing" not in str(message):
             return
-        stack = [f for f in traceback.extract_stack()[:-1] if f.filename != warnings.__file__]
-        ours = [f for f in stack if f.filename.startswith(package)]
+        stack = [
+            frame
+            for frame in traceback.extract_stack()[:-1]
+            if os.path.basename(frame.filename) not in WARNINGS_MACHINERY
+        ]
+        ours = [frame for frame in stack if frame.filename.startswith(package + os.sep)]
+        if not stack:
+            counts["(no Python frame)"] += 1
+            return
         frame = (ours or stack)[-1]
         where = (
             os.path.relpath(frame.filename, os.path.dirname(package)) if ours else frame.filename
         )
         counts[f"{where}:{frame.lineno} in {frame.name}"] += 1
 
+    mode = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = record
@@ -428,8 +439,20 @@ def synchronizing_lines(fn: Callable[[], object]) -> list[tuple[str, int]]:
         try:
             fn()
         finally:
-            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.set_sync_debug_mode(mode)
     return counts.most_common()
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process and of its (ended) loader workers, and on CUDA the
+    peak of PyTorch's allocations on the GPU, in MiB."""
+    peaks = {
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loader_worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+    if torch.cuda.is_available():
+        peaks["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
 
 
 def refresh_overhead(module: LabelMatchModule, datamodule, sgd_step, args) -> dict[str, float]:
@@ -606,12 +629,6 @@ def main(argv: Sequence[str]) -> None:
     load_before = load_average()
     started = time.monotonic()
     results = measure(args, cfg)
-    if torch.cuda.is_available():
-        results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results["loader_worker_peak_rss_mib"] = (
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    )
     checks = targets(results, rss_limit_mib=4 * 1024)
     results["targets"] = {
         name: {"value": v, "bound": b, "verdict": "pass" if ok else "short"}

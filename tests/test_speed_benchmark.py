@@ -20,7 +20,8 @@ speed = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(speed)
 
 SMOKE = [
-    *("--steps 2 --warmup 1 --pretrain-steps 2 --inference-images 8 --inference-repeats 1".split()),
+    *("--device cpu --steps 2 --warmup 1 --pretrain-steps 2".split()),
+    *("--inference-images 8 --inference-repeats 1".split()),
     *("data.splits.num_labeled=32 data.splits.num_unlabeled=32 data.splits.num_val=16".split()),
     "data.num_workers=0",
 ]
@@ -37,9 +38,9 @@ def test_benchmark_measures_judges_reports_and_profiles(tmp_path: Path) -> None:
         assert math.isfinite(results[key]) and results[key] > 0, key
     # A LabelMatch step holds a supervised step and a teacher pass: it cannot cost less.
     assert results["labelmatch_step_s"] > results["supervised_step_s"]
-    assert results["step_ratio"] > 1.0
-    assert {t["verdict"] for t in results["targets"].values()} <= {"pass", "short"}
     assert results["meta"]["device"] == "cpu" and results["meta"]["steps"] == 2
+    # Read before the profile ran (its buffers do not count), and judged against 4 GiB.
+    assert results["peak_rss_mib"] == results["targets"]["peak RSS <= 4 GiB"]["value"] > 0
 
     text = docs.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old section" not in text
@@ -58,6 +59,7 @@ def test_synchronizing_lines_counts_each_waiting_line(monkeypatch) -> None:
     is put on the innermost line of the labelmatch package on the stack, else on the innermost
     line."""
     modes = []
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
     monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
 
     def waits() -> None:
@@ -81,4 +83,4 @@ def test_synchronizing_lines_counts_each_waiting_line(monkeypatch) -> None:
         f"{__file__}:{line_of_warn} in waits": 3,
         "labelmatch/method/made_up.py:3 in in_package": 1,
     }
-    assert modes == ["warn", "default"]  # and set back
+    assert modes == ["warn", 0]  # and set back to what it was
