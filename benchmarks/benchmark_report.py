@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from labelmatch.instantiate import instantiate_datamodule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,8 +28,8 @@ def repo_config(overrides: Sequence[str]) -> DictConfig:
 
 def fitted_datamodule(data: DictConfig) -> Any:
     """The data module of a `data` config, its files made or checked (`prepare_data`) and its
-    labeled, unlabeled and val splits set up."""
-    datamodule = instantiate(data)
+    labeled, unlabeled and val splits set up (bad input raised as the entry points raise it)."""
+    datamodule = instantiate_datamodule(data, use_unlabeled=True)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
