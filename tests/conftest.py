@@ -14,6 +14,9 @@ from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
+# The benchmark scripts import in tests as they do when run as scripts: as top-level modules,
+# beside their shared helpers (benchmarks/benchmark_report.py).
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 torch.set_num_threads(2)
 

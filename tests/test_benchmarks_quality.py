@@ -8,18 +8,15 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import quality
 import yaml
 from omegaconf import OmegaConf
 
 from labelmatch.data.class_prior import ClassPrior
 from tests.conftest import REPO, compose_config
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import quality  # noqa: E402
 
 COUNTS = {"a": 5, "b": 1, "c": 9, "d": 1, "e": 3, "f": 7}
 

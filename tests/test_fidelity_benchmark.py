@@ -1,21 +1,13 @@
 """benchmarks/fidelity.py on the smoke run's checkpoint: the uncertain-overlap counts under both
 metrics, the teacher's AP at both score floors, and the docs section it writes."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import fidelity
 import pytest
 
 from labelmatch.method import criterion
-from tests.conftest import REPO
-
-# Its shared helpers (benchmark_report) import as they do when it runs as a script.
-sys.path.insert(0, str(REPO / "benchmarks"))
-spec = importlib.util.spec_from_file_location("fidelity", REPO / "benchmarks/fidelity.py")
-fidelity = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fidelity)
 
 
 def test_fidelity_measures_one_checkpoint(smoke_run: Path, tmp_path: Path, capsys) -> None:

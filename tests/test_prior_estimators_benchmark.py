@@ -3,26 +3,17 @@ score floor) against its alternatives on a trained teacher's passes (issue #17),
 fitted on held-out (val) images. The alternatives' arithmetic on hand-built passes, the report
 on the smoke run."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
+import prior_estimators
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from labelmatch.data.class_prior import ClassPrior
 from labelmatch.method.act import unlabeled_class_prior
-from tests.conftest import REPO, compose_config
+from tests.conftest import compose_config
 
-# Its shared helpers (benchmark_report) import as they do when it runs as a script.
-sys.path.insert(0, str(REPO / "benchmarks"))
-spec = importlib.util.spec_from_file_location(
-    "prior_estimators", REPO / "benchmarks/prior_estimators.py"
-)
-prior_estimators = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = prior_estimators  # its dataclass looks its module up there
-spec.loader.exec_module(prior_estimators)
 Pass = prior_estimators.Pass
 
 

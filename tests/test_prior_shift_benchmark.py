@@ -2,20 +2,13 @@
 experiment's unlabeled images, next to the labeled and the true prior. (The training runs of
 issue #17 are comparisons of benchmarks/quality.py: tests/test_benchmarks_quality.py.)"""
 
-import importlib.util
-import sys
 from pathlib import Path
 
+import prior_shift
 import pytest
 from hydra.utils import instantiate
 
-from tests.conftest import REPO, compose_config
-
-# Its shared helpers (benchmark_report) import as they do when it runs as a script.
-sys.path.insert(0, str(REPO / "benchmarks"))
-spec = importlib.util.spec_from_file_location("prior_shift", REPO / "benchmarks/prior_shift.py")
-prior_shift = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prior_shift)
+from tests.conftest import compose_config
 
 
 def test_estimate_reports_each_prior_against_the_truth(smoke_run: Path, capsys) -> None:

@@ -4,19 +4,15 @@ implementation (`PseudoLabelQuality`) the training callback and the quality benc
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 import torch
+from quality import pseudo_label_statistics
 from torch import Tensor, nn
 
 from labelmatch.data.class_prior import ClassPrior
 from labelmatch.evaluation.pseudo_quality import PseudoLabelQuality, kl_divergence, match_precision
 from labelmatch.method.pseudo_labels import split_by_thresholds
-from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-from quality import pseudo_label_statistics  # noqa: E402
 
 
 def boxes(*rows: list[float]) -> Tensor:

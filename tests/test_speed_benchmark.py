@@ -1,23 +1,15 @@
 """benchmarks/speed.py at the smoke scale on the CPU: every figure measured, the targets judged,
 the docs section replaced, and `--profile`'s reading of where a step's time goes."""
 
-import importlib.util
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 
+import speed
 import torch
 
 import labelmatch
-from tests.conftest import REPO
-
-# Its shared helpers (benchmark_report) import as they do when it runs as a script.
-sys.path.insert(0, str(REPO / "benchmarks"))
-spec = importlib.util.spec_from_file_location("speed", REPO / "benchmarks/speed.py")
-speed = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(speed)
 
 SMOKE = [
     *("--device cpu --steps 2 --warmup 1 --pretrain-steps 2".split()),
