@@ -181,19 +181,20 @@ def test_invalid_method_keys_are_refused_naming_the_key(method, key):
 def test_hard_roi_loss_hand_computed():
     heads = SimpleNamespace(box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0)))  # torchvision ROI weights
     unit = [0.0, 0.0, 10.0, 10.0]
-    rois = SampledRois(
+    rois = SampledRois(  # rows in sampling order: positive, uncertain, uncertain, negative
         proposals=[torch.tensor([unit, unit, unit, unit])],
-        labels=torch.tensor([0, 1, 2, 2]),
-        # Row 1 regresses to a box shifted by 2 px: dx = 10 * 2/10 = 2. Row 3 to a box twice as
-        # wide: dx = 10 * 5/10 = 5, dw = 5 * log 2. Row 2 (not used below) to its own proposal.
-        targets=torch.tensor([[0.0] * 4, [2.0, 0.0, 12.0, 10.0], unit, [0.0, 0.0, 20.0, 10.0]]),
-        kind=torch.tensor([NEG, POS, UNC, UNC]),
-        uncertain_box=torch.tensor([-1, -1, 0, 0]),
+        labels=torch.tensor([1, 2, 2, 0]),
+        # Row 0 regresses to a box shifted by 2 px: dx = 10 * 2/10 = 2. Row 2 to a box twice as
+        # wide: dx = 10 * 5/10 = 5, dw = 5 * log 2. Row 1 (not used below) to its own proposal.
+        targets=torch.tensor([[2.0, 0.0, 12.0, 10.0], unit, [0.0, 0.0, 20.0, 10.0], [0.0] * 4]),
+        kind=torch.tensor([POS, UNC, UNC, NEG]),
+        uncertain_box=torch.tensor([-1, 0, 0, -1]),
+        counts=[(1, 2, 1)],
     )
-    # Cross entropy per row: row 0 (label 0) ln 3; row 1 (label 1) -ln(2/4) = ln 2; row 3 (label 2)
-    # -ln(4/6) = ln 1.5; row 2 would cost -ln(1/(2 + e^5)) but must never be read.
+    # Cross entropy per row: row 3 (label 0) ln 3; row 0 (label 1) -ln(2/4) = ln 2; row 2 (label 2)
+    # -ln(4/6) = ln 1.5; row 1 would cost -ln(1/(2 + e^5)) but must never be read.
     class_logits = torch.log(
-        torch.tensor([[1.0, 1.0, 1.0], [1.0, 2.0, 1.0], [math.exp(5), 1.0, 1.0], [1.0, 1.0, 4.0]])
+        torch.tensor([[1.0, 2.0, 1.0], [math.exp(5), 1.0, 1.0], [1.0, 1.0, 4.0], [1.0, 1.0, 1.0]])
     ).requires_grad_(True)
     # Prediction 0 in each row's own class columns, 7 in the others (which must not be read).
     box_regression = torch.full((4, 3, 4), 7.0)
@@ -203,7 +204,7 @@ def test_hard_roi_loss_hand_computed():
     def smooth_l1(x: float) -> float:  # beta = 1/9, prediction 0
         return abs(x) - 0.5 / 9 if abs(x) >= 1 / 9 else 0.5 * x * x * 9
 
-    # Only the reliable positive is positive: the uncertain rows 2, 3 take no part in the
+    # Only the reliable positive is positive: the uncertain rows 1, 2 take no part in the
     # classification loss, which is divided by the 2 hard rows (MMDetection's avg_factor = rows
     # with label weight > 0); the box loss is divided by all 4 sampled rows (bbox_targets.size(0)).
     hard_roi_loss = UnlabeledCriterion().reliable_loss
@@ -211,9 +212,9 @@ def test_hard_roi_loss_hand_computed():
     assert cls.item() == pytest.approx((math.log(3) + math.log(2)) / 2)
     assert box.item() == pytest.approx(smooth_l1(2.0) / 4)
 
-    # RPLM promotes row 3: it joins the hard rows with its class (3 hard rows now) and its box.
+    # RPLM promotes row 2: it joins the hard rows with its class (3 hard rows now) and its box.
     cls, box = hard_roi_loss(
-        heads, class_logits, box_regression, rois, positive=torch.tensor([0, 1, 0, 1]).bool()
+        heads, class_logits, box_regression, rois, positive=torch.tensor([1, 0, 1, 0]).bool()
     )
     assert cls.item() == pytest.approx((math.log(3) + math.log(2) + math.log(1.5)) / 3)
     assert box.item() == pytest.approx(
@@ -230,7 +231,12 @@ def test_hard_roi_loss_hand_computed():
 
     # Nothing hard (only soft uncertain rows): zero, not NaN, and in the graph.
     soft_only = SampledRois(
-        rois.proposals, rois.labels, rois.targets, torch.full((4,), UNC), rois.uncertain_box
+        rois.proposals,
+        rois.labels,
+        rois.targets,
+        torch.full((4,), UNC),
+        rois.uncertain_box,
+        [(0, 4, 0)],
     )
     cls, _ = hard_roi_loss(
         heads, class_logits, box_regression, soft_only, positive=torch.zeros(4, dtype=torch.bool)
@@ -534,21 +540,26 @@ def test_promoting_every_box_moves_its_rows_from_soft_to_hard(plain_run):
 
 
 def test_mining_policy_sees_each_images_uncertain_boxes_and_teacher_refinements():
+    """RPLM decides for all images at once: the uncertain boxes of every image in image order,
+    each row pointing at its own image's box among them."""
     run = _same_view_run(mining=_promote_class_2)
-    assert len(run.mining_calls) == 2
-    start = 0
-    for image, call in enumerate(run.mining_calls):
-        boxes, labels, box_index, refined, scores = call
-        spec = PSEUDO_96[image]
-        torch.testing.assert_close(boxes, torch.tensor(spec["uncertain"]))
-        assert labels.tolist() == spec["uncertain_labels"]
+    assert len(run.mining_calls) == 1
+    boxes, labels, box_index, refined, scores = run.mining_calls[0]
+    torch.testing.assert_close(
+        boxes, torch.tensor([box for spec in PSEUDO_96 for box in spec["uncertain"]])
+    )
+    assert labels.tolist() == [c for spec in PSEUDO_96 for c in spec["uncertain_labels"]]
+    start, first_box, expected_index = 0, 0, []
+    for image, spec in enumerate(PSEUDO_96):
         stop = start + len(run.rois.proposals[image])
         image_rows = run.rois.kind[start:stop] == UNC
-        assert box_index.tolist() == run.rois.uncertain_box[start:stop][image_rows].tolist()
-        assert refined.shape == (int(image_rows.sum()), 4)
-        # The teacher's softmax score of the box's class, per proposal.
-        assert torch.all((scores > 0) & (scores < 1))
+        expected_index += (run.rois.uncertain_box[start:stop][image_rows] + first_box).tolist()
+        first_box += len(spec["uncertain"])
         start = stop
+    assert box_index.tolist() == expected_index
+    assert refined.shape == (len(expected_index), 4)
+    # The teacher's softmax score of the box's class, per proposal.
+    assert torch.all((scores > 0) & (scores < 1))
 
     # Image 0's box (class 2) is promoted, image 1's (class 3) is not: only image 1's
     # uncertain rows remain in the soft loss.
@@ -580,9 +591,10 @@ def test_uncertain_proposals_reach_the_teacher_in_its_own_frame():
         strong_uncertain = run.rois.proposals[image][run.rois.kind[start:stop] == UNC]
         assert len(strong_uncertain) > 0
         torch.testing.assert_close(received, strong_uncertain / 2)
-        # RPLM compares with the weak-frame boxes.
-        torch.testing.assert_close(run.mining_calls[image][0], pseudo_weak[image].uncertain_boxes)
         start = stop
+    # RPLM compares with the weak-frame boxes (all images' in one call).
+    ((mined_boxes, *_),) = run.mining_calls
+    torch.testing.assert_close(mined_boxes, torch.cat([p.uncertain_boxes for p in pseudo_weak]))
     assert run.stats["reliable_per_image"] == 1.0 and run.stats["uncertain_per_image"] == 1.0
     assert all(torch.isfinite(loss) for loss in run.losses.values())
 
@@ -594,13 +606,13 @@ def test_rplm_enabled_in_the_config_promotes_rows_without_any_callback(plain_run
     on = _same_view_run(rplm=RPLMConfig(enabled=True, score=0.0, iou=0.0))
     assert torch.equal(on.rois.kind, off.rois.kind)
     assert off.mining_calls == [] and off.stats["mined_per_image"] == 0.0
-    assert len(on.mining_calls) == 2 and on.stats["mined_per_image"] == 1.0
+    assert len(on.mining_calls) == 1 and on.stats["mined_per_image"] == 1.0
     assert off.losses["roi_soft"].item() > 0 and on.losses["roi_soft"].item() == 0.0
     for name in LOSS_NAMES:
         torch.testing.assert_close(off.losses[name], plain_run.losses[name])
     # The official 0.8 / 0.8 on an untrained teacher: its scores are far below, nothing is mined.
     official = _same_view_run(rplm=RPLMConfig())
-    assert len(official.mining_calls) == 2 and official.stats["mined_per_image"] == 0.0
+    assert len(official.mining_calls) == 1 and official.stats["mined_per_image"] == 0.0
 
 
 @pytest.mark.parametrize(

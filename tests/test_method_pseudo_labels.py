@@ -5,7 +5,9 @@ import torch
 from labelmatch.data.geometry import flip_matrix, scale_matrix
 from labelmatch.method.pseudo_labels import (
     PseudoLabels,
+    map_pseudo_labels,
     merge_uncertain_into_reliable,
+    split_batch_by_thresholds,
     split_by_thresholds,
 )
 
@@ -129,3 +131,83 @@ def test_merge_moves_uncertain_boxes_after_the_reliable_ones():
     assert merged.uncertain_boxes.shape == (0, 4)
     assert merged.uncertain_labels.shape == (0,) and merged.uncertain_labels.dtype == torch.long
     assert merged.uncertain_scores.shape == (0,)
+
+
+def _assert_same_labels(got: PseudoLabels, expected: PseudoLabels) -> None:
+    for name in (
+        "reliable_boxes",
+        "reliable_labels",
+        "uncertain_boxes",
+        "uncertain_labels",
+        "uncertain_scores",
+    ):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name), msg=name)
+
+
+def test_batch_split_splits_each_image_by_its_own_detections():
+    """Three images (one without detections) split together: each gets what a split of its
+    own detections gives, rows in their order."""
+    first = _detections([(0.7, 1), (0.19, 2), (0.3, 1), (0.5, 2)])
+    third = _detections([(0.2, 2), (0.9, 1)])
+    empty = (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    images = [first, empty, third]
+    detections = [{"boxes": b, "scores": s, "labels": c} for b, s, c in images]
+    batch = split_batch_by_thresholds(detections, RELIABLE_THRESHOLDS, UNCERTAIN_THRESHOLDS)
+
+    assert len(batch) == 3
+    assert batch[0].reliable_labels.tolist() == [1, 2]  # rows 0 and 3
+    torch.testing.assert_close(batch[0].reliable_boxes, first[0][[0, 3]])
+    torch.testing.assert_close(batch[0].uncertain_scores, torch.tensor([0.3]))
+    assert batch[1].reliable_boxes.shape == (0, 4) and len(batch[1].uncertain_scores) == 0
+    torch.testing.assert_close(batch[2].reliable_boxes, third[0][[1]])
+    torch.testing.assert_close(batch[2].uncertain_boxes, third[0][[0]])
+    for got, (boxes, scores, labels) in zip(batch, images):
+        expected = split_by_thresholds(
+            boxes, scores, labels, RELIABLE_THRESHOLDS, UNCERTAIN_THRESHOLDS
+        )
+        _assert_same_labels(got, expected)
+    assert split_batch_by_thresholds([], RELIABLE_THRESHOLDS, UNCERTAIN_THRESHOLDS) == []
+
+
+def test_batch_map_moves_each_image_through_its_own_matrix_and_size():
+    """Image 0 flips and doubles into a 160 x 200 view; image 1 only halves into 40 x 50 and
+    loses a box that ends outside it; image 2 has no boxes."""
+    zero = PseudoLabels(
+        reliable_boxes=torch.tensor([[10.0, 20.0, 30.0, 40.0]]),
+        reliable_labels=torch.tensor([3]),
+        uncertain_boxes=torch.tensor([[90.0, 0.0, 100.0, 10.0]]),
+        uncertain_labels=torch.tensor([1]),
+        uncertain_scores=torch.tensor([0.4]),
+    )
+    one = PseudoLabels(
+        reliable_boxes=torch.zeros(0, 4),
+        reliable_labels=torch.zeros(0, dtype=torch.long),
+        # Row 0 halves to x 55..60, right of the 50-wide view: dropped with its label and score.
+        uncertain_boxes=torch.tensor([[110.0, 0.0, 120.0, 10.0], [20.0, 10.0, 60.0, 30.0]]),
+        uncertain_labels=torch.tensor([2, 4]),
+        uncertain_scores=torch.tensor([0.35, 0.45]),
+    )
+    two = PseudoLabels(
+        torch.zeros(0, 4),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, 4),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0),
+    )
+    matrices = [_weak_to_strong_flip_and_double(), scale_matrix(0.5, 0.5), scale_matrix(2, 2)]
+    sizes = [(160, 200), (40, 50), (10, 10)]
+    mapped = map_pseudo_labels([zero, one, two], matrices, sizes)
+
+    torch.testing.assert_close(mapped[0].reliable_boxes, torch.tensor([[140.0, 40.0, 180.0, 80.0]]))
+    torch.testing.assert_close(mapped[0].uncertain_boxes, torch.tensor([[0.0, 0.0, 20.0, 20.0]]))
+    torch.testing.assert_close(mapped[1].uncertain_boxes, torch.tensor([[10.0, 5.0, 30.0, 15.0]]))
+    assert mapped[1].uncertain_labels.tolist() == [4]
+    torch.testing.assert_close(mapped[1].uncertain_scores, torch.tensor([0.45]))
+    assert mapped[1].reliable_boxes.shape == (0, 4) and mapped[2].uncertain_boxes.shape == (0, 4)
+    # A [B, 3, 3] tensor does what B matrices do, and so does each image on its own.
+    stacked = map_pseudo_labels([zero, one, two], torch.stack(matrices), sizes)
+    for got, again in zip(mapped, stacked):
+        _assert_same_labels(again, got)
+    for got, alone, matrix, size in zip(mapped, [zero, one, two], matrices, sizes):
+        _assert_same_labels(alone.map(matrix, size), got)
+    assert map_pseudo_labels([], [], []) == []

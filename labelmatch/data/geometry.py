@@ -7,6 +7,8 @@ strong view of an unlabeled image only through these matrices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -25,7 +27,8 @@ def scale_matrix(sx: float, sy: float) -> torch.Tensor:
 
 
 def map_boxes(boxes: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Map XYXY boxes [N, 4] through `matrix` [3, 3]; returns [N, 4] XYXY.
+    """Map XYXY boxes [N, 4] through `matrix` [3, 3], or through one matrix per box [N, 3, 3];
+    returns [N, 4] XYXY.
 
     All four corners are transformed and the min/max taken, so flips (which swap x1 and x2)
     and any other affine map give a proper XYXY box.
@@ -41,8 +44,16 @@ def map_boxes(boxes: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         dim=-2,
     )  # [N, 4 corners, 2]
     matrix = matrix.to(boxes)
-    mapped = corners @ matrix[:2, :2].T + matrix[:2, 2]
+    if matrix.ndim == 3:  # per box: [N, 4, 2] @ [N, 2, 2] + [N, 1, 2]
+        mapped = corners @ matrix[:, :2, :2].transpose(1, 2) + matrix[:, None, :2, 2]
+    else:
+        mapped = corners @ matrix[:2, :2].T + matrix[:2, 2]
     return torch.cat([mapped.amin(dim=-2), mapped.amax(dim=-2)], dim=-1)
+
+
+def stacked(matrices: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """[B, 3, 3] from one such tensor or from B matrices [3, 3]."""
+    return matrices if isinstance(matrices, torch.Tensor) else torch.stack(list(matrices))
 
 
 def weak_to_strong(weak_matrix: torch.Tensor, strong_matrix: torch.Tensor) -> torch.Tensor:

@@ -107,10 +107,10 @@ def assign_proposals(
     uncertain = ~positive & (max_overlap >= uncertain_threshold) & (best_uncertain >= 0)
     negative = ~positive & ~uncertain & (max_iou < bg_iou) & (max_uncertain_iou < bg_iou)
 
-    kind = torch.full_like(best_reliable, int(ProposalKind.IGNORED))
-    kind[negative] = ProposalKind.NEGATIVE
-    kind[uncertain] = ProposalKind.UNCERTAIN
-    kind[positive] = ProposalKind.POSITIVE
+    # Selections, not boolean-mask writes: a mask write waits for a GPU (it counts the rows).
+    kind = torch.where(positive, int(ProposalKind.POSITIVE), int(ProposalKind.IGNORED))
+    kind = torch.where(uncertain, int(ProposalKind.UNCERTAIN), kind)
+    kind = torch.where(negative, int(ProposalKind.NEGATIVE), kind)
     matched_reliable = torch.where(positive, best_reliable, -1)
     matched_uncertain = torch.where(uncertain, best_uncertain, -1)
     return ProposalAssignment(kind, matched_reliable, matched_uncertain)

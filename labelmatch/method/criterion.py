@@ -30,13 +30,13 @@ from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import clip_boxes_to_image
 
-from labelmatch.data.geometry import map_boxes
+from labelmatch.data.geometry import map_boxes, stacked
 from labelmatch.method import mining
 from labelmatch.method.assignment import ProposalKind, assign_proposals, sample_proposals
 from labelmatch.method.losses import soft_cross_entropy
 from labelmatch.method.pseudo_labels import PseudoLabels
+from labelmatch.method.rows import from_host, segment_ids
 from labelmatch.method.teacher import TeacherOutput
 
 UNCERTAIN_MODES = ("self", "ignore", "iou")
@@ -102,7 +102,8 @@ class SampledRois:
 
     proposals: per image [M_i,4] (strong frame); labels [M] (0 = background); targets [M,4] the box
     each row regresses to (zeros for negatives); kind [M] (0 neg, 1 pos, 2 uncertain);
-    uncertain_box [M] index of the row's uncertain box within its image (-1 otherwise).
+    uncertain_box [M] index of the row's uncertain box within its image (-1 otherwise);
+    counts: per image, its positive, uncertain and negative rows, which come in that order.
     """
 
     proposals: list[Tensor]
@@ -110,6 +111,15 @@ class SampledRois:
     targets: Tensor
     kind: Tensor
     uncertain_box: Tensor
+    counts: list[tuple[int, int, int]]
+
+    def uncertain_rows(self) -> Tensor:
+        """int64[Mu], the uncertain rows in row order, from `counts` (no wait for a GPU)."""
+        rows, start = [], 0
+        for positive, uncertain, negative in self.counts:
+            rows.extend(range(start + positive, start + positive + uncertain))
+            start += positive + uncertain + negative
+        return from_host(rows, torch.long, self.kind.device)
 
 
 @dataclass
@@ -144,6 +154,7 @@ def sample_rois(
     truth, so every pseudo box has at least one matching proposal.
     """
     rows: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []
+    counts: list[tuple[int, int, int]] = []
     for image_proposals, labels in zip(proposals, pseudo):
         candidates = torch.cat([image_proposals, labels.reliable_boxes, labels.uncertain_boxes])
         assignment = assign_proposals(
@@ -159,18 +170,27 @@ def sample_rois(
             assignment.kind, num_samples, positive_fraction
         )
         index = torch.cat([positive, uncertain, negative])
-        kind = assignment.kind[index]
-        matched_reliable = assignment.matched_reliable[index]
-        matched_uncertain = assignment.matched_uncertain[index]
-        row_labels = torch.zeros_like(kind)
-        targets = torch.zeros(len(index), 4, dtype=candidates.dtype, device=candidates.device)
-        is_pos, is_unc = kind == ProposalKind.POSITIVE, kind == ProposalKind.UNCERTAIN
-        row_labels[is_pos] = labels.reliable_labels[matched_reliable[is_pos]]
-        targets[is_pos] = labels.reliable_boxes[matched_reliable[is_pos]]
-        row_labels[is_unc] = labels.uncertain_labels[matched_uncertain[is_unc]]
-        targets[is_unc] = labels.uncertain_boxes[matched_uncertain[is_unc]]
-        uncertain_box = torch.where(is_unc, matched_uncertain, torch.full_like(kind, -1))
-        rows.append((candidates[index], row_labels, targets, kind, uncertain_box))
+        # Rows come as positives, uncertain, negatives, so each kind's rows are a slice.
+        reliable_match = assignment.matched_reliable[positive]
+        uncertain_match = assignment.matched_uncertain[uncertain]
+        no_match = torch.full_like(negative, -1)
+        row_labels = torch.cat(
+            [
+                labels.reliable_labels[reliable_match],
+                labels.uncertain_labels[uncertain_match],
+                torch.zeros_like(negative),
+            ]
+        )
+        targets = torch.cat(
+            [
+                labels.reliable_boxes[reliable_match].to(candidates.dtype),
+                labels.uncertain_boxes[uncertain_match].to(candidates.dtype),
+                candidates.new_zeros(len(negative), 4),
+            ]
+        )
+        uncertain_box = torch.cat([torch.full_like(positive, -1), uncertain_match, no_match])
+        counts.append((len(positive), len(uncertain), len(negative)))
+        rows.append((candidates[index], row_labels, targets, assignment.kind[index], uncertain_box))
     sampled, labels, targets, kinds, uncertain_boxes = zip(*rows)
     return SampledRois(
         proposals=list(sampled),
@@ -178,6 +198,7 @@ def sample_rois(
         targets=torch.cat(targets),
         kind=torch.cat(kinds),
         uncertain_box=torch.cat(uncertain_boxes),
+        counts=counts,
     )
 
 
@@ -219,15 +240,15 @@ class UnlabeledCriterion:
         strong_images: list[Tensor],
         pseudo_strong: list[PseudoLabels],
         pseudo_weak: list[PseudoLabels],
-        strong_to_weak: list[Tensor],
+        strong_to_weak: Tensor | list[Tensor],
         teacher_out: TeacherOutput,
     ) -> tuple[dict[str, Tensor], dict[str, float]]:
         """L_u's terms and the step's pseudo-label statistics.
 
         strong_images: B images [3, H_i, W_i]; `pseudo_strong[i]` and `pseudo_weak[i]` are the
-        same pseudo labels in the strong and weak frames; `strong_to_weak[i]` [3,3] maps
-        strong-view points into the weak view; `teacher_out` is the teacher's pass on the weak
-        views (its features are reused here).
+        same pseudo labels in the strong and weak frames; `strong_to_weak` ([B,3,3] or B [3,3]):
+        its i-th maps image i's strong-view points into its weak view; `teacher_out` is the
+        teacher's pass on the weak views (its features are reused here).
         """
         batched, _ = student.transform(strong_images)
         features = student.backbone(batched.tensors)
@@ -240,7 +261,7 @@ class UnlabeledCriterion:
         class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
 
         # Uncertain rows stay soft unless RPLM promotes their box (then they are hard, §4).
-        uncertain_rows = torch.nonzero(rois.kind == ProposalKind.UNCERTAIN).squeeze(1)
+        uncertain_rows = rois.uncertain_rows()
         promoted_rows = torch.zeros_like(rois.kind, dtype=torch.bool)
         soft_loss = class_logits.sum() * 0.0
         num_mined = 0
@@ -326,21 +347,21 @@ class UnlabeledCriterion:
         teacher: FasterRCNN,
         teacher_out: TeacherOutput,
         rois: SampledRois,
-        strong_to_weak: list[Tensor],
+        strong_to_weak: Tensor | list[Tensor],
     ) -> TeacherOnUncertain:
         """Proposal self-assignment (docs/method.md §3, Eq. 7): the uncertain rows' proposals,
-        mapped into the weak view, through the teacher's RoIAlign, box head and predictor on
-        the weak-view features of the pseudo-labelling pass."""
+        mapped into the weak view (`strong_to_weak`: [B,3,3] or B [3,3]), through the teacher's
+        RoIAlign, box head and predictor on the weak-view features of the pseudo-labelling
+        pass."""
         heads = teacher.roi_heads
-        weak_proposals, row_labels, row_boxes = [], [], []
-        start = 0
-        for image_proposals, matrix in zip(rois.proposals, strong_to_weak):
-            stop = start + len(image_proposals)
-            is_unc = rois.kind[start:stop] == ProposalKind.UNCERTAIN
-            weak_proposals.append(map_boxes(image_proposals[is_unc], matrix.to(image_proposals)))
-            row_labels.append(rois.labels[start:stop][is_unc])
-            row_boxes.append(rois.uncertain_box[start:stop][is_unc])
-            start = stop
+        rows = rois.uncertain_rows()
+        per_image = [uncertain for _, uncertain, _ in rois.counts]
+        proposals = torch.cat(rois.proposals)[rows]
+        image = segment_ids(per_image, proposals.device)
+        weak = map_boxes(proposals, stacked(strong_to_weak).to(proposals)[image])
+        weak_proposals = list(weak.split(per_image))
+        row_labels = list(rois.labels[rows].split(per_image))
+        row_boxes = list(rois.uncertain_box[rows].split(per_image))
         with torch.no_grad():
             pooled = heads.box_roi_pool(
                 teacher_out.features, weak_proposals, teacher_out.image_sizes
@@ -385,28 +406,34 @@ class UnlabeledCriterion:
             teacher_view.regression, teacher_view.weak_proposals
         ).reshape(num_rows, -1, 4)
         labels = torch.cat(teacher_view.labels)
-        rows = torch.arange(len(labels), device=labels.device)
+        device = labels.device
+        rows = torch.arange(len(labels), device=device)
         refined_boxes = refined[rows, labels]
         class_scores = F.softmax(teacher_view.logits, dim=-1)[rows, labels]
-        promoted_rows, num_mined, start = [], 0, 0
-        for image_pseudo, box_index, image_size in zip(
-            pseudo_weak, teacher_view.box_index, image_sizes
-        ):
-            stop = start + len(box_index)
-            # Refined boxes are clipped to the image, as torchvision's and MMDetection's decoding
-            # do.
-            image_refined = clip_boxes_to_image(refined_boxes[start:stop], image_size)
-            promoted_boxes = self.promoted_boxes(
-                image_pseudo.uncertain_boxes,
-                image_pseudo.uncertain_labels,
-                box_index,
-                image_refined,
-                class_scores[start:stop],
-            )
-            promoted_rows.append(promoted_boxes[box_index])
-            num_mined += int(promoted_boxes.sum())
-            start = stop
-        return torch.cat(promoted_rows), num_mined
+        # All images at once: row r of image i belongs to box box_index[r] of image i, which is
+        # box box_index[r] + (image i's first box) among all images' uncertain boxes.
+        image = segment_ids([len(index) for index in teacher_view.box_index], device)
+        first_box, boxes_so_far = [], 0
+        for image_pseudo in pseudo_weak:
+            first_box.append(boxes_so_far)
+            boxes_so_far += len(image_pseudo.uncertain_boxes)
+        box_index = (
+            torch.cat(teacher_view.box_index) + from_host(first_box, torch.long, device)[image]
+        )
+        # Refined boxes are clipped to their image, as torchvision's and MMDetection's decoding
+        # do (torchvision's clip_boxes_to_image, with each row's own image size).
+        height, width = from_host(image_sizes, refined_boxes.dtype, device)[image].unbind(1)
+        refined_boxes = refined_boxes.clone()
+        refined_boxes[:, 0::2] = refined_boxes[:, 0::2].clamp(min=0).minimum(width[:, None])
+        refined_boxes[:, 1::2] = refined_boxes[:, 1::2].clamp(min=0).minimum(height[:, None])
+        promoted_boxes = self.promoted_boxes(
+            torch.cat([p.uncertain_boxes for p in pseudo_weak]),
+            torch.cat([p.uncertain_labels for p in pseudo_weak]),
+            box_index,
+            refined_boxes,
+            class_scores,
+        )
+        return promoted_boxes[box_index], int(promoted_boxes.sum())
 
     def promoted_boxes(
         self,
@@ -416,7 +443,7 @@ class UnlabeledCriterion:
         refined_boxes: Tensor,
         class_scores: Tensor,
     ) -> Tensor:
-        """One image's RPLM decision, bool[U], at `config.rplm`'s thresholds (see
+        """The RPLM decision, bool[U], at `config.rplm`'s thresholds (see
         `labelmatch.method.mining.mine_reliable` for the shapes)."""
         return mining.mine_reliable(
             uncertain_boxes,

@@ -38,13 +38,18 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"EMA momentum must lie in [0, 1], got {momentum}")
+    averaged: tuple[list[Tensor], list[Tensor]] = ([], [])
     for teacher_tensor, student_tensor in _matching_state(teacher, student):
         if teacher_tensor.is_floating_point():
-            teacher_tensor.mul_(momentum).add_(
-                student_tensor.to(teacher_tensor.dtype), alpha=1.0 - momentum
-            )
+            averaged[0].append(teacher_tensor)
+            averaged[1].append(student_tensor.to(teacher_tensor.dtype))
         else:
             teacher_tensor.copy_(student_tensor)
+    # One multiply and one add over all tensors (torch.optim's foreach kernels: a few launches
+    # on a GPU instead of two per tensor), the same two operations tensor by tensor.
+    if averaged[0]:
+        torch._foreach_mul_(averaged[0], momentum)
+        torch._foreach_add_(averaged[0], averaged[1], alpha=1.0 - momentum)
 
 
 @torch.no_grad()

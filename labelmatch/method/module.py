@@ -33,8 +33,9 @@ from labelmatch.method.ema import copy_weights, ema_update
 from labelmatch.method.errors import NonFiniteLossError
 from labelmatch.method.pseudo_labels import (
     PseudoLabelBatch,
+    map_pseudo_labels,
     merge_uncertain_into_reliable,
-    split_by_thresholds,
+    split_batch_by_thresholds,
 )
 from labelmatch.method.teacher import teacher_forward
 from labelmatch.optim import build_sgd
@@ -272,33 +273,22 @@ class LabelMatchModule(L.LightningModule):
         the unlabeled images for statistics) and the teacher's detections on the weak views.
         """
         teacher_out = teacher_forward(self.teacher, unlabeled["weak"])
-        pseudo_weak = [
-            split_by_thresholds(
-                det["boxes"],
-                det["scores"],
-                det["labels"],
-                self.reliable_thresholds,
-                self.uncertain_thresholds,
-            )
-            for det in teacher_out.detections
-        ]
+        pseudo_weak = split_batch_by_thresholds(
+            teacher_out.detections, self.reliable_thresholds, self.uncertain_thresholds
+        )
         if self.criterion.config.uncertain == "iou":  # Fig. 6c: uncertain boxes become reliable
             pseudo_weak = [merge_uncertain_into_reliable(p) for p in pseudo_weak]
-        to_strong = [
-            weak_to_strong(w, s)
-            for w, s in zip(unlabeled["weak_matrix"], unlabeled["strong_matrix"])
-        ]
-        to_weak = [torch.linalg.inv(m) for m in to_strong]
-        pseudo_strong = [
-            p.map(m, tuple(image.shape[-2:]))
-            for p, m, image in zip(pseudo_weak, to_strong, unlabeled["strong"])
-        ]
+        to_strong = weak_to_strong(  # [B, 3, 3]
+            torch.stack(list(unlabeled["weak_matrix"])),
+            torch.stack(list(unlabeled["strong_matrix"])),
+        )
+        to_weak = torch.linalg.inv(to_strong)
+        strong_sizes = [tuple(image.shape[-2:]) for image in unlabeled["strong"]]
+        pseudo_strong = map_pseudo_labels(pseudo_weak, to_strong, strong_sizes)
         # Derive the weak-frame labels back from the strong ones, so both lists hold exactly the
         # same boxes in the same order even if a mapped box was dropped at the border.
-        pseudo_weak = [
-            p.map(m, tuple(image.shape[-2:]))
-            for p, m, image in zip(pseudo_strong, to_weak, unlabeled["weak"])
-        ]
+        weak_sizes = [tuple(image.shape[-2:]) for image in unlabeled["weak"]]
+        pseudo_weak = map_pseudo_labels(pseudo_strong, to_weak, weak_sizes)
         losses, stats = self.criterion(
             self.student,
             self.teacher,

@@ -2,17 +2,24 @@
 
 Pure functions (docs/method.md §3): per class c, score >= t_r[c] is reliable,
 t_u[c] <= score < t_r[c] is uncertain, lower is dropped.
+
+The batch functions (`split_batch_by_thresholds`, `map_pseudo_labels`) handle all images of a
+step at once: the rows of every image are concatenated, decided together and split back into
+images (`labelmatch.method.rows`), so a step waits for a GPU once per function rather than a few
+times per image. The per-image forms are the batch functions on one image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from labelmatch.data.class_prior import ClassPrior
-from labelmatch.data.geometry import map_boxes
+from labelmatch.data.geometry import map_boxes, stacked
+from labelmatch.method.rows import from_host, grouped_rows, segment_ids
 
 
 @dataclass
@@ -30,31 +37,64 @@ class PseudoLabels:
     uncertain_scores: Tensor
 
     def map(self, matrix: Tensor, image_size: tuple[int, int]) -> PseudoLabels:
-        """The same labels in another view: boxes through `matrix` [3,3], clipped to (h, w).
+        """The same labels in another view: boxes through `matrix` [3,3], clipped to (h, w);
+        `map_pseudo_labels` on this one image."""
+        return map_pseudo_labels([self], [matrix], [image_size])[0]
 
-        Boxes that end with no area after clipping (e.g. pushed out by a crop) are dropped with
-        their labels; with flips and scales only, none is.
-        """
-        reliable, keep_r = _map_and_clip(self.reliable_boxes, matrix, image_size)
-        uncertain, keep_u = _map_and_clip(self.uncertain_boxes, matrix, image_size)
-        return PseudoLabels(
-            reliable_boxes=reliable,
-            reliable_labels=self.reliable_labels[keep_r],
-            uncertain_boxes=uncertain,
-            uncertain_labels=self.uncertain_labels[keep_u],
-            uncertain_scores=self.uncertain_scores[keep_u],
+
+def map_pseudo_labels(
+    pseudo: Sequence[PseudoLabels],
+    matrices: Sequence[Tensor] | Tensor,
+    image_sizes: Sequence[tuple[int, int]],
+) -> list[PseudoLabels]:
+    """Each image's labels in another view: its boxes through its matrix ([3,3] each, or one
+    [B,3,3] tensor), clipped to its (h, w) in `image_sizes`.
+
+    Boxes that end with no area after clipping (e.g. pushed out by a crop) are dropped with
+    their labels and scores; with flips and scales only, none is. Order is kept.
+    """
+    if not len(pseudo) == len(matrices) == len(image_sizes):
+        raise ValueError(
+            f"need one matrix and one size per image: {len(pseudo)} images, "
+            f"{len(matrices)} matrices, {len(image_sizes)} sizes"
         )
+    if not pseudo:
+        return []
+    parts = [t for p in pseudo for t in (p.reliable_boxes, p.uncertain_boxes)]
+    boxes = torch.cat(parts)
+    device = boxes.device
+    segment = segment_ids([len(t) for t in parts], device)  # 2i reliable, 2i+1 uncertain
+    image = torch.div(segment, 2, rounding_mode="floor")
+    mapped = map_boxes(boxes, stacked(matrices).to(device, boxes.dtype)[image])
+    height, width = from_host(image_sizes, boxes.dtype, device)[image].unbind(1)
+    mapped[:, 0::2] = mapped[:, 0::2].clamp(min=0).minimum(width[:, None])
+    mapped[:, 1::2] = mapped[:, 1::2].clamp(min=0).minimum(height[:, None])
+    dropped = ~((mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1]))
+    order, sizes = grouped_rows(2 * segment + dropped.long(), 2 * len(parts))
+    labels = torch.cat([t for p in pseudo for t in (p.reliable_labels, p.uncertain_labels)])
+    scores = torch.cat(
+        [
+            t
+            for p in pseudo
+            for t in (p.uncertain_scores.new_zeros(len(p.reliable_labels)), p.uncertain_scores)
+        ]
+    )
+    # Groups 4i, 4i + 2: image i's kept reliable and uncertain rows (4i + 1, 4i + 3: dropped).
+    groups = [t[order].split(sizes) for t in (mapped, labels, scores)]
+    return [_from_groups(groups, 4 * i, 4 * i + 2) for i in range(len(pseudo))]
 
 
-def _map_and_clip(
-    boxes: Tensor, matrix: Tensor, image_size: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
-    height, width = image_size
-    mapped = map_boxes(boxes, matrix.to(boxes.device, boxes.dtype))
-    mapped[:, 0::2] = mapped[:, 0::2].clamp(0, width)
-    mapped[:, 1::2] = mapped[:, 1::2].clamp(0, height)
-    keep = (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
-    return mapped[keep], keep
+def _from_groups(groups: list[tuple[Tensor, ...]], reliable: int, uncertain: int) -> PseudoLabels:
+    """One image's labels from groups (boxes, labels, scores, each split into groups): its
+    reliable rows are group `reliable`, its uncertain ones group `uncertain`."""
+    boxes, labels, scores = groups
+    return PseudoLabels(
+        reliable_boxes=boxes[reliable],
+        reliable_labels=labels[reliable],
+        uncertain_boxes=boxes[uncertain],
+        uncertain_labels=labels[uncertain],
+        uncertain_scores=scores[uncertain],
+    )
 
 
 def split_by_thresholds(
@@ -64,21 +104,34 @@ def split_by_thresholds(
     reliable_thresholds: Tensor,
     uncertain_thresholds: Tensor,
 ) -> PseudoLabels:
-    """Three-way split of one image's post-NMS teacher detections.
+    """Three-way split of one image's post-NMS teacher detections (`split_batch_by_thresholds`
+    on one image): boxes [N,4], scores [N], labels [N] in 1..C; thresholds [C] indexed by
+    label - 1."""
+    detections = {"boxes": boxes, "scores": scores, "labels": labels}
+    return split_batch_by_thresholds([detections], reliable_thresholds, uncertain_thresholds)[0]
 
-    boxes [N,4], scores [N], labels [N] in 1..C; thresholds [C] indexed by label - 1.
-    """
-    reliable_thr = reliable_thresholds[labels - 1]
-    uncertain_thr = uncertain_thresholds[labels - 1]
-    reliable = scores >= reliable_thr
-    uncertain = (scores >= uncertain_thr) & ~reliable
-    return PseudoLabels(
-        reliable_boxes=boxes[reliable],
-        reliable_labels=labels[reliable],
-        uncertain_boxes=boxes[uncertain],
-        uncertain_labels=labels[uncertain],
-        uncertain_scores=scores[uncertain],
-    )
+
+def split_batch_by_thresholds(
+    detections: Sequence[Mapping[str, Tensor]],
+    reliable_thresholds: Tensor,
+    uncertain_thresholds: Tensor,
+) -> list[PseudoLabels]:
+    """Three-way split of each image's post-NMS teacher detections, torchvision's per-image
+    dicts (boxes [N_i,4], scores [N_i], labels [N_i] in 1..C); thresholds [C] indexed by
+    label - 1. Order is kept within each part."""
+    if not detections:
+        return []
+    boxes = torch.cat([d["boxes"] for d in detections])
+    scores = torch.cat([d["scores"] for d in detections])
+    labels = torch.cat([d["labels"] for d in detections])
+    image = segment_ids([len(d["boxes"]) for d in detections], boxes.device)
+    reliable = scores >= reliable_thresholds[labels - 1]
+    uncertain = (scores >= uncertain_thresholds[labels - 1]) & ~reliable
+    # Groups 3i, 3i + 1, 3i + 2: image i's reliable, uncertain and dropped detections.
+    part = torch.where(reliable, 0, torch.where(uncertain, 1, 2))
+    order, sizes = grouped_rows(3 * image + part, 3 * len(detections))
+    groups = [t[order].split(sizes) for t in (boxes, labels, scores)]
+    return [_from_groups(groups, 3 * i, 3 * i + 1) for i in range(len(detections))]
 
 
 def merge_uncertain_into_reliable(pseudo: PseudoLabels) -> PseudoLabels:

@@ -1,0 +1,40 @@
+"""Rows of many images in one tensor (labelmatch/method/rows.py), hand-computed."""
+
+import pytest
+import torch
+
+from labelmatch.data.geometry import map_boxes, scale_matrix
+from labelmatch.method.rows import from_host, grouped_rows, segment_ids
+
+
+def test_segment_ids_number_each_row_by_its_segment_and_skip_empty_segments():
+    assert segment_ids([2, 0, 3, 1], torch.device("cpu")).tolist() == [0, 0, 2, 2, 2, 3]
+    assert segment_ids([], torch.device("cpu")).tolist() == []
+
+
+def test_grouped_rows_orders_by_key_keeping_each_groups_order():
+    keys = torch.tensor([2, 0, 2, 1, 0, 2])
+    order, sizes = grouped_rows(keys, num_groups=4)
+    assert order.tolist() == [1, 4, 3, 0, 2, 5]  # key 0: rows 1, 4; key 1: row 3; key 2: 0, 2, 5
+    assert sizes == [2, 1, 3, 0]  # key 3 has none
+    values = torch.tensor([10, 11, 12, 13, 14, 15])
+    groups = [g.tolist() for g in values[order].split(sizes)]
+    assert groups == [[11, 14], [13], [10, 12, 15], []]
+
+
+def test_grouped_rows_of_nothing():
+    order, sizes = grouped_rows(torch.zeros(0, dtype=torch.long), num_groups=2)
+    assert order.tolist() == [] and sizes == [0, 0]
+
+
+def test_from_host_keeps_values_and_dtype():
+    values = from_host([(96, 128), (64, 80)], torch.float32, torch.device("cpu"))
+    assert values.dtype == torch.float32 and values.tolist() == [[96.0, 128.0], [64.0, 80.0]]
+
+
+def test_map_boxes_with_one_matrix_per_box():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 40.0], [10.0, 20.0, 30.0, 40.0]])
+    matrices = torch.stack([scale_matrix(2, 2), scale_matrix(0.5, 1)])
+    assert map_boxes(boxes, matrices).tolist() == [[20, 40, 60, 80], [5, 20, 15, 40]]
+    with pytest.raises(RuntimeError):  # one matrix per box: the counts must agree
+        map_boxes(boxes, matrices[:1].expand(3, 3, 3))
