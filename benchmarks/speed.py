@@ -66,9 +66,12 @@ from typing import Any
 
 import lightning as L
 import torch
+import torchvision
 from benchmark_report import fitted_datamodule, machine_description, replace_section, repo_config
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import labelmatch
 from labelmatch.callbacks.act_refresh import concatenate, teacher_detections
@@ -370,6 +373,8 @@ def profile_steps(module, labeled, unlabeled, sgd_step, args) -> str:
     - the functions of labelmatch and torchvision by cumulative time (cProfile; it slows every
       Python call alike, so the shares matter, not the seconds; on CUDA the device runs behind
       the host, and its time lands in the function where the host waits for it);
+    - on any device, the aten operators the steps run and those that would make the host wait
+      for a GPU, by source (`OperatorCensus`): counts, the same on every machine;
     - on CUDA, the steps' wall time next to the time the device was busy (its kernels and
       copies, summed: torch.profiler): the rest of the time it waited for the host;
     - on CUDA, each line of this project that made the host wait for the device (a `.item()`,
@@ -390,6 +395,14 @@ def profile_steps(module, labeled, unlabeled, sgd_step, args) -> str:
     stats.print_stats(r"labelmatch|torchvision", 40)
     report = [f"# {args.steps} LabelMatch steps on {args.device}, precision {args.precision}", ""]
     report += ["## Functions by cumulative time (cProfile)", text.getvalue().strip(), ""]
+    census = OperatorCensus()
+    with census:
+        steps()
+    report += [
+        "## Operators (aten calls, forward and backward)",
+        *census_report(census, args.steps),
+    ]
+    report += [""]
     if args.device.startswith("cuda"):
         wall = seconds(steps)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -404,6 +417,134 @@ def profile_steps(module, labeled, unlabeled, sgd_step, args) -> str:
             *(f"{n / args.steps:6.1f}  {line}" for line, n in synchronizing_lines(steps)),
         ]
     return "\n".join(report) + "\n"
+
+
+# Operators that make the host wait for a GPU: they read a value, or a size, the device computes.
+# A boolean mask used as an index (read or write) counts its rows the same way (`waits_for_device`).
+READS_DEVICE = {
+    "_local_scalar_dense",  # .item(), int(), float(), bool() of a tensor
+    "nonzero",
+    "masked_select",
+    "is_nonzero",
+    "equal",
+    "bincount",  # sizes its output from the largest value
+    "_unique2",
+    "unique_consecutive",
+    "unique_dim",
+}
+
+
+def waits_for_device(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    """Whether this aten call would make the host wait for a GPU (READS_DEVICE, a boolean-mask
+    index or index write, `repeat_interleave` without `output_size`). Copies to or from a GPU
+    are not seen on a CPU; the GPU's own count (`synchronizing_lines`) sees them."""
+    name = func._schema.name.split("::")[-1]
+    if name in READS_DEVICE:
+        return True
+    if name == "repeat_interleave":
+        return kwargs.get("output_size") is None and (len(args) < 4 or args[3] is None)
+    if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
+        return any(
+            isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8)
+            for index in args[1]
+            if index is not None
+        )
+    return False
+
+
+class OperatorCensus:
+    """Counts the aten operators run inside it (`with census:`), on any device, by where they come
+    from: the line of this project's package that called them, else "torchvision" (torchvision's
+    code, called from anywhere), else "other" (the autograd engine's backward, the optimiser,
+    torch itself). `waits` counts those that would make the host wait for a GPU
+    (`waits_for_device`), and `Tensor.tolist`, which on a GPU copies to the host and waits; other
+    copies from a GPU are not seen on a CPU (`synchronizing_lines` sees them on a GPU).
+    On a GPU each operator is at least one kernel launch the host pays for, and each wait a stall:
+    two counts that a CPU can measure for a GPU, the same on every machine."""
+
+    def __init__(self) -> None:
+        self.operators: Counter[str] = Counter()
+        self.waits: Counter[str] = Counter()
+        self._package = os.path.dirname(labelmatch.__file__) + os.sep
+        self._torchvision = os.path.dirname(torchvision.__file__) + os.sep
+        self._modes = (_ToListCounter(self), _OperatorCounter(self))
+
+    def __enter__(self) -> OperatorCensus:
+        for mode in self._modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc_info)
+
+    def source(self) -> str:
+        """Where the operator being counted comes from (the caller of the mode's handler)."""
+        frame = sys._getframe(1)
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if filename.startswith(self._package):
+                return f"labelmatch/{filename[len(self._package) :]}:{frame.f_lineno}"
+            if filename.startswith(self._torchvision):
+                return "torchvision"
+            frame = frame.f_back
+        return "other"
+
+
+class _OperatorCounter(TorchDispatchMode):
+    def __init__(self, census: OperatorCensus) -> None:
+        super().__init__()
+        self.census = census
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        where = self.census.source()
+        self.census.operators[where] += 1
+        if waits_for_device(func, args, kwargs):
+            self.census.waits[where] += 1
+        return func(*args, **kwargs)
+
+
+class _ToListCounter(TorchFunctionMode):
+    def __init__(self, census: OperatorCensus) -> None:
+        super().__init__()
+        self.census = census
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.tolist:
+            self.census.waits[self.census.source()] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def census_report(census: OperatorCensus, steps: int) -> list[str]:
+    """The census per step as text: totals by source, this project's operators by file and its
+    waits by line."""
+
+    def by_source(counts: Counter[str]) -> str:
+        ours = sum(n for where, n in counts.items() if where.startswith("labelmatch/"))
+        return (
+            f"{sum(counts.values()) / steps:.1f} (this project {ours / steps:.1f}, torchvision "
+            f"{counts['torchvision'] / steps:.1f}, other {counts['other'] / steps:.1f})"
+        )
+
+    files: Counter[str] = Counter()
+    for where, n in census.operators.items():
+        if where.startswith("labelmatch/"):
+            files[where.rsplit(":", 1)[0]] += n
+    return [
+        f"operators per step {by_source(census.operators)}",
+        f"of which would wait for a GPU {by_source(census.waits)}",
+        "",
+        "### This project's operators per step, by file",
+        *(f"{n / steps:7.1f}  {where}" for where, n in files.most_common()),
+        "",
+        "### This project's lines that would wait for a GPU, per step",
+        *(
+            f"{n / steps:6.1f}  {where}"
+            for where, n in census.waits.most_common()
+            if where.startswith("labelmatch/")
+        ),
+    ]
 
 
 def synchronizing_lines(fn: Callable[[], object]) -> list[tuple[str, int]]:

@@ -44,6 +44,12 @@ def test_benchmark_measures_judges_reports_and_profiles(tmp_path: Path) -> None:
     assert "module.py" in reading and "(unsupervised_step)" in reading
     assert "criterion.py" in reading and "(rpn_loss)" in reading
     assert "## Host and device" not in reading  # CUDA only
+    # The operator census runs on any device, and finds this project's own operators.
+    census = reading.split("## Operators", 1)[1]
+    ours = float(
+        census.split("operators per step ", 1)[1].split("this project ", 1)[1].split(",")[0]
+    )
+    assert ours > 0 and "labelmatch/method/criterion.py" in census
 
 
 def test_synchronizing_lines_counts_each_waiting_line(monkeypatch) -> None:
@@ -76,3 +82,46 @@ def test_synchronizing_lines_counts_each_waiting_line(monkeypatch) -> None:
         "labelmatch/method/made_up.py:3 in in_package": 1,
     }
     assert modes == ["warn", 0]  # and set back to what it was
+
+
+def test_operator_census_counts_operators_and_waits_by_source() -> None:
+    """Operators from a function whose code lives in the package are put on its line; a
+    boolean-mask index, `.item()`, `repeat_interleave` without `output_size` and `.tolist()`
+    would wait for a GPU, an index by position and `repeat_interleave` with `output_size` would
+    not."""
+    source = (
+        "def in_package(torch):\n"
+        "    x = torch.arange(6)\n"
+        "    picked = x[x > 2]\n"
+        "    total = picked.sum().item()\n"
+        "    by_position = x[torch.tensor([0, 2])]\n"
+        "    twice = torch.repeat_interleave(x, 2, output_size=12)\n"
+        "    counts = torch.repeat_interleave(x)\n"
+        "    return total, by_position, twice, counts, x.tolist()\n"
+    )
+    namespace: dict = {}
+    package_file = Path(labelmatch.__file__).parent / "method" / "made_up.py"
+    exec(compile(source, str(package_file), "exec"), namespace)
+
+    census = speed.OperatorCensus()
+    with census:
+        total, *_ = namespace["in_package"](torch)
+        torch.ones(2).add_(1)  # this test's own line: "other"
+    assert total == 12
+    line = "labelmatch/method/made_up.py:{}".format
+    assert census.waits == {line(3): 1, line(4): 1, line(7): 1, line(8): 1}
+    assert census.operators[line(2)] == 1  # arange
+    assert census.operators[line(3)] >= 2  # the comparison and the masked index
+    assert census.operators[line(5)] >= 1 and census.operators["other"] == 2
+    report = speed.census_report(census, steps=1)
+    ours = sum(n for where, n in census.operators.items() if where.startswith("labelmatch/"))
+    total = ours + 2  # and the two of this test's own line
+    assert report[0] == (
+        f"operators per step {total:.1f} (this project {ours:.1f}, torchvision 0.0, other 2.0)"
+    )
+    assert (
+        report[1]
+        == "of which would wait for a GPU 4.0 (this project 4.0, torchvision 0.0, other 0.0)"
+    )
+    assert f"{ours:7.1f}  labelmatch/method/made_up.py" in report  # by file
+    assert "   1.0  labelmatch/method/made_up.py:3" in report  # waits by line
