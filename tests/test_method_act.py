@@ -71,6 +71,18 @@ def test_manual_prior_normalises_and_validates():
         ClassPrior.from_manual([1.0, 1.0], boxes_per_image=0.0)
 
 
+def test_class_prior_state_dict_round_trip_is_a_copy():
+    prior = ClassPrior.from_manual([3.0, 1.0], boxes_per_image=7.3)
+    state = prior.state_dict()
+    assert state == {"class_ratios": state["class_ratios"], "boxes_per_image": 7.3}
+    state["class_ratios"][0] = 0.5  # the checkpoint's copy, not the prior's own tensor
+    assert prior.class_ratios.tolist() == [0.75, 0.25]
+    again = ClassPrior.from_state_dict(prior.state_dict())
+    assert torch.equal(again.class_ratios, prior.class_ratios) and again.boxes_per_image == 7.3
+    with pytest.raises(ValueError, match="sum to 1"):
+        ClassPrior.from_state_dict(state)  # 0.5 + 0.25: a damaged checkpoint is refused
+
+
 def test_total_variation_of_class_shares():
     # (3/4, 1/8, 1/8) against (1/4, 1/4, 1/2): ½ (1/2 + 1/8 + 3/8) = 1/2; boxes per image aside.
     other = ClassPrior.from_manual([1.0, 1.0, 2.0], boxes_per_image=9.0)

@@ -308,8 +308,7 @@ class ACTRefresh(L.Callback):
         # Older checkpoints: "refreshes" is the module's `threshold_refreshes` now, and "prior"
         # (the latest estimate) its `threshold_prior`, which on_train_start fills from it.
         if "prior" in state_dict:
-            saved = state_dict["prior"]
-            self.legacy_estimate = ClassPrior(saved["class_ratios"], saved["boxes_per_image"])
+            self.legacy_estimate = ClassPrior.from_state_dict(state_dict["prior"])
         if "queue" not in state_dict:
             return
         saved = state_dict["queue"]["scores"]

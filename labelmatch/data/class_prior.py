@@ -2,8 +2,9 @@
 per image. ACT aims at the labeled split's (`labelmatch.method.act`), the pseudo-label statistics
 compare with it; `DetectionDataModule.labeled_class_prior` computes it once per run."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,6 +52,16 @@ class ClassPrior:
         if (ratios < 0).any() or not ratios.sum() > 0:
             raise ValueError(f"manual class ratios must be >= 0, not all 0, got {ratios.tolist()}")
         return cls(ratios / ratios.sum(), float(boxes_per_image))
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of it: {"class_ratios": float64[C] (a copy),
+        "boxes_per_image": float}."""
+        return {"class_ratios": self.class_ratios.clone(), "boxes_per_image": self.boxes_per_image}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> "ClassPrior":
+        """The prior `state_dict` kept."""
+        return cls(state["class_ratios"], state["boxes_per_image"])
 
     def expected_boxes(self, num_images: int) -> Tensor:
         """E_c = num_images · boxes_per_image · ratio_c, float64[C] (official

@@ -215,18 +215,14 @@ class LabelMatchModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["burn_in_metrics"] = self.burn_in_metrics
-        prior = self.threshold_prior
-        if prior is not None:
-            checkpoint["threshold_prior"] = {
-                "class_ratios": prior.class_ratios.clone(),
-                "boxes_per_image": prior.boxes_per_image,
-            }
+        if self.threshold_prior is not None:
+            checkpoint["threshold_prior"] = self.threshold_prior.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.burn_in_metrics = checkpoint.get("burn_in_metrics")
         saved = checkpoint.get("threshold_prior")  # absent: fixed thresholds, or an older run
         if saved is not None:
-            self.threshold_prior = ClassPrior(saved["class_ratios"], saved["boxes_per_image"])
+            self.threshold_prior = ClassPrior.from_state_dict(saved)
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
