@@ -465,6 +465,12 @@ def test_losses_are_computed_on_the_inputs_device(device):
     for loss in run.losses.values():
         assert loss.device.type == device and torch.isfinite(loss)
     assert run.losses["roi_soft"].item() > 0
+    # RPLM on, at thresholds every box passes: its batched clipping and box offsets run on the
+    # device too, and every uncertain box is promoted (as on the CPU, below).
+    mined = _same_view_run(device=device, rplm=RPLMConfig(enabled=True, score=0.0, iou=0.0))
+    assert mined.stats["mined_per_image"] == 1.0 and mined.losses["roi_soft"].item() == 0.0
+    for loss in mined.losses.values():
+        assert loss.device.type == device and torch.isfinite(loss)
 
 
 def test_without_uncertain_boxes_the_soft_loss_is_a_zero_in_the_graph():

@@ -1,5 +1,6 @@
 """Threshold split of teacher detections and the move of pseudo labels between views (spec §3)."""
 
+import pytest
 import torch
 
 from labelmatch.data.geometry import flip_matrix, scale_matrix
@@ -133,48 +134,40 @@ def test_merge_moves_uncertain_boxes_after_the_reliable_ones():
     assert merged.uncertain_scores.shape == (0,)
 
 
-def _assert_same_labels(got: PseudoLabels, expected: PseudoLabels) -> None:
-    for name in (
-        "reliable_boxes",
-        "reliable_labels",
-        "uncertain_boxes",
-        "uncertain_labels",
-        "uncertain_scores",
-    ):
-        torch.testing.assert_close(getattr(got, name), getattr(expected, name), msg=name)
-
-
 def test_batch_split_splits_each_image_by_its_own_detections():
-    """Three images (one without detections) split together: each gets what a split of its
-    own detections gives, rows in their order."""
-    first = _detections([(0.7, 1), (0.19, 2), (0.3, 1), (0.5, 2)])
+    """Three images (one without detections) split together: each image keeps its own rows, in
+    their order (hand-computed with the thresholds above)."""
+    first = _detections([(0.7, 1), (0.19, 2), (0.3, 1), (0.5, 2), (0.69, 1)])
     third = _detections([(0.2, 2), (0.9, 1)])
     empty = (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
-    images = [first, empty, third]
-    detections = [{"boxes": b, "scores": s, "labels": c} for b, s, c in images]
+    detections = [{"boxes": b, "scores": s, "labels": c} for b, s, c in (first, empty, third)]
     batch = split_batch_by_thresholds(detections, RELIABLE_THRESHOLDS, UNCERTAIN_THRESHOLDS)
 
     assert len(batch) == 3
-    assert batch[0].reliable_labels.tolist() == [1, 2]  # rows 0 and 3
+    # Image 0: rows 0 (0.7, class 1) and 3 (0.5, class 2) reliable; 2 and 4 uncertain; 1 dropped.
     torch.testing.assert_close(batch[0].reliable_boxes, first[0][[0, 3]])
-    torch.testing.assert_close(batch[0].uncertain_scores, torch.tensor([0.3]))
-    assert batch[1].reliable_boxes.shape == (0, 4) and len(batch[1].uncertain_scores) == 0
+    assert batch[0].reliable_labels.tolist() == [1, 2]
+    torch.testing.assert_close(batch[0].uncertain_boxes, first[0][[2, 4]])
+    assert batch[0].uncertain_labels.tolist() == [1, 1]
+    torch.testing.assert_close(batch[0].uncertain_scores, torch.tensor([0.3, 0.69]))
+    assert batch[1].reliable_boxes.shape == (0, 4) and batch[1].uncertain_boxes.shape == (0, 4)
+    assert len(batch[1].reliable_labels) == len(batch[1].uncertain_scores) == 0
+    # Image 2: row 1 reliable, row 0 (0.2 = t_u of class 2) uncertain.
     torch.testing.assert_close(batch[2].reliable_boxes, third[0][[1]])
+    assert batch[2].reliable_labels.tolist() == [1]
     torch.testing.assert_close(batch[2].uncertain_boxes, third[0][[0]])
-    for got, (boxes, scores, labels) in zip(batch, images):
-        expected = split_by_thresholds(
-            boxes, scores, labels, RELIABLE_THRESHOLDS, UNCERTAIN_THRESHOLDS
-        )
-        _assert_same_labels(got, expected)
+    torch.testing.assert_close(batch[2].uncertain_scores, torch.tensor([0.2]))
     assert split_batch_by_thresholds([], RELIABLE_THRESHOLDS, UNCERTAIN_THRESHOLDS) == []
 
 
 def test_batch_map_moves_each_image_through_its_own_matrix_and_size():
-    """Image 0 flips and doubles into a 160 x 200 view; image 1 only halves into 40 x 50 and
-    loses a box that ends outside it; image 2 has no boxes."""
+    """Image 0 flips and doubles into a 160 x 200 view and loses a reliable box that ends
+    outside it; image 1 only halves into 40 x 50 and loses an uncertain box the same way;
+    image 2 has no boxes (hand-computed)."""
     zero = PseudoLabels(
-        reliable_boxes=torch.tensor([[10.0, 20.0, 30.0, 40.0]]),
-        reliable_labels=torch.tensor([3]),
+        # Row 1 lies right of the 100-wide weak view: flipped, it ends left of the strong one.
+        reliable_boxes=torch.tensor([[10.0, 20.0, 30.0, 40.0], [110.0, 0.0, 120.0, 10.0]]),
+        reliable_labels=torch.tensor([3, 5]),
         uncertain_boxes=torch.tensor([[90.0, 0.0, 100.0, 10.0]]),
         uncertain_labels=torch.tensor([1]),
         uncertain_scores=torch.tensor([0.4]),
@@ -196,18 +189,27 @@ def test_batch_map_moves_each_image_through_its_own_matrix_and_size():
     )
     matrices = [_weak_to_strong_flip_and_double(), scale_matrix(0.5, 0.5), scale_matrix(2, 2)]
     sizes = [(160, 200), (40, 50), (10, 10)]
-    mapped = map_pseudo_labels([zero, one, two], matrices, sizes)
-
-    torch.testing.assert_close(mapped[0].reliable_boxes, torch.tensor([[140.0, 40.0, 180.0, 80.0]]))
-    torch.testing.assert_close(mapped[0].uncertain_boxes, torch.tensor([[0.0, 0.0, 20.0, 20.0]]))
-    torch.testing.assert_close(mapped[1].uncertain_boxes, torch.tensor([[10.0, 5.0, 30.0, 15.0]]))
-    assert mapped[1].uncertain_labels.tolist() == [4]
-    torch.testing.assert_close(mapped[1].uncertain_scores, torch.tensor([0.45]))
-    assert mapped[1].reliable_boxes.shape == (0, 4) and mapped[2].uncertain_boxes.shape == (0, 4)
-    # A [B, 3, 3] tensor does what B matrices do, and so does each image on its own.
-    stacked = map_pseudo_labels([zero, one, two], torch.stack(matrices), sizes)
-    for got, again in zip(mapped, stacked):
-        _assert_same_labels(again, got)
-    for got, alone, matrix, size in zip(mapped, [zero, one, two], matrices, sizes):
-        _assert_same_labels(alone.map(matrix, size), got)
+    for given in (matrices, torch.stack(matrices)):  # B matrices, or one [B, 3, 3] tensor
+        mapped = map_pseudo_labels([zero, one, two], given, sizes)
+        torch.testing.assert_close(
+            mapped[0].reliable_boxes, torch.tensor([[140.0, 40.0, 180.0, 80.0]])
+        )
+        assert mapped[0].reliable_labels.tolist() == [3]
+        torch.testing.assert_close(
+            mapped[0].uncertain_boxes, torch.tensor([[0.0, 0.0, 20.0, 20.0]])
+        )
+        assert mapped[0].uncertain_labels.tolist() == [1]
+        torch.testing.assert_close(mapped[0].uncertain_scores, torch.tensor([0.4]))
+        assert mapped[1].reliable_boxes.shape == (0, 4) and len(mapped[1].reliable_labels) == 0
+        torch.testing.assert_close(
+            mapped[1].uncertain_boxes, torch.tensor([[10.0, 5.0, 30.0, 15.0]])
+        )
+        assert mapped[1].uncertain_labels.tolist() == [4]
+        torch.testing.assert_close(mapped[1].uncertain_scores, torch.tensor([0.45]))
+        assert mapped[2].reliable_boxes.shape == (0, 4) and mapped[2].uncertain_boxes.shape == (
+            0,
+            4,
+        )
     assert map_pseudo_labels([], [], []) == []
+    with pytest.raises(ValueError, match="one matrix and one size per image"):
+        map_pseudo_labels([zero, one], matrices, sizes)

@@ -22,6 +22,15 @@ def test_grouped_rows_orders_by_key_keeping_each_groups_order():
     assert groups == [[11, 14], [13], [10, 12, 15], []]
 
 
+def test_grouped_rows_keeps_each_groups_order_among_many_rows():
+    """Thousands of rows in few groups, where an unstable sort reorders equal keys."""
+    keys = torch.randint(0, 3, (5000,), generator=torch.Generator().manual_seed(0))
+    order, sizes = grouped_rows(keys, num_groups=3)
+    assert sizes == torch.bincount(keys, minlength=3).tolist()
+    for group, rows in enumerate(order.split(sizes)):
+        assert torch.equal(rows, torch.nonzero(keys == group).squeeze(1))
+
+
 def test_grouped_rows_of_nothing():
     order, sizes = grouped_rows(torch.zeros(0, dtype=torch.long), num_groups=2)
     assert order.tolist() == [] and sizes == [0, 0]
@@ -38,3 +47,28 @@ def test_map_boxes_with_one_matrix_per_box():
     assert map_boxes(boxes, matrices).tolist() == [[20, 40, 60, 80], [5, 20, 15, 40]]
     with pytest.raises(RuntimeError):  # one matrix per box: the counts must agree
         map_boxes(boxes, matrices[:1].expand(3, 3, 3))
+
+
+def _boxes(count: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    corner = torch.rand(count, 2, generator=generator) * 1000
+    return torch.cat([corner, corner + 1 + torch.rand(count, 2, generator=generator) * 300], 1)
+
+
+def test_map_boxes_gives_the_same_bits_per_box_as_with_one_matrix():
+    """Also for a matrix with off-diagonal terms, where two matrix-product kernels may round
+    differently."""
+    boxes = _boxes(50)
+    shear = torch.tensor([[0.9, 0.13, 7.5], [-0.21, 1.1, -3.25], [0.0, 0.0, 1.0]])
+    assert torch.equal(map_boxes(boxes, shear), map_boxes(boxes, shear.expand(50, 3, 3)))
+
+
+def test_map_boxes_keeps_the_boxes_precision_under_bf16_autocast():
+    """Autocast runs matrix products in bf16 (8 significant bits: steps of 8 px near 1333 px);
+    the boxes are mapped in their own dtype instead."""
+    boxes = _boxes(50)
+    matrix = scale_matrix(0.999, 1.001)
+    expected = map_boxes(boxes, matrix)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mapped = map_boxes(boxes, matrix)
+    assert mapped.dtype == torch.float32 and torch.equal(mapped, expected)

@@ -28,27 +28,33 @@ def scale_matrix(sx: float, sy: float) -> torch.Tensor:
 
 def map_boxes(boxes: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """Map XYXY boxes [N, 4] through `matrix` [3, 3], or through one matrix per box [N, 3, 3];
-    returns [N, 4] XYXY.
+    returns [N, 4] XYXY, in the boxes' dtype.
 
     All four corners are transformed and the min/max taken, so flips (which swap x1 and x2)
-    and any other affine map give a proper XYXY box.
+    and any other affine map give a proper XYXY box. x' = a x + b y + t_x is written out
+    rather than a matrix product: both forms of `matrix` then give the same bits, and under
+    autocast the coordinates keep the boxes' precision (a bf16 matrix product would round a
+    coordinate near 1333 px to a multiple of 8).
     """
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    corners = torch.stack(
-        [
-            torch.stack([x1, y1], -1),
-            torch.stack([x2, y1], -1),
-            torch.stack([x1, y2], -1),
-            torch.stack([x2, y2], -1),
-        ],
-        dim=-2,
-    )  # [N, 4 corners, 2]
     matrix = matrix.to(boxes)
-    if matrix.ndim == 3:  # per box: [N, 4, 2] @ [N, 2, 2] + [N, 1, 2]
-        mapped = corners @ matrix[:, :2, :2].transpose(1, 2) + matrix[:, None, :2, 2]
-    else:
-        mapped = corners @ matrix[:2, :2].T + matrix[:2, 2]
-    return torch.cat([mapped.amin(dim=-2), mapped.amax(dim=-2)], dim=-1)
+    if matrix.ndim == 2:
+        matrix = matrix[None]  # one matrix for every box
+    a, b, shift_x = (matrix[:, 0, k, None] for k in range(3))  # each [N or 1, 1]
+    c, d, shift_y = (matrix[:, 1, k, None] for k in range(3))
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    xs = torch.stack([x1, x2, x1, x2], dim=-1)  # the four corners, [N, 4]
+    ys = torch.stack([y1, y1, y2, y2], dim=-1)
+    mapped_x = a * xs + b * ys + shift_x
+    mapped_y = c * xs + d * ys + shift_y
+    return torch.stack(
+        [
+            mapped_x.amin(dim=-1),
+            mapped_y.amin(dim=-1),
+            mapped_x.amax(dim=-1),
+            mapped_y.amax(dim=-1),
+        ],
+        dim=-1,
+    )
 
 
 def stacked(matrices: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -62,5 +68,7 @@ def weak_to_strong(weak_matrix: torch.Tensor, strong_matrix: torch.Tensor) -> to
     Both matrices start from the original image, so weak -> original -> strong is
     `strong @ inverse(weak)`. The inverse is taken in float64 to keep sub-pixel exactness.
     """
-    inverse_weak = torch.linalg.inv(weak_matrix.double())
+    # inv_ex: the matrices are invertible by construction, and inv's check of that would make
+    # the host wait for a GPU.
+    inverse_weak = torch.linalg.inv_ex(weak_matrix.double()).inverse
     return (strong_matrix.double() @ inverse_weak).to(strong_matrix.dtype)

@@ -278,7 +278,7 @@ class LabelMatchModule(L.LightningModule):
             torch.stack(list(unlabeled["weak_matrix"])),
             torch.stack(list(unlabeled["strong_matrix"])),
         )
-        to_weak = torch.linalg.inv(to_strong)
+        to_weak = torch.linalg.inv_ex(to_strong).inverse  # no error check: no wait for a GPU
         strong_sizes = [tuple(image.shape[-2:]) for image in unlabeled["strong"]]
         pseudo_strong = map_pseudo_labels(pseudo_weak, to_strong, strong_sizes)
         # Derive the weak-frame labels back from the strong ones, so both lists hold exactly the

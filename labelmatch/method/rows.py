@@ -16,9 +16,13 @@ from torch import Tensor
 
 
 def from_host(values: Sequence, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A tensor of Python numbers on `device`, copied without waiting for the device's queue
-    (a blocking copy to a GPU first waits for every kernel queued before it)."""
-    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+    """A tensor of Python numbers on `device`. To a GPU it goes from pinned memory without
+    blocking: a blocking copy first waits for every kernel queued before it, and the driver may
+    do the same for a non-blocking one from pageable memory."""
+    values_on_host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return values_on_host.to(device)
+    return values_on_host.pin_memory().to(device, non_blocking=True)
 
 
 def segment_ids(sizes: Sequence[int], device: torch.device) -> Tensor:
