@@ -95,7 +95,7 @@ def test_operator_census_counts_operators_and_waits_by_source() -> None:
         "    picked = x[x > 2]\n"
         "    total = picked.sum().item()\n"
         "    by_position = x[torch.tensor([0, 2])]\n"
-        "    twice = torch.repeat_interleave(x, 2, output_size=12)\n"
+        "    twice = torch.repeat_interleave(x, torch.full((6,), 2), output_size=12)\n"
         "    counts = torch.repeat_interleave(x)\n"
         "    return total, by_position, twice, counts, x.tolist()\n"
     )
@@ -125,3 +125,26 @@ def test_operator_census_counts_operators_and_waits_by_source() -> None:
     )
     assert f"{ours:7.1f}  labelmatch/method/made_up.py" in report  # by file
     assert "   1.0  labelmatch/method/made_up.py:3" in report  # waits by line
+
+
+def test_batched_pseudo_label_steps_wait_for_a_gpu_once_whatever_the_batch() -> None:
+    """The threshold split and the move between views read their group sizes once for the whole
+    batch (`labelmatch.method.rows`): one wait each for 1 image and for 6, not one per image."""
+    from labelmatch.data.geometry import scale_matrix
+    from labelmatch.method.pseudo_labels import map_pseudo_labels, split_batch_by_thresholds
+
+    thresholds = torch.tensor([0.7, 0.5]), torch.tensor([0.3, 0.2])
+    detection = {
+        "boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0], [2.0, 2.0, 8.0, 8.0], [3.0, 3.0, 6.0, 6.0]]),
+        "scores": torch.tensor([0.9, 0.4, 0.1]),
+        "labels": torch.tensor([1, 2, 1]),
+    }
+    for images in (1, 6):
+        census = speed.OperatorCensus()
+        with census:
+            pseudo = split_batch_by_thresholds([detection] * images, *thresholds)
+        assert sum(census.waits.values()) == 1, census.waits
+        census = speed.OperatorCensus()
+        with census:
+            map_pseudo_labels(pseudo, [scale_matrix(2, 2)] * images, [(20, 20)] * images)
+        assert sum(census.waits.values()) == 1, census.waits
