@@ -374,7 +374,7 @@ def profile_steps(module, labeled, unlabeled, sgd_step, args) -> str:
       Python call alike, so the shares matter, not the seconds; on CUDA the device runs behind
       the host, and its time lands in the function where the host waits for it);
     - on any device, the aten operators the steps run and those that would make the host wait
-      for a GPU, by source (`OperatorCensus`): counts, the same on every machine;
+      for a GPU, by source (`OperatorCensus`): counts, the same on every machine of one kind;
     - on CUDA, the steps' wall time next to the time the device was busy (its kernels and
       copies, summed: torch.profiler): the rest of the time it waited for the host;
     - on CUDA, each line of this project that made the host wait for the device (a `.item()`,
