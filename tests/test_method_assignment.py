@@ -6,6 +6,7 @@ from labelmatch.method.assignment import (
     ProposalKind,
     assign_proposals,
     box_iof,
+    proposals_by_kind,
     sample_proposals,
 )
 
@@ -211,3 +212,20 @@ def test_sampling_is_random_without_replacement_and_reproducible():
 def test_sampling_rejects_bad_fraction():
     with pytest.raises(ValueError, match="positive_fraction"):
         sample_proposals(_kinds(1, 1, 1), num_samples=8, positive_fraction=1.5)
+
+
+def test_proposals_by_kind_indexes_each_images_own_proposals():
+    """Three images at once, hand-computed: each kind's indices within its own image, in
+    ascending order; ignored proposals in none; an image without proposals gets empty ones."""
+    kinds = [
+        torch.tensor([NEG, POS, IGN, UNC, POS, NEG]),
+        torch.zeros(0, dtype=torch.long),
+        torch.tensor([UNC, NEG, UNC]),
+    ]
+    by_kind = proposals_by_kind(kinds)
+    assert [[group.tolist() for group in image] for image in by_kind] == [
+        [[1, 4], [3], [0, 5]],
+        [[], [], []],
+        [[], [0, 2], [1]],
+    ]
+    assert by_kind[0][0].dtype == torch.long and proposals_by_kind([]) == []

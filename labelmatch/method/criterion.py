@@ -33,7 +33,12 @@ from torchvision.models.detection.roi_heads import RoIHeads
 
 from labelmatch.data.geometry import map_boxes, stacked
 from labelmatch.method import mining
-from labelmatch.method.assignment import ProposalKind, assign_proposals, sample_proposals
+from labelmatch.method.assignment import (
+    ProposalKind,
+    assign_proposals,
+    proposals_by_kind,
+    sample_by_kind,
+)
 from labelmatch.method.losses import soft_cross_entropy
 from labelmatch.method.pseudo_labels import PseudoLabels
 from labelmatch.method.rows import from_host, segment_ids
@@ -153,22 +158,28 @@ def sample_rois(
     Pseudo boxes are added to the proposals, as torchvision's `add_gt_proposals` does for ground
     truth, so every pseudo box has at least one matching proposal.
     """
-    rows: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []
-    counts: list[tuple[int, int, int]] = []
+    candidates_of, assignments = [], []
     for image_proposals, labels in zip(proposals, pseudo):
         candidates = torch.cat([image_proposals, labels.reliable_boxes, labels.uncertain_boxes])
-        assignment = assign_proposals(
-            candidates,
-            labels.reliable_boxes,
-            labels.uncertain_boxes,
-            fg_iou=fg_iou,
-            bg_iou=bg_iou,
-            uncertain_threshold=uncertain_threshold,
-            uncertain_metric=uncertain_metric,
+        candidates_of.append(candidates)
+        assignments.append(
+            assign_proposals(
+                candidates,
+                labels.reliable_boxes,
+                labels.uncertain_boxes,
+                fg_iou=fg_iou,
+                bg_iou=bg_iou,
+                uncertain_threshold=uncertain_threshold,
+                uncertain_metric=uncertain_metric,
+            )
         )
-        positive, uncertain, negative = sample_proposals(
-            assignment.kind, num_samples, positive_fraction
-        )
+    # Each kind's proposals found for all images at once; then drawn image by image, in the
+    # order (and so from the random stream) of the per-image sampler.
+    by_kind = proposals_by_kind([assignment.kind for assignment in assignments])
+    rows: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []
+    counts: list[tuple[int, int, int]] = []
+    for candidates, labels, assignment, of_kind in zip(candidates_of, pseudo, assignments, by_kind):
+        positive, uncertain, negative = sample_by_kind(*of_kind, num_samples, positive_fraction)
         index = torch.cat([positive, uncertain, negative])
         # Rows come as positives, uncertain, negatives, so each kind's rows are a slice.
         reliable_match = assignment.matched_reliable[positive]
