@@ -1,8 +1,9 @@
 """Rows of many images in one tensor: the per-image parts of a step done for the batch at once.
 
-The method's per-image work (splitting detections, moving boxes between views, mining the
-uncertain rows) concatenates the rows of all images, decides them together and splits them back.
-(ROI sampling stays per image: drawing for the whole batch would change the random stream.)
+The method's per-image work (splitting detections, moving boxes between views, finding each
+kind of proposal for ROI sampling, mining the uncertain rows) concatenates the rows of all images,
+decides them together and splits them back. (ROI sampling's random draws stay per image: drawing
+for the whole batch would change the random stream.)
 A GPU then runs a few kernels instead of a few per image, and the host waits for it once per
 split instead of once per boolean mask (docs/benchmarks.md, "GPU checks": the host, not the
 device, bounds a step there).
