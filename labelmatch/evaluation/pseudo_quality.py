@@ -96,6 +96,13 @@ def true_positives_per_class(
     return counts
 
 
+def _to_host(per_image: Sequence[Tensor]) -> list[Tensor]:
+    """The images' tensors (each [N_i, ...]) on the CPU, copied there together."""
+    if not per_image:
+        return []
+    return list(torch.cat(list(per_image)).cpu().split([len(t) for t in per_image]))
+
+
 # The per-class counters (int64 [C], index c-1 = class c): "pseudo" boxes are the reliable plus
 # the uncertain ones; a true positive is a pseudo box matched to a ground-truth box of its class.
 PER_CLASS_COUNTS = ("reliable", "uncertain", "true_positives", "reliable_true_positives",
@@ -140,12 +147,30 @@ class PseudoLabelQuality(Metric):
         def per_class(labels: Tensor) -> Tensor:
             return torch.bincount(labels.long() - 1, minlength=num_classes)
 
-        for image, boxes, labels in zip(pseudo, gt_boxes, gt_labels, strict=True):
-            reliable_boxes = image.reliable_boxes.cpu()
-            reliable_labels = image.reliable_labels.cpu()
-            uncertain_boxes = image.uncertain_boxes.cpu()
-            uncertain_labels = image.uncertain_labels.cpu()
-            boxes, labels = boxes.cpu(), labels.cpu()
+        # The matching runs on the CPU. One copy there per kind of tensor for the whole batch: a
+        # copy per tensor would make the host wait for a GPU five times per image at every step.
+        on_host = zip(
+            *(
+                _to_host(tensors)
+                for tensors in (
+                    [p.reliable_boxes for p in pseudo],
+                    [p.reliable_labels for p in pseudo],
+                    [p.uncertain_boxes for p in pseudo],
+                    [p.uncertain_labels for p in pseudo],
+                    list(gt_boxes),
+                    list(gt_labels),
+                )
+            ),
+            strict=True,
+        )
+        for (
+            reliable_boxes,
+            reliable_labels,
+            uncertain_boxes,
+            uncertain_labels,
+            boxes,
+            labels,
+        ) in on_host:
             # Within a class every reliable score is above every uncertain one and both keep the
             # detections' score order, so [reliable, uncertain] is in score order.
             pseudo_boxes = torch.cat([reliable_boxes, uncertain_boxes])
