@@ -148,7 +148,7 @@ class PseudoLabelQuality(Metric):
             return torch.bincount(labels.long() - 1, minlength=num_classes)
 
         # The matching runs on the CPU. One copy there per kind of tensor for the whole batch: a
-        # copy per tensor would make the host wait for a GPU five times per image at every step.
+        # copy per tensor would make the host wait for a GPU six times per image at every step.
         on_host = zip(
             *(
                 _to_host(tensors)
