@@ -63,7 +63,8 @@ def stacked(matrices: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def weak_to_strong(weak_matrix: torch.Tensor, strong_matrix: torch.Tensor) -> torch.Tensor:
-    """The [3, 3] matrix taking weak-view coordinates to strong-view coordinates.
+    """The [3, 3] matrix taking weak-view coordinates to strong-view coordinates (or [B, 3, 3]
+    for B images' matrices at once).
 
     Both matrices start from the original image, so weak -> original -> strong is
     `strong @ inverse(weak)`. The inverse is taken in float64 to keep sub-pixel exactness.
