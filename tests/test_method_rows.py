@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from labelmatch.data.geometry import map_boxes, scale_matrix
-from labelmatch.method.rows import from_host, grouped_rows, segment_ids
+from labelmatch.data.geometry import clip_boxes, map_boxes, scale_matrix
+from labelmatch.method.rows import from_host, grouped_rows, segment_ids, segment_starts
 
 
 def test_segment_ids_number_each_row_by_its_segment_and_skip_empty_segments():
@@ -72,3 +72,14 @@ def test_map_boxes_keeps_the_boxes_precision_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mapped = map_boxes(boxes, matrix)
     assert mapped.dtype == torch.float32 and torch.equal(mapped, expected)
+
+
+def test_segment_starts():
+    assert segment_starts([2, 0, 3, 1]) == [0, 2, 2, 5] and segment_starts([]) == []
+
+
+def test_clip_boxes_clips_each_box_to_its_own_image():
+    boxes = torch.tensor([[-5.0, 2.0, 30.0, 50.0], [-5.0, 2.0, 30.0, 50.0]])
+    sizes = torch.tensor([[40.0, 20.0], [10.0, 100.0]])  # (h, w)
+    assert clip_boxes(boxes, sizes).tolist() == [[0, 2, 20, 40], [0, 2, 30, 10]]
+    assert boxes[0, 0] == -5.0  # a new tensor: the boxes given are left as they were

@@ -52,6 +52,15 @@ def test_benchmark_measures_judges_reports_and_profiles(tmp_path: Path) -> None:
     assert ours > 0 and "labelmatch/method/criterion.py" in census
 
 
+def _in_package(source: str):
+    """The function `in_package` defined by `source`, whose code says it lives in the package
+    (labelmatch/method/made_up.py, line 1 its `def`)."""
+    namespace: dict = {}
+    package_file = Path(labelmatch.__file__).parent / "method" / "made_up.py"
+    exec(compile(source, str(package_file), "exec"), namespace)
+    return namespace["in_package"]
+
+
 def test_synchronizing_lines_counts_each_waiting_line(monkeypatch) -> None:
     """The attribution, without a GPU: sync debug mode's warnings are raised by hand. A wait
     is put on the innermost line of the labelmatch package on the stack, else on the innermost
@@ -63,16 +72,13 @@ def test_synchronizing_lines_counts_each_waiting_line(monkeypatch) -> None:
     def waits() -> None:
         warnings.warn("called a synchronizing CUDA operation", stacklevel=1)
 
-    # A function whose code says it lives in the package (line 3 calls waits).
-    source = "def in_package(waits):\n    x = 1\n    waits()\n"
-    namespace: dict = {}
-    package_file = Path(labelmatch.__file__).parent / "method" / "made_up.py"
-    exec(compile(source, str(package_file), "exec"), namespace)
+    # Line 3 calls waits.
+    in_package = _in_package("def in_package(waits):\n    x = 1\n    waits()\n")
 
     def run() -> None:
         for _ in range(3):
             waits()
-        namespace["in_package"](waits)
+        in_package(waits)
         warnings.warn("something else", stacklevel=1)
 
     counts = dict(speed.synchronizing_lines(run))
@@ -99,13 +105,9 @@ def test_operator_census_counts_operators_and_waits_by_source() -> None:
         "    counts = torch.repeat_interleave(x)\n"
         "    return total, by_position, twice, counts, x.tolist()\n"
     )
-    namespace: dict = {}
-    package_file = Path(labelmatch.__file__).parent / "method" / "made_up.py"
-    exec(compile(source, str(package_file), "exec"), namespace)
-
     census = speed.OperatorCensus()
     with census:
-        total, *_ = namespace["in_package"](torch)
+        total, *_ = _in_package(source)(torch)
         torch.ones(2).add_(1)  # this test's own line: "other"
     assert total == 12
     line = "labelmatch/method/made_up.py:{}".format

@@ -57,6 +57,16 @@ def map_boxes(boxes: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     )
 
 
+def clip_boxes(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """XYXY boxes [N, 4] clipped to their own image, sizes [N, 2] (h, w) one per box: torchvision's
+    `clip_boxes_to_image` with a size per box, so that many images' boxes clip at once."""
+    height, width = sizes.to(boxes).unbind(1)
+    clipped = boxes.clone()
+    clipped[:, 0::2] = boxes[:, 0::2].clamp(min=0).minimum(width[:, None])
+    clipped[:, 1::2] = boxes[:, 1::2].clamp(min=0).minimum(height[:, None])
+    return clipped
+
+
 def stacked(matrices: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """[B, 3, 3] from one such tensor or from B matrices [3, 3]."""
     return matrices if isinstance(matrices, torch.Tensor) else torch.stack(list(matrices))

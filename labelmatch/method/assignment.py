@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_area, box_iou
 
-from labelmatch.method.rows import from_host, grouped_rows, segment_ids
+from labelmatch.method.rows import from_host, grouped_rows, segment_ids, segment_starts
 
 
 class ProposalKind(IntEnum):
@@ -141,10 +141,8 @@ def proposals_by_kind(kinds: Sequence[Tensor]) -> list[tuple[Tensor, Tensor, Ten
     slot = torch.where(kind == ProposalKind.UNCERTAIN, 1, slot)
     slot = torch.where(kind == ProposalKind.NEGATIVE, 2, slot)
     order, sizes = grouped_rows(4 * image + slot, 4 * len(kinds))
-    starts = [0]
-    for image_kinds in kinds[:-1]:
-        starts.append(starts[-1] + len(image_kinds))
-    local = order - from_host(starts, torch.long, kind.device)[image[order]]
+    starts = from_host(segment_starts([len(k) for k in kinds]), torch.long, kind.device)
+    local = order - starts[image[order]]
     groups = local.split(sizes)
     return [(groups[4 * i], groups[4 * i + 1], groups[4 * i + 2]) for i in range(len(kinds))]
 

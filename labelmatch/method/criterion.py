@@ -31,7 +31,7 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from labelmatch.data.geometry import map_boxes, stacked
+from labelmatch.data.geometry import clip_boxes, map_boxes, stacked
 from labelmatch.method import mining
 from labelmatch.method.assignment import (
     ProposalKind,
@@ -41,7 +41,7 @@ from labelmatch.method.assignment import (
 )
 from labelmatch.method.losses import soft_cross_entropy
 from labelmatch.method.pseudo_labels import PseudoLabels
-from labelmatch.method.rows import from_host, segment_ids
+from labelmatch.method.rows import from_host, segment_ids, segment_starts
 from labelmatch.method.teacher import TeacherOutput
 
 UNCERTAIN_MODES = ("self", "ignore", "iou")
@@ -277,7 +277,9 @@ class UnlabeledCriterion:
         soft_loss = class_logits.sum() * 0.0
         num_mined = 0
         if self.config.uncertain == "self" and len(uncertain_rows) > 0:
-            teacher_view = self.teacher_soft_targets(teacher, teacher_out, rois, strong_to_weak)
+            teacher_view = self.teacher_soft_targets(
+                teacher, teacher_out, rois, uncertain_rows, strong_to_weak
+            )
             if self.config.rplm.enabled:
                 promoted, num_mined = self.mine_reliable(
                     teacher, teacher_view, pseudo_weak, teacher_out.image_sizes
@@ -358,14 +360,15 @@ class UnlabeledCriterion:
         teacher: FasterRCNN,
         teacher_out: TeacherOutput,
         rois: SampledRois,
+        uncertain_rows: Tensor,
         strong_to_weak: Tensor | list[Tensor],
     ) -> TeacherOnUncertain:
         """Proposal self-assignment (docs/method.md §3, Eq. 7): the uncertain rows' proposals,
         mapped into the weak view (`strong_to_weak`: [B,3,3] or B [3,3]), through the teacher's
         RoIAlign, box head and predictor on the weak-view features of the pseudo-labelling
-        pass."""
+        pass. uncertain_rows: `rois.uncertain_rows()`, which the caller has already."""
         heads = teacher.roi_heads
-        rows = rois.uncertain_rows()
+        rows = uncertain_rows
         per_image = [uncertain for _, uncertain, _ in rois.counts]
         proposals = torch.cat(rois.proposals)[rows]
         image = segment_ids(per_image, proposals.device)
@@ -424,24 +427,18 @@ class UnlabeledCriterion:
         # All images at once: row r of image i belongs to box box_index[r] of image i, which is
         # box box_index[r] + (image i's first box) among all images' uncertain boxes.
         image = segment_ids([len(index) for index in teacher_view.box_index], device)
-        first_box, boxes_so_far = [], 0
-        for image_pseudo in pseudo_weak:
-            first_box.append(boxes_so_far)
-            boxes_so_far += len(image_pseudo.uncertain_boxes)
+        first_box = segment_starts([len(p.uncertain_boxes) for p in pseudo_weak])
         box_index = (
             torch.cat(teacher_view.box_index) + from_host(first_box, torch.long, device)[image]
         )
         # Refined boxes are clipped to their image, as torchvision's and MMDetection's decoding
-        # do (torchvision's clip_boxes_to_image, with each row's own image size).
-        height, width = from_host(image_sizes, refined_boxes.dtype, device)[image].unbind(1)
-        refined_boxes = refined_boxes.clone()
-        refined_boxes[:, 0::2] = refined_boxes[:, 0::2].clamp(min=0).minimum(width[:, None])
-        refined_boxes[:, 1::2] = refined_boxes[:, 1::2].clamp(min=0).minimum(height[:, None])
+        # do.
+        sizes = from_host(image_sizes, refined_boxes.dtype, device)[image]
         promoted_boxes = self.promoted_boxes(
             torch.cat([p.uncertain_boxes for p in pseudo_weak]),
             torch.cat([p.uncertain_labels for p in pseudo_weak]),
             box_index,
-            refined_boxes,
+            clip_boxes(refined_boxes, sizes),
             class_scores,
         )
         return promoted_boxes[box_index], int(promoted_boxes.sum())

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from labelmatch.data.class_prior import ClassPrior
-from labelmatch.data.geometry import map_boxes, stacked
+from labelmatch.data.geometry import clip_boxes, map_boxes, stacked
 from labelmatch.method.rows import from_host, grouped_rows, segment_ids
 
 
@@ -65,10 +65,10 @@ def map_pseudo_labels(
     device = boxes.device
     segment = segment_ids([len(t) for t in parts], device)  # 2i reliable, 2i+1 uncertain
     image = torch.div(segment, 2, rounding_mode="floor")
-    mapped = map_boxes(boxes, stacked(matrices).to(device, boxes.dtype)[image])
-    height, width = from_host(image_sizes, boxes.dtype, device)[image].unbind(1)
-    mapped[:, 0::2] = mapped[:, 0::2].clamp(min=0).minimum(width[:, None])
-    mapped[:, 1::2] = mapped[:, 1::2].clamp(min=0).minimum(height[:, None])
+    mapped = clip_boxes(
+        map_boxes(boxes, stacked(matrices).to(device, boxes.dtype)[image]),
+        from_host(image_sizes, boxes.dtype, device)[image],
+    )
     dropped = ~((mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1]))
     order, sizes = grouped_rows(2 * segment + dropped.long(), 2 * len(parts))
     labels = torch.cat([t for p in pseudo for t in (p.reliable_labels, p.uncertain_labels)])

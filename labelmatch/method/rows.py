@@ -12,6 +12,7 @@ device, bounds a step there).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
 import torch
 from torch import Tensor
@@ -25,6 +26,11 @@ def from_host(values: Sequence, dtype: torch.dtype, device: torch.device) -> Ten
     if device.type != "cuda":
         return values_on_host.to(device)
     return values_on_host.pin_memory().to(device, non_blocking=True)
+
+
+def segment_starts(sizes: Sequence[int]) -> list[int]:
+    """Where each segment of a concatenation of segments of these sizes starts."""
+    return list(accumulate(sizes[:-1], initial=0)) if sizes else []
 
 
 def segment_ids(sizes: Sequence[int], device: torch.device) -> Tensor:
