@@ -17,7 +17,7 @@ BENCH_OUT ?= outputs/bench.json
 # spinning made training steps up to 10x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install lock run test lint format bench bench-quality gpu-wheels clean
+.PHONY: install lock run test lint format bench bench-quality gpu-wheels gpu-pair clean
 
 install: $(STAMP)
 
@@ -70,6 +70,14 @@ gpu-wheels: $(STAMP)
 		$$(grep -E '^(hydra-core|omegaconf|pycocotools)==' $(LOCK))
 	$(PY) -m pip download --quiet --dest $(GPU_WHEELS) --no-deps --no-binary=:all: \
 		$$(grep -E '^antlr4-python3-runtime==' $(LOCK))
+
+# An earlier revision's tree, with this tree's speed.py, for benchmarks/gpu_speed_pair.sh.
+BEFORE ?= 8d32376
+gpu-pair: gpu-wheels
+	rm -rf .cache/before && mkdir -p .cache/before
+	git archive $(BEFORE) | tar -x -C .cache/before
+	cp benchmarks/speed.py .cache/before/benchmarks/
+	git rev-parse $(BEFORE) >.cache/before/REVISION
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

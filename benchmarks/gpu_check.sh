@@ -20,16 +20,13 @@
 # A step that fails is reported and the next one still runs; the script fails at the end if any did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
 OUT=${OUT:-outputs/gpu-check}
 if [[ -z ${RUNS:-} ]]; then RUNS=$(mktemp -d /tmp/gpu-check-runs.XXXX); trap 'rm -rf "$RUNS"' EXIT; fi
-WHEELS=.cache/gpu-wheels
 mkdir -p "$OUT" "$RUNS"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 
-step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+source benchmarks/gpu_common.sh
 
-step "machine"
 if [[ ${GPU_CHECK_ON_CPU:-0} == 1 ]]; then
     # The smoke recipe, a few steps: the script's own check on a CPU.
     scale=(experiment=smoke trainer.max_steps=40)
@@ -37,25 +34,11 @@ if [[ ${GPU_CHECK_ON_CPU:-0} == 1 ]]; then
     bench_args=(--steps 2 --warmup 1 --pretrain-steps 2 --inference-images 8 --inference-repeats 1)
     bench_args+=(data.splits.num_labeled=32 data.splits.num_unlabeled=32 data.splits.num_val=16)
 else
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     scale=(experiment=digits)
     fp16_scale=(experiment=digits trainer.max_steps=800)
     bench_args=()
 fi
-"$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"
-
-step "install what the image lacks"
-if ! "$PY" -c "import hydra, pycocotools" 2>/dev/null; then
-    [[ -d $WHEELS ]] || { echo "no $WHEELS: run 'make gpu-wheels' and carry it"; exit 1; }
-    "$PY" -m pip install -q --no-index --find-links "$WHEELS" --no-build-isolation \
-        antlr4-python3-runtime omegaconf hydra-core pycocotools
-fi
-# The package itself from this tree, its dependencies as the image has them.
-"$PY" -m pip install -q --no-deps --no-build-isolation -e .
-"$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|torchvision|lightning|torchmetrics|hydra-core|pycocotools) "
-if [[ ${GPU_CHECK_ON_CPU:-0} != 1 ]]; then
-    "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
-fi
+gpu_setup
 
 failed=()
 step "1. tests that need a CUDA device"
