@@ -73,3 +73,19 @@ def test_copy_weights_makes_teacher_equal_with_its_own_storage():
     with torch.no_grad():
         student[0].weight.fill_(9.0)
     assert teacher[0].weight.item() == 3.0
+
+
+def test_ema_averages_a_tied_weight_once():
+    def tied(weight: float) -> nn.Sequential:
+        module = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False))
+        module[1].weight = module[0].weight  # one tensor, two state-dict names
+        with torch.no_grad():
+            module[0].weight.fill_(weight)
+        return module
+
+    teacher, student = tied(1.0), tied(3.0)
+    assert len(teacher.state_dict()) == 2
+    ema_update(teacher, student, momentum=0.75)
+    # 0.75 * 1 + 0.25 * 3 = 1.5; averaged once per name it would be 0.5625 + 2 * 0.75 = 2.0625
+    assert teacher[0].weight.item() == pytest.approx(1.5)
+    assert teacher[1].weight is teacher[0].weight

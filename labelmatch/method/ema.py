@@ -5,7 +5,11 @@ from torch import Tensor, nn
 
 
 def _matching_state(teacher: nn.Module, student: nn.Module) -> list[tuple[Tensor, Tensor]]:
-    """Pairs (teacher tensor, student tensor) by state-dict name; raises on any mismatch."""
+    """Pairs (teacher tensor, student tensor) by state-dict name; raises on any mismatch.
+
+    A tensor the state dict lists under several names (tied weights) is paired once: averaged
+    twice it would become m²·θ_t + 2(1 − m)·θ_s.
+    """
     teacher_state, student_state = teacher.state_dict(), student.state_dict()
     if teacher_state.keys() != student_state.keys():
         only_teacher = sorted(teacher_state.keys() - student_state.keys())
@@ -14,9 +18,13 @@ def _matching_state(teacher: nn.Module, student: nn.Module) -> list[tuple[Tensor
             f"teacher and student state dicts differ: only in teacher {only_teacher[:5]}, "
             f"only in student {only_student[:5]}"
         )
-    pairs = []
+    pairs, seen = [], set()
     for name, teacher_tensor in teacher_state.items():
         student_tensor = student_state[name]
+        storage = (teacher_tensor.data_ptr(), teacher_tensor.dtype, teacher_tensor.shape)
+        if storage in seen:
+            continue
+        seen.add(storage)
         if teacher_tensor.shape != student_tensor.shape:
             raise ValueError(
                 f"state '{name}': teacher shape {tuple(teacher_tensor.shape)} != "
