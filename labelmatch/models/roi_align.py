@@ -71,10 +71,13 @@ class OneLevelShortcutRoIAlign(MultiScaleRoIAlign):
             raise ValueError("the pooler's scales are not set")
         rois = _convert_to_roi_format(boxes)
         levels = map_levels(boxes)
-        if self.shortcut and len(levels) > 0 and bool((levels == levels[0]).all()):
-            level = int(levels[0])
-            # torchvision's result has the first level's dtype (autocast)
-            return self._pool(features[level], rois, scales[level]).to(features[0].dtype)
+        if self.shortcut and len(levels) > 0:
+            # the lowest and highest level in one read from the device (a GPU waits once)
+            bounds: list[int] = torch.stack([levels.min(), levels.max()]).tolist()
+            low, high = bounds[0], bounds[1]
+            if low == high:
+                # torchvision's result has the first level's dtype (autocast)
+                return self._pool(features[low], rois, scales[low]).to(features[0].dtype)
         result = torch.zeros(
             (len(rois), features[0].shape[1], self.output_size[0], self.output_size[1]),
             dtype=features[0].dtype,
