@@ -174,6 +174,40 @@ def test_tiny_eval_returns_detections_inside_unresized_image():
         assert found["labels"].min() >= 1 and found["labels"].max() <= 3
 
 
+def test_boxes_are_decoded_in_float32_under_bf16_autocast():
+    """The heads that regress boxes return float32 under autocast, so that torchvision decodes
+    proposals and detections in float32: in bf16 a coordinate near 1000 px lies on an 8 px grid."""
+    torch.manual_seed(0)
+    model = build_frcnn_tiny(num_classes=3, box_score_thresh=0.0).eval()
+    heads = model.roi_heads
+    with torch.no_grad():
+        heads.box_predictor.bbox_pred.weight.zero_()  # no refinement: decoding must give the
+        heads.box_predictor.bbox_pred.bias.zero_()  # proposal back
+    proposals = torch.tensor([[1001.3, 999.7, 1043.1, 1031.9], [517.2, 1210.6, 1263.4, 1291.1]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        objectness, deltas = model.rpn.head([torch.rand(1, 64, 8, 8)])
+        logits, regression = heads.box_predictor(torch.rand(2, 256))
+        detections = model([torch.rand(3, 128, 128)])
+    assert {t.dtype for t in [*objectness, *deltas, logits, regression]} == {torch.float32}
+    assert detections[0]["boxes"].dtype == torch.float32
+    decoded = heads.box_coder.decode(regression, [proposals]).reshape(2, -1, 4)
+    assert torch.allclose(decoded, proposals[:, None].expand_as(decoded), atol=1e-3)
+
+
+def test_float32_heads_change_nothing_in_float32_and_survive_scripting():
+    torch.manual_seed(0)
+    model = build_frcnn_tiny(num_classes=3, box_score_thresh=0.0).eval()
+    images = [torch.rand(3, 128, 128)]
+    with torch.no_grad():
+        hooked = model(images)
+        model.rpn.head._forward_hooks.clear()
+        model.roi_heads.box_predictor._forward_hooks.clear()
+        plain = model(images)
+    assert torch.equal(hooked[0]["boxes"], plain[0]["boxes"])
+    assert torch.equal(hooked[0]["scores"], plain[0]["scores"])
+    torch.jit.script(build_frcnn_tiny(num_classes=3).eval())  # the hooks compile (export)
+
+
 def test_channels_last_changes_the_layout_not_the_function() -> None:
     torch.manual_seed(0)
     model = build_frcnn_tiny(3).eval()
