@@ -183,3 +183,51 @@ def test_a_checkpoint_from_before_the_refresh_count_counts_them_from_the_version
     target.load_state_dict(old_state)
     assert int(target.threshold_version) == 3
     assert int(target.threshold_refreshes) == refreshes
+
+
+def _unlabeled_batch(num_images: int = 2) -> dict:
+    """Weak views and their horizontally flipped strong views (128 px), as the loader gives."""
+    generator = torch.Generator().manual_seed(1)
+    weak = [torch.rand(3, 128, 128, generator=generator) for _ in range(num_images)]
+    flip = torch.tensor([[-1.0, 0.0, 128.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    return {
+        "weak": weak,
+        "strong": [image.flip(-1) for image in weak],
+        "weak_matrix": [torch.eye(3)] * num_images,
+        "strong_matrix": [flip] * num_images,
+        "targets": [{"weak_boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+        * num_images,
+    }
+
+
+def test_a_pseudo_label_lost_on_the_way_back_to_the_weak_view_is_an_error(monkeypatch) -> None:
+    """The criterion pairs weak and strong boxes by index: a box dropped on the way back (none
+    is with flips) must stop the step rather than shift RPLM's boxes."""
+    from labelmatch.method import module as module_file
+
+    module = make_module()
+    module.set_thresholds(torch.full((3,), 0.05), torch.full((3,), 0.05))
+    batch = _unlabeled_batch()
+    losses, pseudo, _ = module.unsupervised_step(batch)  # as it is: the views' labels match
+    assert sum(len(p.reliable_boxes) for p in pseudo.pseudo_strong) > 0
+    assert [len(p.reliable_boxes) for p in pseudo.pseudo_strong] == [
+        len(p.reliable_boxes) for p in pseudo.pseudo_weak
+    ]
+
+    mapped = module_file.map_pseudo_labels
+    calls = []
+
+    def drops_one_box_on_the_way_back(pseudo_labels, matrices, sizes):
+        result = mapped(pseudo_labels, matrices, sizes)
+        calls.append(1)
+        if len(calls) == 2:  # strong -> weak
+            first = result[0]
+            result[0] = type(first)(
+                first.reliable_boxes[1:], first.reliable_labels[1:], first.uncertain_boxes,
+                first.uncertain_labels, first.uncertain_scores,
+            )  # fmt: skip
+        return result
+
+    monkeypatch.setattr(module_file, "map_pseudo_labels", drops_one_box_on_the_way_back)
+    with pytest.raises(RuntimeError, match="unlabeled image 0 of the batch"):
+        module.unsupervised_step(batch)

@@ -285,6 +285,18 @@ class LabelMatchModule(L.LightningModule):
         # same boxes in the same order even if a mapped box was dropped at the border.
         weak_sizes = [tuple(image.shape[-2:]) for image in unlabeled["weak"]]
         pseudo_weak = map_pseudo_labels(pseudo_strong, to_weak, weak_sizes)
+        # The criterion indexes the weak boxes with the strong boxes' indices (RPLM). A box the
+        # way back dropped (no area left after clipping: not seen with flips and scales, whose
+        # boxes keep their area) would shift them silently; the counts are known on the host.
+        for image, (strong, weak) in enumerate(zip(pseudo_strong, pseudo_weak)):
+            if (len(strong.reliable_boxes), len(strong.uncertain_boxes)) != (
+                len(weak.reliable_boxes),
+                len(weak.uncertain_boxes),
+            ):
+                raise RuntimeError(
+                    f"unlabeled image {image} of the batch: a pseudo label of the strong view "
+                    "has no area in the weak view, so the two views' labels no longer match"
+                )
         losses, stats = self.criterion(
             self.student,
             self.teacher,
