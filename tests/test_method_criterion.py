@@ -432,6 +432,32 @@ def test_self_assignment_losses_are_finite_and_soft_loss_matches_eq7(plain_run):
     assert run.losses["roi_soft"].item() > 0
 
 
+def test_soft_loss_takes_its_target_from_the_teacher_and_trains_the_student():
+    """Eq. 7 with a teacher whose classifier differs from the student's: the loss is the
+    teacher's softened distribution against the student's (not the other way round, not the
+    student against itself), and its gradient reaches the student's classifier only."""
+    student, teacher = _detectors()
+    classifier = teacher.roi_heads.box_predictor.cls_score
+    with torch.no_grad():
+        classifier.weight.add_(torch.randn(classifier.weight.shape) * 0.5)
+    images = _images(96)
+    pseudo = [_pseudo(**spec) for spec in PSEUDO_96]
+    run = _run(student, teacher, images, images, pseudo, [torch.eye(3)] * 2)
+    student_logits = run.student_logits[run.rois.kind == UNC]
+    assert (run.teacher_logits - student_logits).abs().max() > 0.1
+
+    normalizer = 2 * student.roi_heads.fg_bg_sampler.batch_size_per_image
+    expected = _soft_targets_loss(student_logits, run.teacher_logits).sum() / normalizer
+    swapped = _soft_targets_loss(run.teacher_logits, student_logits).sum() / normalizer
+    itself = _soft_targets_loss(student_logits, student_logits).sum() / normalizer
+    assert run.losses["roi_soft"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert abs(swapped - expected) > 0.01 * expected and abs(itself - expected) > 0.01 * expected
+
+    run.losses["roi_soft"].backward()
+    assert student.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0
+    assert classifier.weight.grad is None
+
+
 def test_backward_reaches_the_student_and_never_the_teacher(plain_run):
     student, teacher = plain_run.student, plain_run.teacher
     sum(plain_run.losses.values()).backward()
