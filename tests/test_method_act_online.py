@@ -135,3 +135,9 @@ def test_callback_state_holds_the_queue_only_in_online_mode() -> None:
     assert ACTRefresh().state_dict() == {}  # the refresh count is the module's
     with pytest.raises(ValueError, match="method.act.mode"):
         ACTRefresh(mode="sometimes")
+
+
+def test_a_threshold_floor_below_the_pseudo_labelling_floor_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"method.act.min_threshold=0.01 is below .* 0.05"):
+        ACTRefresh(min_threshold=0.01)
+    assert ACTRefresh(min_threshold=0.05).min_threshold == 0.05

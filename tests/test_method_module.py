@@ -231,3 +231,9 @@ def test_a_pseudo_label_lost_on_the_way_back_to_the_weak_view_is_an_error(monkey
     monkeypatch.setattr(module_file, "map_pseudo_labels", drops_one_box_on_the_way_back)
     with pytest.raises(RuntimeError, match="unlabeled image 0 of the batch"):
         module.unsupervised_step(batch)
+
+
+def test_fixed_thresholds_below_the_pseudo_labelling_floor_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"fixed_thresholds \{'uncertain': 0.01\} below"):
+        make_module({**METHOD, "fixed_thresholds": {"reliable": 0.7, "uncertain": 0.01}})
+    make_module({**METHOD, "fixed_thresholds": {"reliable": 0.7, "uncertain": 0.05}})

@@ -48,8 +48,9 @@ class TeacherOutput:
 def teacher_forward(teacher: FasterRCNN, images: list[Tensor]) -> TeacherOutput:
     """torchvision's GeneralizedRCNN.forward in eval mode, keeping the features.
 
-    Detections are those of score >= PSEUDO_LABEL_SCORE_FLOOR. The model's transform never
-    resizes (PreResizedTransform), so detections are already in the frame of the images given.
+    Detections are those scoring above PSEUDO_LABEL_SCORE_FLOOR (torchvision keeps scores > its
+    floor). The model's transform never resizes (PreResizedTransform), so detections are already
+    in the frame of the images given.
     """
     batched, _ = teacher.transform(images)
     features = teacher.backbone(batched.tensors)
