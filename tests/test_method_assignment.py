@@ -78,6 +78,26 @@ def test_official_thresholds_leave_no_gap_between_positive_and_negative():
     assert result.kind.tolist() == [POS, NEG, NEG, NEG, UNC]
 
 
+def test_an_iou_of_exactly_one_half_is_positive_or_uncertain_never_negative():
+    # Official MaxIoUAssignerLM: pos_iou_thr 0.5 and the uncertain threshold are inclusive (>=),
+    # neg_iou_thr exclusive (<). IoU 50/100 = 0.5 exactly in float32.
+    proposals = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 5.0],  # IoU 0.5 with the reliable box      -> positive
+            [20.0, 0.0, 30.0, 5.0],  # IoU 0.5 with uncertain box 0      -> uncertain
+            [20.0, 0.0, 30.0, 4.9],  # IoU 0.49 with it, 0 with the rest -> negative
+        ]
+    )
+    assert box_iou(proposals[:2], torch.cat([RELIABLE, UNCERTAIN[:1]])).diagonal().tolist() == [
+        0.5,
+        0.5,
+    ]
+    result = assign_proposals(proposals, RELIABLE, UNCERTAIN)
+    assert result.kind.tolist() == [POS, UNC, NEG]
+    assert result.matched_reliable.tolist() == [0, -1, -1]
+    assert result.matched_uncertain.tolist() == [-1, 0, -1]
+
+
 def test_negative_needs_low_iou_with_uncertain_boxes_too():
     # A proposal far from every reliable box, IoU 0.4 with an uncertain box, bg 0.3 < fg 0.5:
     # the official assigner's uncertain run gives -1 (0.3 <= 0.4 < 0.5), so it is neither

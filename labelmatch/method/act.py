@@ -2,8 +2,9 @@
 
 The labeled set fixes how many boxes of each class an image should hold (the class prior);
 on a reference subset of R unlabeled images the teacher is expected to find
-E_c = R · boxes_per_image · ratio_c boxes of class c, so the E_c-th best score of class c is
-its uncertain threshold (Eq. 5) and the (α·E_c)-th best its reliable threshold (Eq. 6).
+E_c = R · boxes_per_image · ratio_c boxes of class c, so the score at rank E_c of class c is
+its uncertain threshold (Eq. 5) and the one at rank α·E_c its reliable threshold (Eq. 6); ranks
+count from 0 as the official code indexes them (s_c[int(E_c)] is the (⌊E_c⌋ + 1)-th best).
 Classes are contiguous 1..C (0 is background); per-class tensors are indexed 0..C-1.
 """
 
