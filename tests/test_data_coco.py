@@ -131,20 +131,23 @@ def test_bad_boxes_are_clipped_or_rejected_and_counted(tiny, caplog):
         _annotation(6, 1, [61, 5, 10, 10]),  # entirely right of the image: rejected
         _annotation(7, 2, [0, 30, 10, 10]),  # touches the bottom edge only: rejected
         {**_annotation(8, 2, [1, 1, 5, 5]), "iscrowd": 1},  # crowd: not a target
+        _annotation(9, 1, [5, 5, 0.5, 10]),  # under 1 px wide (MMDetection's rule): rejected
+        # A sliver at the right edge: 60 - 1e-7 .. 60, no width once stored in float32
+        _annotation(10, 1, [60 - 1e-7, 5, 10, 10]),
     ]
     with caplog.at_level(logging.INFO, logger="labelmatch.data.coco"):
         dataset = _dataset(image_dir, write(annotations))
     report = dataset.report
-    assert (report["annotations"], report["boxes"], report["clipped"]) == (8, 3, 2)
-    assert (report["rejected_degenerate"], report["rejected_outside"], report["crowd"]) == (2, 2, 1)
+    assert (report["annotations"], report["boxes"], report["clipped"]) == (10, 3, 2)
+    assert (report["rejected_degenerate"], report["rejected_outside"], report["crowd"]) == (3, 3, 1)
     assert dataset[0][1]["boxes"].tolist() == [[5, 10, 15, 20], [50, 30, 60, 40], [0, 0, 5, 5]]
     assert dataset[1][1]["boxes"].shape == (0, 4)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "clipped" in warnings[0] and "rejected_outside" in warnings[0]
-    # The class prior counts all 8 annotations (all car), as the official hook counts the labeled
-    # json; the training boxes are the 3 kept ones.
-    assert dataset.class_counts == [0, 3, 0] and dataset.prior_counts == [0, 8, 0]
-    assert report["prior_boxes"] == 8
+    # The class prior counts all 10 annotations (all car), as the official hook counts the
+    # labeled json; the training boxes are the 3 kept ones.
+    assert dataset.class_counts == [0, 3, 0] and dataset.prior_counts == [0, 10, 0]
+    assert report["prior_boxes"] == 10
 
 
 def test_missing_annotation_file_is_named(tmp_path):
@@ -156,6 +159,18 @@ def test_truncated_json_names_the_file_and_position(tmp_path):
     path = tmp_path / "cut.json"
     path.write_text('{"images": [{"id": 1, "file_na')
     with pytest.raises(DataError, match=r"cut\.json: invalid JSON at line 1 column \d+"):
+        load_coco_json(path)
+
+
+@pytest.mark.parametrize(
+    "category",
+    [{"id": 1.2, "name": "a"}, {"id": "10", "name": "a"}, {"id": True, "name": "a"}, ["a"]],
+)
+def test_a_category_without_an_integer_id_names_the_file_and_entry(tmp_path, category):
+    path = tmp_path / "ann.json"
+    categories = [{"id": 1, "name": "person"}, category]
+    path.write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+    with pytest.raises(DataError, match=r"ann\.json: category entry 1 needs an integer 'id'"):
         load_coco_json(path)
 
 
@@ -226,6 +241,23 @@ def test_an_image_format_the_loaders_cannot_decode_is_an_error_before_training(t
         _dataset(image_dir, write([]))
 
 
+def test_an_animated_gif_is_an_error_and_a_camera_jpeg_mpo_is_read(tiny):
+    """decode_image returns every frame of an animated GIF ([frames, 3, H, W]): refused up
+    front. PIL calls a JPEG with embedded previews (many phone cameras) MPO; decode_image reads
+    its first image, so it is accepted."""
+    image_dir, write = tiny
+    frames = [Image.new("RGB", (30, 30), colour) for colour in ("red", "blue")]
+    frames[0].save(image_dir / "b.png", format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(DataError, match=r"b\.png.*an animated GIF of 2 frames"):
+        _dataset(image_dir, write([]))
+
+    frames[0].save(image_dir / "b.png", format="MPO", save_all=True, append_images=frames[1:])
+    with Image.open(image_dir / "b.png") as written:
+        assert written.format == "MPO"
+    image, _ = _dataset(image_dir, write([]))[1]
+    assert image.shape == (3, 30, 30)
+
+
 def test_image_damaged_past_its_header_fails_when_read(tiny, caplog):
     image_dir, write = tiny
     intact = (image_dir / "b.png").read_bytes()
@@ -263,6 +295,19 @@ def test_skip_invalid_drops_the_image_of_a_bad_annotation_and_counts_it(tiny, ca
     assert dataset.image_ids == [1] and dataset.report["boxes"] == 2
     assert dataset.report["images_skipped_bad_annotation"] == 1
     assert dataset.report["annotations_skipped_invalid"] == 1
+    # The boxes of a dropped image count nowhere else, whatever they are (crowd, clipped, ...).
+    dropped_image_boxes = [
+        {**_annotation(5, 2, [1, 1, 5, 5]), "iscrowd": 1},
+        _annotation(6, 2, [25, 25, 10, 10]),  # would be clipped
+        _annotation(7, 2, [1, 1, 0.5, 5]),  # would be rejected as degenerate
+    ]
+    report = _dataset(image_dir, write(annotations + dropped_image_boxes), skip_invalid=True).report
+    assert [report[key] for key in ("crowd", "clipped", "rejected_degenerate", "boxes")] == [
+        0,
+        0,
+        0,
+        2,
+    ]
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "annotation id 2 (image id 2): unknown category_id 7" in messages
     assert "annotation id 4: image_id 99" in messages

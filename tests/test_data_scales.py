@@ -59,6 +59,11 @@ def test_given_keys_win_and_absent_keys_stay_absent(caplog):
 def test_no_usable_image_size_is_a_clear_error_naming_the_file():
     with pytest.raises(DataError, match="labeled.json: no image record with a positive integer"):
         resolve_scales({"test_scale": None}, [{"id": 1, "width": "wide"}], "labeled.json")
+    # Sizes written as JSON floats (640.0), which the dataset itself accepts, count too.
+    keys = {"train_scales": None, "weak_scales": None, "strong_scales": None}
+    keys |= {"test_scale": None, "max_size": None}
+    resolved = resolve_scales(keys, [{"id": 1, "width": 640.0, "height": 480.0}], "labeled.json")
+    assert resolved["test_scale"] == 480
 
 
 def _coco(tmp_path, width: int, height: int) -> str:

@@ -56,6 +56,19 @@ def load_coco_json(path: str | os.PathLike, require_categories: bool = True) -> 
     for key in ("images", "annotations", "categories"):
         if key in coco and not isinstance(coco[key], list):
             raise DataError(f"{path}: '{key}' must be a list, got {type(coco[key]).__name__}")
+    for position, category in enumerate(coco.get("categories", [])):
+        # Integer ids: the map orders categories by id and looks annotations up by it (1.2 and
+        # 1.7 would both be category 1, "10" would sort before "9").
+        if not (
+            isinstance(category, dict)
+            and isinstance(category.get("id"), int)
+            and not isinstance(category.get("id"), bool)
+            and isinstance(category.get("name"), str)
+        ):
+            raise DataError(
+                f"{path}: category entry {position} needs an integer 'id' and a string 'name', "
+                f"got {category!r}"
+            )
     return coco
 
 
@@ -88,7 +101,7 @@ class CocoSplits:
         return self
 
 
-def _is_positive_integer(value: Any) -> bool:
+def is_positive_integer(value: Any) -> bool:
     """JSON numbers such as 640 or 640.0 (but not True, "640" or 640.5)."""
     return (
         isinstance(value, int | float)
@@ -99,8 +112,10 @@ def _is_positive_integer(value: Any) -> bool:
 
 
 # The formats torchvision.io.decode_image reads (the loaders decode with it); PIL, which reads
-# the headers, identifies more (BMP, TIFF, ...), which training could then not decode.
-DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
+# the headers, identifies more (BMP, TIFF, ...), which training could then not decode. MPO is
+# PIL's name for a JPEG with embedded previews (many phone cameras write them): decode_image
+# reads its first image, a plain JPEG.
+DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP")
 
 
 def image_header_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -112,6 +127,10 @@ def image_header_size(path: str | os.PathLike) -> tuple[int, int]:
                 f"{image.format} files cannot be decoded for training "
                 f"(supported: {', '.join(DECODABLE_FORMATS)})"
             )
+        # decode_image returns every frame of an animated GIF ([frames, 3, H, W]), not an image
+        frames = getattr(image, "n_frames", 1)
+        if image.format == "GIF" and frames > 1:
+            raise OSError(f"an animated GIF of {frames} frames; one image per file is needed")
         return image.size
 
 
@@ -150,7 +169,8 @@ class CocoDetection(torch.utils.data.Dataset):
 
     Validation (all before training starts):
       - unknown `category_id`, annotation of an unknown image, malformed bbox -> DataError;
-      - bbox with non-positive width/height, or entirely outside its image -> rejected, counted;
+      - bbox under 1 px wide or high (MMDetection's rule), or entirely outside its image ->
+        rejected, counted (boxes of kept images only);
       - bbox partly outside its image -> clipped to it, counted;
       - `iscrowd=1` -> not a training target, counted;
       - image without annotations -> kept as a background image;
@@ -158,9 +178,9 @@ class CocoDetection(torch.utils.data.Dataset):
         unreadable) or of another size than its record -> DataError (with
         `skip_invalid=True`: the image is dropped and counted instead);
       - with `skip_invalid=True`, an annotation that would be a DataError (unknown
-        `category_id`, malformed bbox) drops its whole image (counted; dropping only the box
-        would teach the model that the object is background), and one of an unknown image or
-        without an id is dropped (counted).
+        `category_id`, malformed bbox, no integer id) drops its whole image (counted; dropping
+        only the box would teach the model that the object is background), and one of an
+        unknown image is dropped itself (counted).
     The counts are in `report` and logged once.
 
     `__getitem__` returns `(image, target)`: image a uint8 `tv_tensors.Image` [3, H, W] (RGB),
@@ -227,10 +247,13 @@ class CocoDetection(torch.utils.data.Dataset):
         boxes_of: dict[int, list[list[float]]] = {image_id: [] for image_id in images}
         labels_of: dict[int, list[int]] = {image_id: [] for image_id in images}
         annotated_of: dict[int, list[int]] = {image_id: [] for image_id in images}
+        counts_of: dict[int, list[str]] = {image_id: [] for image_id in images}
         bad_images: set[int] = set()
         for annotation in self.coco.get("annotations", []):
             try:
-                image_id, box, label = self._validate_annotation(annotation, images, all_image_ids)
+                image_id, box, label, count = self._validate_annotation(
+                    annotation, images, all_image_ids
+                )
             except DataError as error:
                 if not self.skip_invalid:
                     raise
@@ -238,6 +261,7 @@ class CocoDetection(torch.utils.data.Dataset):
                 continue
             if image_id in annotated_of:
                 annotated_of[image_id].append(label)
+                counts_of[image_id].append(count)
             if box is not None:
                 boxes_of[image_id].append(box)
                 labels_of[image_id].append(label)
@@ -245,6 +269,10 @@ class CocoDetection(torch.utils.data.Dataset):
         for image_id, (path, height, width) in images.items():
             if image_id in bad_images:
                 continue
+            # The box counts of kept images only: a dropped image's boxes are in no count but
+            # its own (images_skipped_bad_annotation).
+            for count in filter(None, counts_of[image_id]):
+                self.report[count] += 1
             boxes = np.asarray(boxes_of[image_id], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(labels_of[image_id], dtype=np.int64)
             annotated = np.asarray(annotated_of[image_id], dtype=np.int64)
@@ -271,7 +299,7 @@ class CocoDetection(torch.utils.data.Dataset):
             height, width = image.get("height"), image.get("width")
             path = os.path.join(self.image_dir, file_name)
             problem, counter = None, "images_skipped_missing"
-            if not (_is_positive_integer(height) and _is_positive_integer(width)):
+            if not (is_positive_integer(height) and is_positive_integer(width)):
                 problem = f"needs positive integer 'width' and 'height', got {width!r} x {height!r}"
             elif not os.path.exists(path):
                 problem = f"image file {path} does not exist"
@@ -302,8 +330,9 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def _validate_annotation(
         self, annotation: Any, images: dict[int, tuple[str, int, int]], all_image_ids: set[int]
-    ) -> tuple[int, list[float] | None, int]:
-        """Returns (image id, clipped xyxy box or None when not a target, label)."""
+    ) -> tuple[int, list[float] | None, int, str]:
+        """Returns (image id, clipped xyxy box or None when not a target, label, the report
+        count the box adds to once its image is kept: "crowd", those of `_clip_box`, or "")."""
         annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
         where = f"{self.ann_file}: annotation id {annotation_id}"
         if not isinstance(annotation, dict) or not isinstance(annotation_id, int):
@@ -331,27 +360,32 @@ class CocoDetection(torch.utils.data.Dataset):
                 f"{where} (image id {image_id}): bbox must be 4 finite numbers, got {bbox!r}"
             )
         if image_id not in images:  # its image was skipped (skip_invalid) and counted
-            return image_id, None, label
+            return image_id, None, label, ""
         if annotation.get("iscrowd", 0):
-            self.report["crowd"] += 1
-            return image_id, None, label
+            return image_id, None, label, "crowd"
         _, height, width = images[image_id]
-        return image_id, self._clip_box(bbox, height, width), label
+        box, count = self._clip_box(bbox, height, width)
+        return image_id, box, label, count
 
-    def _clip_box(self, bbox: list[float], height: int, width: int) -> list[float] | None:
-        """COCO [x, y, w, h] -> xyxy clipped to the image, or None (counted) when rejected."""
+    @staticmethod
+    def _clip_box(bbox: list[float], height: int, width: int) -> tuple[list[float] | None, str]:
+        """COCO [x, y, w, h] -> (xyxy clipped to the image, or None when rejected; its count:
+        "clipped", "rejected_degenerate", "rejected_outside" or "" for a box kept whole).
+
+        Degenerate: under 1 px wide or high, MMDetection's `CocoDataset` rule (the official
+        code's). Outside: no area left in the image once clipped, judged in float32, the dtype
+        the box is stored in (a sliver at the border that float32 rounds to no width would
+        reach torchvision's positive-size check and stop training)."""
         x, y, w, h = (float(v) for v in bbox)
-        if w <= 0 or h <= 0:
-            self.report["rejected_degenerate"] += 1
-            return None
+        if w < 1 or h < 1:
+            return None, "rejected_degenerate"
         x1, y1 = max(x, 0.0), max(y, 0.0)
         x2, y2 = min(x + w, float(width)), min(y + h, float(height))
-        if x2 <= x1 or y2 <= y1:
-            self.report["rejected_outside"] += 1
-            return None
-        if (x1, y1, x2, y2) != (x, y, x + w, y + h):
-            self.report["clipped"] += 1
-        return [x1, y1, x2, y2]
+        stored = np.asarray([x1, y1, x2, y2], dtype=np.float32)
+        if stored[2] <= stored[0] or stored[3] <= stored[1]:
+            return None, "rejected_outside"
+        clipped = (x1, y1, x2, y2) != (x, y, x + w, y + h)
+        return [x1, y1, x2, y2], "clipped" if clipped else ""
 
     def _count_per_class(self, field: str) -> list[int]:
         """Per label (index i = label i + 1), the records' `field` ("labels" or

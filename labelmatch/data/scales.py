@@ -19,6 +19,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from labelmatch.data.coco import is_positive_integer
 from labelmatch.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,10 @@ def resolve_scales(keys: dict, images: list[dict], source: str) -> dict:
     if not missing:
         return keys
     sizes = [
-        (image.get("width"), image.get("height"))
+        (int(image["width"]), int(image["height"]))
         for image in images
         if isinstance(image, dict)
-        and all(isinstance(image.get(k), int) and image[k] > 0 for k in ("width", "height"))
+        and all(is_positive_integer(image.get(k)) for k in ("width", "height"))
     ]
     if not sizes:
         raise DataError(
