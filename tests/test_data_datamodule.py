@@ -74,6 +74,17 @@ def test_seeded_draws_make_augmentation_independent_of_the_caller_rng():
     assert torch.equal(torch.get_rng_state(), caller_state)  # the caller's RNG is untouched
 
 
+def test_seeded_draws_leave_the_gpu_generators_alone(monkeypatch):
+    """A sample seeds the CPU generator only: torch.manual_seed would also reseed every CUDA
+    generator (the model's dropout and sampling on a GPU), which fork_rng(devices=[]) does not
+    restore, so with loading in the main process each sample would reseed the model's."""
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", seeded.append)
+    SeededDraws(_CallDataset(lambda index: torch.rand(1)))[Draw(index=0, seed=5)]
+    assert seeded == []
+
+
 class _CallDataset:
     def __init__(self, function):
         self.function = function

@@ -100,5 +100,7 @@ class SeededDraws(Dataset):
 
     def __getitem__(self, draw: Draw) -> Any:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(draw.seed)
+            # The CPU generator alone: torch.manual_seed would reseed the GPUs' too, which
+            # fork_rng(devices=[]) does not restore (the transforms draw on the CPU).
+            torch.default_generator.manual_seed(draw.seed)
             return self.dataset[draw.index]
