@@ -153,3 +153,27 @@ def test_best_checkpoint_keeps_the_highest_validation_and_the_earlier_of_a_tie(t
     assert summary["teacher"] == {"map": 0.5} and summary["student"] == {"map": 0.25}
     saved = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
     assert saved["global_step"] == 4
+
+
+def test_last_ckpt_written_at_a_validation_step_knows_that_validations_best(tmp_path):
+    """At a step with both a validation and a periodic checkpoint, last.ckpt is written when the
+    batch ends, before the validation; BestCheckpoint writes it again after, or the last.ckpt a
+    crash leaves would hold the best of before that validation (a resumed run does not validate
+    that step again) and a resumed run could overwrite best.ckpt with a worse one."""
+    from labelmatch.run import build_callbacks
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["checkpoint_every_n_steps=2"])
+    callbacks = [
+        c for c in build_callbacks(cfg, tmp_path) if isinstance(c, L.pytorch.callbacks.Checkpoint)
+    ]
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(64, 2)))
+    trainer = L.Trainer(
+        max_steps=2, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
+        logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=callbacks, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(_ScriptedValidation([0.3]), data, data)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    (best_state,) = [v for k, v in saved["callbacks"].items() if k.startswith("BestCheckpoint")]
+    assert saved["global_step"] == 2 and best_state["best_step"] == 2

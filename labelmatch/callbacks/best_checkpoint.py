@@ -53,6 +53,23 @@ class BestCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.monitor in trainer.callback_metrics:
             super().on_validation_end(trainer, pl_module)
+        self._resave_last_of_this_step(trainer)
+
+    def _resave_last_of_this_step(self, trainer: L.Trainer) -> None:
+        """A periodic `last.ckpt` of this step was written when the step's batch ended, before
+        this validation: written again, it holds the validation's outcome (this best, the
+        module's scores). Otherwise a run resumed from it, which does not validate that step
+        again, would compare later validations with the best of before it and could overwrite
+        a better best.ckpt with a worse one."""
+        for callback in trainer.checkpoint_callbacks:
+            if (
+                callback is not self
+                and isinstance(callback, ModelCheckpoint)
+                and callback.save_last
+                and callback.last_model_path
+                and callback._last_global_step_saved == trainer.global_step
+            ):
+                trainer.save_checkpoint(callback.last_model_path)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         # Called only for a new best: record it first, so that best.ckpt itself holds it.
