@@ -137,6 +137,31 @@ def test_logged_statistics_equal_hand_computed_values_across_a_resume() -> None:
     assert run_step(resumed, None, step=20) == {}
 
 
+def test_a_checkpoint_holds_every_ranks_window_and_rank_zero_resumes_it(monkeypatch) -> None:
+    """Two processes, one image each: the checkpoint holds the sum of both windows (rank 0
+    writes the file); on resume rank 0 takes it back and rank 1 starts empty, so the windows'
+    sum, which the log reports, is the saved one (before, every rank took rank 0's window)."""
+    from labelmatch.callbacks import pseudo_statistics
+
+    rank_zero, rank_one = statistics_callback(), statistics_callback()
+    rank_zero.add(step_batch(image_one(), num_mined=1))
+    rank_one.add(step_batch(image_two(), num_mined=0))
+    windows = [rank_zero.quality.counts(), rank_one.quality.counts()]
+    monkeypatch.setattr(pseudo_statistics, "gather_saved", lambda value: windows)
+    saved = rank_zero.state_dict()
+
+    resumed = {}
+    for rank in (0, 1):
+        ranks = (rank, 2)
+        monkeypatch.setattr(pseudo_statistics, "distributed_rank_and_world_size", lambda r=ranks: r)
+        resumed[rank] = statistics_callback()
+        resumed[rank].load_state_dict(saved)
+    assert not resumed[1].quality.update_called
+    logged = run_step(resumed[0], None, step=10)  # one process holds the whole window now
+    assert logged["pseudo/reliable_per_image"] == 2.0 and logged["pseudo/mined_per_image"] == 0.5
+    assert logged["pseudo/precision"] == 0.5 and logged["pseudo/recall"] == 0.75
+
+
 def test_a_checkpoint_of_the_former_window_format_resumes_to_the_same_numbers() -> None:
     """Checkpoints written before the statistics were a torchmetrics Metric kept the window's
     pseudo labels themselves ("pending"); a resume counts them as the window's first step."""

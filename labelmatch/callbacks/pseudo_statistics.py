@@ -21,6 +21,7 @@ import lightning as L
 import torch
 
 from labelmatch.callbacks.requirements import LabeledDataModule, PseudoLabellingModule, require
+from labelmatch.distributed import distributed_rank_and_world_size, gather_saved
 from labelmatch.evaluation.pseudo_quality import PseudoLabelQuality
 from labelmatch.loggers import log_image
 from labelmatch.method.act import ClassPrior, configured_prior
@@ -119,14 +120,24 @@ class PseudoLabelStatistics(L.Callback):
 
     # A resumed run continues the window it was saved in.
     def state_dict(self) -> dict[str, Any]:
+        """The window summed over the ranks (called on every rank while a checkpoint is
+        assembled; rank 0 writes the file): every count is a sum over the ranks anyway."""
         counts = self.quality.counts() if self.quality is not None else {}
-        return {"window": counts, "updates_seen": self.updates_seen}
+        windows = [window for window in gather_saved(counts) if window]
+        total = {name: sum(w[name] for w in windows) for name in windows[0]} if windows else {}
+        return {"window_all_ranks": total, "updates_seen": self.updates_seen}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Lightning restores callbacks after `setup`, so the metric exists here."""
+        """Lightning restores callbacks after `setup`, so the metric exists here. Rank 0 takes
+        the whole window back, the other ranks start empty: their sum is the saved window,
+        whatever the number of processes now."""
         self.updates_seen = int(state_dict["updates_seen"])
-        if state_dict.get("window"):
-            self.quality.restore(state_dict["window"])
+        rank, _ = distributed_rank_and_world_size()
+        # "window": checkpoints before 2026-12-04, which held rank 0's counts alone.
+        window = state_dict.get("window_all_ranks", state_dict.get("window"))
+        if window:
+            if rank == 0:
+                self.quality.restore(window)
         elif state_dict.get("pending"):  # an older checkpoint: the window's pseudo labels
             pseudo, boxes, labels = zip(*state_dict["pending"])
             self.quality.update(
