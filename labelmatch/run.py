@@ -74,6 +74,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     check_checkpoints_match_data(cfg, datamodule)
     check_teacher_start(cfg)
+    check_one_batch_per_step(cfg)
 
     detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
     # The unlabeled criterion of semi-supervised methods (conf/method/labelmatch.yaml).
@@ -106,8 +107,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for callback in trainer.callbacks:
         if isinstance(callback, RunHealth):
             results["health"] = dict(callback.counts)
-    best = next(c for c in trainer.callbacks if isinstance(c, BestCheckpoint)).summary(run_dir)
-    if best is not None:
+    best_checkpoint = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint)), None)
+    best = best_checkpoint.summary(run_dir) if best_checkpoint is not None else None
+    if best is not None:  # no validation scored, or ~callbacks.best_checkpoint
         results["best"] = best
     if trainer.is_global_zero:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -145,6 +147,21 @@ def check_teacher_start(cfg: DictConfig) -> None:
             "with an untrained detector. Give method.init_from=CKPT, the checkpoints/last.ckpt "
             "of the supervised baseline (experiment=<name>_baseline; README: The paper's "
             "experiments), or method.burn_in_steps=N for a burn-in inside the run"
+        )
+
+
+def check_one_batch_per_step(cfg: DictConfig) -> None:
+    """Gradient accumulation is refused: the callbacks act once per optimiser step (ACT's
+    refresh and online update, run health, the statistics' windows), and with several batches
+    per step their hooks would run once per batch at the same `global_step` (a refresh K times
+    over). A larger batch is `data.labeled_batch_size` / `unlabeled_batch_size`, or more
+    processes (`optim.scale_to_batch`)."""
+    accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
+    if accumulate != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate} is not supported: ACT, run health and "
+            "the pseudo-label statistics act once per optimiser step; use a larger "
+            "data.labeled_batch_size / data.unlabeled_batch_size or more devices instead"
         )
 
 

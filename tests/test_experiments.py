@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from labelmatch.cli import ConfigError
 from labelmatch.data.transforms import LongSideRatio, ShortSideChoice, ShortSideRange
-from labelmatch.run import check_teacher_start
+from labelmatch.run import check_one_batch_per_step, check_teacher_start
 from tests.conftest import CONF_DIR, compose_config, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -117,6 +117,12 @@ def test_paper_experiments_stop_until_a_baseline_or_a_burn_in_is_given(experimen
         check_teacher_start(compose_config([f"experiment={experiment}"]))
     check_teacher_start(compose_config([f"experiment={experiment}", "method.init_from=b.ckpt"]))
     check_teacher_start(compose_config([f"experiment={experiment}", "method.burn_in_steps=2000"]))
+
+
+def test_gradient_accumulation_is_refused_with_what_to_do_instead() -> None:
+    check_one_batch_per_step(compose_config([]))
+    with pytest.raises(ConfigError, match=r"accumulate_grad_batches=4 is not supported"):
+        check_one_batch_per_step(compose_config(["+trainer.accumulate_grad_batches=4"]))
 
 
 @pytest.mark.parametrize("experiment", PAPER)
