@@ -1,9 +1,12 @@
 """Save the run when it is stopped: by SIGTERM (a scheduler's pre-emption), by Ctrl-C, by a
 non-finite loss, or by an unreadable image met during training.
 
-Lightning turns SIGTERM into a `SIGTERMException` once the running step is complete (all ranks
-together), then calls `on_exception` of every callback: that is where `last.ckpt` is written,
-from a consistent state, so `ckpt_path=.../last.ckpt` resumes it. SIGINT is routed through the
+Lightning turns SIGTERM into a `SIGTERMException` once the running training step is complete
+(under DDP rank 0's signal is shared with every rank before a step), or, inside a validation,
+after the running validation batch (that validation is then not finished, and the resumed run
+does not repeat it); then it calls `on_exception` of every callback: that is where `last.ckpt`
+is written, from the state after a whole training step, so `ckpt_path=.../last.ckpt` resumes
+it. SIGINT is routed through the
 same path (the first Ctrl-C finishes the step and saves; a second one stops at once). A
 non-finite loss stops every rank at the same step, before the optimiser step: its state is
 saved separately (`nonfinite-step<N>.ckpt`) for inspection, leaving `last.ckpt` as it was.

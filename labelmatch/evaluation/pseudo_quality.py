@@ -197,7 +197,8 @@ class PseudoLabelQuality(Metric):
         undefined ones (a ratio over zero boxes) are left out rather than given as NaN, and
         nothing at all without images.
 
-        prior: the labeled class prior ACT aims at (Eq. 4): `prior_share/<class>` and
+        prior: the class prior ACT's thresholds aim at (Eq. 4: the labeled one, or the latest
+        refresh's manual, estimated or oracle prior): `prior_share/<class>` and
         `prior_per_image` are its ratios and boxes per image, `kl_to_prior` = KL(pseudo share
         || its ratios). Ground-truth measures (precision, recall, gt_per_image, kl_to_gt,
         gt_share) only `with_ground_truth`.
