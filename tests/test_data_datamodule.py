@@ -304,6 +304,28 @@ def test_train_loaders_resume_at_the_trainer_step_whatever_the_workers(data, dig
         torch.testing.assert_close(resumed_view, view, rtol=0.0, atol=1e-6)
 
 
+def test_each_rank_trains_on_its_own_share_of_both_streams(data, monkeypatch):
+    """Under DDP the training loaders shard themselves by the torch.distributed rank: within a
+    pass the two ranks draw different images, each with its own augmentation seed."""
+    from labelmatch.data import datamodule as datamodule_module
+
+    draws = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(
+            datamodule_module, "distributed_rank_and_world_size", lambda r=rank: (r, 2)
+        )
+        loaders = data.train_dataloader()
+        draws[rank] = {
+            name: list(islice(iter(loader.sampler), len(loader.dataset) // 2))
+            for name, loader in loaders.items()
+        }
+    assert set(draws[0]) == {"labeled", "unlabeled"}
+    for name in draws[0]:
+        first, second = draws[0][name], draws[1][name]
+        assert not {d.index for d in first} & {d.index for d in second}, name
+        assert not {d.seed for d in first} & {d.seed for d in second}, name
+
+
 def test_missing_or_empty_unlabeled_split_is_an_error(data, tmp_path):
     splits = data.splits
     no_unlabeled = CocoSplits(splits.image_dir, splits.labeled_json, None, splits.val_json)
