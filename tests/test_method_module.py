@@ -237,3 +237,17 @@ def test_fixed_thresholds_below_the_pseudo_labelling_floor_are_refused() -> None
     with pytest.raises(ValueError, match=r"fixed_thresholds \{'uncertain': 0.01\} below"):
         make_module({**METHOD, "fixed_thresholds": {"reliable": 0.7, "uncertain": 0.01}})
     make_module({**METHOD, "fixed_thresholds": {"reliable": 0.7, "uncertain": 0.05}})
+
+
+def test_a_batch_left_without_images_by_skip_invalid_is_a_data_error() -> None:
+    from labelmatch.data.errors import DataError
+
+    module = make_module()
+    empty = {"labeled": {"images": [], "targets": []}}
+    with pytest.raises(DataError, match="every image of the labeled batch was unreadable"):
+        module.training_step(empty, 0)
+    module = make_module({**METHOD, "burn_in_steps": 0})  # semi-supervised from step 0
+    batch = _unlabeled_batch()
+    batch = {"labeled": {"images": batch["weak"], "targets": []}, "unlabeled": {"weak": []}}
+    with pytest.raises(DataError, match="every image of the unlabeled batch was unreadable"):
+        module.training_step(batch, 0)

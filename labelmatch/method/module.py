@@ -25,6 +25,7 @@ from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
 from labelmatch.data.class_prior import ClassPrior
+from labelmatch.data.errors import DataError
 from labelmatch.data.geometry import map_boxes, weak_to_strong
 from labelmatch.distributed import gather_predictions
 from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
@@ -238,6 +239,7 @@ class LabelMatchModule(L.LightningModule):
         step's `PseudoLabelBatch`) and `teacher_detections` (the teacher's post-NMS detections on
         the weak views, one dict per image)."""
         labeled = batch["labeled"]
+        self.check_not_emptied(batch)
         supervised = self.student(labeled["images"], detector_targets(labeled["targets"]))
         loss = sum(supervised.values())
         logs = {f"train/sup/{name}": value for name, value in supervised.items()}
@@ -258,6 +260,21 @@ class LabelMatchModule(L.LightningModule):
         # sync_dist: under DDP the logged values are means over the ranks.
         self.log_dict(logs, batch_size=batch_size, sync_dist=True)
         return {"loss": loss, **output}
+
+    def check_not_emptied(self, batch: dict[str, Any]) -> None:
+        """DataError when `data.skip_invalid` left a batch this step needs without any image
+        (every image of it unreadable): torchvision's detector and the view stacking would
+        fail on it with an IndexError naming nothing."""
+        needed = {"labeled": batch["labeled"]["images"]}
+        if self.in_semi_supervised_phase:
+            needed["unlabeled"] = batch["unlabeled"]["weak"]
+        for name, images in needed.items():
+            if len(images) == 0:
+                raise DataError(
+                    f"step {self.global_step}: every image of the {name} batch was unreadable "
+                    "and skipped (data.skip_invalid=true; the warnings above name the files): "
+                    "replace or remove those files"
+                )
 
     def stop_if_not_finite(self, loss: Tensor, terms: dict[str, Any]) -> None:
         """NonFiniteLossError on every rank when the loss is NaN/inf on any rank, before the
