@@ -27,7 +27,7 @@ def gather_predictions(predictions: list[dict[str, Tensor]]) -> list[dict[str, T
     so that all ranks compute the same COCO metrics."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return predictions
-    shares = gather_saved(predictions)  # tensors travel as torch.save bytes, as gather_saved's
+    shares = gather_saved(predictions)  # tensors travel as torch.save bytes
     return sorted((p for share in shares for p in share), key=lambda p: p["image_id"])
 
 

@@ -6,10 +6,10 @@ Lightning turns SIGTERM into a `SIGTERMException` once the running training step
 after the running validation batch (that validation is then not finished, and the resumed run
 does not repeat it); then it calls `on_exception` of every callback: that is where `last.ckpt`
 is written, from the state after a whole training step, so `ckpt_path=.../last.ckpt` resumes
-it. SIGINT is routed through the
-same path (the first Ctrl-C finishes the step and saves; a second one stops at once). A
-non-finite loss stops every rank at the same step, before the optimiser step: its state is
-saved separately (`nonfinite-step<N>.ckpt`) for inspection, leaving `last.ckpt` as it was.
+it. SIGINT is routed through the same path (the first Ctrl-C finishes the step and saves; a
+second one stops at once). A non-finite loss stops every rank at the same step, before the
+optimiser step: its state is saved separately (`nonfinite-step<N>.ckpt`) for inspection,
+leaving `last.ckpt` as it was.
 """
 
 from __future__ import annotations

@@ -330,9 +330,9 @@ def _assemble_detector(
 # coordinate near 1000 px on a 4-8 px grid: proposals, the teacher's detections (the pseudo
 # labels), RPLM's refined boxes and evaluation's boxes would all carry that error (a zero
 # refinement of 2000 boxes of 20-100 px in a 1333 x 800 image: mean IoU 0.90 with the exact box,
-# 39 % below 0.9, up to 12 px off; in fp16 0.987 and 1.5 px). Returned as
-# float32, boxes are decoded in float32; only the regression itself keeps bf16's relative error
-# (about 0.4 % of an offset). In float32 `.float()` returns the tensor itself: nothing changes.
+# 39 % below 0.9, up to 12 px off; in fp16 0.987 and 1.5 px). Returned as float32, boxes are
+# decoded in float32; only the regression itself keeps bf16's relative error (about 0.4 % of an
+# offset). In float32 `.float()` returns the tensor itself: nothing changes.
 # Hooks rather than subclasses keep torchvision's modules, state-dict keys and TorchScript export.
 def _rpn_head_outputs_in_float32(
     module: nn.Module, inputs: tuple[list[Tensor]], output: tuple[list[Tensor], list[Tensor]]
