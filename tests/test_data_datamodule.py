@@ -302,6 +302,16 @@ def test_train_loaders_resume_at_the_trainer_step_whatever_the_workers(data, dig
     # last bit on some CPUs. 1e-6 is 8 ulp at 1.0; another augmentation draw differs by > 1e-2.
     for resumed_view, view in zip(batch["strong"], uninterrupted[2]["strong"]):
         torch.testing.assert_close(resumed_view, view, rtol=0.0, atol=1e-6)
+    # The labeled stream resumes at the same step too (its own seed and batch size).
+    labeled = list(islice(data.train_dataloader()["labeled"], 3))
+    resumed_labeled = next(iter(resumed.train_dataloader()["labeled"]))
+    assert [t["image_id"] for t in resumed_labeled["targets"]] == [
+        t["image_id"] for t in labeled[2]["targets"]
+    ]
+    assert all(
+        torch.equal(a["boxes"], b["boxes"])
+        for a, b in zip(resumed_labeled["targets"], labeled[2]["targets"])
+    )
 
 
 def test_each_rank_trains_on_its_own_share_of_both_streams(data, monkeypatch):
