@@ -9,7 +9,7 @@ import torch
 
 from labelmatch.callbacks.best_checkpoint import BestCheckpoint
 from labelmatch.callbacks.random_states import capture_random_states, restore_random_states
-from labelmatch.checkpoints import atomic_torch_save, check_checkpoint_classes
+from labelmatch.checkpoints import atomic_torch_save, check_checkpoint_classes, load_module
 from labelmatch.data import datamodule as datamodule_module
 from labelmatch.data.errors import DataError
 
@@ -58,6 +58,11 @@ def test_missing_or_unreadable_checkpoint_is_named(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match=r"broken\.ckpt is not a readable checkpoint"):
         check_checkpoint_classes(broken, "ckpt_path", NAMES, IDS)
+    # A file torch.load reads that is no dict (a pickled list, a TorchScript export's module)
+    listed = tmp_path / "list.ckpt"
+    torch.save([1, 2], listed)
+    with pytest.raises(DataError, match=r"list\.ckpt is not a training checkpoint of this"):
+        load_module(listed)
 
 
 def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):

@@ -156,3 +156,33 @@ def test_a_detection_only_one_side_keeps_is_excused_only_at_the_score_cut() -> N
     assert count_at_the_cut([1], other, cut, score_atol=1e-4) == 1
     assert count_at_the_cut([1], other, cut, score_atol=1e-6) == 0
     assert count_at_the_cut([1], other, score_cut(full, 0.05, 100), score_atol=1e-4) == 0
+
+
+def test_onnx_model_takes_an_image_with_fewer_proposals_than_its_example(tmp_path) -> None:
+    """With a proposal cap the images do not fill, each image has its own number of proposals:
+    the pooler's output must not keep the example's count (the tracer froze len(rois))."""
+    import onnxruntime
+
+    from labelmatch.export import standalone_detector, write_model
+    from labelmatch.models.faster_rcnn import build_frcnn_tiny
+
+    torch.manual_seed(0)
+    detector = standalone_detector(build_frcnn_tiny(3, rpn_post_nms_top_n_test=5000))
+    example, other = torch.rand(3, 128, 128), torch.rand(3, 64, 96)
+    with torch.no_grad():
+        counts = [
+            len(detector.rpn(*_rpn_inputs(detector, image))[0][0]) for image in (example, other)
+        ]
+    assert counts[0] != counts[1]
+    out = tmp_path / "model.onnx"
+    write_model(detector, "onnx", out, example, opset=17)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    boxes, _, _ = session.run(None, {"image": other.numpy()})
+    with torch.no_grad():
+        expected = detector([other])[0]["boxes"]
+    torch.testing.assert_close(torch.from_numpy(boxes), expected, atol=1e-3, rtol=0)
+
+
+def _rpn_inputs(detector, image):
+    images, _ = detector.transform([image])
+    return images, detector.backbone(images.tensors)

@@ -78,8 +78,10 @@ class OneLevelShortcutRoIAlign(MultiScaleRoIAlign):
             if low == high:
                 # torchvision's result has the first level's dtype (autocast)
                 return self._pool(features[low], rois, scales[low]).to(features[0].dtype)
+        # rois.shape[0], not len(rois): the ONNX tracer keeps a shape read but freezes len() to
+        # the example image's count, and an image with another number of proposals then fails
         result = torch.zeros(
-            (len(rois), features[0].shape[1], self.output_size[0], self.output_size[1]),
+            (rois.shape[0], features[0].shape[1], self.output_size[0], self.output_size[1]),
             dtype=features[0].dtype,
             device=features[0].device,
         )
