@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, write_png
+from torchvision.transforms.v2.functional import to_dtype
 from torchvision.utils import draw_bounding_boxes
 
 from labelmatch.checkpoints import load_module, pick_detector, training_config
@@ -86,6 +87,8 @@ def image_view(
     """(the decoded RGB image, uint8 [3, H, W]; its evaluation view, float [3, h, w] in [0, 1];
     the view's target: no boxes, the view matrix that maps detections back to the image)."""
     image = decode_image(str(path), mode=ImageReadMode.RGB)
+    if image.dtype != torch.uint8:  # a 16-bit PNG: the same picture in 8 bits, drawable
+        image = to_dtype(image, torch.uint8, scale=True)
     no_boxes = tv_tensors.BoundingBoxes(
         torch.zeros(0, 4), format="XYXY", canvas_size=tuple(image.shape[-2:])
     )
@@ -103,9 +106,14 @@ def predict(cfg: DictConfig) -> list[dict]:
     names, category_ids = module.hparams.class_names, module.hparams.category_ids
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    predictions, images, drawn = [], [], 0
+    predictions, images, drawn, unreadable = [], [], 0, []
     for image_id, path in enumerate(progress(image_files(Path(cfg.images)), "predict"), 1):
-        image, view, target = image_view(path, transform, image_id)
+        try:  # the header was readable (image_files); the data past it may not be
+            image, view, target = image_view(path, transform, image_id)
+        except (RuntimeError, OSError, ValueError) as error:
+            log.warning("%s: cannot decode the image (%s), skipped", path, error)
+            unreadable.append(path.name)
+            continue
         height, width = image.shape[-2:]
         [prediction] = predict_original_frame(detector, {"images": [view], "targets": [target]})
         # The json keeps every detection (a display threshold would only lower its AP); the
@@ -125,6 +133,9 @@ def predict(cfg: DictConfig) -> list[dict]:
         images.append({"id": image_id, "file_name": path.name, "height": height, "width": width})
     write_results(out / "detections.json", to_coco_results(predictions, category_ids))
     (out / "images.json").write_text(json.dumps(images, indent=2))
+    if unreadable:
+        log.warning("%d images could not be decoded and have no detections: %s",
+                    len(unreadable), ", ".join(unreadable))  # fmt: skip
     boxes = sum(len(p["boxes"]) for p in predictions)
     log.info(
         "%d images, %d detections in detections.json, %d boxes with score >= %.2f drawn -> %s",

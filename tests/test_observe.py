@@ -164,6 +164,41 @@ def test_predict_reproduces_the_teachers_val_detections(smoke_run, cache_dir, tm
         assert drawn.shape[:2] == (image["height"], image["width"])
 
 
+def test_predict_skips_an_image_damaged_past_its_header_and_reads_16_bit_pngs(
+    smoke_run, tmp_path, caplog
+) -> None:
+    """One undecodable file (header intact, data cut) is named and skipped, the others keep
+    their detections; a 16-bit PNG is predicted and drawn as its 8-bit picture."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from labelmatch.predict import predict
+
+    results = json.loads((smoke_run / "results.json").read_text())
+    val = json.loads(Path(results["val_json"]).read_text())
+    source = Path(results["val_json"]).parent / "images" / val["images"][0]["file_name"]
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(source.read_bytes())
+    intact = source.read_bytes()
+    (images / "b.png").write_bytes(intact[: len(intact) // 2])
+    grey = np.asarray(Image.open(source).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey).save(images / "c.png")  # mode I;16
+    cfg = OmegaConf.create(
+        {"checkpoint": str(smoke_run / "checkpoints" / "last.ckpt"), "images": str(images),
+         "out": str(tmp_path / "out"), "model": "teacher", "score": 0.5, "test_scale": None,
+         "max_size": None}
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="labelmatch"):
+        predictions = predict(cfg)
+    listed = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert [i["file_name"] for i in listed] == ["a.png", "c.png"] and len(predictions) == 2
+    assert "b.png: cannot decode the image" in caplog.text
+    assert "1 images could not be decoded and have no detections: b.png" in caplog.text
+    assert (tmp_path / "out" / "c.png").is_file()
+
+
 def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplog) -> None:
     """predict's folder rule is prepare's: a file is an image when the loaders can decode its
     header; the others are skipped, counted and named, never silently dropped."""
