@@ -35,6 +35,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     names, ids = list(datamodule.class_names), list(datamodule.category_map.category_ids)
     check_checkpoint_classes(cfg.checkpoint, "checkpoint", names, ids)
     module.hparams.val_json = str(datamodule.splits.val_json)
+    warn_if_another_test_size(datamodule, training_config(cfg.checkpoint))
     module.burn_in_metrics = None  # measured in training, on its val split: not re-evaluated
     trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=False, callbacks=[])
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -45,9 +46,28 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     results = collect_results(run, module, datamodule, checkpoint["global_step"])
     results["checkpoint"] = str(Path(cfg.checkpoint).resolve())
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    log.info(summary_line(results))
+    if trainer.is_global_zero:  # several devices: one writer, as training
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        log.info(summary_line(results))
     return results
+
+
+def warn_if_another_test_size(datamodule, trained: DictConfig | None) -> None:
+    """A warning when the val images are resized otherwise than the training run validated
+    (its `.hydra/config.yaml`): the data group here is the command line's, and a size given to
+    training but not here scores another resolution, hence another mAP."""
+    if trained is None:
+        return
+    used = {key: datamodule.view_sizes[key] for key in ("test_scale", "max_size")}
+    saved = {key: trained.data.get(key) for key in used}
+    if any(saved[key] is not None and saved[key] != used[key] for key in used):
+        log.warning(
+            "evaluating at test_scale=%s max_size=%s, the training run validated at "
+            "test_scale=%s max_size=%s: pass data.test_scale=%s data.max_size=%s to score as "
+            "it did",
+            used["test_scale"], used["max_size"], saved["test_scale"], saved["max_size"],
+            saved["test_scale"], saved["max_size"],
+        )  # fmt: skip
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

@@ -222,6 +222,24 @@ def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplo
         image_files(empty)
 
 
+def test_evaluate_warns_when_the_val_images_are_resized_otherwise_than_in_training(caplog):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from labelmatch.evaluate import warn_if_another_test_size
+
+    datamodule = SimpleNamespace(view_sizes={"test_scale": 128, "max_size": 213})
+    trained = OmegaConf.create({"data": {"test_scale": 160, "max_size": 266}})
+    with caplog.at_level("WARNING", logger="labelmatch"):
+        warn_if_another_test_size(
+            datamodule, OmegaConf.create({"data": {"test_scale": 128, "max_size": 213}})
+        )
+        assert caplog.text == ""
+        warn_if_another_test_size(datamodule, trained)
+    assert "pass data.test_scale=160 data.max_size=266 to score as it did" in caplog.text
+
+
 def test_evaluate_rewrites_the_training_results(smoke_run, cache_dir, tmp_path) -> None:
     trained = json.loads((smoke_run / "results.json").read_text())
     run_dir = tmp_path / "evaluate"
