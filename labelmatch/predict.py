@@ -8,8 +8,9 @@ side <= `max_size`, both taken from the training run's config when not given), d
 teacher (default; the student for a checkpoint without a trained teacher) and written to `out`
 as `<name>.png` with its boxes of score >= `score` drawn. Every detection the model outputs
 (score >= 0.001, the official test-time floor, docs/method.md §1) goes to `out/detections.json`
-(COCO results: image_id, category_id of the dataset, bbox xywh, score), so that it scores as
-`labelmatch.evaluate` does; the images' ids, names and sizes go to `out/images.json`.
+(COCO results: image_id, category_id of the dataset, bbox xywh, score), as `labelmatch.evaluate`
+writes them; its image ids are 1..N in file-name order, and `out/images.json` gives each id's
+file name and size (map them to a val json's ids to score the file against it).
 """
 
 from __future__ import annotations
