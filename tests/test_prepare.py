@@ -109,6 +109,12 @@ def read(path: Path) -> dict:
 # ---- COCO-standard folds ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("percent", [0, -1, 150])
+def test_a_labeled_percent_outside_0_to_100_is_refused(percent) -> None:
+    with pytest.raises(DataError, match=r"labeled percent must lie in \(0, 100\]"):
+        stac_split(synthetic_train2017(), percent, seed=1)
+
+
 @pytest.mark.parametrize(("seed", "percent"), [(1, 1), (2, 5), (5, 10)])
 def test_coco_standard_split_equals_the_reference_algorithm(tmp_path, seed, percent) -> None:
     train = synthetic_train2017()
@@ -245,6 +251,23 @@ def mini_devkit(tmp_path) -> Path:
         (devkit / year / "Annotations" / f"{name}.xml").write_text(voc_xml(size, objects))
         Image.new("RGB", size or (24, 18)).save(devkit / year / "JPEGImages" / f"{name}.jpg")
     return devkit
+
+
+def test_bad_voc_files_name_the_file_and_what_is_wrong(mini_devkit) -> None:
+    from labelmatch.data.split_files.voc import parse_voc_xml, voc_to_coco
+
+    xml = mini_devkit / "VOC2007" / "Annotations" / "000005.xml"
+    text = xml.read_text()
+    xml.write_text(text.replace("<width>50</width>", "<width>abc</width>"))
+    with pytest.raises(DataError, match=r"000005\.xml: <size> is not numeric"):
+        parse_voc_xml(xml)
+    xml.write_text(text.replace("<ymax>25</ymax>", ""))
+    with pytest.raises(DataError, match=r"000005\.xml: object 0: missing <bndbox/ymax>$"):
+        parse_voc_xml(xml)
+    # No <size> (2008_000008) and no image to read it from
+    (mini_devkit / "VOC2012" / "JPEGImages" / "2008_000008.jpg").unlink()
+    with pytest.raises(DataError, match=r"2008_000008\.xml has no <size>, and its image .* cannot"):
+        voc_to_coco(mini_devkit, "VOC2012", "trainval")
 
 
 def test_voc_xml_becomes_coco_json_with_difficult_as_crowd(mini_devkit) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from labelmatch.data.coco import load_coco_json
+from labelmatch.data.errors import DataError
 from labelmatch.data.split_files.files import (
     coco_subset,
     split_name,
@@ -35,6 +36,8 @@ def stac_labeled_positions(num_images: int, percent: float, seed: int) -> np.nda
     global state. Drawing with replacement makes M smaller than the draws: 1 % of 118,287
     images is 1,182 draws but about 1,174 images.
     """
+    if not 0 < percent <= 100:  # 0 wrote an empty split, 150 one of 75 %, -1 a numpy error
+        raise DataError(f"the labeled percent must lie in (0, 100], got {percent}")
     draws = np.random.RandomState(seed).choice(num_images, size=int(percent / 100.0 * num_images))
     return np.unique(draws)
 

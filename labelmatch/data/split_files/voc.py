@@ -87,19 +87,20 @@ def parse_voc_xml(xml_path: Path) -> tuple[int | None, int | None, list[VocObjec
     size = root.find("size")
     width = height = None
     if size is not None:
-        width = int(float(size.findtext("width") or 0)) or None
-        height = int(float(size.findtext("height") or 0)) or None
+        try:
+            width = int(float(size.findtext("width") or 0)) or None
+            height = int(float(size.findtext("height") or 0)) or None
+        except ValueError as error:
+            raise DataError(f"{xml_path}: <size> is not numeric: {error}") from error
     objects = []
     for index, element in enumerate(root.iter("object")):
         where = f"{xml_path}: object {index}"
         name = _text(element, "name", where)
         if name not in VOC_CLASSES:
             raise DataError(f"{where}: unknown class {name!r} (VOC has {list(VOC_CLASSES)})")
-        try:
-            corners = tuple(
-                float(_text(element, f"bndbox/{key}", where))
-                for key in ("xmin", "ymin", "xmax", "ymax")
-            )
+        texts = [_text(element, f"bndbox/{key}", where) for key in ("xmin", "ymin", "xmax", "ymax")]
+        try:  # a missing field is _text's DataError (itself a ValueError), raised above
+            corners = tuple(float(text) for text in texts)
         except ValueError as error:
             raise DataError(f"{where}: bndbox is not numeric: {error}") from error
         difficult = element.findtext("difficult", "0").strip() == "1"
@@ -122,8 +123,14 @@ def voc_to_coco(devkit: Path, year: str, image_set: str) -> tuple[dict, dict[str
         width, height, objects = parse_voc_xml(xml_path)
         file_name = f"{year}/JPEGImages/{name}.jpg"
         if width is None or height is None:  # a few VOC files have no or zero <size>
-            with Image.open(devkit / file_name) as image:
-                width, height = image.size
+            try:
+                with Image.open(devkit / file_name) as image:
+                    width, height = image.size
+            except (OSError, ValueError) as error:  # missing or not an image
+                raise DataError(
+                    f"{xml_path} has no <size>, and its image {devkit / file_name} cannot be "
+                    f"read for it: {error}"
+                ) from error
             report["size_read_from_image"] += 1
         image_id = voc_image_id(name, str(list_file))
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
