@@ -135,10 +135,19 @@ class Agreement:
 
     @property
     def passed(self) -> bool:
-        return 2 * self.matched + self.at_the_cut == self.detections + self.exported_detections
+        """Every detection of either side matched or excused, and at least one compared: two
+        models that detect nothing on the verification images agree on nothing."""
+        everything = self.detections + self.exported_detections
+        return everything > 0 and 2 * self.matched + self.at_the_cut == everything
 
     def line(self, against: str) -> str:
         verdict = "passed" if self.passed else "FAILED"
+        if self.detections + self.exported_detections == 0:
+            return (
+                f"verification {verdict} ({against} vs PyTorch, {self.images} images): neither "
+                "model detects anything on them, so nothing was compared; pass images=<a folder "
+                "with objects>"
+            )
         return (
             f"verification {verdict} ({against} vs PyTorch, {self.images} images): "
             f"{self.matched} of {self.detections} PyTorch detections matched, same label "
@@ -222,6 +231,8 @@ def verify(
 def verification_images(cfg: DictConfig) -> list[Tensor]:
     """`num_images` evaluation views: of the images in `images=DIR`, else of the training
     run's val split."""
+    if cfg.num_images < 1:  # the export traces its first image; verifying none proves nothing
+        raise DataError(f"num_images must be at least 1, got {cfg.num_images}")
     if cfg.images:
         transform = test_transform(cfg)
         paths = image_files(Path(cfg.images))[: cfg.num_images]

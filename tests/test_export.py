@@ -186,3 +186,15 @@ def test_onnx_model_takes_an_image_with_fewer_proposals_than_its_example(tmp_pat
 def _rpn_inputs(detector, image):
     images, _ = detector.transform([image])
     return images, detector.backbone(images.tensors)
+
+
+def test_a_verification_that_compares_nothing_fails_and_needs_an_image() -> None:
+    from omegaconf import OmegaConf
+
+    from labelmatch.export import Agreement, verification_images
+
+    nothing = Agreement(1, 0, 0, 0, 0, 0.0, 0.0, box_atol=0.1, score_atol=1e-4)
+    assert not nothing.passed
+    assert "neither model detects anything on them" in nothing.line("onnxruntime")
+    with pytest.raises(DataError, match="num_images must be at least 1, got 0"):
+        verification_images(OmegaConf.create({"num_images": 0, "images": None}))
