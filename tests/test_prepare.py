@@ -498,6 +498,22 @@ def prepare_split(source: Path, out: Path, percent: float = 50) -> None:
     write_custom_split(source, out, seed=1, percent=percent)
 
 
+def test_folder_keeps_a_linked_image_by_its_link_and_accepts_a_linked_root(tmp_path) -> None:
+    from labelmatch.data.split_files.image_folder import folder_coco
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.new("RGB", (6, 4)).save(outside / "photo.png")
+    images = tmp_path / "data" / "unlabeled"
+    images.mkdir(parents=True)
+    (images / "linked.png").symlink_to(outside / "photo.png")  # was: "not in the subpath"
+    coco, _ = folder_coco(images, tmp_path / "data")
+    assert [i["file_name"] for i in coco["images"]] == ["unlabeled/linked.png"]
+    (tmp_path / "root-link").symlink_to(tmp_path / "data")  # --relative-to through a link
+    coco, _ = folder_coco(images, tmp_path / "root-link")
+    assert [i["file_name"] for i in coco["images"]] == ["unlabeled/linked.png"]
+
+
 def test_folder_becomes_an_unlabeled_json_read_from_image_headers(tmp_path, capsys) -> None:
     images = tmp_path / "data" / "unlabeled"
     (images / "b").mkdir(parents=True)

@@ -38,7 +38,15 @@ def folder_coco(images: Path, relative_to: Path) -> tuple[dict, list[Path]]:
     contain `images`."""
     if not images.is_dir():
         raise DataError(f"--images {images}: no such folder")
-    if not images.resolve().is_relative_to(relative_to.resolve()):
+    # As written (links kept, so a linked image is named by its link), else with links resolved
+    # (--relative-to given through a link to the folder holding --images).
+    for folder, root in (
+        (Path(os.path.abspath(images)), Path(os.path.abspath(relative_to))),
+        (images.resolve(), relative_to.resolve()),
+    ):
+        if folder.is_relative_to(root):
+            break
+    else:
         raise DataError(f"--relative-to {relative_to} does not contain --images {images}")
     files = sorted(
         (path for path in images.rglob("*") if path.is_file()),
@@ -51,7 +59,7 @@ def folder_coco(images: Path, relative_to: Path) -> tuple[dict, list[Path]]:
             skipped.append(path)
             continue
         width, height = size
-        file_name = path.resolve().relative_to(relative_to.resolve()).as_posix()
+        file_name = (folder / path.relative_to(images)).relative_to(root).as_posix()
         records.append(
             {"id": len(records) + 1, "file_name": file_name, "width": width, "height": height}
         )
