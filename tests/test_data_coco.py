@@ -326,17 +326,18 @@ def test_class_prior_counts_crowd_boxes_as_the_official_hook(tiny, caplog):
         {**_annotation(3, 1, [1, 1, 30, 30], category_id=3), "iscrowd": 1},
         {**_annotation(4, 2, [1, 1, 30, 30], category_id=3), "iscrowd": 1},
         {**_annotation(5, 2, [1, 1, 5, 5], category_id=1), "iscrowd": 1},
+        {**_annotation(6, 2, [9, 9, 5, 5], category_id=1), "ignore": 1},  # as MMDetection: out
     ]
     dataset = _dataset(image_dir, write(annotations))
     # Labels: person (id 1), car (id 3), toothbrush (id 90).
     assert dataset.class_counts == [1, 1, 0]  # training targets: the two non-crowd boxes
-    assert dataset.prior_counts == [2, 3, 0]
-    assert (dataset.report["crowd"], dataset.report["prior_boxes"]) == (3, 5)
-    # Toothbrush has no box and counts as 1 (official rule): n = [2, 3, 1], 6 boxes, 2 images.
+    assert dataset.prior_counts == [3, 3, 0]
+    assert (dataset.report["crowd"], dataset.report["prior_boxes"]) == (4, 6)
+    # Toothbrush has no box and counts as 1 (official rule): n = [3, 3, 1], 7 boxes, 2 images.
     prior = class_prior_from_counts(dataset.prior_counts, len(dataset))
-    expected = torch.tensor([2 / 6, 3 / 6, 1 / 6], dtype=torch.float64)
+    expected = torch.tensor([3 / 7, 3 / 7, 1 / 7], dtype=torch.float64)
     torch.testing.assert_close(prior.class_ratios, expected)
-    assert prior.boxes_per_image == pytest.approx(6 / 2)
+    assert prior.boxes_per_image == pytest.approx(7 / 2)
 
 
 def test_a_class_absent_from_the_labeled_set_still_gets_act_thresholds(tiny):

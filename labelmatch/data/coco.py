@@ -172,7 +172,7 @@ class CocoDetection(torch.utils.data.Dataset):
       - bbox under 1 px wide or high (MMDetection's rule), or entirely outside its image ->
         rejected, counted (boxes of kept images only);
       - bbox partly outside its image -> clipped to it, counted;
-      - `iscrowd=1` -> not a training target, counted;
+      - `iscrowd=1` or `ignore=1` -> not a training target, counted (as crowd);
       - image without annotations -> kept as a background image;
       - image record without width/height, its file missing on disk, not an image (header
         unreadable) or of another size than its record -> DataError (with
@@ -361,7 +361,9 @@ class CocoDetection(torch.utils.data.Dataset):
             )
         if image_id not in images:  # its image was skipped (skip_invalid) and counted
             return image_id, None, label, ""
-        if annotation.get("iscrowd", 0):
+        # `ignore=1` (MMDetection's CocoDataset skips such boxes; some converted datasets mark
+        # regions so) is no training target either, counted with the crowd boxes.
+        if annotation.get("iscrowd", 0) or annotation.get("ignore", 0):
             return image_id, None, label, "crowd"
         _, height, width = images[image_id]
         box, count = self._clip_box(bbox, height, width)
