@@ -309,6 +309,38 @@ def test_cocoeval_skips_the_difficult_object(mini_devkit) -> None:
 # ---- missing data: one DataError naming the path and the command -----------------------------
 
 
+def test_coco_additional_reads_unlabeled2017_with_its_sizes_and_trains_categories(tmp_path):
+    """The success path: all of train2017 labeled, image_info_unlabeled2017.json (no
+    categories, no annotations) made an unlabeled split whose images live in unlabeled2017/."""
+    train = synthetic_train2017(num_images=4)
+    root = write_coco_dir(tmp_path / "coco", train)
+    (root / "unlabeled2017").mkdir()
+    info = {
+        "images": [
+            {"id": 7, "file_name": "000000000007.jpg", "width": 40, "height": 30},
+            {"id": 9, "file_name": "000000000009.jpg", "width": 24, "height": 18},
+        ]
+    }
+    for image in info["images"]:
+        Image.new("RGB", (image["width"], image["height"])).save(
+            root / "unlabeled2017" / image["file_name"]
+        )
+    (root / "annotations" / "image_info_unlabeled2017.json").write_text(json.dumps(info))
+    splits = CocoAdditionalSplits(root).resolve()
+    assert splits.labeled_json == root / "annotations" / "instances_train2017.json"
+    assert splits.unlabeled_image_dir == root / "unlabeled2017"
+    unlabeled = read(splits.unlabeled_json)
+    assert unlabeled["categories"] == train["categories"] and unlabeled["annotations"] == []
+    assert [(i["id"], i["width"], i["height"]) for i in unlabeled["images"]] == [
+        (7, 40, 30),
+        (9, 24, 18),
+    ]
+    names = CategoryMap.from_coco(train["categories"])
+    dataset = CocoDetection(splits.unlabeled_image_dir, splits.unlabeled_json, names)
+    assert len(dataset) == 2 and dataset[1][0].shape == (3, 18, 24)
+    assert CocoAdditionalSplits(root).resolve() == splits  # written once, then reused
+
+
 def test_missing_roots_name_the_path_and_the_prepare_command(tmp_path) -> None:
     missing = tmp_path / "nowhere"
     cases = [
