@@ -113,12 +113,10 @@ def load_module(
     its state dict the student, the teacher and the thresholds."""
     path = Path(path)
     checkpoint = _read_checkpoint(path, option)
-    hparams = dict(checkpoint.get("hyper_parameters") or {}) if isinstance(checkpoint, dict) else {}
-    if (
-        not isinstance(checkpoint, dict)
-        or "state_dict" not in checkpoint
-        or not hparams.get("model_config")
-    ):
+    if not isinstance(checkpoint, dict):  # a pickled list, a TorchScript module: refused below
+        checkpoint = {}
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    if "state_dict" not in checkpoint or not hparams.get("model_config"):
         raise DataError(
             f"{option}: {path} is not a training checkpoint of this project (it needs a "
             "state_dict and the module's hyper-parameters with model_config)"

@@ -35,12 +35,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     names, ids = list(datamodule.class_names), list(datamodule.category_map.category_ids)
     check_checkpoint_classes(cfg.checkpoint, "checkpoint", names, ids)
     module.hparams.val_json = str(datamodule.splits.val_json)
-    warn_if_another_test_size(datamodule, training_config(cfg.checkpoint))
+    trained = training_config(cfg.checkpoint)
+    warn_if_another_test_size(datamodule, trained)
     module.burn_in_metrics = None  # measured in training, on its val split: not re-evaluated
     trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=False, callbacks=[])
     trainer.validate(module, datamodule=datamodule, verbose=False)
 
-    trained = training_config(cfg.checkpoint)
     run = OmegaConf.create(
         {"method": {"name": module.method["name"]}, "seed": trained.seed if trained else None}
     )

@@ -41,7 +41,11 @@ from labelmatch.method.act import (
 )
 from labelmatch.method.module import precision_context
 from labelmatch.method.pseudo_labels import count_by_thresholds
-from labelmatch.method.teacher import PSEUDO_LABEL_SCORE_FLOOR, score_floor
+from labelmatch.method.teacher import (
+    PSEUDO_LABEL_SCORE_FLOOR,
+    check_above_pseudo_label_floor,
+    score_floor,
+)
 from labelmatch.progress import progress
 
 log = logging.getLogger(__name__)
@@ -86,12 +90,10 @@ class ACTRefresh(L.Callback):
     ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
-        if min_threshold < PSEUDO_LABEL_SCORE_FLOOR:
-            raise ValueError(
-                f"method.act.min_threshold={min_threshold} is below the teacher's pseudo-labelling"
-                f" score floor {PSEUDO_LABEL_SCORE_FLOOR} (labelmatch/method/teacher.py): no box"
-                " scoring under it becomes a pseudo label, so such a threshold would not act"
-            )
+        check_above_pseudo_label_floor(
+            f"method.act.min_threshold={min_threshold} is",
+            min_threshold < PSEUDO_LABEL_SCORE_FLOOR,
+        )
         self.mode = mode
         self.queue_images = queue_images
         self.queue_top_k = queue_top_k

@@ -38,7 +38,11 @@ from labelmatch.method.pseudo_labels import (
     merge_uncertain_into_reliable,
     split_batch_by_thresholds,
 )
-from labelmatch.method.teacher import PSEUDO_LABEL_SCORE_FLOOR, teacher_forward
+from labelmatch.method.teacher import (
+    PSEUDO_LABEL_SCORE_FLOOR,
+    check_above_pseudo_label_floor,
+    teacher_forward,
+)
 from labelmatch.optim import build_sgd
 from labelmatch.progress import progress
 
@@ -87,12 +91,9 @@ class LabelMatchModule(L.LightningModule):
         num_classes = len(class_names)
         fixed = method.get("fixed_thresholds", {"reliable": 1.0, "uncertain": 1.0})
         low = {name: value for name, value in fixed.items() if value < PSEUDO_LABEL_SCORE_FLOOR}
-        if self.semi_supervised and low:
-            raise ValueError(
-                f"method.fixed_thresholds {low} below the teacher's pseudo-labelling score floor "
-                f"{PSEUDO_LABEL_SCORE_FLOOR} (labelmatch/method/teacher.py): no box scoring under "
-                "it becomes a pseudo label, so such a threshold would not act"
-            )
+        check_above_pseudo_label_floor(
+            f"method.fixed_thresholds {low}", self.semi_supervised and bool(low)
+        )
         # Buffers, so that thresholds and the teacher's state travel with checkpoints.
         self.register_buffer("reliable_thresholds", torch.full((num_classes,), fixed["reliable"]))
         self.register_buffer("uncertain_thresholds", torch.full((num_classes,), fixed["uncertain"]))

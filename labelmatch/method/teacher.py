@@ -23,6 +23,17 @@ from torchvision.models.detection.roi_heads import RoIHeads
 PSEUDO_LABEL_SCORE_FLOOR = 0.05
 
 
+def check_above_pseudo_label_floor(setting: str, too_low: bool) -> None:
+    """ValueError naming `setting` (e.g. "method.act.min_threshold=0.01 is") when `too_low`: a
+    threshold under the floor would not act, since no box scoring under it is a pseudo label."""
+    if too_low:
+        raise ValueError(
+            f"{setting} below the teacher's pseudo-labelling score floor "
+            f"{PSEUDO_LABEL_SCORE_FLOOR} (labelmatch/method/teacher.py): no box scoring under it "
+            "becomes a pseudo label, so such a threshold would not act"
+        )
+
+
 @contextmanager
 def score_floor(roi_heads: RoIHeads, floor: float) -> Iterator[None]:
     """The box head's score floor (`RoIHeads.score_thresh`) set to `floor` inside the block,
