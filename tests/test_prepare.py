@@ -3,8 +3,11 @@ Teacher's position lists, VOC XML, the sidecar, and the first-use/missing-data p
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsFoldSplits, generate_digits
 from labelmatch.data.errors import DataError
 from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSplits, VocSplits
+from labelmatch.data.split_files import files as split_files
 from labelmatch.data.split_files.custom_split import write_custom_split
 from labelmatch.data.split_files.folds import stac_split
 from labelmatch.data.split_files.image_folder import write_folder_coco
@@ -157,6 +161,89 @@ def test_fold_files_are_written_on_first_use_and_reused_afterwards(tmp_path) -> 
     splits.labeled_json.write_text(json.dumps(other))
     CocoStandardSplits(root, fold=3, percent=5).resolve()
     assert read(splits.labeled_json) == other
+
+
+def read_only_below(root: Path, monkeypatch) -> None:
+    """Refuse to create files under `root` as a read-only mount would (EACCES). The tests run as
+    root on CI, where chmod would not stop a write, so the refusal is patched in."""
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir, **kwargs):
+        if Path(dir).is_relative_to(root):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(split_files.tempfile, "mkstemp", mkstemp)
+
+
+def test_a_read_only_dataset_takes_its_split_files_from_split_dir(tmp_path, monkeypatch) -> None:
+    train = synthetic_train2017(200)
+    root = write_coco_dir(tmp_path / "coco", train)
+    read_only_below(root, monkeypatch)
+    with pytest.raises(DataError) as error:
+        CocoStandardSplits(root, fold=2, percent=10).resolve()
+    unlabeled = root / "annotations" / "semi_supervised" / "instances_train2017.2@10-unlabeled.json"
+    assert f"{unlabeled}: cannot write it (Permission denied)" in str(error.value)
+    assert "data.splits.split_dir=DIR" in str(error.value)
+
+    elsewhere = tmp_path / "splits"
+    splits = CocoStandardSplits(root, fold=2, percent=10, split_dir=elsewhere).resolve()
+    assert splits.labeled_json == elsewhere / "instances_train2017.2@10.json"
+    assert splits.unlabeled_json == elsewhere / "instances_train2017.2@10-unlabeled.json"
+    assert (elsewhere / "instances_train2017.2@10.ids.json").is_file()
+    assert not list((root / "annotations").rglob("instances_train2017.2@10*"))
+    expected_labeled, _ = stac_split(train, 10, seed=2)
+    assert read(splits.labeled_json)["images"] == expected_labeled["images"]
+    # prepare --out-dir writes the same files where a run with split_dir then finds them.
+    prepared = tmp_path / "prepared"
+    prepare(["coco_standard", "--data-dir", str(root), "--percent", "10", "--seed", "2",
+             "--out-dir", str(prepared)])  # fmt: skip
+    assert read(prepared / splits.labeled_json.name) == read(splits.labeled_json)
+    # Unbiased Teacher's split family reads from split_dir and names it in the fix.
+    ut = CocoStandardSplits(root, fold=1, percent=10, split="unbiased_teacher", split_dir=prepared)
+    with pytest.raises(DataError) as error:
+        ut.resolve()
+    assert f"{prepared / 'instances_train2017.ut1@10.json'} does not exist" in str(error.value)
+    assert f"--seed 1 --out-dir {prepared}" in str(error.value)
+
+
+def test_voc_and_coco_additional_write_to_out_dir_and_read_from_split_dir(
+    tmp_path, mini_devkit, monkeypatch
+) -> None:
+    read_only_below(mini_devkit, monkeypatch)
+    with pytest.raises(SystemExit):
+        prepare(["voc", "--devkit", str(mini_devkit)])
+    out = tmp_path / "voc-json"
+    prepare(["voc", "--devkit", str(mini_devkit), "--out-dir", str(out)])
+    splits = VocSplits(mini_devkit, split_dir=out).resolve()
+    assert splits.labeled_json == out / "voc07_trainval.json"
+    assert splits.image_dir == mini_devkit  # file names stay relative to the devkit
+    assert not list(mini_devkit.rglob("voc07_*.json"))  # only the refused first try's folder
+
+    root = write_coco_dir(tmp_path / "coco", synthetic_train2017(10))
+    (root / "unlabeled2017").mkdir()
+    info = {"images": [{"id": 7, "file_name": "000000000007.jpg", "width": 9, "height": 9}]}
+    (root / "annotations" / "image_info_unlabeled2017.json").write_text(json.dumps(info))
+    read_only_below(root, monkeypatch)
+    with pytest.raises(DataError, match="instances_unlabeled2017.json: cannot write it"):
+        CocoAdditionalSplits(root).resolve()
+    additional = CocoAdditionalSplits(root, split_dir=tmp_path / "additional").resolve()
+    assert additional.unlabeled_json == tmp_path / "additional" / "instances_unlabeled2017.json"
+    assert [image["id"] for image in read(additional.unlabeled_json)["images"]] == [7]
+
+
+def test_fold_sources_with_bad_records_name_the_file_and_the_record(tmp_path) -> None:
+    train = synthetic_train2017(20)
+    train["annotations"][3] = "box"
+    root = write_coco_dir(tmp_path / "coco", train)
+    source = root / "annotations" / "instances_train2017.json"
+    with pytest.raises(DataError, match=rf"{source}: annotation record 3 must be an object"):
+        CocoStandardSplits(root, fold=1, percent=10).resolve()
+    train = synthetic_train2017(20)
+    del train["images"][5]["id"]
+    source.write_text(json.dumps(train))
+    with pytest.raises(DataError, match=r"image record 5 needs an integer or string 'id'"):
+        CocoStandardSplits(root, fold=1, percent=10).resolve()
 
 
 def test_checksum_command_matches_the_sidecar(tmp_path, capsys) -> None:

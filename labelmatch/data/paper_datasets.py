@@ -6,6 +6,10 @@ by the data module before any model is built: a missing directory or file is a `
 naming the path and the `python -m labelmatch.prepare ...` command that makes it. COCO-standard
 folds and the COCO-additional unlabeled file are written on first use when missing, and existing
 files are reused (so split files from other codebases drop in).
+
+`split_dir` says where the split files are read and written when the dataset's own folder is
+not the place (a read-only copy shared on a cluster): by default
+`root/annotations/semi_supervised/` for COCO and `root/annotations/` for VOC.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from pathlib import Path
 
 from labelmatch.data.coco import CocoSplits
 from labelmatch.data.errors import DataError
-from labelmatch.data.split_files.coco_additional import unlabeled2017_path, write_coco_additional
-from labelmatch.data.split_files.files import split_paths
+from labelmatch.data.split_files.coco_additional import write_coco_additional
+from labelmatch.data.split_files.files import coco_split_dir, split_paths
 from labelmatch.data.split_files.folds import write_coco_standard
 from labelmatch.data.split_files.unbiased_teacher import ut_split_name
 from labelmatch.data.split_files.voc import voc_annotation_paths
@@ -53,6 +57,7 @@ class CocoStandardSplits:
     fold: int = 1
     percent: float = 10
     split: str = "stac"
+    split_dir: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_FAMILIES:
@@ -61,14 +66,15 @@ class CocoStandardSplits:
             )
 
     def prepare_command(self) -> str:
+        out_dir = "" if self.split_dir is None else f" --out-dir {self.split_dir}"
         if self.split == "stac":
             return (
                 f"python -m labelmatch.prepare coco_standard --data-dir {self.root} "
-                f"--percent {self.percent:g} --seed {self.fold}"
+                f"--percent {self.percent:g} --seed {self.fold}{out_dir}"
             )
         return (
             f"python -m labelmatch.prepare ut_split --data-dir {self.root} --supervision-file "
-            f"COCO_supervision.txt --percent {self.percent:g} --seed {self.fold}"
+            f"COCO_supervision.txt --percent {self.percent:g} --seed {self.fold}{out_dir}"
         )
 
     def resolve(self) -> CocoSplits:
@@ -82,10 +88,12 @@ class CocoStandardSplits:
         if self.split == "stac":
             train_json = root / "annotations" / "instances_train2017.json"
             require(train_json, "COCO 2017 annotations", "extract annotations_trainval2017.zip")
-            labeled, unlabeled = write_coco_standard(root, self.fold, self.percent)
+            labeled, unlabeled = write_coco_standard(
+                root, self.fold, self.percent, out_dir=self.split_dir
+            )
         else:
             name = ut_split_name(self.fold, self.percent)
-            labeled, unlabeled = split_paths(root / "annotations" / "semi_supervised", name)
+            labeled, unlabeled = split_paths(coco_split_dir(root, self.split_dir), name)
             for path in (labeled, unlabeled):
                 require(path, "Unbiased Teacher split", f"write it with `{command}`")
         return CocoSplits(
@@ -102,10 +110,13 @@ class CocoAdditionalSplits:
     """COCO-additional: all of train2017 labeled, unlabeled2017 unlabeled, val2017 evaluated."""
 
     root: str | os.PathLike
+    split_dir: str | os.PathLike | None = None
 
     def resolve(self) -> CocoSplits:
         root = Path(self.root)
         command = f"python -m labelmatch.prepare coco_additional --data-dir {root}"
+        if self.split_dir is not None:
+            command += f" --out-dir {self.split_dir}"
         layout = (
             "the COCO 2017 directory with train2017/, val2017/, unlabeled2017/ and annotations/ "
             "(instances_train2017.json, instances_val2017.json, image_info_unlabeled2017.json)"
@@ -116,11 +127,11 @@ class CocoAdditionalSplits:
         annotations = root / "annotations"
         for name in ("instances_train2017", "instances_val2017", "image_info_unlabeled2017"):
             require(annotations / f"{name}.json", "COCO 2017 annotations", f"then `{command}`")
-        write_coco_additional(root)
+        unlabeled_json = write_coco_additional(root, out_dir=self.split_dir)
         return CocoSplits(
             image_dir=root / "train2017",
             labeled_json=annotations / "instances_train2017.json",
-            unlabeled_json=unlabeled2017_path(root),
+            unlabeled_json=unlabeled_json,
             val_json=annotations / "instances_val2017.json",
             unlabeled_image_dir=root / "unlabeled2017",
             val_image_dir=root / "val2017",
@@ -133,12 +144,15 @@ class VocSplits:
     the VOCdevkit directory (with VOC2007/ and VOC2012/), converted once by `prepare voc`."""
 
     root: str | os.PathLike
+    split_dir: str | os.PathLike | None = None
 
     def resolve(self) -> CocoSplits:
         root = Path(self.root)
         command = f"python -m labelmatch.prepare voc --devkit {root}"
+        if self.split_dir is not None:
+            command += f" --out-dir {self.split_dir}"
         _require_root(root, "the VOCdevkit directory with VOC2007/ and VOC2012/", command)
-        paths = voc_annotation_paths(root)
+        paths = voc_annotation_paths(root, self.split_dir)
         for path in paths.values():
             require(path, "VOC converted to COCO json", f"write it with `{command}`")
         return CocoSplits(

@@ -47,24 +47,25 @@ def folder(args: argparse.Namespace) -> None:
 
 
 def coco_standard(args: argparse.Namespace) -> None:
-    for path in write_coco_standard(args.data_dir, args.seed, args.percent, args.overwrite):
+    seed, percent = args.seed, args.percent
+    for path in write_coco_standard(args.data_dir, seed, percent, args.overwrite, args.out_dir):
         print(path)
 
 
 def ut_split(args: argparse.Namespace) -> None:
     paths = write_ut_split(
-        args.data_dir, args.supervision_file, args.percent, args.seed, args.overwrite
+        args.data_dir, args.supervision_file, args.percent, args.seed, args.overwrite, args.out_dir
     )
     for path in paths:
         print(path)
 
 
 def coco_additional(args: argparse.Namespace) -> None:
-    print(write_coco_additional(args.data_dir, args.overwrite))
+    print(write_coco_additional(args.data_dir, args.overwrite, args.out_dir))
 
 
 def voc(args: argparse.Namespace) -> None:
-    for path in write_voc(args.devkit, args.overwrite).values():
+    for path in write_voc(args.devkit, args.overwrite, args.out_dir).values():
         print(path)
 
 
@@ -139,6 +140,12 @@ def parser() -> argparse.ArgumentParser:
         "DEVKIT/annotations/{voc07_trainval,voc12_trainval,voc07_test}.json",
     )
     sub.add_argument("--devkit", required=True, help="the VOCdevkit directory")
+    for name in ("coco_standard", "ut_split", "coco_additional", "voc"):
+        commands.choices[name].add_argument(
+            "--out-dir",
+            help="write the files here instead (e.g. the dataset is read-only); "
+            "train with data.splits.split_dir set to the same folder",
+        )
     for sub in commands.choices.values():
         sub.add_argument("--overwrite", action="store_true", help="rewrite existing files")
     sub = command("checksum", checksum, "checksum of the image ids of COCO json files")

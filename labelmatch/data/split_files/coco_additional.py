@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from labelmatch.data.coco import load_coco_json
-from labelmatch.data.split_files.files import write_json_atomic
+from labelmatch.data.split_files.files import coco_split_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,21 @@ def unlabeled_as_coco(image_info: dict, categories: list[dict]) -> dict:
     return coco
 
 
-def unlabeled2017_path(data_dir: str | os.PathLike) -> Path:
-    return Path(data_dir) / "annotations" / "semi_supervised" / "instances_unlabeled2017.json"
+def unlabeled2017_path(
+    data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None
+) -> Path:
+    return coco_split_dir(data_dir, out_dir) / "instances_unlabeled2017.json"
 
 
-def write_coco_additional(data_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write `annotations/semi_supervised/instances_unlabeled2017.json` (reused if present)."""
+def write_coco_additional(
+    data_dir: str | os.PathLike,
+    overwrite: bool = False,
+    out_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write `instances_unlabeled2017.json` into `out_dir` (default
+    `data_dir/annotations/semi_supervised/`; reused if present)."""
     annotations = Path(data_dir) / "annotations"
-    out = unlabeled2017_path(data_dir)
+    out = unlabeled2017_path(data_dir, out_dir)
     if out.is_file() and not overwrite:
         log.debug("reusing %s", out)
         return out

@@ -20,31 +20,13 @@ import numpy as np
 
 from labelmatch.data.coco import load_coco_json
 from labelmatch.data.errors import DataError
-from labelmatch.data.split_files.files import coco_subset, split_name, split_paths
+from labelmatch.data.split_files.files import (
+    check_split_source,
+    coco_subset,
+    split_name,
+    split_paths,
+)
 from labelmatch.data.split_files.folds import write_split
-
-
-def check_split_source(coco: dict, path: Path) -> None:
-    """DataError naming `path` and the record for what a split reads: unique image ids, and
-    annotations of known images and categories."""
-    image_ids: set[int] = set()
-    for position, image in enumerate(coco["images"]):
-        if not isinstance(image, dict) or "id" not in image:
-            raise DataError(f"{path}: image record {position} has no 'id'")
-        if image["id"] in image_ids:
-            raise DataError(f"{path}: image id {image['id']} appears twice in 'images'")
-        image_ids.add(image["id"])
-    category_ids = {category.get("id") for category in coco["categories"]}
-    for position, annotation in enumerate(coco.get("annotations", [])):
-        name = f"annotation id {annotation.get('id', f'at position {position}')}"
-        if annotation.get("image_id") not in image_ids:
-            image_id = annotation.get("image_id")
-            raise DataError(f"{path}: {name}: image_id {image_id!r} is not in 'images'")
-        if annotation.get("category_id") not in category_ids:
-            raise DataError(
-                f"{path}: {name}: unknown category_id {annotation.get('category_id')!r} "
-                f"(known: {sorted(category_ids)})"
-            )
 
 
 def percent_split(coco: dict, percent: float, seed: int) -> tuple[dict, dict]:

@@ -9,23 +9,72 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from labelmatch.data.errors import DataError
+
 # Top-level keys copied from the source file, in the order STAC / MMDetection write them.
 _COPIED_KEYS = ("licenses", "categories", "info")
 
 
 def write_json_atomic(path: Path, content: Any) -> None:
     """Write to a temporary file in the same folder, then rename: readers and concurrent
-    writers (e.g. several DDP ranks preparing the same split) never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    writers (e.g. several DDP ranks preparing the same split) never see a partial file.
+
+    A folder that cannot be written (a read-only dataset copy on a cluster, a full disk) is a
+    DataError naming the file and where else split files can go.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    except OSError as error:
+        raise _unwritable(path, error) from error
     try:
         with os.fdopen(descriptor, "w") as file:
             json.dump(content, file)
         os.chmod(staging, 0o644)  # mkstemp makes it private
         os.replace(staging, path)
+    except OSError as error:
+        raise _unwritable(path, error) from error
     finally:
         if os.path.exists(staging):
             os.remove(staging)
+
+
+def _unwritable(path: Path, error: OSError) -> DataError:
+    return DataError(
+        f"{path}: cannot write it ({error.strerror or error}); write split files to a folder "
+        "you can write to: data.splits.split_dir=DIR for a run, --out-dir DIR (or --out DIR) "
+        "for `python -m labelmatch.prepare`"
+    )
+
+
+def check_split_source(coco: dict, path: Path) -> None:
+    """DataError naming `path` and the record for what a split reads: image objects with
+    unique ids, and annotation objects of known images and categories (checked before any
+    sampler indexes them, so a bad record is named, not a KeyError)."""
+    image_ids: set[int] = set()
+    for position, image in enumerate(coco["images"]):
+        if not isinstance(image, dict) or not isinstance(image.get("id"), (int, str)):
+            raise DataError(
+                f"{path}: image record {position} needs an integer or string 'id', got {image!r}"
+            )
+        if image["id"] in image_ids:
+            raise DataError(f"{path}: image id {image['id']} appears twice in 'images'")
+        image_ids.add(image["id"])
+    category_ids = {category.get("id") for category in coco["categories"]}
+    for position, annotation in enumerate(coco.get("annotations", [])):
+        if not isinstance(annotation, dict):
+            raise DataError(
+                f"{path}: annotation record {position} must be an object, got {annotation!r}"
+            )
+        name = f"annotation id {annotation.get('id', f'at position {position}')}"
+        if annotation.get("image_id") not in image_ids:
+            image_id = annotation.get("image_id")
+            raise DataError(f"{path}: {name}: image_id {image_id!r} is not in 'images'")
+        if annotation.get("category_id") not in category_ids:
+            raise DataError(
+                f"{path}: {name}: unknown category_id {annotation.get('category_id')!r} "
+                f"(known: {sorted(category_ids)})"
+            )
 
 
 def coco_subset(coco: dict, images: Sequence[dict]) -> dict:
@@ -44,6 +93,14 @@ def split_name(seed: int, percent: float, prefix: str = "instances_train2017") -
     """`instances_train2017.{seed}@{percent}` (docs/method.md §6); `percent` written as 1, 5, 10,
     or 0.5 when fractional."""
     return f"{prefix}.{seed}@{percent:g}"
+
+
+def coco_split_dir(data_dir: str | os.PathLike, split_dir: str | os.PathLike | None) -> Path:
+    """Where a COCO 2017 directory's split files go: `split_dir`, or by default
+    `data_dir/annotations/semi_supervised` (the layout STAC and MMDetection use)."""
+    if split_dir is not None:
+        return Path(split_dir)
+    return Path(data_dir) / "annotations" / "semi_supervised"
 
 
 def split_paths(directory: Path, name: str) -> tuple[Path, Path]:

@@ -18,6 +18,8 @@ import numpy as np
 from labelmatch.data.coco import load_coco_json
 from labelmatch.data.errors import DataError
 from labelmatch.data.split_files.files import (
+    check_split_source,
+    coco_split_dir,
     coco_subset,
     split_name,
     split_paths,
@@ -62,6 +64,7 @@ def write_fold(
         log.debug("reusing the existing split %s", labeled_path)
         return labeled_path, unlabeled_path
     coco = load_coco_json(source_json)
+    check_split_source(coco, source_json)
     labeled, unlabeled = stac_split(coco, percent, seed)
     provenance = {
         "source": os.fspath(source_json),
@@ -92,14 +95,17 @@ def write_split(
 
 
 def write_coco_standard(
-    data_dir: str | os.PathLike, seed: int, percent: float, overwrite: bool = False
+    data_dir: str | os.PathLike,
+    seed: int,
+    percent: float,
+    overwrite: bool = False,
+    out_dir: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
-    """COCO-standard fold files under `data_dir/annotations/semi_supervised/` (docs/method.md
-    §6)."""
-    annotations = Path(data_dir) / "annotations"
+    """COCO-standard fold files in `out_dir` (default `data_dir/annotations/semi_supervised/`,
+    docs/method.md §6)."""
     return write_fold(
-        annotations / "instances_train2017.json",
-        annotations / "semi_supervised",
+        Path(data_dir) / "annotations" / "instances_train2017.json",
+        coco_split_dir(data_dir, out_dir),
         seed,
         percent,
         prefix="instances_train2017",

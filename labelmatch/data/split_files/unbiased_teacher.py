@@ -17,7 +17,13 @@ from pathlib import Path
 
 from labelmatch.data.coco import load_coco_json
 from labelmatch.data.errors import DataError
-from labelmatch.data.split_files.files import coco_subset, split_paths, write_json_atomic
+from labelmatch.data.split_files.files import (
+    check_split_source,
+    coco_split_dir,
+    coco_subset,
+    split_paths,
+    write_json_atomic,
+)
 from labelmatch.data.split_files.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
@@ -74,17 +80,19 @@ def write_ut_split(
     percent: float,
     seed: int,
     overwrite: bool = False,
+    out_dir: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
-    """Write `annotations/semi_supervised/instances_train2017.ut{seed}@{percent}.json`, its
-    `-unlabeled.json` and the labeled file's sidecar."""
+    """Write `instances_train2017.ut{seed}@{percent}.json`, its `-unlabeled.json` and the
+    labeled file's sidecar into `out_dir` (default `data_dir/annotations/semi_supervised/`)."""
     annotations = Path(data_dir) / "annotations"
-    out_dir = annotations / "semi_supervised"
-    labeled_path, unlabeled_path = split_paths(out_dir, ut_split_name(seed, percent))
+    split_dir = coco_split_dir(data_dir, out_dir)
+    labeled_path, unlabeled_path = split_paths(split_dir, ut_split_name(seed, percent))
     if labeled_path.is_file() and unlabeled_path.is_file() and not overwrite:
         log.debug("reusing the existing split %s", labeled_path)
         return labeled_path, unlabeled_path
     source = annotations / "instances_train2017.json"
     coco = load_coco_json(source)
+    check_split_source(coco, source)
     supervision_file = Path(supervision_file)
     if not supervision_file.is_file():
         raise DataError(f"{supervision_file}: Unbiased Teacher supervision file does not exist")

@@ -143,19 +143,27 @@ def voc_to_coco(devkit: Path, year: str, image_set: str) -> tuple[dict, dict[str
     return coco, report
 
 
-def voc_annotation_paths(devkit: str | os.PathLike) -> dict[str, Path]:
-    """Where `write_voc` puts each split: `devkit/annotations/<name>.json`."""
-    return {name: Path(devkit) / "annotations" / f"{name}.json" for name in VOC_SPLITS}
+def voc_annotation_paths(
+    devkit: str | os.PathLike, out_dir: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    """Where `write_voc` puts each split: `out_dir/<name>.json`, by default
+    `devkit/annotations/<name>.json`."""
+    folder = Path(devkit) / "annotations" if out_dir is None else Path(out_dir)
+    return {name: folder / f"{name}.json" for name in VOC_SPLITS}
 
 
-def write_voc(devkit: str | os.PathLike, overwrite: bool = False) -> dict[str, Path]:
-    """Convert the three VOC splits to `devkit/annotations/{voc07_trainval, voc12_trainval,
-    voc07_test}.json` (the labeled one with its sidecar); existing files are kept unless
-    `overwrite`."""
+def write_voc(
+    devkit: str | os.PathLike,
+    overwrite: bool = False,
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, Path]:
+    """Convert the three VOC splits to `{voc07_trainval, voc12_trainval, voc07_test}.json` in
+    `out_dir` (default `devkit/annotations/`; the labeled one with its sidecar); existing files
+    are kept unless `overwrite`. Image paths in them are relative to `devkit` wherever they go."""
     devkit = Path(devkit)
     if not devkit.is_dir():
         raise DataError(f"{devkit}: VOCdevkit directory does not exist")
-    paths = voc_annotation_paths(devkit)
+    paths = voc_annotation_paths(devkit, out_dir)
     for name, (year, image_set) in VOC_SPLITS.items():
         if paths[name].is_file() and not overwrite:
             log.debug("reusing %s", paths[name])
