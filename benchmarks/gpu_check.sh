@@ -8,7 +8,8 @@
 #
 # Then each step's output in $OUT/gpu_check.log (the run folders stay in $RUNS, off $OUT, so that
 # only the few files below come back, also when the call is cut short):
-#   1. the tests that need a CUDA device (the soft-target loss under fp16 autocast);
+#   1. the tests that need a CUDA device (the soft-target loss under fp16 autocast; predict on
+#      cuda against the CPU, after a smoke run of its fixture);
 #   2. the digits recipe (1000 steps, burn-in 500, ACT, self-assignment, RPLM) in bf16-mixed:
 #      results.json -> $OUT/digits_bf16.json, to set beside the CPU's numbers (README);
 #   3. 800 steps in 16-mixed (fp16 with gradient scaling), 300 past the switch: -> $OUT/digits_fp16.json;
@@ -42,7 +43,8 @@ gpu_setup
 
 failed=()
 step "1. tests that need a CUDA device"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_method_criterion.py -k cuda -rs || failed+=(1)
+"$PY" -m pytest -q -p no:cacheprovider tests/test_method_criterion.py tests/test_observe.py -k cuda -rs \
+    || failed+=(1)
 
 step "2 and 3. the digits recipe in bf16-mixed; fp16 with gradient scaling, past the switch"
 recipe() {  # name, precision, overrides...: one training run, its results.json into $OUT

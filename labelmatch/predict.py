@@ -1,7 +1,7 @@
 """Detect objects in a folder of images with a trained checkpoint:
 
     python -m labelmatch.predict checkpoint=CKPT images=DIR out=DIR [model=teacher|student]
-                                 [score=0.5]
+                                 [score=0.5] [device=auto|cpu|cuda|cuda:N]
 
 Each image is resized exactly as in evaluation (`TestTransform`; short side `test_scale`, long
 side <= `max_size`, both taken from the training run's config when not given), detected by the
@@ -10,7 +10,9 @@ as `<name>.png` with its boxes of score >= `score` drawn. Every detection the mo
 (score >= 0.001, the official test-time floor, docs/method.md §1) goes to `out/detections.json`
 (COCO results: image_id, category_id of the dataset, bbox xywh, score), as `labelmatch.evaluate`
 writes them; its image ids are 1..N in file-name order, and `out/images.json` gives each id's
-file name and size (map them to a val json's ids to score the file against it).
+file name and size (map them to a val json's ids to score the file against it). The model runs
+on `device` (auto: the first GPU when there is one); decoding, drawing and the files stay on the
+CPU.
 """
 
 from __future__ import annotations
@@ -68,6 +70,26 @@ def image_files(folder: Path) -> list[Path]:
     return readable
 
 
+def inference_device(name: str) -> torch.device:
+    """`device=`: auto (the first CUDA device when one is visible, else the CPU), cpu, cuda or
+    cuda:N; a device this machine does not have is a DataError, not a failure mid-folder."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise DataError(f"device={name}: not a device name (auto, cpu, cuda, cuda:N)") from error
+    if device.type not in ("cpu", "cuda"):
+        raise DataError(f"device={name}: predict runs on cpu or cuda")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DataError(f"device={name}: no CUDA device is visible here (use cpu or auto)")
+        if (device.index or 0) >= count:
+            raise DataError(f"device={name}: this machine has {count} CUDA device(s)")
+    return device
+
+
 def test_transform(cfg: DictConfig) -> TestTransform:
     """The evaluation resize of the training run, unless `test_scale`/`max_size` are given."""
     trained = training_config(cfg.checkpoint)
@@ -101,8 +123,9 @@ def image_view(
 
 @torch.no_grad()
 def predict(cfg: DictConfig) -> list[dict]:
+    device = inference_device(cfg.device)
     module, _ = load_module(cfg.checkpoint)
-    detector = pick_detector(module, cfg.model)
+    detector = pick_detector(module, cfg.model).to(device)
     transform = test_transform(cfg)
     names, category_ids = module.hparams.class_names, module.hparams.category_ids
     out = Path(cfg.out)
@@ -116,7 +139,8 @@ def predict(cfg: DictConfig) -> list[dict]:
             unreadable.append(path.name)
             continue
         height, width = image.shape[-2:]
-        [prediction] = predict_original_frame(detector, {"images": [view], "targets": [target]})
+        batch = {"images": [view.to(device)], "targets": [target]}
+        [prediction] = predict_original_frame(detector, batch)  # on the CPU again
         # The json keeps every detection (a display threshold would only lower its AP); the
         # picture shows those of score >= `score`.
         predictions.append(prediction)

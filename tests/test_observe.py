@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from matplotlib.image import imread
 
 from tests.conftest import compose_config, train_cli
@@ -188,7 +189,7 @@ def test_predict_skips_an_image_damaged_past_its_header_and_reads_16_bit_pngs(
     cfg = OmegaConf.create(
         {"checkpoint": str(smoke_run / "checkpoints" / "last.ckpt"), "images": str(images),
          "out": str(tmp_path / "out"), "model": "teacher", "score": 0.5, "test_scale": None,
-         "max_size": None}
+         "max_size": None, "device": "cpu"}
     )  # fmt: skip
     with caplog.at_level("WARNING", logger="labelmatch"):
         predictions = predict(cfg)
@@ -197,6 +198,58 @@ def test_predict_skips_an_image_damaged_past_its_header_and_reads_16_bit_pngs(
     assert "b.png: cannot decode the image" in caplog.text
     assert "1 images could not be decoded and have no detections: b.png" in caplog.text
     assert (tmp_path / "out" / "c.png").is_file()
+
+
+def test_predict_device_names_auto_and_refuses_devices_the_machine_lacks(monkeypatch) -> None:
+    from labelmatch.data.errors import DataError
+    from labelmatch.predict import inference_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference_device("auto") == inference_device("cpu") == torch.device("cpu")
+    with pytest.raises(DataError, match=r"device=cuda: no CUDA device is visible here"):
+        inference_device("cuda")
+    with pytest.raises(DataError, match=r"device=mps: predict runs on cpu or cuda"):
+        inference_device("mps")
+    with pytest.raises(DataError, match=r"device=gpu0: not a device name"):
+        inference_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert inference_device("auto") == torch.device("cuda")
+    assert inference_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(DataError, match=r"device=cuda:2: this machine has 2 CUDA device\(s\)"):
+        inference_device("cuda:2")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predict_on_cuda_gives_the_cpu_detections(smoke_run, tmp_path) -> None:
+    """The GPU check's (benchmarks/gpu_check.sh, step 1): the same checkpoint and images on
+    cuda and on the CPU give the same detections up to float differences between kernels."""
+    from omegaconf import OmegaConf
+
+    from labelmatch.predict import predict
+
+    results = json.loads((smoke_run / "results.json").read_text())
+    val = json.loads(Path(results["val_json"]).read_text())
+    images = tmp_path / "images"
+    images.mkdir()
+    for record in val["images"][:4]:
+        source = Path(results["val_json"]).parent / "images" / record["file_name"]
+        (images / record["file_name"]).symlink_to(source)
+    detections = {}
+    for device in ("cpu", "cuda"):
+        cfg = OmegaConf.create(
+            {"checkpoint": str(smoke_run / "checkpoints" / "last.ckpt"), "images": str(images),
+             "out": str(tmp_path / device), "model": "teacher", "score": 0.5, "test_scale": None,
+             "max_size": None, "device": device}
+        )  # fmt: skip
+        predict(cfg)
+        detections[device] = json.loads((tmp_path / device / "detections.json").read_text())
+    confident = [[d for d in detections[device] if d["score"] >= 0.3] for device in ("cpu", "cuda")]
+    assert len(confident[0]) == len(confident[1]) > 0
+    for a, b in zip(*confident):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=0.5)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-2)
 
 
 def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplog) -> None:
