@@ -182,23 +182,36 @@ def test_a_checkpoint_of_the_former_window_format_resumes_to_the_same_numbers() 
     assert logged["pseudo/precision"] == 0.5
 
 
-def test_a_refresh_the_pseudo_labels_carry_logs_at_once_against_the_prior_it_aimed_at() -> None:
-    """The step's `PseudoLabelBatch` says which thresholds split it: a new ACT refresh logs the
-    window off the log steps, and `kl_to_prior` compares with the prior that refresh aimed at
-    (for example an estimate), not the configured one."""
+def test_a_refresh_logs_the_previous_thresholds_window_and_opens_one_for_the_new() -> None:
+    """The step's `PseudoLabelBatch` says which thresholds split it. At a new ACT refresh
+    (off the log steps) the window of the previous thresholds is logged against the prior they
+    aimed at, without the refresh step's own pseudo labels; those open the next window, which
+    compares with the prior the refresh aimed at (for example an estimate). Until 2026-12-04
+    the refresh step's labels joined the old window, compared with the new prior."""
     callback = statistics_callback()
     assert run_step(callback, step_batch(image_one(), num_mined=0), step=3) == {}
     aimed = ClassPrior(torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), 4.0)
     batch = step_batch(image_two(), num_mined=0)
     refreshed = dataclasses.replace(batch, threshold_refreshes=2, threshold_prior=aimed)
     logged = run_step(callback, refreshed, step=4)
-    share = [4 / 6, 1 / 6, 1 / 6]  # the window: both images, as in the hand-computed case
-    assert logged["pseudo/prior_per_image"] == 4.0
-    assert [logged[f"pseudo/prior_share/{c}"] for c in NAMES] == pytest.approx([0.2, 0.3, 0.5])
-    kl_prior = sum(p * math.log(p / q) for p, q in zip(share, [0.2, 0.3, 0.5]))
+    share = [2 / 4, 1 / 4, 1 / 4]  # image one alone: reliable a, a; uncertain b, c
+    assert logged["pseudo/boxes_per_image"] == 4.0 and logged["pseudo/prior_per_image"] == 2.5
+    assert [logged[f"pseudo/prior_share/{c}"] for c in NAMES] == pytest.approx([0.6, 0.3, 0.1])
+    kl_prior = sum(p * math.log(p / q) for p, q in zip(share, [0.6, 0.3, 0.1]))
     assert logged["pseudo/kl_to_prior"] == pytest.approx(kl_prior)
     assert callback.updates_seen == 2
     assert run_step(callback, refreshed, step=5) == {}  # the same thresholds: no new update
+    logged = run_step(callback, None, step=10)  # image two twice, all of class a
+    assert logged["pseudo/boxes_per_image"] == 2.0 and logged["pseudo/prior_per_image"] == 4.0
+    assert [logged[f"pseudo/prior_share/{c}"] for c in NAMES] == pytest.approx([0.2, 0.3, 0.5])
+    assert logged["pseudo/kl_to_prior"] == pytest.approx(math.log(1 / 0.2))
+
+
+def test_the_first_thresholds_log_nothing_for_the_empty_window_before_them() -> None:
+    callback = statistics_callback()
+    callback.updates_seen = 0  # burn-in: nothing labelled yet
+    assert run_step(callback, step_batch(image_one(), num_mined=0), step=4) == {}
+    assert callback.updates_seen == 1 and callback.quality.update_called
 
 
 def test_threshold_updates_count_refreshes_or_the_fixed_thresholds_once() -> None:

@@ -6,9 +6,11 @@ frame) as `outputs["pseudo"]`, a `PseudoLabelBatch` that also says which thresho
 them per class and matches them to the ground truth (IoU >= 0.5, same class) in a
 `PseudoLabelQuality` metric; every `log_every_n_steps` steps and at each threshold update it logs
 the window's measures, summed over the ranks, as `pseudo/*` (see `PseudoLabelQuality.compute`)
-and starts a new window. At each threshold update it also draws a few strong views with their
-reliable (green) and uncertain (yellow) pseudo boxes into `plots/pseudo_labels/step_<step>.png`
-and hands them to wandb / TensorBoard.
+and starts a new window. A window holds the pseudo labels of one set of thresholds: at an
+update the window so far is logged against the prior those thresholds aimed at, and the step's
+own pseudo labels (split by the new thresholds) open the next one. At each threshold update it
+also draws a few strong views with their reliable (green) and uncertain (yellow) pseudo boxes
+into `plots/pseudo_labels/step_<step>.png` and hands them to wandb / TensorBoard.
 """
 
 from __future__ import annotations
@@ -72,14 +74,19 @@ class PseudoLabelStatistics(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
         pseudo_batch: PseudoLabelBatch | None = outputs.get("pseudo") if outputs else None
+        updates = threshold_updates(outputs, self.updates_seen)
+        updated, self.updates_seen = updates != self.updates_seen, updates
+        # The same on every rank (the reduction's collectives).
+        logging_now = pl_module.in_semi_supervised_phase and (
+            updated or trainer.global_step % trainer.log_every_n_steps == 0
+        )
+        if logging_now and updated:  # the previous thresholds' window, against their prior
+            self.log_window(trainer, pl_module)
         if pseudo_batch is not None:
             self.add(pseudo_batch)
             self.threshold_prior = pseudo_batch.threshold_prior
-        updates = threshold_updates(outputs, self.updates_seen)
-        updated, self.updates_seen = updates != self.updates_seen, updates
-        if updated or trainer.global_step % trainer.log_every_n_steps == 0:
-            if pl_module.in_semi_supervised_phase:  # the same on every rank (collectives)
-                pl_module.log_event(self.reduce(trainer, pl_module))
+        if logging_now and not updated:
+            self.log_window(trainer, pl_module)
         if updated and pseudo_batch is not None and trainer.is_global_zero:
             self.draw(trainer, pl_module, pseudo_batch)
 
@@ -91,6 +98,11 @@ class PseudoLabelStatistics(L.Callback):
             pseudo_batch.gt_weak_labels,
             pseudo_batch.num_mined,
         )
+
+    def log_window(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stats = self.reduce(trainer, pl_module)
+        if stats:  # an empty window (the first thresholds' update) logs nothing
+            pl_module.log_event(stats)
 
     def reduce(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """The window's `pseudo/*` statistics over all ranks; empties the window."""
