@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -110,12 +111,29 @@ def assert_drawn_png(path: Path) -> None:
     assert pixels.std() > 0.05, f"{path} is (nearly) blank"
 
 
+def test_pseudo_label_rows_share_the_steps_of_the_training_rows(smoke_run: Path) -> None:
+    """The window rows (logged from on_train_batch_end) sit at the steps of Lightning's own
+    `self.log` rows and ACT's refresh rows, not one step later (as until 2026-12-04)."""
+    import csv
+
+    with open(smoke_run / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+
+    def steps(key: str) -> set[int]:
+        return {int(row["step"]) for row in rows if row.get(key)}
+
+    pseudo, trained = steps("pseudo/precision"), steps("train/loss")
+    assert pseudo and pseudo <= trained
+    assert steps("act/threshold_version") == {40, 48, 56}  # burn-in 40, every 8 steps
+
+
 def test_smoke_run_draws_its_plots(smoke_run: Path) -> None:
     for name in ("thresholds", "class_distribution", "pseudo_quality", "per_class_ap"):
         assert_drawn_png(smoke_run / "plots" / f"{name}.png")
     drawings = sorted((smoke_run / "plots" / "pseudo_labels").glob("step_*.png"))
-    refreshes = (smoke_run / "run.log").read_text().count("ACT refresh")
-    assert len(drawings) == refreshes == 3  # one per threshold update
+    refreshes = re.findall(r"ACT refresh \d+ at step (\d+)", (smoke_run / "run.log").read_text())
+    assert len(drawings) == len(refreshes) == 3  # one per threshold update, named by its step
+    assert [path.name for path in drawings] == [f"step_{int(s):06d}.png" for s in refreshes]
     for path in drawings:
         assert_drawn_png(path)
 

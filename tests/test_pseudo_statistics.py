@@ -207,6 +207,20 @@ def test_a_refresh_logs_the_previous_thresholds_window_and_opens_one_for_the_new
     assert logged["pseudo/kl_to_prior"] == pytest.approx(math.log(1 / 0.2))
 
 
+def test_a_window_is_logged_at_the_step_of_the_batch_it_ends_with() -> None:
+    """`global_step` counts the batch's optimiser step by on_train_batch_end; the row goes to
+    the batch's own step, where Lightning's `self.log` rows and ACT's refresh rows are."""
+    callback = statistics_callback()
+    steps = []
+    trainer = SimpleNamespace(
+        callbacks=[], global_step=10, log_every_n_steps=10, world_size=1, is_global_zero=False
+    )
+    module = module_double(log_event=lambda metrics, step=None: steps.append(step))
+    batch = step_batch(image_one(), num_mined=0)
+    callback.on_train_batch_end(trainer, module, {"pseudo": batch}, None, 9)
+    assert steps == [9]
+
+
 def test_the_first_thresholds_log_nothing_for_the_empty_window_before_them() -> None:
     callback = statistics_callback()
     callback.updates_seen = 0  # burn-in: nothing labelled yet

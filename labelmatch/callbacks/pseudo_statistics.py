@@ -33,6 +33,13 @@ from labelmatch.plots import draw_pseudo_labels
 log = logging.getLogger(__name__)
 
 
+def trained_step(trainer: L.Trainer) -> int:
+    """The step of the batch `on_train_batch_end` follows: `global_step` already counts its
+    optimiser step there, and Lightning logs the batch's own `self.log` values, and ACT its
+    refresh for that batch, one lower. Logged at it, a window's row lines up with them."""
+    return trainer.global_step - 1
+
+
 def threshold_updates(outputs: dict[str, Any] | None, seen: int) -> int:
     """How many times the thresholds of this step's pseudo labels have been set
     (`PseudoLabelBatch.threshold_updates`: ACT refreshes, or 1 for fixed ones); `seen`, the count
@@ -102,7 +109,7 @@ class PseudoLabelStatistics(L.Callback):
     def log_window(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stats = self.reduce(trainer, pl_module)
         if stats:  # an empty window (the first thresholds' update) logs nothing
-            pl_module.log_event(stats)
+            pl_module.log_event(stats, step=trained_step(trainer))
 
     def reduce(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """The window's `pseudo/*` statistics over all ranks; empties the window."""
@@ -124,7 +131,7 @@ class PseudoLabelStatistics(L.Callback):
             pseudo_batch.pseudo_strong[shown],
             pl_module.hparams.class_names,
         )
-        step = trainer.global_step
+        step = trained_step(trainer)  # the step ACT's refresh log line names
         path = Path(trainer.default_root_dir) / "plots" / "pseudo_labels" / f"step_{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100)
