@@ -1,7 +1,7 @@
 """Detect objects in a folder of images with a trained checkpoint:
 
     python -m labelmatch.predict checkpoint=CKPT images=DIR out=DIR [model=teacher|student]
-                                 [score=0.5] [device=auto|cpu|cuda|cuda:N]
+                                 [score=0.5] [device=auto|cpu|cuda|cuda:N] [batch_size=4]
 
 Each image is resized exactly as in evaluation (`TestTransform`; short side `test_scale`, long
 side <= `max_size`, both taken from the training run's config when not given), detected by the
@@ -11,8 +11,8 @@ as `<name>.png` with its boxes of score >= `score` drawn. Every detection the mo
 (COCO results: image_id, category_id of the dataset, bbox xywh, score), as `labelmatch.evaluate`
 writes them; its image ids are 1..N in file-name order, and `out/images.json` gives each id's
 file name and size (map them to a val json's ids to score the file against it). The model runs
-on `device` (auto: the first GPU when there is one); decoding, drawing and the files stay on the
-CPU.
+on `device` (auto: the first GPU when there is one), `batch_size` images at a time as in
+validation; decoding, drawing and the files stay on the CPU.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def image_view(
 @torch.no_grad()
 def predict(cfg: DictConfig) -> list[dict]:
     device = inference_device(cfg.device)
+    if cfg.batch_size < 1:
+        raise DataError(f"batch_size={cfg.batch_size}: predict needs at least one image a batch")
     module, _ = load_module(cfg.checkpoint)
     detector = pick_detector(module, cfg.model).to(device)
     transform = test_transform(cfg)
@@ -131,31 +133,33 @@ def predict(cfg: DictConfig) -> list[dict]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     predictions, images, drawn, unreadable = [], [], 0, []
-    for image_id, path in enumerate(progress(image_files(Path(cfg.images)), "predict"), 1):
-        try:  # the header was readable (image_files); the data past it may not be
-            image, view, target = image_view(path, transform, image_id)
-        except (RuntimeError, OSError, ValueError) as error:
-            log.warning("%s: cannot decode the image (%s), skipped", path, error)
-            unreadable.append(path.name)
+    files = list(enumerate(image_files(Path(cfg.images)), 1))
+    batches = [files[i : i + cfg.batch_size] for i in range(0, len(files), cfg.batch_size)]
+    for batch_files in progress(batches, "predict"):
+        decoded = []
+        for image_id, path in batch_files:
+            try:  # the header was readable (image_files); the data past it may not be
+                decoded.append((path, *image_view(path, transform, image_id)))
+            except (RuntimeError, OSError, ValueError) as error:
+                log.warning("%s: cannot decode the image (%s), skipped", path, error)
+                unreadable.append(path.name)
+        if not decoded:
             continue
-        height, width = image.shape[-2:]
-        batch = {"images": [view.to(device)], "targets": [target]}
-        [prediction] = predict_original_frame(detector, batch)  # on the CPU again
+        batch = {
+            "images": [view.to(device) for _, _, view, _ in decoded],
+            "targets": [target for _, _, _, target in decoded],
+        }
         # The json keeps every detection (a display threshold would only lower its AP); the
         # picture shows those of score >= `score`.
-        predictions.append(prediction)
-        shown = prediction["scores"] >= cfg.score
-        captions = [
-            f"{names[label - 1]} {score:.2f}"
-            for label, score in zip(
-                prediction["labels"][shown].tolist(), prediction["scores"][shown].tolist()
-            )
-        ]
-        if captions:  # draw_bounding_boxes warns on an empty box list
-            image = draw_bounding_boxes(image, prediction["boxes"][shown], captions, colors="lime")
-        write_png(image, str(out / f"{path.stem}.png"))
-        drawn += len(captions)
-        images.append({"id": image_id, "file_name": path.name, "height": height, "width": width})
+        for (path, image, _, _), prediction in zip(
+            decoded,
+            predict_original_frame(detector, batch),  # on the CPU again
+        ):
+            predictions.append(prediction)
+            drawn += draw(image, prediction, cfg.score, names, out / f"{path.stem}.png")
+            height, width = image.shape[-2:]
+            record = {"id": prediction["image_id"], "file_name": path.name}
+            images.append({**record, "height": height, "width": width})
     write_results(out / "detections.json", to_coco_results(predictions, category_ids))
     (out / "images.json").write_text(json.dumps(images, indent=2))
     if unreadable:
@@ -167,6 +171,22 @@ def predict(cfg: DictConfig) -> list[dict]:
         len(images), boxes, drawn, cfg.score, out,
     )  # fmt: skip
     return predictions
+
+
+def draw(image: torch.Tensor, prediction: dict, score: float, names: list[str], path: Path) -> int:
+    """Write `image` (uint8 [3, H, W]) with the boxes of score >= `score` to `path` as PNG;
+    returns how many were drawn."""
+    shown = prediction["scores"] >= score
+    captions = [
+        f"{names[label - 1]} {value:.2f}"
+        for label, value in zip(
+            prediction["labels"][shown].tolist(), prediction["scores"][shown].tolist()
+        )
+    ]
+    if captions:  # draw_bounding_boxes warns on an empty box list
+        image = draw_bounding_boxes(image, prediction["boxes"][shown], captions, colors="lime")
+    write_png(image, str(path))
+    return len(captions)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

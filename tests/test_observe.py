@@ -164,7 +164,7 @@ def test_predict_reproduces_the_teachers_val_detections(smoke_run, cache_dir, tm
     out = tmp_path / "out"
     run_module(
         "labelmatch.predict", cache_dir, f"checkpoint={smoke_run / 'checkpoints' / 'last.ckpt'}",
-        f"images={images}", f"out={out}", "score=0.5",
+        f"images={images}", f"out={out}", "score=0.5", "batch_size=2",  # a batch, then one
     )  # fmt: skip
     listed = json.loads((out / "images.json").read_text())
     assert [i["file_name"] for i in listed] == sorted(r["file_name"] for r in records)
@@ -207,9 +207,9 @@ def test_predict_skips_an_image_damaged_past_its_header_and_reads_16_bit_pngs(
     cfg = OmegaConf.create(
         {"checkpoint": str(smoke_run / "checkpoints" / "last.ckpt"), "images": str(images),
          "out": str(tmp_path / "out"), "model": "teacher", "score": 0.5, "test_scale": None,
-         "max_size": None, "device": "cpu"}
+         "max_size": None, "device": "cpu", "batch_size": 2}
     )  # fmt: skip
-    with caplog.at_level("WARNING", logger="labelmatch"):
+    with caplog.at_level("WARNING", logger="labelmatch"):  # a batch of a and b, then c alone
         predictions = predict(cfg)
     listed = json.loads((tmp_path / "out" / "images.json").read_text())
     assert [i["file_name"] for i in listed] == ["a.png", "c.png"] and len(predictions) == 2
@@ -258,7 +258,7 @@ def test_predict_on_cuda_gives_the_cpu_detections(smoke_run, tmp_path) -> None:
         cfg = OmegaConf.create(
             {"checkpoint": str(smoke_run / "checkpoints" / "last.ckpt"), "images": str(images),
              "out": str(tmp_path / device), "model": "teacher", "score": 0.5, "test_scale": None,
-             "max_size": None, "device": device}
+             "max_size": None, "device": device, "batch_size": 4}
         )  # fmt: skip
         predict(cfg)
         detections[device] = json.loads((tmp_path / device / "detections.json").read_text())
@@ -268,6 +268,21 @@ def test_predict_on_cuda_gives_the_cpu_detections(smoke_run, tmp_path) -> None:
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
         assert a["bbox"] == pytest.approx(b["bbox"], abs=0.5)
         assert a["score"] == pytest.approx(b["score"], abs=1e-2)
+
+
+def test_predict_refuses_an_empty_batch_before_reading_anything(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from labelmatch.data.errors import DataError
+    from labelmatch.predict import predict
+
+    cfg = OmegaConf.create(
+        {"checkpoint": str(tmp_path / "missing.ckpt"), "images": str(tmp_path), "out":
+         str(tmp_path / "out"), "model": "teacher", "score": 0.5, "test_scale": None,
+         "max_size": None, "device": "cpu", "batch_size": 0}
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"batch_size=0: predict needs at least one image"):
+        predict(cfg)
 
 
 def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplog) -> None:
