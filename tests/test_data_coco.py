@@ -134,20 +134,47 @@ def test_bad_boxes_are_clipped_or_rejected_and_counted(tiny, caplog):
         _annotation(9, 1, [5, 5, 0.5, 10]),  # under 1 px wide (MMDetection's rule): rejected
         # A sliver at the right edge: 60 - 1e-7 .. 60, no width once stored in float32
         _annotation(10, 1, [60 - 1e-7, 5, 10, 10]),
+        # Under 1 px left inside the 30x30 image: rejected (a 1e-5 px sliver at the left edge
+        # once kept, and a flip or resize gave it no width in the view: training stopped).
+        _annotation(11, 2, [-3, 5, 3.00001, 10]),
+        _annotation(12, 2, [29.5, 5, 10, 10]),
+        _annotation(13, 2, [29, 5, 10, 10]),  # 1 px inside: kept, clipped
     ]
     with caplog.at_level(logging.INFO, logger="labelmatch.data.coco"):
         dataset = _dataset(image_dir, write(annotations))
     report = dataset.report
-    assert (report["annotations"], report["boxes"], report["clipped"]) == (10, 3, 2)
-    assert (report["rejected_degenerate"], report["rejected_outside"], report["crowd"]) == (3, 3, 1)
+    assert (report["annotations"], report["boxes"], report["clipped"]) == (13, 4, 3)
+    assert (report["rejected_degenerate"], report["rejected_outside"], report["crowd"]) == (3, 5, 1)
     assert dataset[0][1]["boxes"].tolist() == [[5, 10, 15, 20], [50, 30, 60, 40], [0, 0, 5, 5]]
-    assert dataset[1][1]["boxes"].shape == (0, 4)
+    assert dataset[1][1]["boxes"].tolist() == [[29, 5, 30, 15]]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "clipped" in warnings[0] and "rejected_outside" in warnings[0]
-    # The class prior counts all 10 annotations (all car), as the official hook counts the
-    # labeled json; the training boxes are the 3 kept ones.
-    assert dataset.class_counts == [0, 3, 0] and dataset.prior_counts == [0, 10, 0]
-    assert report["prior_boxes"] == 10
+    # The class prior counts all 13 annotations (all car), as the official hook counts the
+    # labeled json; the training boxes are the 4 kept ones.
+    assert dataset.class_counts == [0, 4, 0] and dataset.prior_counts == [0, 13, 0]
+    assert report["prior_boxes"] == 13
+
+
+@pytest.mark.parametrize(
+    ("bbox", "flip_prob"),
+    [([-3.0, 100.0, 3.00001, 50.0], 1.0), ([999.99995, 100.0, 5.0, 50.0], 0.0)],
+    ids=["left-edge sliver, flipped", "right-edge sliver, resized"],
+)
+def test_every_kept_box_keeps_a_positive_size_in_the_training_view(tmp_path, bbox, flip_prob):
+    """End to end, reader and training transform: a sliver kept by the reader collapsed to
+    no width in the view (W - 1e-5 == W in float32; a resize to short side 123) and stopped
+    training at torchvision's check. Found by review, 2026-12-04."""
+    from labelmatch.data.transforms import LabeledTransform, ShortSideChoice
+
+    _write_png(tmp_path / "a.png", 480, 1000)
+    images = [{"id": 1, "file_name": "a.png", "width": 1000, "height": 480}]
+    coco = {"images": images, "annotations": [_annotation(1, 1, bbox)], "categories": CATEGORIES}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    dataset = _dataset(tmp_path, tmp_path / "a.json")
+    transform = LabeledTransform(ShortSideChoice([123], 10_000), flip_prob, photometric=False)
+    _, target = transform(*dataset[0])
+    boxes = target["boxes"]
+    assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all(), boxes.tolist()
 
 
 def test_missing_annotation_file_is_named(tmp_path):
