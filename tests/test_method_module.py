@@ -251,3 +251,17 @@ def test_a_batch_left_without_images_by_skip_invalid_is_a_data_error() -> None:
     batch = {"labeled": {"images": batch["weak"], "targets": []}, "unlabeled": {"weak": []}}
     with pytest.raises(DataError, match="every image of the unlabeled batch was unreadable"):
         module.training_step(batch, 0)
+
+
+def test_a_validation_or_reference_batch_left_without_images_gives_no_detections() -> None:
+    """Validation and ACT's reference pass keep going past a batch whose every image was
+    unreadable (torchvision cannot batch zero images: an IndexError before; review finding)."""
+    from labelmatch.callbacks.act_refresh import teacher_detections
+    from labelmatch.method.module import predict_original_frame
+
+    module = make_module().eval()
+    assert predict_original_frame(module.student, {"images": [], "targets": []}) == []
+    images = _unlabeled_batch(num_images=2)["weak"]
+    loader = [{"images": [], "targets": []}, {"images": images, "targets": [{}, {}]}]
+    detections = teacher_detections(module, loader, with_class_scores=True)
+    assert len(detections) == 2 and all("class_scores" in d for d in detections)

@@ -356,6 +356,8 @@ def teacher_detections(
             score_floor(roi_heads, REFRESH_SCORE_FLOOR),
         ):
             for batch in loader:
+                if not batch["images"]:  # every image unreadable and dropped (skip_invalid)
+                    continue
                 batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                 for output in pl_module.teacher(batch["images"]):
                     detections.append({"labels": output["labels"], "scores": output["scores"]})

@@ -433,7 +433,11 @@ def detector_targets(targets: list[dict[str, Any]]) -> list[dict[str, Tensor]]:
 
 @torch.no_grad()
 def predict_original_frame(model: FasterRCNN, batch: dict[str, Any]) -> list[dict[str, Tensor]]:
-    """Detections of an eval-mode model, mapped from the view back to the original image."""
+    """Detections of an eval-mode model, mapped from the view back to the original image; none
+    for a batch whose every image was unreadable (`collate_labeled` drops them; torchvision
+    cannot batch zero images)."""
+    if not batch["images"]:
+        return []
     outputs = model(batch["images"])
     predictions = []
     for output, target in zip(outputs, batch["targets"]):
