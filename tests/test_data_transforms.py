@@ -273,6 +273,7 @@ def test_resize_rule_takes_a_rule_as_it_is_and_a_list_as_short_sides():
     rule = LongSideRatio(1024, (0.5, 1.5))
     assert resize_rule(rule, 1333) is rule
     assert resize_rule([96, 128], 256) == ShortSideChoice((96, 128), 256)
+    assert resize_rule(96, 256) == ShortSideChoice((96,), 256)  # one short side, as a number
     with pytest.raises(ValueError):
         ShortSideChoice([], 256)
 

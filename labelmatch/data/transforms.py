@@ -125,11 +125,13 @@ PAPER_RESIZE = LongSideRatio(1024, (0.2, 1.8))
 PAPER_WEAK_RESIZE = ShortSideRange(500, 800, 1333)
 
 
-def resize_rule(scales: ResizeRule | Sequence[int], max_size: int) -> ResizeRule:
-    """A data config's `*_scales` value as a rule: a rule as it is, a list of short sides as
-    `ShortSideChoice(scales, max_size)`."""
+def resize_rule(scales: ResizeRule | Sequence[int] | int, max_size: int) -> ResizeRule:
+    """A data config's `*_scales` value as a rule: a rule as it is, a list of short sides (or
+    one, `data.train_scales=800`) as `ShortSideChoice(scales, max_size)`."""
     if hasattr(scales, "draw"):
         return scales
+    if isinstance(scales, int):
+        scales = (scales,)
     return ShortSideChoice(tuple(scales), max_size)
 
 
