@@ -156,7 +156,9 @@ def test_a_checkpoint_holds_every_ranks_window_and_rank_zero_resumes_it(monkeypa
         monkeypatch.setattr(pseudo_statistics, "distributed_rank_and_world_size", lambda r=ranks: r)
         resumed[rank] = statistics_callback()
         resumed[rank].load_state_dict(saved)
-    assert not resumed[1].quality.update_called
+    # Rank 1 restores an empty window, but as an update: both ranks join compute's collective.
+    assert resumed[1].quality.update_called and resumed[0].quality.update_called
+    assert not any(bool(v.any()) for v in resumed[1].quality.counts().values())
     logged = run_step(resumed[0], None, step=10)  # one process holds the whole window now
     assert logged["pseudo/reliable_per_image"] == 2.0 and logged["pseudo/mined_per_image"] == 0.5
     assert logged["pseudo/precision"] == 0.5 and logged["pseudo/recall"] == 0.75
@@ -291,3 +293,26 @@ def test_both_callbacks_compare_with_the_datamodules_one_labeled_prior() -> None
     act.setup(SimpleNamespace(datamodule=datamodule), module_double(), "fit")
     # Computed once (`DetectionDataModule.labeled_class_prior`), not once per callback.
     assert statistics.prior is labeled_prior and act.prior is labeled_prior
+
+
+def test_a_resumed_window_survives_setup_again_and_keeps_the_prior_it_aimed_at() -> None:
+    """Lightning calls setup again for the run's closing validation, before the final save:
+    the window was rebuilt empty there, so the end-of-run checkpoint lost it. On resume the
+    window compares with the prior the module's restored thresholds aimed at, not the
+    configured one (until the first step's batch said so)."""
+    callback = statistics_callback()
+    callback.add(step_batch(image_one(), num_mined=0))
+    datamodule = SimpleNamespace(
+        labeled_dataset=None,
+        labeled_class_prior=PRIOR,
+        unlabeled_dataset=SimpleNamespace(class_counts=(2, 1, 1)),
+    )
+    callback.setup(SimpleNamespace(datamodule=datamodule), module_double(), "validate")
+    assert callback.quality.counts()["num_images"].item() == 1
+
+    aimed = ClassPrior(torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), 4.0)
+    resumed = statistics_callback()
+    resumed.load_state_dict(callback.state_dict())
+    resumed.on_train_start(None, module_double(threshold_prior=aimed))
+    logged = run_step(resumed, None, step=10)
+    assert logged["pseudo/prior_per_image"] == 4.0

@@ -73,9 +73,15 @@ class PseudoLabelStatistics(L.Callback):
         require(pl_module, PseudoLabellingModule, "PseudoLabelStatistics")
         require(datamodule, LabeledDataModule, "PseudoLabelStatistics")
         self.prior = configured_prior(datamodule, self.manual_prior)
-        unlabeled = getattr(datamodule, "unlabeled_dataset", None)
-        with_ground_truth = unlabeled is not None and sum(unlabeled.class_counts) > 0
-        self.quality = PseudoLabelQuality(pl_module.hparams.class_names, with_ground_truth)
+        if self.quality is None:  # once: setup("validate") at the run's end keeps the window
+            unlabeled = getattr(datamodule, "unlabeled_dataset", None)
+            with_ground_truth = unlabeled is not None and sum(unlabeled.class_counts) > 0
+            self.quality = PseudoLabelQuality(pl_module.hparams.class_names, with_ground_truth)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A resumed run's window compares with the prior of the thresholds it was made under,
+        # which the module's checkpoint holds (None: fixed thresholds, the configured prior).
+        self.threshold_prior = getattr(pl_module, "threshold_prior", None)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
@@ -148,15 +154,17 @@ class PseudoLabelStatistics(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning restores callbacks after `setup`, so the metric exists here. Rank 0 takes
-        the whole window back, the other ranks start empty: their sum is the saved window,
-        whatever the number of processes now."""
+        the whole window back, the other ranks an empty one: their sum is the saved window,
+        whatever the number of processes now. Every rank restores (zeros on the others), so
+        `update_called` agrees across ranks and all of them join `compute`'s collective (only
+        rank 0 did, and a resumed DDP run hung at its first log)."""
         self.updates_seen = int(state_dict["updates_seen"])
         rank, _ = distributed_rank_and_world_size()
         # "window": checkpoints before 2026-12-04, which held rank 0's counts alone.
         window = state_dict.get("window_all_ranks", state_dict.get("window"))
         if window:
-            if rank == 0:
-                self.quality.restore(window)
+            zeros = {name: torch.zeros_like(torch.as_tensor(v)) for name, v in window.items()}
+            self.quality.restore(window if rank == 0 else zeros)
         elif state_dict.get("pending"):  # an older checkpoint: the window's pseudo labels
             pseudo, boxes, labels = zip(*state_dict["pending"])
             self.quality.update(
