@@ -67,13 +67,14 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and evaluate one configuration; returns what is written to results.json."""
     L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resume_checkpoint(cfg.ckpt_path, run_dir)
     datamodule = instantiate_datamodule(cfg.data, use_unlabeled=cfg.method.name != "supervised")
     datamodule.prepare_data()
     datamodule.setup("fit")
     if fill_derived_view_sizes(cfg, datamodule):
         save_run_config(cfg, run_dir)
 
-    check_checkpoints_match_data(cfg, datamodule)
+    check_checkpoints_match_data(cfg, ckpt_path, datamodule)
     check_teacher_start(cfg)
     check_one_batch_per_step(cfg)
 
@@ -90,7 +91,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
         criterion=criterion,
     )
-    if cfg.ckpt_path:
+    if ckpt_path:
         keep_earlier_metrics(run_dir)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -99,7 +100,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         callbacks=build_callbacks(cfg, run_dir),
         plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if module.last_eval_step != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
@@ -128,11 +129,26 @@ def keep_earlier_metrics(run_dir: Path) -> None:
         metrics.rename(run_dir / f"metrics.{number}.csv")
 
 
-def check_checkpoints_match_data(cfg: DictConfig, datamodule) -> None:
+def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """The checkpoint `ckpt_path` names: a path, None (a fresh start), or "auto": the run
+    directory's own `checkpoints/last.ckpt` when there is one, else a fresh start. With "auto"
+    a job that is started again in its directory (a SLURM job requeued after pre-emption or
+    its time limit) continues from its latest save instead of from step 0."""
+    if ckpt_path != "auto":
+        return ckpt_path
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("ckpt_path=auto: resuming from %s", last)
+        return str(last)
+    log.info("ckpt_path=auto: no %s yet, starting from step 0", last)
+    return None
+
+
+def check_checkpoints_match_data(cfg: DictConfig, ckpt_path: str | None, datamodule) -> None:
     """Checkpoints trained on other classes fail here, naming the file, before any model."""
     names, ids = list(datamodule.class_names), list(datamodule.category_map.category_ids)
-    if cfg.ckpt_path:
-        check_checkpoint_classes(cfg.ckpt_path, "ckpt_path", names, ids)
+    if ckpt_path:
+        check_checkpoint_classes(ckpt_path, "ckpt_path", names, ids)
     if cfg.method.get("init_from") and cfg.method.name != "supervised":
         check_checkpoint_classes(cfg.method.init_from, "method.init_from", names, ids)
 

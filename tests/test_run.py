@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -280,10 +281,15 @@ def test_a_run_resumed_at_step_20_ends_exactly_as_an_uninterrupted_one(
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread: one summation order
     resume = (*RESUME, f"method.burn_in_steps={burn_in}", *act)
     whole = train_cli(tmp_path / "whole", cache_dir, *resume, "trainer.max_steps=40")
-    halves = train_cli(tmp_path / "halves", cache_dir, *resume, "trainer.max_steps=20")
+    # ckpt_path=auto, as a requeued job runs: a fresh start in a new directory, then the
+    # directory's own last.ckpt (an explicit ckpt_path=.../last.ckpt is the same resume).
+    halves = train_cli(tmp_path / "halves", cache_dir, *resume, "trainer.max_steps=20",
+                       "ckpt_path=auto")  # fmt: skip
     checkpoint = halves / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 20
-    train_cli(halves, cache_dir, *resume, "trainer.max_steps=40", f"ckpt_path={checkpoint}")
+    assert "ckpt_path=auto: no" in (halves / "run.log").read_text()
+    train_cli(halves, cache_dir, *resume, "trainer.max_steps=40", "ckpt_path=auto")
+    assert f"ckpt_path=auto: resuming from {checkpoint}" in (halves / "run.log").read_text()
     resumed = json.loads((halves / "results.json").read_text())
     uninterrupted = json.loads((whole / "results.json").read_text())
     assert resumed["steps"] == 40
@@ -328,6 +334,42 @@ def test_sigterm_saves_a_loadable_last_checkpoint_and_exits(tmp_path, cache_dir)
     assert any(key.startswith("teacher.") for key in checkpoint["state_dict"])
     assert not (run_dir / "results.json").exists()
     assert not list(last.parent.glob("*.tmp"))  # nothing half-written left behind
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_every_ddp_rank_stops_them_together_and_saves(tmp_path, cache_dir, stop):
+    """SLURM's pre-emption, `kill` of the process group and Ctrl-C in a terminal signal every
+    rank. Lightning's handler broadcast from inside the handler, so the ranks issued different
+    collectives: 6 of 11 such stops of this run hung or failed without saving (review,
+    2026-12-04). Now both ranks stop after the same step, save it and exit 143."""
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
+    command = [
+        sys.executable, "-m", "labelmatch.run", f"hydra.run.dir={run_dir}", "experiment=smoke",
+        "trainer.max_steps=1000", "checkpoint_every_n_steps=4", "trainer=ddp",
+        "trainer.devices=2", "trainer.accelerator=cpu",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the signal reaches both ranks
+    )  # fmt: skip
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # training under way (the step-4 checkpoint)
+    time.sleep(1.5)  # somewhere inside a later step
+    os.killpg(process.pid, getattr(signal, stop))
+    try:
+        output = process.communicate(timeout=120)[0].decode()
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"the ranks hung after {stop}: {process.communicate()[0].decode()[-3000:]}")
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    logs = [(run_dir / name).read_text() for name in ("run.log", "train_ddp_process_1.log")]
+    steps = [re.findall(rf"stopped by {stop} at step (\d+)", text) for text in logs]
+    assert len(steps[0]) == len(steps[1]) == 1 and steps[0] == steps[1], logs[0][-2000:]
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["global_step"] == int(steps[0][0]) > 4
 
 
 def test_checkpoint_of_other_classes_is_one_clear_error_before_training(tmp_path, cache_dir):

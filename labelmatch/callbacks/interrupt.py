@@ -10,6 +10,15 @@ it. SIGINT is routed through the same path (the first Ctrl-C finishes the step a
 second one stops at once). A non-finite loss stops every rank at the same step, before the
 optimiser step: its state is saved separately (`nonfinite-step<N>.ckpt`) for inspection,
 leaving `last.ckpt` as it was.
+
+Under DDP, Lightning's SIGTERM handler broadcasts from inside the handler, i.e. in the middle of
+whatever collective the rank was in, and forwards the signal to the other ranks. When every
+rank is signalled (SLURM's pre-emption and time limit, `kill` of the process group, Ctrl-C in
+a terminal) the ranks then issued different collectives: 6 of 11 such stops of a 2-process CPU
+run hung or failed, without saving (2026-12-04). So with several processes this callback
+replaces that handler (and SIGINT's): a signal only records itself; at the end of every step
+all ranks agree by one all-reduce (max) and, if any rank was signalled, raise Lightning's stop
+flag together, which then stops them after the same step as in one process.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from labelmatch.data.errors import DataError
@@ -39,14 +49,42 @@ class SaveOnInterrupt(L.Callback):
         self.dirpath = Path(dirpath)
         self.signal: int | None = None  # the signal that stopped the run, if any
         self._previous_sigint: Any = None
+        # Several processes: the handlers this callback replaced, by signal.
+        self._replaced: dict[int, Any] = {}
 
     # ---- Ctrl-C behaves like SIGTERM ------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning has installed its SIGTERM handler by now (Trainer._run, before the loop;
         # not on Windows, where Ctrl-C keeps Lightning's KeyboardInterrupt handling).
         sigterm_handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
-        if sigterm_handled and _is_main_thread():
+        if not (sigterm_handled and _is_main_thread()):
+            return
+        if trainer.world_size > 1:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._replaced[signum] = signal.signal(signum, self._record)
+        else:
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        """Several processes: remember the signal, nothing else (no collective, no logging)."""
+        if signum == signal.SIGINT:  # a second Ctrl-C stops at once
+            previous = self._replaced[signal.SIGINT] or signal.default_int_handler
+            signal.signal(signal.SIGINT, previous)
+        self.signal = self.signal or signum
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        if not self._replaced:
+            return
+        # Every rank, at the same point of every step: did any rank get a signal?
+        signalled = torch.tensor([self.signal or 0], device=pl_module.device)
+        signalled = int(trainer.strategy.reduce(signalled, reduce_op="max").item())
+        if signalled:
+            self.signal = self.signal or signalled
+            # Lightning's own flag, on every rank at once: it raises SIGTERMException after
+            # this step (after a validation's running batch if one is due), as in one process.
+            trainer._signal_connector.received_sigterm = True
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         # No logging here (a signal handler may interrupt a logging call holding its lock).
@@ -58,6 +96,10 @@ class SaveOnInterrupt(L.Callback):
         if self._previous_sigint is not None and _is_main_thread():
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+        for signum, previous in self._replaced.items():
+            if signal.getsignal(signum) == self._record and _is_main_thread():
+                signal.signal(signum, previous)
+        self._replaced = {}
 
     # ---- saving -----------------------------------------------------------------------------
     def on_exception(
