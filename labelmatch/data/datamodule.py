@@ -204,6 +204,9 @@ class DetectionDataModule(lightning.LightningDataModule):
         self.test_transform = TestTransform(sizes["test_scale"], sizes["max_size"])
         self.skip_invalid = skip_invalid
         self.seed = seed
+        # The training streams' (global start, step there, draws a step); saved positions.
+        self._stream_starts: dict[str, tuple[int, int, int]] = {}
+        self._saved_positions: dict[str, int] = {}
         self.splits: CocoSplits | None = None
         self.category_map: CategoryMap | None = None
         self.labeled_dataset: CocoDetection | None = None
@@ -346,24 +349,40 @@ class DetectionDataModule(lightning.LightningDataModule):
         )
 
     def _consumed_batches(self) -> int:
-        """Batches each training loader has already delivered: 0, or the step a trainer
-        resumed from (one batch per loader per step and accumulated micro-step)."""
+        """Batches each training loader has already delivered on each rank: 0, or the step a
+        trainer resumed from (one batch per loader per step and accumulated micro-step)."""
         trainer = self.trainer
         if trainer is None:
             return 0
         return trainer.global_step * trainer.accumulate_grad_batches
 
+    # Each stream's global position (the draws all ranks have taken) travels in the checkpoint,
+    # so a run resumed on another number of processes goes on from it: recomputed from the step
+    # and today's number of processes, it repeated or skipped images.
+    def state_dict(self) -> dict[str, Any]:
+        step = self.trainer.global_step if self.trainer is not None else 0
+        positions = {
+            stream: start + (step - start_step) * per_step
+            for stream, (start, start_step, per_step) in self._stream_starts.items()
+        }
+        return {"stream_positions": positions}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._saved_positions = dict(state_dict.get("stream_positions", {}))
+
     def _infinite_sampler(
-        self, dataset: CocoDetection, seed: int, batch_size: int
+        self, stream: str, dataset: CocoDetection, seed: int, batch_size: int
     ) -> InfiniteSampler:
         rank, world_size = distributed_rank_and_world_size()
+        consumed = self._consumed_batches()
+        # Without a saved position (a fresh run, a checkpoint before 2026-12-04): as many
+        # processes as now drew batch_size per loader batch since step 0.
+        start = self._saved_positions.get(stream, consumed * batch_size * world_size)
+        step = self.trainer.global_step if self.trainer is not None else 0
+        batches_per_step = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        self._stream_starts[stream] = (start, step, batches_per_step * batch_size * world_size)
         return InfiniteSampler(
-            len(dataset),
-            shuffle=True,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            start=self._consumed_batches() * batch_size,
+            len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size, start=start
         )
 
     def train_dataloader(self) -> dict[str, DataLoader]:
@@ -374,7 +393,9 @@ class DetectionDataModule(lightning.LightningDataModule):
             "labeled": self._loader(
                 SeededDraws(self.labeled_dataset),
                 self.labeled_batch_size,
-                self._infinite_sampler(self.labeled_dataset, self.seed, self.labeled_batch_size),
+                self._infinite_sampler(
+                    "labeled", self.labeled_dataset, self.seed, self.labeled_batch_size
+                ),
                 collate_labeled,
                 role=0,
             )
@@ -384,7 +405,7 @@ class DetectionDataModule(lightning.LightningDataModule):
                 SeededDraws(self.unlabeled_dataset),
                 self.unlabeled_batch_size,
                 self._infinite_sampler(
-                    self.unlabeled_dataset, self.seed + 1, self.unlabeled_batch_size
+                    "unlabeled", self.unlabeled_dataset, self.seed + 1, self.unlabeled_batch_size
                 ),
                 collate_unlabeled,
                 role=1,

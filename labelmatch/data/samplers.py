@@ -40,7 +40,9 @@ class InfiniteSampler(Sampler[Draw]):
     position g draws image `order_p[g mod n]` (p = g div n) with augmentation seed
     `draw_seed(seed, g)`. Rank r yields the global positions r, r + W, r + 2W, ... (W the world
     size), so ranks never repeat each other and every rank gets indices even when the dataset is
-    smaller than W. `start` skips the first `start` draws of this rank's share (resuming).
+    smaller than W. `start` is where the stream resumes: the draws all ranks together have
+    taken (a global position; the rank then yields start + r, start + r + W, ...), so a run
+    resumed on another number of processes neither repeats nor skips images.
     There is deliberately no `__len__` (training is counted in iterations).
     """
 
@@ -74,7 +76,7 @@ class InfiniteSampler(Sampler[Draw]):
         return torch.randperm(self.dataset_size, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[Draw]:
-        position = self.rank + self.start * self.world_size
+        position = self.start + self.rank
         pass_index, order = -1, []
         while True:
             current_pass, offset = divmod(position, self.dataset_size)
