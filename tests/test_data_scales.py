@@ -56,6 +56,22 @@ def test_given_keys_win_and_absent_keys_stay_absent(caplog):
     assert resolve_scales({"test_scale": 64}, [], "x.json") == {"test_scale": 64}
 
 
+@pytest.mark.parametrize("given", [800, "rule"], ids=["one short side", "a resize rule"])
+def test_one_short_side_or_a_rule_beside_derived_keys(given, caplog):
+    """data=coco leaves the other scale keys null: `data.train_scales=800` or the paper's rule
+    beside them crashed the log line (list() of an int or a rule). Review, 2026-12-04."""
+    from labelmatch.data.transforms import LongSideRatio
+
+    scales = LongSideRatio(1024, (0.5, 1.5)) if given == "rule" else given
+    keys = {"train_scales": scales, "strong_scales": scales, "weak_scales": None,
+            "test_scale": None, "max_size": None}  # fmt: skip
+    images = [{"id": 1, "width": 640, "height": 480}]
+    with caplog.at_level(logging.INFO, logger="labelmatch.data.scales"):
+        resolved = resolve_scales(keys, images, "x.json")
+    assert resolved["train_scales"] is scales and resolved["test_scale"] == 480
+    assert f"train/strong short sides {scales}" in caplog.text
+
+
 def test_no_usable_image_size_is_a_clear_error_naming_the_file():
     with pytest.raises(DataError, match="labeled.json: no image record with a positive integer"):
         resolve_scales({"test_scale": None}, [{"id": 1, "width": "wide"}], "labeled.json")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from labelmatch.data.coco import is_positive_integer
@@ -80,7 +80,13 @@ def resolve_scales(keys: dict, images: list[dict], source: str) -> dict:
         "view sizes from %s (median short side %d px of %d images): train/strong short sides %s, "
         "weak %s, test %d, long side <= %d (%s derived; set data.<key> to choose)",
         source, statistics.median(min(s) for s in sizes), len(sizes),
-        list(resolved["train_scales"]), list(resolved["weak_scales"]), resolved["test_scale"],
+        _shown(resolved["train_scales"]), _shown(resolved["weak_scales"]), resolved["test_scale"],
         resolved["max_size"], ", ".join(missing),
     )  # fmt: skip
     return resolved
+
+
+def _shown(scales: object) -> object:
+    """A `*_scales` value as the log line shows it: a list of short sides as a list; one short
+    side or a resize rule as it is (both are allowed beside derived keys)."""
+    return list(scales) if isinstance(scales, Sequence) and not isinstance(scales, str) else scales
