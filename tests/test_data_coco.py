@@ -139,20 +139,23 @@ def test_bad_boxes_are_clipped_or_rejected_and_counted(tiny, caplog):
         _annotation(11, 2, [-3, 5, 3.00001, 10]),
         _annotation(12, 2, [29.5, 5, 10, 10]),
         _annotation(13, 2, [29, 5, 10, 10]),  # 1 px inside: kept, clipped
+        # 1 px wide at a fractional x, wholly inside: kept (0.99999994 wide in float32).
+        _annotation(14, 2, [0.3, 10, 1.0, 5]),
     ]
     with caplog.at_level(logging.INFO, logger="labelmatch.data.coco"):
         dataset = _dataset(image_dir, write(annotations))
     report = dataset.report
-    assert (report["annotations"], report["boxes"], report["clipped"]) == (13, 4, 3)
+    assert (report["annotations"], report["boxes"], report["clipped"]) == (14, 5, 3)
     assert (report["rejected_degenerate"], report["rejected_outside"], report["crowd"]) == (3, 5, 1)
     assert dataset[0][1]["boxes"].tolist() == [[5, 10, 15, 20], [50, 30, 60, 40], [0, 0, 5, 5]]
-    assert dataset[1][1]["boxes"].tolist() == [[29, 5, 30, 15]]
+    kept = torch.tensor([[29, 5, 30, 15], [0.3, 10, 1.3, 15]])
+    torch.testing.assert_close(dataset[1][1]["boxes"], kept)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "clipped" in warnings[0] and "rejected_outside" in warnings[0]
-    # The class prior counts all 13 annotations (all car), as the official hook counts the
-    # labeled json; the training boxes are the 4 kept ones.
-    assert dataset.class_counts == [0, 4, 0] and dataset.prior_counts == [0, 13, 0]
-    assert report["prior_boxes"] == 13
+    # The class prior counts all 14 annotations (all car), as the official hook counts the
+    # labeled json; the training boxes are the 5 kept ones.
+    assert dataset.class_counts == [0, 5, 0] and dataset.prior_counts == [0, 14, 0]
+    assert report["prior_boxes"] == 14
 
 
 @pytest.mark.parametrize(

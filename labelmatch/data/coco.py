@@ -375,19 +375,19 @@ class CocoDetection(torch.utils.data.Dataset):
         "clipped", "rejected_degenerate", "rejected_outside" or "" for a box kept whole).
 
         Degenerate: under 1 px wide or high, MMDetection's `CocoDataset` rule (the official
-        code's). Outside: under 1 px of it left inside the image, wide or high, once clipped,
-        judged in float32, the dtype the box is stored in. (MMDetection keeps any sliver with
-        area and clips it after the resize. Here a sliver of 1e-5 px at an edge passed, and a
-        flip (W - 1e-5 == W in float32) or a resize then gave it no width in the view, which
-        stops training at torchvision's positive-size check; a box under 1 px inside is no
-        object to learn either.)"""
+        code's). Outside: under 1 px of it left inside the image, wide or high, once clipped
+        (judged on the json's float64 values: in float32 a box 1 px wide at x = 0.3 is
+        0.99999994 wide). MMDetection keeps any sliver with area and clips it after the resize.
+        Here a sliver of 1e-5 px at an edge passed, and a flip (W - 1e-5 == W in float32) or a
+        resize then gave it no width in the view, which stops training at torchvision's
+        positive-size check; a box under 1 px inside is no object to learn either. One at
+        least 1 px wide keeps a positive width in float32 through any flip and resize."""
         x, y, w, h = (float(v) for v in bbox)
         if w < 1 or h < 1:
             return None, "rejected_degenerate"
         x1, y1 = max(x, 0.0), max(y, 0.0)
         x2, y2 = min(x + w, float(width)), min(y + h, float(height))
-        stored = np.asarray([x1, y1, x2, y2], dtype=np.float32)
-        if stored[2] - stored[0] < 1 or stored[3] - stored[1] < 1:
+        if x2 - x1 < 1 or y2 - y1 < 1:
             return None, "rejected_outside"
         clipped = (x1, y1, x2, y2) != (x, y, x + w, y + h)
         return [x1, y1, x2, y2], "clipped" if clipped else ""
