@@ -11,14 +11,16 @@ as `<name>.png` with its boxes of score >= `score` drawn. Every detection the mo
 (COCO results: image_id, category_id of the dataset, bbox xywh, score), as `labelmatch.evaluate`
 writes them; its image ids are 1..N in file-name order, and `out/images.json` gives each id's
 file name and size (map them to a val json's ids to score the file against it). The model runs
-on `device` (auto: the first GPU when there is one), `batch_size` images at a time as in
-validation; decoding, drawing and the files stay on the CPU.
+on `device` (auto: the first GPU when there is one), up to `batch_size` images at a time, only
+images whose views have one size together (`same_size_batches`); decoding, drawing and the files
+stay on the CPU.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
 from pathlib import Path
 
 import hydra
@@ -34,7 +36,7 @@ from labelmatch.cli import cli_errors
 from labelmatch.data.coco import DECODABLE_FORMATS
 from labelmatch.data.errors import DataError
 from labelmatch.data.split_files.image_folder import image_size
-from labelmatch.data.transforms import TestTransform
+from labelmatch.data.transforms import TestTransform, resized_size
 from labelmatch.evaluation.coco_eval import to_coco_results, write_results
 from labelmatch.method.module import predict_original_frame
 from labelmatch.progress import progress
@@ -90,6 +92,29 @@ def inference_device(name: str) -> torch.device:
     return device
 
 
+def same_size_batches(
+    files: list[Path], transform: TestTransform, batch_size: int
+) -> list[list[tuple[int, Path]]]:
+    """(image id, file) batches of at most `batch_size` images whose evaluation views have one
+    size; ids are 1..N in file-name order, and each size's images keep that order.
+
+    torchvision pads a batch to its largest view, and the anchors over the padding change the
+    RPN's proposals of a smaller image, so its detections too (measured on the smoke model: a
+    box moved by 122 px). Batched by view size, each image gets the detections it gets alone,
+    up to float rounding."""
+    by_view: dict[tuple[int, int], list[tuple[int, Path]]] = defaultdict(list)
+    for image_id, path in enumerate(files, 1):
+        width, height = image_size(path)  # readable: image_files kept it
+        by_view[resized_size(height, width, transform.scale, transform.max_size)].append(
+            (image_id, path)
+        )
+    return [
+        group[start : start + batch_size]
+        for group in by_view.values()
+        for start in range(0, len(group), batch_size)
+    ]
+
+
 def test_transform(cfg: DictConfig) -> TestTransform:
     """The evaluation resize of the training run, unless `test_scale`/`max_size` are given."""
     trained = training_config(cfg.checkpoint)
@@ -133,8 +158,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     predictions, images, drawn, unreadable = [], [], 0, []
-    files = list(enumerate(image_files(Path(cfg.images)), 1))
-    batches = [files[i : i + cfg.batch_size] for i in range(0, len(files), cfg.batch_size)]
+    batches = same_size_batches(image_files(Path(cfg.images)), transform, cfg.batch_size)
     for batch_files in progress(batches, "predict"):
         decoded = []
         for image_id, path in batch_files:
@@ -160,6 +184,8 @@ def predict(cfg: DictConfig) -> list[dict]:
             height, width = image.shape[-2:]
             record = {"id": prediction["image_id"], "file_name": path.name}
             images.append({**record, "height": height, "width": width})
+    predictions.sort(key=lambda prediction: prediction["image_id"])  # file-name order again
+    images.sort(key=lambda record: record["id"])
     write_results(out / "detections.json", to_coco_results(predictions, category_ids))
     (out / "images.json").write_text(json.dumps(images, indent=2))
     if unreadable:

@@ -218,6 +218,50 @@ def test_predict_skips_an_image_damaged_past_its_header_and_reads_16_bit_pngs(
     assert (tmp_path / "out" / "c.png").is_file()
 
 
+def test_predict_batches_only_images_of_one_view_size(smoke_run, tmp_path) -> None:
+    """torchvision pads a batch to its largest view, which changed a smaller image's
+    detections (a box moved by 122 px on this model: review, 2026-12-04). Batched by view
+    size, a folder of two sizes gives the detections of one image at a time."""
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from labelmatch.predict import predict
+
+    results = json.loads((smoke_run / "results.json").read_text())
+    val = json.loads(Path(results["val_json"]).read_text())
+    sources = [Path(results["val_json"]).parent / "images" / r["file_name"] for r in val["images"]]
+    images = tmp_path / "images"
+    images.mkdir()
+    pictures = [Image.open(path).convert("RGB") for path in sources[:4]]
+    for name, picture in zip("ace", pictures):
+        picture.save(images / f"{name}.png")
+    wide = Image.new("RGB", (2 * pictures[3].width, pictures[3].height))
+    wide.paste(pictures[3], (0, 0))
+    wide.paste(pictures[0], (pictures[3].width, 0))
+    wide.save(images / "b.png")  # twice as wide, between the others in name order
+    detections = {}
+    for batch_size in (1, 4):
+        cfg = OmegaConf.create(
+            {"checkpoint": str(smoke_run / "checkpoints" / "last.ckpt"), "images": str(images),
+             "out": str(tmp_path / f"b{batch_size}"), "model": "teacher", "score": 0.5,
+             "test_scale": None, "max_size": None, "device": "cpu", "batch_size": batch_size}
+        )  # fmt: skip
+        predict(cfg)
+        detections[batch_size] = json.loads(
+            (tmp_path / f"b{batch_size}" / "detections.json").read_text()
+        )
+    listed = json.loads((tmp_path / "b4" / "images.json").read_text())
+    assert [image["file_name"] for image in listed] == ["a.png", "b.png", "c.png", "e.png"]
+    assert len(detections[1]) == len(detections[4]) > 0
+    for alone, batched in zip(detections[1], detections[4]):
+        assert (alone["image_id"], alone["category_id"]) == (
+            batched["image_id"],
+            batched["category_id"],
+        )
+        assert alone["bbox"] == pytest.approx(batched["bbox"], abs=1e-3)
+        assert alone["score"] == pytest.approx(batched["score"], abs=1e-5)
+
+
 def test_predict_device_names_auto_and_refuses_devices_the_machine_lacks(monkeypatch) -> None:
     from labelmatch.data.errors import DataError
     from labelmatch.predict import inference_device
@@ -262,12 +306,21 @@ def test_predict_on_cuda_gives_the_cpu_detections(smoke_run, tmp_path) -> None:
         )  # fmt: skip
         predict(cfg)
         detections[device] = json.loads((tmp_path / device / "detections.json").read_text())
-    confident = [[d for d in detections[device] if d["score"] >= 0.3] for device in ("cpu", "cuda")]
-    assert len(confident[0]) == len(confident[1]) > 0
-    for a, b in zip(*confident):
-        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
-        assert a["bbox"] == pytest.approx(b["bbox"], abs=0.5)
-        assert a["score"] == pytest.approx(b["score"], abs=1e-2)
+    # The smoke model is barely trained (its best scores are near 0.1, close to one another):
+    # each image's three best CPU detections must have a cuda twice, matched by class, box
+    # and score rather than by rank, which near-equal scores may swap between kernels.
+    for image_id in {d["image_id"] for d in detections["cpu"]}:
+        cpu = sorted(
+            (d for d in detections["cpu"] if d["image_id"] == image_id), key=lambda d: -d["score"]
+        )
+        cuda = [d for d in detections["cuda"] if d["image_id"] == image_id]
+        for wanted in cpu[:3]:
+            assert any(
+                d["category_id"] == wanted["category_id"]
+                and d["bbox"] == pytest.approx(wanted["bbox"], abs=0.5)
+                and d["score"] == pytest.approx(wanted["score"], abs=1e-3)
+                for d in cuda
+            ), (image_id, wanted)
 
 
 def test_predict_refuses_an_empty_batch_before_reading_anything(tmp_path) -> None:
