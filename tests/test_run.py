@@ -336,18 +336,31 @@ def test_sigterm_saves_a_loadable_last_checkpoint_and_exits(tmp_path, cache_dir)
     assert not list(last.parent.glob("*.tmp"))  # nothing half-written left behind
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
-def test_a_signal_to_every_ddp_rank_stops_them_together_and_saves(tmp_path, cache_dir, stop):
+@pytest.mark.parametrize(
+    ("stop", "overrides"),
+    [
+        ("SIGTERM", ()),
+        ("SIGINT", ()),
+        # A validation at every step, 17 val images in batches of 8: rank 0 holds two val
+        # batches, rank 1 one, so a stop inside the validation would part them.
+        ("SIGTERM", ("trainer.val_check_interval=1", "data.splits.num_val=17")),
+    ],
+    ids=["SIGTERM", "SIGINT", "SIGTERM, a validation at every step"],
+)
+def test_a_signal_to_every_ddp_rank_stops_them_together_and_saves(
+    tmp_path, cache_dir, stop, overrides
+):
     """SLURM's pre-emption, `kill` of the process group and Ctrl-C in a terminal signal every
     rank. Lightning's handler broadcast from inside the handler, so the ranks issued different
     collectives: 6 of 11 such stops of this run hung or failed without saving (review,
-    2026-12-04). Now both ranks stop after the same step, save it and exit 143."""
+    2026-12-04). Now both ranks stop after the same step (and its validation), save it and exit
+    143."""
     run_dir = tmp_path / "run"
     env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
     command = [
         sys.executable, "-m", "labelmatch.run", f"hydra.run.dir={run_dir}", "experiment=smoke",
         "trainer.max_steps=1000", "checkpoint_every_n_steps=4", "trainer=ddp",
-        "trainer.devices=2", "trainer.accelerator=cpu",
+        "trainer.devices=2", "trainer.accelerator=cpu", *overrides,
     ]  # fmt: skip
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,15 +1,18 @@
 """Save the run when it is stopped: by SIGTERM (a scheduler's pre-emption), by Ctrl-C, by a
 non-finite loss, or by an unreadable image met during training.
 
-Lightning turns SIGTERM into a `SIGTERMException` once the running training step is complete
-(under DDP rank 0's signal is shared with every rank before a step), or, inside a validation,
-after the running validation batch (that validation is then not finished, and the resumed run
-does not repeat it); then it calls `on_exception` of every callback: that is where `last.ckpt`
-is written, from the state after a whole training step, so `ckpt_path=.../last.ckpt` resumes
-it. SIGINT is routed through the same path (the first Ctrl-C finishes the step and saves; a
-second one stops at once). A non-finite loss stops every rank at the same step, before the
-optimiser step: its state is saved separately (`nonfinite-step<N>.ckpt`) for inspection,
-leaving `last.ckpt` as it was.
+In one process Lightning turns SIGTERM into a `SIGTERMException` once the running training
+step is complete, or, inside a validation, after the running validation batch (that validation
+is then not finished, and the resumed run does not repeat it). With several processes (below)
+the stop comes at the end of the first training step that ends after the signal, after that
+step's validation if one is due, run to its end: the ranks' validation shares can differ by a
+batch, so a stop inside it would leave one rank in the predictions' gather. Then Lightning
+calls `on_exception` of every callback: that is where `last.ckpt` is written, from the state
+after a whole training step, so `ckpt_path=.../last.ckpt` resumes it. SIGINT is routed
+through the same path (the first Ctrl-C finishes the step and saves; a second one stops at
+once). A non-finite loss stops every rank at the same step, before the optimiser step: its
+state is saved separately (`nonfinite-step<N>.ckpt`) for inspection, leaving `last.ckpt` as it
+was.
 
 Under DDP, Lightning's SIGTERM handler broadcasts from inside the handler, i.e. in the middle of
 whatever collective the rank was in, and forwards the signal to the other ranks. When every
@@ -49,8 +52,10 @@ class SaveOnInterrupt(L.Callback):
         self.dirpath = Path(dirpath)
         self.signal: int | None = None  # the signal that stopped the run, if any
         self._previous_sigint: Any = None
-        # Several processes: the handlers this callback replaced, by signal.
+        # Several processes: the handlers this callback replaced, by signal; whether the ranks
+        # have agreed to stop.
         self._replaced: dict[int, Any] = {}
+        self._stop_agreed = False
 
     # ---- Ctrl-C behaves like SIGTERM ------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -82,8 +87,19 @@ class SaveOnInterrupt(L.Callback):
         signalled = int(trainer.strategy.reduce(signalled, reduce_op="max").item())
         if signalled:
             self.signal = self.signal or signalled
-            # Lightning's own flag, on every rank at once: it raises SIGTERMException after
-            # this step (after a validation's running batch if one is due), as in one process.
+            self._stop_agreed = True
+            # Lightning's own flag, on every rank at once: it raises SIGTERMException at the
+            # end of this step (after its validation: see on_validation_start).
+            trainer._signal_connector.received_sigterm = True
+
+    # The flag is lowered while a validation due at the stop step runs, so that Lightning does
+    # not stop it after its first batch on one rank and after the last on another.
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._stop_agreed:
+            trainer._signal_connector.received_sigterm = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._stop_agreed:
             trainer._signal_connector.received_sigterm = True
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:

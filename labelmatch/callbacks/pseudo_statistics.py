@@ -6,9 +6,10 @@ frame) as `outputs["pseudo"]`, a `PseudoLabelBatch` that also says which thresho
 them per class and matches them to the ground truth (IoU >= 0.5, same class) in a
 `PseudoLabelQuality` metric; every `log_every_n_steps` steps and at each threshold update it logs
 the window's measures, summed over the ranks, as `pseudo/*` (see `PseudoLabelQuality.compute`)
-and starts a new window. A window holds the pseudo labels of one set of thresholds: at an
-update the window so far is logged against the prior those thresholds aimed at, and the step's
-own pseudo labels (split by the new thresholds) open the next one. At each threshold update it
+and starts a new window. A window holds the pseudo labels of one threshold update (an ACT
+refresh; online ACT's queue moves the thresholds between refreshes too): at an update the
+window so far is logged against the prior its thresholds aimed at, and the step's own pseudo
+labels (split by the new thresholds) open the next one. At each threshold update it
 also draws a few strong views with their reliable (green) and uncertain (yellow) pseudo boxes
 into `plots/pseudo_labels/step_<step>.png` and hands them to wandb / TensorBoard.
 """
