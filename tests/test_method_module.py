@@ -251,6 +251,24 @@ def test_a_batch_left_without_images_by_skip_invalid_is_a_data_error() -> None:
     batch = {"labeled": {"images": batch["weak"], "targets": []}, "unlabeled": {"weak": []}}
     with pytest.raises(DataError, match="every image of the unlabeled batch was unreadable"):
         module.training_step(batch, 0)
+    # Under DDP every rank raises when one rank's batch was emptied (review, 2026-12-04).
+    module = make_module()
+    decisions = []
+
+    def reduce_boolean_decision(decision: bool, all: bool = True) -> bool:
+        decisions.append(decision)
+        return True  # the other rank's labeled batch was emptied
+
+    from types import SimpleNamespace
+
+    module._trainer = SimpleNamespace(
+        world_size=2, global_step=3,
+        strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision),
+    )  # fmt: skip
+    full = {"labeled": {"images": [torch.rand(3, 64, 64)], "targets": [{}]}}
+    with pytest.raises(DataError, match="step 3: every image of a batch of another rank"):
+        module.training_step(full, 0)
+    assert decisions == [False]
 
 
 def test_a_validation_or_reference_batch_left_without_images_gives_no_detections() -> None:

@@ -263,19 +263,24 @@ class LabelMatchModule(L.LightningModule):
         return {"loss": loss, **output}
 
     def check_not_emptied(self, batch: dict[str, Any]) -> None:
-        """DataError when `data.skip_invalid` left a batch this step needs without any image
-        (every image of it unreadable): torchvision's detector and the view stacking would
-        fail on it with an IndexError naming nothing."""
+        """DataError on every rank when `data.skip_invalid` left a batch this step needs without
+        any image on any rank (every image of it unreadable): torchvision's detector and the
+        view stacking would fail on it with an IndexError naming nothing. Decided over the ranks
+        (one rank raising alone left the others waiting in the gradient all-reduce)."""
         needed = {"labeled": batch["labeled"]["images"]}
         if self.in_semi_supervised_phase:
             needed["unlabeled"] = batch["unlabeled"]["weak"]
-        for name, images in needed.items():
-            if len(images) == 0:
-                raise DataError(
-                    f"step {self.global_step}: every image of the {name} batch was unreadable "
-                    "and skipped (data.skip_invalid=true; the warnings above name the files): "
-                    "replace or remove those files"
-                )
+        emptied = [name for name, images in needed.items() if len(images) == 0]
+        anywhere = bool(emptied)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            anywhere = self.trainer.strategy.reduce_boolean_decision(anywhere, all=False)
+        if anywhere:
+            where = f"the {emptied[0]} batch" if emptied else "a batch of another rank"
+            raise DataError(
+                f"step {self.global_step}: every image of {where} was unreadable and skipped "
+                "(data.skip_invalid=true; the warnings above name the files): replace or "
+                "remove those files"
+            )
 
     def stop_if_not_finite(self, loss: Tensor, terms: dict[str, Any]) -> None:
         """NonFiniteLossError on every rank when the loss is NaN/inf on any rank, before the
