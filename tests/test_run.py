@@ -385,6 +385,51 @@ def test_a_signal_to_every_ddp_rank_stops_them_together_and_saves(
     assert checkpoint["global_step"] == int(steps[0][0]) > 4
 
 
+RUNNER = """
+import os, signal, sys, threading, time
+from pathlib import Path
+
+def runner_handler(signum, frame):  # as submitit's: requeue (here a line), then exit
+    print("RUNNER: requeue", flush=True)
+    sys.exit(77)
+
+signal.signal(signal.SIGUSR2, runner_handler)
+run_dir = Path(sys.argv[1])
+
+def send():
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        time.sleep(0.2)
+    time.sleep(1.5)
+    os.kill(os.getpid(), signal.SIGUSR2)
+
+threading.Thread(target=send, daemon=True).start()
+import labelmatch.run as run
+conf = Path(run.__file__).resolve().parents[1] / "conf"  # Hydra finds it from the script
+sys.argv = ["run.py", f"--config-path={conf}", f"hydra.run.dir={run_dir}", *sys.argv[2:]]
+run.main()
+"""
+
+
+def test_a_job_runners_sigusr2_saves_the_step_before_its_handler_requeues(tmp_path, cache_dir):
+    """Under hydra/launcher=slurm, submitit's SIGUSR2 handler (time limit, pre-emption)
+    requeued the job and exited from inside the step, with no save: the requeued job lost the
+    steps since the last periodic checkpoint (review, 2026-12-04). Now the run stops after the
+    step, saves it, and then the runner's handler runs."""
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
+    overrides = ["experiment=smoke", "trainer.max_steps=1000", "checkpoint_every_n_steps=4"]
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(run_dir), *overrides], env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 77, output[-3000:]
+    stopped = re.findall(r"stopped by SIGUSR2 at step (\d+)", output)
+    assert len(stopped) == 1 and output.index("stopped by SIGUSR2") < output.index("RUNNER")
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == int(stopped[0]) > 4
+
+
 def test_checkpoint_of_other_classes_is_one_clear_error_before_training(tmp_path, cache_dir):
     plain = tmp_path / "five_classes.pth"
     torch.save({"roi_heads.box_predictor.cls_score.weight": torch.zeros(6, 8)}, plain)

@@ -22,6 +22,12 @@ run hung or failed, without saving (2026-12-04). So with several processes this 
 replaces that handler (and SIGINT's): a signal only records itself; at the end of every step
 all ranks agree by one all-reduce (max) and, if any rank was signalled, raise Lightning's stop
 flag together, which then stops them after the same step as in one process.
+
+A job runner's handler of SIGUSR2 (submitit's, under `hydra/launcher=slurm`: SLURM sends it
+before the time limit and on pre-emption; the handler requeues the job and exits) is taken over
+the same way: the signal stops the run after the step, the state is saved, and then the
+runner's handler runs, so the requeued job (`ckpt_path=auto`) continues from this step instead
+of the last periodic save.
 """
 
 from __future__ import annotations
@@ -56,6 +62,11 @@ class SaveOnInterrupt(L.Callback):
         # have agreed to stop.
         self._replaced: dict[int, Any] = {}
         self._stop_agreed = False
+        # A job runner's SIGUSR2 handler (submitit's), run after the save; whether this
+        # process received SIGUSR2.
+        self._runner_handler: Any = None
+        self._runner_signalled = False
+        self._trainer: L.Trainer | None = None
 
     # ---- Ctrl-C behaves like SIGTERM ------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -64,6 +75,11 @@ class SaveOnInterrupt(L.Callback):
         sigterm_handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
         if not (sigterm_handled and _is_main_thread()):
             return
+        self._trainer = trainer
+        runner_handler = signal.getsignal(signal.SIGUSR2)
+        if callable(runner_handler):  # not SIG_DFL / SIG_IGN: a job runner is listening
+            self._runner_handler = runner_handler
+            signal.signal(signal.SIGUSR2, self._record_runner_signal)
         if trainer.world_size > 1:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._replaced[signum] = signal.signal(signum, self._record)
@@ -76,6 +92,13 @@ class SaveOnInterrupt(L.Callback):
             previous = self._replaced[signal.SIGINT] or signal.default_int_handler
             signal.signal(signal.SIGINT, previous)
         self.signal = self.signal or signum
+
+    def _record_runner_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SIGUSR2 from the job runner: stop after the step, save, then its handler runs."""
+        self._runner_signalled = True
+        self.signal = self.signal or signum
+        if not self._replaced and self._trainer is not None:  # one process: Lightning's flag
+            self._trainer._signal_connector.received_sigterm = True
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
@@ -116,6 +139,10 @@ class SaveOnInterrupt(L.Callback):
             if signal.getsignal(signum) == self._record and _is_main_thread():
                 signal.signal(signum, previous)
         self._replaced = {}
+        if self._runner_handler is not None and _is_main_thread():
+            if signal.getsignal(signal.SIGUSR2) == self._record_runner_signal:
+                signal.signal(signal.SIGUSR2, self._runner_handler)
+        self._trainer = None
 
     # ---- saving -----------------------------------------------------------------------------
     def on_exception(
@@ -131,6 +158,15 @@ class SaveOnInterrupt(L.Callback):
                 path,
                 path,
             )
+            if self._runner_signalled and self._runner_handler is not None:
+                # The runner's handler requeues the job and exits (submitit: on the first
+                # task; the others return and exit as after SIGTERM): flush the logs first.
+                log.warning("handing SIGUSR2 to the job runner's handler (it may requeue the job)")
+                for logger in trainer.loggers:
+                    logger.finalize("failed")
+                handler, self._runner_handler = self._runner_handler, None
+                signal.signal(signal.SIGUSR2, handler)
+                handler(signal.SIGUSR2, None)
         elif isinstance(exception, NonFiniteLossError):
             path = self._save(trainer, f"nonfinite-step{exception.step}.ckpt")
             log.error("the state before the non-finite step is saved in %s for inspection", path)
