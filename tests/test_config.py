@@ -59,7 +59,8 @@ def test_default_run_is_the_digits_recipe_with_burn_in_then_semi_supervised() ->
 
 
 LOADER_AND_VIEW_KEYS = {
-    "labeled_batch_size", "unlabeled_batch_size", "val_batch_size", "num_workers", "pin_memory",
+    "labeled_batch_size", "unlabeled_batch_size", "val_batch_size", "reference_batch_size",
+    "num_workers", "pin_memory",
     "persistent_workers", "inference_workers", "train_scales", "weak_scales", "strong_scales",
     "test_scale", "max_size", "flip_prob", "labeled_photometric", "skip_invalid", "seed",
 }  # fmt: skip

@@ -15,6 +15,7 @@ from labelmatch.data.digits import DigitsSplits
 from labelmatch.data.errors import DataError
 from labelmatch.data.geometry import map_boxes
 from labelmatch.data.samplers import Draw, InfiniteSampler, SeededDraws, draw_seed
+from tests.conftest import compose_config
 
 # ---- InfiniteSampler ---------------------------------------------------------------------
 
@@ -233,6 +234,19 @@ def test_reference_loader_draws_a_seeded_subset_of_unlabeled_images(data):
     assert sorted(_reference_ids(data, 100, seed=1)) == sorted(data.unlabeled_dataset.image_ids)
     batch = next(iter(data.reference_dataloader(5, seed=1)))
     assert set(batch) == {"images", "targets"} and batch["images"][0].shape == (3, 64, 64)
+    assert data.reference_dataloader(5, seed=1).batch_size == data.val_batch_size == 3
+
+
+def test_the_reference_pass_has_its_own_batch_size_and_the_paper_loader_the_officials(
+    digits_root,
+):
+    own = _module(DigitsSplits(digits_root, **SMALL), reference_batch_size=4)
+    own.setup("fit")
+    assert own.reference_dataloader(8, seed=1).batch_size == 4
+    assert own.val_dataloader().batch_size == 3
+    # The official code: validation one image a GPU, the reference pass 4 (paper.yaml).
+    paper = compose_config(["data=coco_standard", "data.splits.root=/coco"]).data
+    assert (paper.val_batch_size, paper.reference_batch_size) == (1, 4)
 
 
 def test_reference_loader_of_labeled_images(data):

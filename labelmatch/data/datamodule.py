@@ -152,6 +152,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         labeled_batch_size: int = 8,
         unlabeled_batch_size: int = 8,
         val_batch_size: int = 8,
+        reference_batch_size: int | None = None,
         num_workers: int = 2,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
@@ -172,6 +173,10 @@ class DetectionDataModule(lightning.LightningDataModule):
         self.labeled_batch_size = labeled_batch_size
         self.unlabeled_batch_size = unlabeled_batch_size
         self.val_batch_size = val_batch_size
+        # ACT's reference pass; None: val_batch_size. (Batched images are padded to the
+        # largest, which changes a smaller image's detections: the batch sizes are the
+        # official ones on the paper's data, conf/data/loader/paper.yaml.)
+        self.reference_batch_size = reference_batch_size or val_batch_size
         self.num_workers = loader_workers(num_workers)
         # None: pinned host memory exactly when a CUDA device is there to copy batches to.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -441,7 +446,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         rank, world_size = distributed_rank_and_world_size()
         return self._loader(
             dataset.with_transforms(self.test_transform),
-            self.val_batch_size,
+            self.reference_batch_size,
             subset[rank::world_size].tolist(),
             collate_labeled,
             role=3,
