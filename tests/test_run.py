@@ -310,7 +310,8 @@ def test_a_run_resumed_at_step_20_ends_exactly_as_an_uninterrupted_one(
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
 
 
-def test_sigterm_saves_a_loadable_last_checkpoint_and_exits(tmp_path, cache_dir) -> None:
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_sigterm_saves_a_loadable_last_checkpoint_and_exits(tmp_path, cache_dir, stop) -> None:
     run_dir = tmp_path / "run"
     env = dict(os.environ, LABELMATCH_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
     command = [
@@ -322,10 +323,10 @@ def test_sigterm_saves_a_loadable_last_checkpoint_and_exits(tmp_path, cache_dir)
     deadline = time.monotonic() + 300
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # wait for training to be under way (the step-4 checkpoint)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, stop))  # Ctrl-C is routed through SIGTERM's path
     output = process.communicate(timeout=300)[0].decode()
     assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
-    assert "stopped by SIGTERM at step" in output
+    assert f"stopped by {stop} at step" in output
     checkpoint = torch.load(last, weights_only=False)
     assert 4 <= checkpoint["global_step"] < 1000
     assert "RandomStates" in {key.split("{")[0] for key in checkpoint["callbacks"]}

@@ -57,53 +57,43 @@ class SaveOnInterrupt(L.Callback):
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
         self.signal: int | None = None  # the signal that stopped the run, if any
-        self._previous_sigint: Any = None
-        # Several processes: the handlers this callback replaced, by signal; whether the ranks
-        # have agreed to stop.
+        # The handlers this callback replaced, by signal (put back at teardown).
         self._replaced: dict[int, Any] = {}
-        self._stop_agreed = False
-        # A job runner's SIGUSR2 handler (submitit's), run after the save; whether this
-        # process received SIGUSR2.
-        self._runner_handler: Any = None
-        self._runner_signalled = False
-        self._trainer: L.Trainer | None = None
+        self._several_processes = False
+        self._stop_agreed = False  # several processes: the ranks have agreed to stop
+        self._runner_signalled = False  # this process received the job runner's SIGUSR2
 
-    # ---- Ctrl-C behaves like SIGTERM ------------------------------------------------------
+    # ---- Ctrl-C, and the job runner's signal, behave like SIGTERM ----------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning has installed its SIGTERM handler by now (Trainer._run, before the loop;
         # not on Windows, where Ctrl-C keeps Lightning's KeyboardInterrupt handling).
         sigterm_handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
         if not (sigterm_handled and _is_main_thread()):
             return
-        self._trainer = trainer
-        runner_handler = signal.getsignal(signal.SIGUSR2)
-        if callable(runner_handler):  # not SIG_DFL / SIG_IGN: a job runner is listening
-            self._runner_handler = runner_handler
-            signal.signal(signal.SIGUSR2, self._record_runner_signal)
-        if trainer.world_size > 1:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._replaced[signum] = signal.signal(signum, self._record)
-        else:
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        self._several_processes = trainer.world_size > 1
+        # Several processes: SIGTERM's handler too (Lightning's broadcasts: module docstring).
+        signals = [signal.SIGINT, signal.SIGTERM] if self._several_processes else [signal.SIGINT]
+        if callable(signal.getsignal(signal.SIGUSR2)):  # not SIG_DFL / SIG_IGN: a job runner
+            signals.append(signal.SIGUSR2)
+        for signum in signals:
+            self._replaced[signum] = signal.signal(signum, self._record)
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
-        """Several processes: remember the signal, nothing else (no collective, no logging)."""
+        """Remember the signal, nothing else: no collective, no logging (a handler may interrupt
+        a logging call holding its lock). In one process SIGTERM's handler, Lightning's, then
+        raises its stop flag; with several the ranks agree at the end of the step."""
         if signum == signal.SIGINT:  # a second Ctrl-C stops at once
             previous = self._replaced[signal.SIGINT] or signal.default_int_handler
             signal.signal(signal.SIGINT, previous)
+        self._runner_signalled |= signum == signal.SIGUSR2
         self.signal = self.signal or signum
-
-    def _record_runner_signal(self, signum: int, frame: FrameType | None) -> None:
-        """SIGUSR2 from the job runner: stop after the step, save, then its handler runs."""
-        self._runner_signalled = True
-        self.signal = self.signal or signum
-        if not self._replaced and self._trainer is not None:  # one process: Lightning's flag
-            self._trainer._signal_connector.received_sigterm = True
+        if not self._several_processes:
+            signal.raise_signal(signal.SIGTERM)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if not self._replaced:
+        if not self._several_processes:
             return
         # Every rank, at the same point of every step: did any rank get a signal?
         signalled = torch.tensor([self.signal or 0], device=pl_module.device)
@@ -125,24 +115,11 @@ class SaveOnInterrupt(L.Callback):
         if self._stop_agreed:
             trainer._signal_connector.received_sigterm = True
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        # No logging here (a signal handler may interrupt a logging call holding its lock).
-        signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
-        self.signal = signal.SIGINT
-        signal.raise_signal(signal.SIGTERM)
-
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous_sigint is not None and _is_main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
         for signum, previous in self._replaced.items():
             if signal.getsignal(signum) == self._record and _is_main_thread():
                 signal.signal(signum, previous)
         self._replaced = {}
-        if self._runner_handler is not None and _is_main_thread():
-            if signal.getsignal(signal.SIGUSR2) == self._record_runner_signal:
-                signal.signal(signal.SIGUSR2, self._runner_handler)
-        self._trainer = None
 
     # ---- saving -----------------------------------------------------------------------------
     def on_exception(
@@ -158,15 +135,15 @@ class SaveOnInterrupt(L.Callback):
                 path,
                 path,
             )
-            if self._runner_signalled and self._runner_handler is not None:
+            if self._runner_signalled and signal.SIGUSR2 in self._replaced:
+                runner_handler = self._replaced.pop(signal.SIGUSR2)
                 # The runner's handler requeues the job and exits (submitit: on the first
                 # task; the others return and exit as after SIGTERM): flush the logs first.
                 log.warning("handing SIGUSR2 to the job runner's handler (it may requeue the job)")
                 for logger in trainer.loggers:
                     logger.finalize("failed")
-                handler, self._runner_handler = self._runner_handler, None
-                signal.signal(signal.SIGUSR2, handler)
-                handler(signal.SIGUSR2, None)
+                signal.signal(signal.SIGUSR2, runner_handler)
+                runner_handler(signal.SIGUSR2, None)
         elif isinstance(exception, NonFiniteLossError):
             path = self._save(trainer, f"nonfinite-step{exception.step}.ckpt")
             log.error("the state before the non-finite step is saved in %s for inspection", path)
