@@ -2,6 +2,7 @@
 
     python -m labelmatch.predict checkpoint=CKPT images=DIR out=DIR [model=teacher|student]
                                  [score=0.5] [device=auto|cpu|cuda|cuda:N] [batch_size=4]
+                                 [exif_orientation=true|false]
 
 Each image is resized exactly as in evaluation (`TestTransform`; short side `test_scale`, long
 side <= `max_size`, both taken from the training run's config when not given), detected by the
@@ -13,7 +14,9 @@ writes them; its image ids are 1..N in file-name order, and `out/images.json` gi
 file name and size (map them to a val json's ids to score the file against it). The model runs
 on `device` (auto: the first GPU when there is one), up to `batch_size` images at a time, only
 images whose views have one size together (`same_size_batches`); decoding, drawing and the files
-stay on the CPU.
+stay on the CPU. Images are read turned as their EXIF orientation tells viewers, as in training
+(`exif_orientation`, default: the training run's `data.exif_orientation`), so the boxes, the
+drawings and images.json's sizes are in the frame a viewer shows.
 """
 
 from __future__ import annotations
@@ -27,14 +30,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image, write_png
+from torchvision.io import write_png
 from torchvision.transforms.v2.functional import to_dtype
 from torchvision.utils import draw_bounding_boxes
 
 from labelmatch.checkpoints import load_module, pick_detector, training_config
 from labelmatch.cli import cli_errors
-from labelmatch.data.coco import DECODABLE_FORMATS
 from labelmatch.data.errors import DataError
+from labelmatch.data.images import DECODABLE_FORMATS, decode_rgb, read_header
 from labelmatch.data.split_files.image_folder import image_size
 from labelmatch.data.transforms import TestTransform, resized_size
 from labelmatch.evaluation.coco_eval import to_coco_results, write_results
@@ -93,7 +96,7 @@ def inference_device(name: str) -> torch.device:
 
 
 def same_size_batches(
-    files: list[Path], transform: TestTransform, batch_size: int
+    files: list[Path], transform: TestTransform, batch_size: int, exif_orientation: bool = True
 ) -> list[list[tuple[int, Path]]]:
     """(image id, file) batches of at most `batch_size` images whose evaluation views have one
     size; ids are 1..N in file-name order, and each size's images keep that order.
@@ -101,10 +104,11 @@ def same_size_batches(
     torchvision pads a batch to its largest view, and the anchors over the padding change the
     RPN's proposals of a smaller image, so its detections too (measured on the smoke model: a
     box moved by 122 px). Batched by view size, each image gets the detections it gets alone,
-    up to float rounding."""
+    up to float rounding. `exif_orientation`: the images are read turned as their EXIF tag says
+    (`image_view`), so their sizes are too."""
     by_view: dict[tuple[int, int], list[tuple[int, Path]]] = defaultdict(list)
     for image_id, path in enumerate(files, 1):
-        width, height = image_size(path)  # readable: image_files kept it
+        width, height = image_size(path, exif_orientation)  # readable: image_files kept it
         by_view[resized_size(height, width, transform.scale, transform.max_size)].append(
             (image_id, path)
         )
@@ -129,12 +133,25 @@ def test_transform(cfg: DictConfig) -> TestTransform:
     return TestTransform(sizes["test_scale"], sizes["max_size"])
 
 
+def reads_exif_orientation(cfg: DictConfig) -> bool:
+    """`exif_orientation`, else the training run's `data.exif_orientation`, else true (the
+    default; runs from before the option read no orientation, which only images with a tag
+    tell apart)."""
+    if cfg.get("exif_orientation") is not None:
+        return bool(cfg.exif_orientation)
+    trained = training_config(cfg.checkpoint)
+    return bool(trained.data.get("exif_orientation", True)) if trained else True
+
+
 def image_view(
-    path: Path, transform: TestTransform, image_id: int
+    path: Path, transform: TestTransform, image_id: int, exif_orientation: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(the decoded RGB image, uint8 [3, H, W]; its evaluation view, float [3, h, w] in [0, 1];
-    the view's target: no boxes, the view matrix that maps detections back to the image)."""
-    image = decode_image(str(path), mode=ImageReadMode.RGB)
+    """(the decoded RGB image, uint8 [3, H, W], turned as its EXIF orientation tells viewers
+    when `exif_orientation` (`labelmatch.data.images`); its evaluation view, float [3, h, w] in
+    [0, 1]; the view's target: no boxes, the view matrix that maps detections back to the
+    image)."""
+    orientation = read_header(path).orientation if exif_orientation else 1
+    image = decode_rgb(path, orientation)
     if image.dtype != torch.uint8:  # a 16-bit PNG: the same picture in 8 bits, drawable
         image = to_dtype(image, torch.uint8, scale=True)
     no_boxes = tv_tensors.BoundingBoxes(
@@ -154,16 +171,19 @@ def predict(cfg: DictConfig) -> list[dict]:
     module, _ = load_module(cfg.checkpoint)
     detector = pick_detector(module, cfg.model).to(device)
     transform = test_transform(cfg)
+    exif_orientation = reads_exif_orientation(cfg)
     names, category_ids = module.hparams.class_names, module.hparams.category_ids
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     predictions, images, drawn, unreadable = [], [], 0, []
-    batches = same_size_batches(image_files(Path(cfg.images)), transform, cfg.batch_size)
+    batches = same_size_batches(
+        image_files(Path(cfg.images)), transform, cfg.batch_size, exif_orientation
+    )
     for batch_files in progress(batches, "predict"):
         decoded = []
         for image_id, path in batch_files:
             try:  # the header was readable (image_files); the data past it may not be
-                decoded.append((path, *image_view(path, transform, image_id)))
+                decoded.append((path, *image_view(path, transform, image_id, exif_orientation)))
             except (RuntimeError, OSError, ValueError) as error:
                 log.warning("%s: cannot decode the image (%s), skipped", path, error)
                 unreadable.append(path.name)

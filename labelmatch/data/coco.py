@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
 from labelmatch.data.categories import CategoryMap
 from labelmatch.data.errors import DataError, UnknownCategoryError
+from labelmatch.data.images import ImageHeader, decode_rgb, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -111,41 +111,32 @@ def is_positive_integer(value: Any) -> bool:
     )
 
 
-# The formats torchvision.io.decode_image reads (the loaders decode with it); PIL, which reads
-# the headers, identifies more (BMP, TIFF, ...), which training could then not decode. MPO is
-# PIL's name for a JPEG with embedded previews (many phone cameras write them): decode_image
-# reads its first image, a plain JPEG.
-DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP")
-
-
-def image_header_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) from the image file's header (no decoding). OSError (or ValueError /
-    DecompressionBombError) when PIL cannot identify it or the loaders could not decode it."""
-    with Image.open(path) as image:
-        if image.format not in DECODABLE_FORMATS:
-            raise OSError(
-                f"{image.format} files cannot be decoded for training "
-                f"(supported: {', '.join(DECODABLE_FORMATS)})"
+def _size_problem(
+    header: ImageHeader, height: int, width: int, exif_orientation: bool
+) -> str | None:
+    """What is wrong with an image's record judged by its file's header (cheap: no decoding),
+    or None; damage past the header is found when the image is decoded. A record with the size
+    of the other frame than `data.exif_orientation` reads is told so."""
+    actual_width, actual_height = header.size(exif_orientation)
+    if (actual_width, actual_height) == (width, height):
+        return None
+    problem = (
+        f"image is {actual_width}x{actual_height} (w x h) but its record says {width}x{height}"
+    )
+    if header.orientation >= 5 and header.size(not exif_orientation) == (width, height):
+        if exif_orientation:
+            problem += (
+                f", the size of its pixels as stored: its EXIF orientation "
+                f"({header.orientation}) turns them by 90 degrees, as viewers and annotation "
+                f"tools show it. If the boxes were drawn on the pixels as stored, set "
+                f"data.exif_orientation=false"
             )
-        # decode_image returns every frame of an animated GIF ([frames, 3, H, W]), not an image
-        frames = getattr(image, "n_frames", 1)
-        if image.format == "GIF" and frames > 1:
-            raise OSError(f"an animated GIF of {frames} frames; one image per file is needed")
-        return image.size
-
-
-def _header_problem(path: str, height: int, width: int) -> str | None:
-    """What is wrong with an image file judged by its header alone (cheap: no decoding), or
-    None. Damage past the header is found when the image is decoded."""
-    try:
-        actual_width, actual_height = image_header_size(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return f"cannot read image file {path}: {error}"
-    if (actual_height, actual_width) != (height, width):
-        return (
-            f"image is {actual_width}x{actual_height} (w x h) but its record says {width}x{height}"
-        )
-    return None
+        else:
+            problem += (
+                f", its size as viewers show it (EXIF orientation {header.orientation}, turned "
+                f"by 90 degrees): set data.exif_orientation=true to read it turned"
+            )
+    return problem
 
 
 @dataclass
@@ -162,6 +153,8 @@ class _ImageRecord:
     # (VOC difficult) boxes and boxes rejected as degenerate or outside, which the class prior
     # counts (docs/method.md §2)
     annotated_labels: np.ndarray
+    # EXIF orientation the pixels are turned by when read (1: as stored; `labelmatch.data.images`)
+    orientation: int = 1
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -209,13 +202,17 @@ class CocoDetection(torch.utils.data.Dataset):
         skip_invalid: bool = False,
         *,
         coco: dict | None = None,
+        exif_orientation: bool = True,
     ) -> None:
-        """`coco` may pass the already-parsed contents of `ann_file` to avoid a second parse."""
+        """`coco` may pass the already-parsed contents of `ann_file` to avoid a second parse.
+        `exif_orientation`: read each image turned as its EXIF orientation tells viewers (the
+        official loader's way, `labelmatch.data.images`), else its pixels as stored."""
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         self.category_map = category_map
         self.transforms = transforms
         self.skip_invalid = skip_invalid
+        self.exif_orientation = exif_orientation
         self.coco = coco if coco is not None else load_coco_json(ann_file, require_categories=False)
         self.report: dict[str, Any] = {
             "file": str(self.ann_file),
@@ -266,7 +263,7 @@ class CocoDetection(torch.utils.data.Dataset):
                 boxes_of[image_id].append(box)
                 labels_of[image_id].append(label)
         records = []
-        for image_id, (path, height, width) in images.items():
+        for image_id, (path, height, width, orientation) in images.items():
             if image_id in bad_images:
                 continue
             # The box counts of kept images only: a dropped image's boxes are in no count but
@@ -276,15 +273,18 @@ class CocoDetection(torch.utils.data.Dataset):
             boxes = np.asarray(boxes_of[image_id], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(labels_of[image_id], dtype=np.int64)
             annotated = np.asarray(annotated_of[image_id], dtype=np.int64)
-            records.append(_ImageRecord(image_id, path, height, width, boxes, labels, annotated))
+            records.append(
+                _ImageRecord(image_id, path, height, width, boxes, labels, annotated, orientation)
+            )
             self.report["boxes"] += len(labels)
             self.report["background_images"] += len(labels) == 0
         self.report["images"] = len(records)
         return records
 
-    def _read_image_records(self) -> tuple[dict[int, tuple[str, int, int]], set[int]]:
-        """(image id -> (path, height, width) of every usable image in file order, all ids)."""
-        images: dict[int, tuple[str, int, int]] = {}
+    def _read_image_records(self) -> tuple[dict[int, tuple[str, int, int, int]], set[int]]:
+        """(image id -> (path, height, width, EXIF orientation to apply) of every usable image
+        in file order, all ids)."""
+        images: dict[int, tuple[str, int, int, int]] = {}
         all_image_ids: set[int] = set()
         for position, image in enumerate(self.coco["images"]):
             if not isinstance(image, dict) or not isinstance(image.get("id"), int):
@@ -298,25 +298,31 @@ class CocoDetection(torch.utils.data.Dataset):
                 raise DataError(f"{where}: missing 'file_name'")
             height, width = image.get("height"), image.get("width")
             path = os.path.join(self.image_dir, file_name)
-            problem, counter = None, "images_skipped_missing"
+            problem, counter, orientation = None, "images_skipped_missing", 1
             if not (is_positive_integer(height) and is_positive_integer(width)):
                 problem = f"needs positive integer 'width' and 'height', got {width!r} x {height!r}"
             elif not os.path.exists(path):
                 problem = f"image file {path} does not exist"
             else:
-                problem = _header_problem(path, int(height), int(width))
                 counter = "images_skipped_unreadable"
+                try:
+                    header = read_header(path)
+                except (OSError, ValueError, Image.DecompressionBombError) as error:
+                    problem = f"cannot read image file {path}: {error}"
+                else:
+                    problem = _size_problem(header, int(height), int(width), self.exif_orientation)
+                    orientation = header.orientation if self.exif_orientation else 1
             if problem is not None:
                 if not self.skip_invalid:
                     raise DataError(f"{where}: {problem}")
                 logger.warning("skipping %s: %s", where, problem)
                 self.report[counter] += 1
                 continue
-            images[image_id] = (path, int(height), int(width))
+            images[image_id] = (path, int(height), int(width), orientation)
         return images, all_image_ids
 
     def _skip_annotation(
-        self, annotation: Any, images: dict[int, tuple[str, int, int]], error: DataError
+        self, annotation: Any, images: dict[int, tuple[str, int, int, int]], error: DataError
     ) -> set[int]:
         """skip_invalid: count and log a bad annotation; returns the kept image it drops."""
         image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
@@ -329,7 +335,7 @@ class CocoDetection(torch.utils.data.Dataset):
         return set()
 
     def _validate_annotation(
-        self, annotation: Any, images: dict[int, tuple[str, int, int]], all_image_ids: set[int]
+        self, annotation: Any, images: dict[int, tuple[str, int, int, int]], all_image_ids: set[int]
     ) -> tuple[int, list[float] | None, int, str]:
         """Returns (image id, clipped xyxy box or None when not a target, label, the report
         count the box adds to once its image is kept: "crowd", those of `_clip_box`, or "")."""
@@ -365,7 +371,7 @@ class CocoDetection(torch.utils.data.Dataset):
         # regions so) is no training target either, counted with the crowd boxes.
         if annotation.get("iscrowd", 0) or annotation.get("ignore", 0):
             return image_id, None, label, "crowd"
-        _, height, width = images[image_id]
+        _, height, width, _ = images[image_id]
         box, count = self._clip_box(bbox, height, width)
         return image_id, box, label, count
 
@@ -448,7 +454,7 @@ class CocoDetection(torch.utils.data.Dataset):
     def _read_image(self, record: _ImageRecord) -> tv_tensors.Image | None:
         where = f"{record.path} (image id {record.image_id}, {self.ann_file})"
         try:
-            image = decode_image(record.path, mode=ImageReadMode.RGB)
+            image = decode_rgb(record.path, record.orientation)
         except (RuntimeError, OSError, ValueError) as error:
             problem = f"cannot read or decode image: {error}"
         else:

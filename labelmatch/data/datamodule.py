@@ -166,6 +166,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         flip_prob: float = 0.5,
         labeled_photometric: bool = True,
         skip_invalid: bool = False,
+        exif_orientation: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -208,6 +209,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         )
         self.test_transform = TestTransform(sizes["test_scale"], sizes["max_size"])
         self.skip_invalid = skip_invalid
+        self.exif_orientation = exif_orientation
         self.seed = seed
         # The training streams' (global start, step there, draws a step); saved positions.
         self._stream_starts: dict[str, tuple[int, int, int]] = {}
@@ -239,8 +241,9 @@ class DetectionDataModule(lightning.LightningDataModule):
 
         def dataset(image_dir: Any, ann_file: Any, coco: dict, transforms: Any) -> CocoDetection:
             return CocoDetection(
-                image_dir, ann_file, category_map, transforms, self.skip_invalid, coco=coco
-            )
+                image_dir, ann_file, category_map, transforms, self.skip_invalid, coco=coco,
+                exif_orientation=self.exif_orientation,
+            )  # fmt: skip
 
         self.labeled_dataset = dataset(
             splits.image_dir, splits.labeled_json, labeled_coco, self.labeled_transform

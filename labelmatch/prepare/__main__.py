@@ -40,7 +40,9 @@ def split(args: argparse.Namespace) -> None:
 
 
 def folder(args: argparse.Namespace) -> None:
-    out, count, skipped = write_folder_coco(args.images, args.out, args.relative_to, args.overwrite)
+    out, count, skipped = write_folder_coco(
+        args.images, args.out, args.relative_to, args.overwrite, not args.stored_orientation
+    )
     for path in skipped:
         print(f"skipped (not a readable image): {path}")
     print(f"{out}: {count} images, {len(skipped)} files skipped")
@@ -106,6 +108,12 @@ def parser() -> argparse.ArgumentParser:
         "--relative-to",
         help="write file names relative to this folder (your data.splits.image_dir); "
         "default: --images",
+    )
+    sub.add_argument(
+        "--stored-orientation",
+        action="store_true",
+        help="sizes of the pixels as stored, for training with data.exif_orientation=false "
+        "(default: as the EXIF orientation tag turns them, as viewers show them)",
     )
     sub = command(
         "coco_standard",

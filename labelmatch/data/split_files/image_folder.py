@@ -15,27 +15,31 @@ from pathlib import Path
 
 from PIL import Image
 
-from labelmatch.data.coco import image_header_size
 from labelmatch.data.errors import DataError
+from labelmatch.data.images import image_header_size
 from labelmatch.data.split_files.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the image header, or None when the file is not an image the
-    training loaders can decode (`labelmatch.data.coco.image_header_size`)."""
+def image_size(path: Path, exif_orientation: bool = True) -> tuple[int, int] | None:
+    """(width, height) from the image header, turned by its EXIF orientation unless
+    `exif_orientation` is false, or None when the file is not an image the training loaders can
+    decode (`labelmatch.data.images.image_header_size`)."""
     try:
-        return image_header_size(path)
+        return image_header_size(path, exif_orientation)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
-def folder_coco(images: Path, relative_to: Path) -> tuple[dict, list[Path]]:
+def folder_coco(
+    images: Path, relative_to: Path, exif_orientation: bool = True
+) -> tuple[dict, list[Path]]:
     """(COCO dict with `images` and no annotations, files skipped as unreadable).
 
     `file_name` is relative to `relative_to` (what `data.splits.image_dir` will be), which must
-    contain `images`."""
+    contain `images`. Sizes are those the loaders read with `data.exif_orientation` =
+    `exif_orientation` (turned by the EXIF orientation tag when true)."""
     if not images.is_dir():
         raise DataError(f"--images {images}: no such folder")
     # As written (links kept, so a linked image is named by its link), else with links resolved
@@ -54,7 +58,7 @@ def folder_coco(images: Path, relative_to: Path) -> tuple[dict, list[Path]]:
     )
     records, skipped = [], []
     for path in files:
-        size = image_size(path)
+        size = image_size(path, exif_orientation)
         if size is None:
             skipped.append(path)
             continue
@@ -75,12 +79,15 @@ def write_folder_coco(
     out: str | os.PathLike,
     relative_to: str | os.PathLike | None = None,
     overwrite: bool = False,
+    exif_orientation: bool = True,
 ) -> tuple[Path, int, list[Path]]:
     """Write the unlabeled json of `images` to `out`; returns (out, images written, skipped)."""
     images, out = Path(images), Path(out)
     if out.exists() and not overwrite:
         raise DataError(f"{out} exists: pass --overwrite to replace it")
-    coco, skipped = folder_coco(images, Path(relative_to) if relative_to else images)
+    coco, skipped = folder_coco(
+        images, Path(relative_to) if relative_to else images, exif_orientation
+    )
     write_json_atomic(out, coco)
     log.info("wrote %s: %d images, %d files skipped", out, len(coco["images"]), len(skipped))
     return out, len(coco["images"]), skipped

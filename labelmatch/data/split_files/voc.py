@@ -17,9 +17,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from labelmatch.data.errors import DataError
+from labelmatch.data.images import image_header_size
 from labelmatch.data.split_files.files import write_json_atomic
 from labelmatch.data.split_files.sidecar import write_sidecar
 
@@ -124,8 +123,8 @@ def voc_to_coco(devkit: Path, year: str, image_set: str) -> tuple[dict, dict[str
         file_name = f"{year}/JPEGImages/{name}.jpg"
         if width is None or height is None:  # a few VOC files have no or zero <size>
             try:
-                with Image.open(devkit / file_name) as image:
-                    width, height = image.size
+                # the size the loaders read (turned by an EXIF orientation tag, the default)
+                width, height = image_header_size(devkit / file_name)
             except (OSError, ValueError) as error:  # missing or not an image
                 raise DataError(
                     f"{xml_path} has no <size>, and its image {devkit / file_name} cannot be "
