@@ -19,6 +19,7 @@ from labelmatch.data.transforms import (
     TestTransform,
     UniformRandomErasing,
     UnlabeledViews,
+    photometric_jitter,
     resize_rule,
     resized_size,
 )
@@ -328,6 +329,26 @@ def test_blur_kernel_is_3_5_or_7_as_albumentations_draws_it():
         blurred = blur.transform(image, dict(kernel_size=[size, size], sigma=[2.0, 2.0]))
         rows, cols = (blurred[0] > 0).nonzero().unbind(1)
         assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (size, size)
+
+
+def test_a_view_thinner_than_the_kernel_is_blurred_with_the_largest_kernel_that_fits():
+    """A very elongated image gives views of 1-3 px across, narrower than a 7 px kernel's reflect
+    padding allows (torchvision raised there; OpenCV, the official blur, reflects as often as
+    needed). The kernel drawn is cut to the largest odd size that fits: 2 * side - 1."""
+    blur = RandomKernelGaussianBlur(BLUR_KERNEL_DRAWS, sigma=(0.1, 2.0))
+    torch.manual_seed(0)
+    for side, largest in ((1, 1), (2, 3), (3, 5), (4, 7), (50, 7)):
+        for image in (torch.rand(3, side, 50), torch.rand(3, 50, side)):
+            sizes = {blur.make_params([image])["kernel_size"][0] for _ in range(200)}
+            assert max(sizes) == largest, (side, sizes)
+    image = torch.rand(3, 1, 50)
+    assert torch.equal(blur.transform(image, blur.make_params([image])), image)  # 1 x 1: none
+    # the whole strong pipeline on such views, every op drawn
+    strong = photometric_jitter(erase=True)
+    for side in (1, 2, 3):
+        for seed in range(30):
+            torch.manual_seed(seed)
+            assert strong(torch.rand(3, side, 80)).shape == (3, side, 80)
 
 
 def test_erasing_fills_with_uniform_8_bit_levels_not_gaussian_noise():
