@@ -175,7 +175,10 @@ def plot_pseudo_quality(metrics: dict[str, Series]) -> Figure | None:
                 style = ":" if name in ("gt_per_image", "prior_per_image") else "-"
                 axes.plot(steps, values, style, marker=".", label=name)
         axes.set(xlabel="step", title=title)
-        axes.legend(fontsize=7)
+        if axes.lines:
+            axes.legend(fontsize=7)
+        else:  # e.g. no pseudo label was kept yet
+            axes.text(0.5, 0.5, "not logged", ha="center", transform=axes.transAxes)
     return figure
 
 

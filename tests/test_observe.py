@@ -127,6 +127,21 @@ def test_pseudo_label_rows_share_the_steps_of_the_training_rows(smoke_run: Path)
     assert steps("act/threshold_version") == {40, 48, 56}  # burn-in 40, every 8 steps
 
 
+def test_a_pseudo_quality_panel_without_series_says_so_without_a_legend_warning() -> None:
+    import warnings
+
+    from labelmatch.plots import plot_pseudo_quality
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns of a legend without labelled lines
+        figure = plot_pseudo_quality({"pseudo/precision": ([1, 2], [0.5, 0.6])})
+    precision, boxes, kl = figure.axes
+    assert len(precision.lines) == 1 and precision.get_legend() is not None
+    for empty in (boxes, kl):
+        assert not empty.lines and empty.get_legend() is None
+        assert [text.get_text() for text in empty.texts] == ["not logged"]
+
+
 def test_smoke_run_draws_its_plots(smoke_run: Path) -> None:
     for name in ("thresholds", "class_distribution", "pseudo_quality", "per_class_ap"):
         assert_drawn_png(smoke_run / "plots" / f"{name}.png")
