@@ -196,3 +196,30 @@ def test_ground_truth_is_reloaded_when_the_file_changes(gt_json):
     metrics = evaluate_coco(gt_json, _perfect_results())
     assert metrics["per_class"]["seven"] is None  # the new file has no "seven" box
     assert metrics["per_class"]["one"] < 1.0  # B's detection is now a false positive
+
+
+def test_boxes_only_ground_truth_is_scored_as_with_the_keys_filled_in(gt_json, tmp_path, caplog):
+    """Annotation tools often write boxes only: without `area` the box's w x h (what decides
+    small / medium / large), without `iscrowd` not crowd, without `id` numbered after the
+    others; the metrics are those of the complete file, and the fill is counted in a warning.
+    Until 2026-12-05 such a val json stopped the run at its first validation."""
+    complete = evaluate_coco(gt_json, _results_with_false_positives())
+    coco = json.loads(gt_json.read_text())
+    for annotation in coco["annotations"]:
+        del annotation["area"], annotation["iscrowd"]
+    del coco["annotations"][2]["id"]  # C: numbered 5, after the largest id (4)
+    boxes_only = tmp_path / "boxes_only.json"
+    boxes_only.write_text(json.dumps(coco))
+    with caplog.at_level(logging.WARNING, logger="labelmatch.evaluation.coco_eval"):
+        filled = evaluate_coco(boxes_only, _results_with_false_positives())
+    assert filled == complete
+    assert complete["map_small"] != complete["map_large"]  # the area split is exercised
+    assert (
+        "of 4 annotations, 4 without 'area' are scored with their box's area (w x h), "
+        "4 without 'iscrowd' as not crowd, 1 without 'id' numbered after the others"
+    ) in caplog.text
+    del coco["annotations"][0]["bbox"]
+    no_box = tmp_path / "no_box.json"
+    no_box.write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match=r"annotation 0 \(id 1\) lacks \['bbox'\]"):
+        evaluate_coco(no_box, [])

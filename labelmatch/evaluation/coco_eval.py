@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 # then AR@1, AR@10, AR@100. pycocotools reports -1 where the area range has no ground truth.
 STAT_INDEX = dict(map=0, map_50=1, map_75=2, map_small=3, map_medium=4, map_large=5, mar_100=8)
 
-# Keys of a ground-truth annotation that COCOeval reads for bbox evaluation.
-_GT_ANNOTATION_KEYS = ("image_id", "category_id", "bbox", "area", "iscrowd")
+# Keys of a ground-truth annotation that COCOeval reads for bbox evaluation and that have no
+# default (`area`, `iscrowd` and `id` do: `_load_ground_truth`).
+_GT_ANNOTATION_KEYS = ("image_id", "category_id", "bbox")
 
 
 def to_coco_results(
@@ -164,16 +165,45 @@ def _cache_key(gt_json: str | Path) -> tuple[str, int]:
 @functools.lru_cache(maxsize=4)
 def _load_ground_truth(path: str, mtime_ns: int) -> COCO:
     """The pycocotools index of ``path``; cached per (path, modification time) because the same
-    validation file is evaluated many times per run. ``mtime_ns`` is only part of the key."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = COCO(path)
-    for position, annotation in enumerate(ground_truth.dataset.get("annotations", [])):
+    validation file is evaluated many times per run. ``mtime_ns`` is only part of the key.
+
+    Many COCO-format files written by annotation tools hold boxes only. An annotation without
+    ``area`` is scored with its box's area (w x h, what pycocotools' ``loadRes`` gives each
+    detection; it decides only the small / medium / large split), one without ``iscrowd`` as
+    not crowd (0, as the training reader reads it), one without ``id`` is numbered after the
+    file's largest id; all counted in one warning. One without ``image_id``, ``category_id`` or
+    ``bbox`` is an error (the data module refuses those first)."""
+    with open(path) as file:
+        dataset = json.load(file)
+    annotations = dataset.get("annotations", [])
+    filled = {"area": 0, "iscrowd": 0, "id": 0}
+    next_id = 1 + max((a["id"] for a in annotations if isinstance(a.get("id"), int)), default=0)
+    for position, annotation in enumerate(annotations):
         missing = [key for key in _GT_ANNOTATION_KEYS if key not in annotation]
         if missing:
             raise ValueError(
                 f"{path}: annotation {position} (id {annotation.get('id')}) lacks {missing}, "
                 "which COCO bbox evaluation needs"
             )
+        if "area" not in annotation:
+            annotation["area"] = float(annotation["bbox"][2]) * float(annotation["bbox"][3])
+            filled["area"] += 1
+        if "iscrowd" not in annotation:
+            annotation["iscrowd"] = 0
+            filled["iscrowd"] += 1
+        if "id" not in annotation:
+            annotation["id"], next_id = next_id, next_id + 1
+            filled["id"] += 1
+    if any(filled.values()):
+        log.warning(
+            "%s: of %d annotations, %d without 'area' are scored with their box's area (w x h), "
+            "%d without 'iscrowd' as not crowd, %d without 'id' numbered after the others",
+            path, len(annotations), filled["area"], filled["iscrowd"], filled["id"],
+        )  # fmt: skip
+    ground_truth = COCO()
+    ground_truth.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth.createIndex()
     return ground_truth
 
 
