@@ -89,6 +89,11 @@ def test_total_variation_of_class_shares():
     assert _prior().total_variation(other) == pytest.approx(0.5)
     assert other.total_variation(_prior()) == pytest.approx(0.5)
     assert _prior().total_variation(_prior()) == 0.0
+    # Half the L1 distance, not the largest difference: (0.4, 0.4, 0.1, 0.1) against (0.1, 0.1,
+    # 0.4, 0.4) differ by 0.3 in every class: ½ (4 x 0.3) = 0.6, where the largest is 0.3.
+    head = ClassPrior.from_manual([0.4, 0.4, 0.1, 0.1], boxes_per_image=1.0)
+    tail = ClassPrior.from_manual([0.1, 0.1, 0.4, 0.4], boxes_per_image=1.0)
+    assert head.total_variation(tail) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="3 and 2 classes"):
         _prior().total_variation(ClassPrior.from_manual([1.0, 1.0], boxes_per_image=1.0))
 
@@ -102,6 +107,16 @@ def test_thresholds_take_ranked_scores_floor_and_absent_class():
     assert reliable.tolist() == pytest.approx([0.8, 0.6, 0.05])
     assert uncertain.tolist() == pytest.approx([0.05, 0.3, 0.05])
     assert reliable.dtype == torch.float32 and reliable[0] == torch.tensor(0.8)
+
+
+def test_a_fractional_expected_count_ranks_at_its_floor():
+    # E = 1 image x 2.7 boxes x share 1 = 2.7: uncertain rank int(2.7) = 2 -> 0.7 (rounding up
+    # would read rank 3, 0.6); reliable rank int(0.2 x 2.7) = 0 -> 0.9. Scores sorted: 0.9, 0.8,
+    # 0.7, 0.6, 0.5, enough of them that no rank clamps.
+    prior = ClassPrior.from_manual([1.0], boxes_per_image=2.7)
+    reliable, uncertain = act_thresholds([torch.tensor([0.5, 0.9, 0.6, 0.8, 0.7])], 1, prior)
+    assert reliable.tolist() == pytest.approx([0.9])
+    assert uncertain.tolist() == pytest.approx([0.7])
 
 
 def test_thresholds_alpha_zero_takes_top_score():

@@ -158,6 +158,12 @@ def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand(
     # the score sums compare like with like (S_l 2.3, not 2.8 with the clutter).
     kept = unlabeled.scoring_at_least(0.3)
     assert kept.scores.tolist() == pytest.approx([0.9, 0.8, 0.6]) and kept.num_images == 1
+    # The floor is inclusive: a score exactly at it stays (0.5 and 0.25 are exact in binary,
+    # where float32 0.3 is not).
+    at_floor = TeacherDetections(
+        torch.tensor([1, 1]), torch.tensor([0.5, 0.25]), torch.tensor([[0.5, 0.5], [0.75, 0.25]]), 1
+    )
+    assert at_floor.scoring_at_least(0.5).scores.tolist() == [0.5]
     calibrated, _ = estimated_class_prior(unlabeled, labeled_prior, unlabeled, min_score=0.3)
     by_hand, _ = estimated_class_prior(kept, labeled_prior, kept)
     assert calibrated.boxes_per_image == pytest.approx(by_hand.boxes_per_image)

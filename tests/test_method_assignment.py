@@ -203,6 +203,14 @@ def test_sampling_fills_positive_quota_with_positives_first():
     _check_groups(kind, positives, uncertain, negatives)
 
 
+def test_sampling_floors_a_fractional_positive_quota():
+    # 6 samples x 0.25 = 1.5 positives: int(1.5) = 1 (torchvision's and MMDetection's samplers
+    # truncate), the other 5 negatives.
+    kind = _kinds(pos=5, unc=0, neg=100)
+    positives, uncertain, negatives = sample_proposals(kind, num_samples=6, positive_fraction=0.25)
+    assert (positives.numel(), uncertain.numel(), negatives.numel()) == (1, 0, 5)
+
+
 def test_sampling_draws_uncertain_from_what_is_left_of_the_quota():
     kind = _kinds(pos=1, unc=10, neg=100)
     positives, uncertain, negatives = sample_proposals(kind, num_samples=16, positive_fraction=0.25)

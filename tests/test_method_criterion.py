@@ -21,6 +21,7 @@ from labelmatch.method.assignment import ProposalKind
 from labelmatch.method.criterion import (
     RPLMConfig,
     SampledRois,
+    TeacherOnUncertain,
     UnlabeledCriterion,
     UnlabeledCriterionConfig,
     sample_rois,
@@ -602,6 +603,42 @@ def test_mining_policy_sees_each_images_uncertain_boxes_and_teacher_refinements(
     num_sampled = run.student.roi_heads.fg_bg_sampler.batch_size_per_image
     expected = per_row[image_of_row[uncertain_rows] == 1].sum() / (2 * num_sampled)
     assert run.losses["roi_soft"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_rplm_reads_the_boxs_class_score_and_its_clipped_refined_box_by_hand():
+    """What `mine_reliable` hands the mining rule, computed by hand: one 100 x 80 (h x w) image,
+    one uncertain box [10, 10, 50, 50] of class 2 (3 classes + background), two uncertain rows
+    on it. Scores: logits [0, 0, ln 3, 0] -> p_2 = 3 / 6 = 0.5; [0, 0, ln 7, 0] -> 7 / 10 = 0.7.
+    Boxes (BoxCoder weights 10, 10, 5, 5; the proposal is 40 wide): class 2's deltas are 0 on
+    row 0 (the box itself) and dx = 10 on row 1 (1 width, +40 px: [50, 10, 90, 50], clipped to
+    x <= 80); every other class has dx = -5, so reading another class's box or score shows.
+    Mean IoU (1 + 0) / 2 = 0.5 < 0.8: nothing is promoted."""
+    received = []
+
+    class Recording(UnlabeledCriterion):
+        def promoted_boxes(self, *args):
+            received.append(args)
+            return super().promoted_boxes(*args)
+
+    teacher = SimpleNamespace(roi_heads=SimpleNamespace(box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0))))
+    logits = torch.tensor([[0.0, 0.0, math.log(3), 0.0], [0.0, 0.0, math.log(7), 0.0]])
+    regression = torch.zeros(2, 4, 4)  # [rows, background + 3 classes, (dx, dy, dw, dh)]
+    regression[:, [0, 1, 3], 0] = -5.0
+    regression[1, 2, 0] = 10.0
+    proposals = torch.tensor([[10.0, 10.0, 50.0, 50.0]] * 2)
+    view = TeacherOnUncertain(
+        logits, regression.reshape(2, 16), [proposals], [torch.tensor([2, 2])],
+        [torch.tensor([0, 0])],
+    )  # fmt: skip
+    pseudo = _pseudo(uncertain=[[10.0, 10.0, 50.0, 50.0]], uncertain_labels=[2])
+    rows, mined = Recording().mine_reliable(teacher, view, [pseudo], [(100, 80)])
+    ((boxes, labels, box_index, refined, scores),) = received
+    assert labels.tolist() == [2] and box_index.tolist() == [0, 0]
+    assert scores.tolist() == pytest.approx([0.5, 0.7])
+    torch.testing.assert_close(
+        refined, torch.tensor([[10.0, 10.0, 50.0, 50.0], [50.0, 10.0, 80.0, 50.0]])
+    )
+    assert rows.tolist() == [False, False] and mined == 0
 
 
 def test_uncertain_proposals_reach_the_teacher_in_its_own_frame():

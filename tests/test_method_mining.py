@@ -96,6 +96,26 @@ def test_no_proposals_and_no_boxes():
     assert empty.shape == (0,)
 
 
+def test_the_default_thresholds_are_the_papers_0_8():
+    # Refined box [0, 0, 10, 7.5] in box [0, 0, 10, 10]: IoU 75 / 100 = 0.75, under 0.8.
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    refined = torch.tensor([[0.0, 0.0, 10.0, 7.5]])
+    args = (box, torch.tensor([1]), torch.tensor([0]), refined, torch.tensor([0.9]))
+    assert mine_reliable(*args).tolist() == [False]
+    assert mine_reliable(*args, iou_threshold=0.75).tolist() == [True]
+    assert mine_reliable(*args, score_threshold=0.95, iou_threshold=0.75).tolist() == [False]
+
+
+def test_a_box_without_proposals_is_never_promoted_even_at_zero_thresholds():
+    # Thresholds 0 let any mean pass; box 1 has no proposal, so no mean: it stays uncertain.
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]])
+    promoted = mine_reliable(
+        boxes, torch.tensor([1, 1]), torch.tensor([0]), boxes[:1], torch.tensor([0.9]),
+        score_threshold=0.0, iou_threshold=0.0,
+    )  # fmt: skip
+    assert promoted.tolist() == [True, False]
+
+
 def test_rejects_inconsistent_inputs():
     with pytest.raises(ValueError, match="0..3"):
         mine_reliable(UNCERTAIN_BOXES, UNCERTAIN_LABELS, BOX_INDEX + 2, REFINED, SCORES)
