@@ -3,8 +3,10 @@
 Scores the checkpoint's student and (trained) teacher on a val split with the training's own
 validation code (Lightning's validate loop, `LabelMatchModule.score`), and writes to Hydra's run
 directory the same `results.json` fields as training (plus `checkpoint`) and `eval/<model>.json`.
-The data group and its overrides are those of `python -m labelmatch.run` (`data=coco
-data.splits.val_json=...`); its categories must be the checkpoint's.
+The data is the training run's (`evaluation_data`): its `.hydra/config.yaml`, with
+`+data.KEY=VALUE` on top, or a data group the command line names (`data=coco
+data.splits.val_json=...`) as `python -m labelmatch.run` composes it; its categories must be the
+checkpoint's.
 """
 
 from __future__ import annotations
@@ -21,15 +23,36 @@ from omegaconf import DictConfig, OmegaConf
 
 from labelmatch.checkpoints import check_checkpoint_classes, load_module, training_config
 from labelmatch.cli import cli_errors
+from labelmatch.data.errors import DataError
 from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.results import collect_results, summary_line
 
 log = logging.getLogger("labelmatch")
 
 
+def evaluation_data(cfg: DictConfig) -> DictConfig:
+    """The data config to score on. `data=NAME ...` on the command line: that group, composed as
+    training composes it. Otherwise the training run's data (its `.hydra/config.yaml`, view sizes
+    derived from its images included), with the command line's `+data.KEY=VALUE` merged on top;
+    a DataError when the checkpoint's run directory is gone, saying what to pass."""
+    given = cfg.get("data")
+    if given is not None and "_target_" in given:
+        return given
+    trained = training_config(cfg.checkpoint)
+    if trained is None:
+        raise DataError(
+            f"checkpoint={cfg.checkpoint}: its run directory has no .hydra/config.yaml to take "
+            "the data from; pass the data config the run trained with, e.g. data=coco "
+            "data.splits.image_dir=... data.splits.labeled_json=... data.splits.val_json=..."
+        )
+    if given:  # merged into the whole run config, so its ${seed}, ${paths...} still resolve
+        trained = OmegaConf.merge(trained, {"data": given})
+    return trained.data
+
+
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     module, checkpoint = load_module(cfg.checkpoint)
-    datamodule = instantiate_datamodule(cfg.data, use_unlabeled=False)
+    datamodule = instantiate_datamodule(evaluation_data(cfg), use_unlabeled=False)
     datamodule.prepare_data()
     datamodule.setup("validate")
     names, ids = list(datamodule.class_names), list(datamodule.category_map.category_ids)
@@ -54,8 +77,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def warn_if_another_test_size(datamodule, trained: DictConfig | None) -> None:
     """A warning when the val images are resized otherwise than the training run validated
-    (its `.hydra/config.yaml`): the data group here is the command line's, and a size given to
-    training but not here scores another resolution, hence another mAP."""
+    (its `.hydra/config.yaml`): a data group of the command line, or a size given there, scores
+    another resolution, hence another mAP."""
     if trained is None:
         return
     used = {key: datamodule.view_sizes[key] for key in ("test_scale", "max_size")}

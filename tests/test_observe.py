@@ -394,13 +394,49 @@ def test_evaluate_warns_when_the_val_images_are_resized_otherwise_than_in_traini
     assert "pass data.test_scale=160 data.max_size=266 to score as it did" in caplog.text
 
 
+def test_evaluate_takes_the_training_runs_data_then_the_command_lines(tmp_path) -> None:
+    """No data on the command line: the run's own data config (here a digits run of 16 val
+    images), `+data.KEY=VALUE` merged on top with the run's interpolations resolving; `data=NAME`
+    composes that group instead; no run directory to read it from: one clear error."""
+    from omegaconf import OmegaConf
+
+    from labelmatch.data.errors import DataError
+    from labelmatch.evaluate import evaluation_data
+
+    run = tmp_path
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(
+        OmegaConf.to_yaml(
+            {"seed": 7, "paths": {"cache_dir": "/cache"},
+             "data": {"_target_": "labelmatch.data.datamodule.DetectionDataModule",
+                      "seed": "${seed}", "num_workers": 2, "test_scale": 128,
+                      "splits": {"_target_": "labelmatch.data.digits.DigitsSplits",
+                                 "root": "${paths.cache_dir}/digits", "num_val": 16}}}
+        )
+    )  # fmt: skip
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    data = evaluation_data(OmegaConf.create({"checkpoint": checkpoint, "data": None}))
+    assert (data.splits.num_val, data.test_scale, data.seed) == (16, 128, 7)
+    given = {"num_workers": 0, "splits": {"num_val": 8}}
+    data = evaluation_data(OmegaConf.create({"checkpoint": checkpoint, "data": given}))
+    assert (data.num_workers, data.splits.num_val, data.test_scale) == (0, 8, 128)
+    assert (data.seed, data.splits.root) == (7, "/cache/digits")
+    group = {"_target_": "labelmatch.data.datamodule.DetectionDataModule", "test_scale": 64}
+    chosen = evaluation_data(OmegaConf.create({"checkpoint": checkpoint, "data": group}))
+    assert chosen.test_scale == 64 and "splits" not in chosen
+    (run / ".hydra" / "config.yaml").unlink()
+    with pytest.raises(DataError, match="no .hydra/config.yaml to take the data from"):
+        evaluation_data(OmegaConf.create({"checkpoint": checkpoint, "data": None}))
+
+
 def test_evaluate_rewrites_the_training_results(smoke_run, cache_dir, tmp_path) -> None:
+    """`evaluate checkpoint=...` alone scores on the run's own val split (the smoke run's
+    16 images), as training did."""
     trained = json.loads((smoke_run / "results.json").read_text())
     run_dir = tmp_path / "evaluate"
     run_module(
         "labelmatch.evaluate", cache_dir, f"checkpoint={smoke_run / 'checkpoints' / 'last.ckpt'}",
-        f"hydra.run.dir={run_dir}", "data.splits.num_labeled=16", "data.splits.num_unlabeled=48",
-        "data.splits.num_val=16", "data.num_workers=0",
+        f"hydra.run.dir={run_dir}",
     )  # fmt: skip
     results = json.loads((run_dir / "results.json").read_text())
     # Every training field but the burn-in model's metrics, which no checkpoint holds, and the
