@@ -53,7 +53,13 @@ def image_files(folder: Path) -> list[Path]:
     (text files, unsupported formats, broken headers) are counted and named in a warning."""
     if not folder.is_dir():
         raise FileNotFoundError(f"images={folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
+    entries = sorted(folder.iterdir())
+    files = [p for p in entries if p.is_file()]
+    if not files and entries:
+        raise FileNotFoundError(
+            f"images={folder}: no files in it, only {len(entries)} sub-folders or other "
+            "entries; predict reads the images directly in the folder, not in its sub-folders"
+        )
     decodable = {p: image_size(p) is not None for p in files}
     readable = [p for p in files if decodable[p]]
     skipped = [p.name for p in files if not decodable[p]]
@@ -71,7 +77,11 @@ def image_files(folder: Path) -> list[Path]:
     stems = [p.stem for p in readable]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
-        raise DataError(f"images={folder}: several files named {clashes} (out/<name>.png)")
+        named = "; ".join(
+            f"{', '.join(p.name for p in readable if p.stem == stem)} (out/{stem}.png)"
+            for stem in clashes
+        )
+        raise DataError(f"images={folder}: files that would write the same drawing: {named}")
     return readable
 
 
@@ -165,6 +175,7 @@ def image_view(
 
 @torch.no_grad()
 def predict(cfg: DictConfig) -> list[dict]:
+    out = Path(cfg.out)  # first: a missing out= is reported before a model is loaded
     device = inference_device(cfg.device)
     if cfg.batch_size < 1:
         raise DataError(f"batch_size={cfg.batch_size}: predict needs at least one image a batch")
@@ -173,7 +184,6 @@ def predict(cfg: DictConfig) -> list[dict]:
     transform = test_transform(cfg)
     exif_orientation = reads_exif_orientation(cfg)
     names, category_ids = module.hparams.class_names, module.hparams.category_ids
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     predictions, images, drawn, unreadable = [], [], 0, []
     batches = same_size_batches(

@@ -85,6 +85,21 @@ def test_each_entry_point_reports_a_missing_checkpoint_in_one_line(command, tmp_
     assert "ERROR" in line
 
 
+def test_predict_without_out_says_so_in_one_line(tmp_path) -> None:
+    """predict's run folder is out=; without it Hydra failed on the interpolation, before the
+    command could name the missing key (a 100-line traceback until 2026-12-05)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "labelmatch.predict", f"checkpoint={tmp_path / 'missing.ckpt'}",
+         f"images={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    [line] = [line for line in output.splitlines() if "ERROR" in line]
+    assert line.endswith("out is not set: give it on the command line (out=...)")
+
+
 def test_predict_evaluate_and_export_do_not_import_training() -> None:
     code = (
         "import sys, labelmatch.predict, labelmatch.evaluate, labelmatch.export; "

@@ -358,6 +358,7 @@ def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplo
     header; the others are skipped, counted and named, never silently dropped."""
     from PIL import Image
 
+    from labelmatch.data.errors import DataError
     from labelmatch.predict import image_files
 
     for name, fmt in [("b.png", "PNG"), ("a.jpg", "JPEG"), ("c.JPEG", "JPEG"), ("d.bmp", "BMP")]:
@@ -374,6 +375,14 @@ def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplo
     (empty / "x.txt").write_text("")
     with pytest.raises(FileNotFoundError, match="none of its 1 files is an image"):
         image_files(empty)
+    nested = tmp_path / "nested"
+    (nested / "2026").mkdir(parents=True)
+    Image.new("RGB", (8, 6)).save(nested / "2026" / "a.png")
+    with pytest.raises(FileNotFoundError, match="only 1 sub-folders .* not in its sub-folders"):
+        image_files(nested)
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    with pytest.raises(DataError, match=r"the same drawing: a.jpg, a.png \(out/a.png\)"):
+        image_files(tmp_path)
 
 
 def test_evaluate_warns_when_the_val_images_are_resized_otherwise_than_in_training(caplog):
