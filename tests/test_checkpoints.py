@@ -160,7 +160,7 @@ def test_best_checkpoint_keeps_the_highest_validation_and_the_earlier_of_a_tie(t
     assert saved["global_step"] == 4
 
 
-def test_last_ckpt_written_at_a_validation_step_knows_that_validations_best(tmp_path):
+def test_last_ckpt_written_at_a_validation_step_knows_that_validations_best(tmp_path, caplog):
     """At a step with both a validation and a periodic checkpoint, last.ckpt is written when the
     batch ends, before the validation; BestCheckpoint writes it again after, or the last.ckpt a
     crash leaves would hold the best of before that validation (a resumed run does not validate
@@ -178,7 +178,11 @@ def test_last_ckpt_written_at_a_validation_step_knows_that_validations_best(tmp_
         logger=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=callbacks, accelerator="cpu",
     )  # fmt: skip
-    trainer.fit(_ScriptedValidation([0.3]), data, data)
+    with caplog.at_level("INFO", logger="lightning.pytorch"):
+        trainer.fit(_ScriptedValidation([0.3]), data, data)
+    # written as ModelCheckpoint writes it (its save_weights_only), not at Lightning's default,
+    # which logs "`weights_only` was not set" in every run's console
+    assert "weights_only" not in caplog.text
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     (best_state,) = [v for k, v in saved["callbacks"].items() if k.startswith("BestCheckpoint")]
     assert saved["global_step"] == 2 and best_state["best_step"] == 2

@@ -69,7 +69,7 @@ class BestCheckpoint(ModelCheckpoint):
                 and callback.last_model_path
                 and callback._last_global_step_saved == trainer.global_step
             ):
-                trainer.save_checkpoint(callback.last_model_path)
+                trainer.save_checkpoint(callback.last_model_path, callback.save_weights_only)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         # Called only for a new best: record it first, so that best.ckpt itself holds it.
