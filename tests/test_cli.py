@@ -69,34 +69,33 @@ def test_a_command_adds_its_own_errors(caplog) -> None:
     assert caplog.records[0].getMessage() == "onnx and pytorch disagree"
 
 
+def _error_lines(command: str, overrides: list[str], cwd) -> list[str]:
+    """The ERROR lines of `python -m labelmatch.<command>`, which must exit 1 without a
+    traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"labelmatch.{command}", *overrides],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    return [line for line in output.splitlines() if "ERROR" in line]
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate", "export"])
 def test_each_entry_point_reports_a_missing_checkpoint_in_one_line(command, tmp_path) -> None:
     overrides = [f"checkpoint={tmp_path / 'missing.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}"]
     if command == "predict":
         overrides += [f"images={tmp_path}", f"out={tmp_path / 'out'}"]
-    result = subprocess.run(
-        [sys.executable, "-m", f"labelmatch.{command}", *overrides],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-3000:]
-    assert "Traceback" not in output
-    [line] = [line for line in output.splitlines() if "missing.ckpt" in line]
-    assert "ERROR" in line
+    [line] = _error_lines(command, overrides, REPO)
+    assert "missing.ckpt" in line
 
 
 def test_predict_without_out_says_so_in_one_line(tmp_path) -> None:
     """predict's run folder is out=; without it Hydra failed on the interpolation, before the
     command could name the missing key (a 100-line traceback until 2026-12-05)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "labelmatch.predict", f"checkpoint={tmp_path / 'missing.ckpt'}",
-         f"images={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-3000:]
-    assert "Traceback" not in output
-    [line] = [line for line in output.splitlines() if "ERROR" in line]
+    overrides = [f"checkpoint={tmp_path / 'missing.ckpt'}", f"images={tmp_path}"]
+    [line] = _error_lines("predict", overrides, tmp_path)
     assert line.endswith("out is not set: give it on the command line (out=...)")
 
 
