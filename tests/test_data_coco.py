@@ -152,6 +152,13 @@ def test_bad_boxes_are_clipped_or_rejected_and_counted(tiny, caplog):
     torch.testing.assert_close(dataset[1][1]["boxes"], kept)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "clipped" in warnings[0] and "rejected_outside" in warnings[0]
+    # ... naming up to three of each kind
+    assert (
+        "rejected_degenerate: annotation id 4 (image id 1) bbox [5, 5, 0, 10], annotation id 5 "
+        "(image id 1) bbox [5, 5, 10, -1], annotation id 9 (image id 1) bbox [5, 5, 0.5, 10]"
+    ) in warnings[0]
+    assert "rejected_outside: annotation id 6 (image id 1) bbox [61, 5, 10, 10]" in warnings[0]
+    assert "and 2 more" in warnings[0] and "annotation id 8 " not in warnings[0]  # crowd
     # The class prior counts all 14 annotations (all car), as the official hook counts the
     # labeled json; the training boxes are the 5 kept ones.
     assert dataset.class_counts == [0, 5, 0] and dataset.prior_counts == [0, 14, 0]
@@ -228,6 +235,9 @@ def test_annotation_of_unknown_image_and_malformed_bbox(tiny):
         _dataset(image_dir, write([_annotation(5, 99, [1, 1, 5, 5])]))
     with pytest.raises(DataError, match=r"annotation id 6 \(image id 1\): bbox must be 4 finite"):
         _dataset(image_dir, write([_annotation(6, 1, [1, 1, 5])]))
+    no_box = {"id": 7, "image_id": 1, "category_id": 3}
+    with pytest.raises(DataError, match=r"annotation id 7 \(image id 1\): has no 'bbox'$"):
+        _dataset(image_dir, write([no_box]))
 
 
 def test_missing_image_file_is_an_error_or_a_counted_skip(tiny):

@@ -1,6 +1,7 @@
 """InfiniteSampler and DetectionDataModule: streams, batch formats and shapes, errors."""
 
 import json
+import logging
 from itertools import islice
 from types import SimpleNamespace
 
@@ -417,6 +418,54 @@ def test_labeled_split_left_empty_by_skipped_images_is_an_error(data, tmp_path):
     )
     with pytest.raises(DataError, match=r"labeled_missing\.json: the labeled split has no usable"):
         _module(splits, skip_invalid=True).setup("fit")
+
+
+def test_a_labeled_split_without_a_training_box_is_an_error(data, tmp_path):
+    labeled = json.loads(data.splits.labeled_json.read_text())
+    for annotation in labeled["annotations"]:
+        annotation["iscrowd"] = 1  # counted in the prior, no training target
+    crowd_only = tmp_path / "crowd_only.json"
+    crowd_only.write_text(json.dumps(labeled))
+    splits = CocoSplits(
+        data.splits.image_dir, crowd_only, data.splits.unlabeled_json, data.splits.val_json
+    )
+    with pytest.raises(
+        DataError, match=r"crowd_only\.json: the labeled split's \d+ images have no"
+    ):
+        _module(splits).setup("fit")
+
+
+def test_images_shared_between_splits_are_named(data, tmp_path, caplog):
+    """A val image that training also sees is no held-out image; a labeled image in the
+    unlabeled split is pseudo-labelled besides its labels. Both are warned of, naming the
+    files; splits that share nothing give no warning."""
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
+        _module(data.splits).setup("fit")
+    assert "are also" not in caplog.text and "point at a file" not in caplog.text
+    unlabeled = json.loads(data.splits.unlabeled_json.read_text())
+    val = json.loads(data.splits.val_json.read_text())
+    labeled = json.loads(data.splits.labeled_json.read_text())
+    unlabeled["images"] += [
+        {**image, "id": 100_000 + n}
+        for n, image in enumerate(val["images"][:2] + labeled["images"][:1])
+    ]
+    unlabeled["images"].append({**unlabeled["images"][0], "id": 200_000})  # one file twice
+    leaky = tmp_path / "leaky_unlabeled.json"
+    leaky.write_text(json.dumps(unlabeled))
+    splits = CocoSplits(
+        data.splits.image_dir, data.splits.labeled_json, leaky, data.splits.val_json
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
+        _module(splits).setup("fit")
+    messages = [r.getMessage() for r in caplog.records]
+    [val_leak] = [m for m in messages if m.startswith("2 of the")]
+    assert f"val images ({data.splits.val_json}) are also unlabeled images" in val_leak
+    assert val["images"][0]["file_name"] in val_leak and "not a held-out score" in val_leak
+    [labeled_too] = [m for m in messages if m.startswith("1 of the")]
+    assert "labeled images" in labeled_too and "pseudo-labelled besides" in labeled_too
+    [twice] = [m for m in messages if "point at a file" in m]
+    assert "1 image records" in twice and "image id 200000 (as id" in twice
 
 
 def test_disagreeing_category_lists_name_both_files(data, tmp_path):

@@ -230,8 +230,15 @@ class CocoDetection(torch.utils.data.Dataset):
             "rejected_outside": 0,
             "prior_boxes": 0,
         }
+        # Annotations of the box counts above (clipped, rejected_*), named in the warning.
+        self._box_examples: dict[str, list[dict]] = {}
         self._records = self._build_records()
         self.image_ids: list[int] = [record.image_id for record in self._records]
+        # Each kept image's file, absolute and normalised: which files splits share.
+        self.image_files: list[str] = [
+            os.path.normpath(os.path.abspath(record.path)) for record in self._records
+        ]
+        self._warn_of_repeated_files()
         self.class_counts: list[int] = self._count_per_class("labels")
         self.prior_counts: list[int] = self._count_per_class("annotated_labels")
         self.report["prior_boxes"] = sum(self.prior_counts)
@@ -244,7 +251,8 @@ class CocoDetection(torch.utils.data.Dataset):
         boxes_of: dict[int, list[list[float]]] = {image_id: [] for image_id in images}
         labels_of: dict[int, list[int]] = {image_id: [] for image_id in images}
         annotated_of: dict[int, list[int]] = {image_id: [] for image_id in images}
-        counts_of: dict[int, list[str]] = {image_id: [] for image_id in images}
+        # per image: (report count, annotation) of each annotation ("" when kept as it is)
+        counts_of: dict[int, list[tuple[str, dict]]] = {image_id: [] for image_id in images}
         bad_images: set[int] = set()
         for annotation in self.coco.get("annotations", []):
             try:
@@ -258,7 +266,7 @@ class CocoDetection(torch.utils.data.Dataset):
                 continue
             if image_id in annotated_of:
                 annotated_of[image_id].append(label)
-                counts_of[image_id].append(count)
+                counts_of[image_id].append((count, annotation))
             if box is not None:
                 boxes_of[image_id].append(box)
                 labels_of[image_id].append(label)
@@ -268,8 +276,11 @@ class CocoDetection(torch.utils.data.Dataset):
                 continue
             # The box counts of kept images only: a dropped image's boxes are in no count but
             # its own (images_skipped_bad_annotation).
-            for count in filter(None, counts_of[image_id]):
-                self.report[count] += 1
+            for count, annotation in counts_of[image_id]:
+                if count:
+                    self.report[count] += 1
+                if count not in ("", "crowd"):
+                    self._box_examples.setdefault(count, []).append(annotation)
             boxes = np.asarray(boxes_of[image_id], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(labels_of[image_id], dtype=np.int64)
             annotated = np.asarray(annotated_of[image_id], dtype=np.int64)
@@ -356,7 +367,9 @@ class CocoDetection(torch.utils.data.Dataset):
                 f"{where} (image id {image_id}): unknown category_id {category_id!r} "
                 f"(known: {self.category_map.category_ids})"
             ) from None
-        bbox = annotation.get("bbox")
+        if "bbox" not in annotation:
+            raise DataError(f"{where} (image id {image_id}): has no 'bbox'")
+        bbox = annotation["bbox"]
         if (
             not isinstance(bbox, list | tuple)
             or len(bbox) != 4
@@ -407,6 +420,22 @@ class CocoDetection(torch.utils.data.Dataset):
             counts += np.bincount(labels - 1, minlength=self.category_map.num_classes)
         return counts.tolist()
 
+    def _warn_of_repeated_files(self) -> None:
+        """Image records that point at one file (a json merged from two sources, a record
+        added twice): kept, as each record may carry its own boxes, but named."""
+        first_id: dict[str, int] = {}
+        repeated = []
+        for image_id, path in zip(self.image_ids, self.image_files):
+            if path in first_id:
+                repeated.append(f"image id {image_id} (as id {first_id[path]}: {path})")
+            first_id.setdefault(path, image_id)
+        if repeated:
+            logger.warning(
+                "%s: %d image records point at a file an earlier record has: %s%s",
+                self.ann_file, len(repeated), ", ".join(repeated[:3]),
+                f" and {len(repeated) - 3} more" if len(repeated) > 3 else "",
+            )  # fmt: skip
+
     def _log_report(self) -> None:
         logger.debug("%s", self.report)  # the split's row of `report_table`, at info level
         changed = (
@@ -420,7 +449,19 @@ class CocoDetection(torch.utils.data.Dataset):
         )
         problems = {key: self.report[key] for key in changed if self.report[key]}
         if problems:
-            logger.warning("%s: validation changed or dropped: %s", self.ann_file, problems)
+            # Skipped images are named one by one as they are skipped; boxes by a few examples.
+            examples = "".join(
+                f"; {count}: "
+                + ", ".join(
+                    f"annotation id {a['id']} (image id {a['image_id']}) bbox {a['bbox']}"
+                    for a in annotations[:3]
+                )
+                + (f" and {len(annotations) - 3} more" if len(annotations) > 3 else "")
+                for count, annotations in self._box_examples.items()
+            )
+            logger.warning(
+                "%s: validation changed or dropped: %s%s", self.ann_file, problems, examples
+            )
 
     # ---- access -------------------------------------------------------------------------
 

@@ -103,6 +103,32 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _warn_of_shared_images(
+    labeled: CocoDetection, unlabeled: CocoDetection | None, val: CocoDetection
+) -> None:
+    """Warn where the splits share image files: a val image that training also sees (labeled,
+    or unlabeled, where the teacher pseudo-labels it) is no held-out image, and its score is no
+    held-out score; a labeled image in the unlabeled split is pseudo-labelled besides its own
+    labels (the paper's splits keep them apart)."""
+    pairs = [("val", val, "labeled", labeled)]
+    if unlabeled is not None:
+        pairs += [
+            ("val", val, "unlabeled", unlabeled),
+            ("labeled", labeled, "unlabeled", unlabeled),
+        ]
+    for name, split, other_name, other in pairs:
+        shared = sorted(set(split.image_files) & set(other.image_files))
+        if shared:
+            held_out = "the val score is not a held-out score" if name == "val" else (
+                "they are pseudo-labelled besides their own labels"
+            )  # fmt: skip
+            logger.warning(
+                "%d of the %d %s images (%s) are also %s images (%s), e.g. %s: %s",
+                len(shared), len(split), name, split.ann_file, other_name, other.ann_file,
+                ", ".join(shared[:3]), held_out,
+            )  # fmt: skip
+
+
 def _same_categories(reference: dict, reference_file: Any, other: dict, other_file: Any) -> None:
     """DataError naming both files when their category lists (ids and names) differ."""
 
@@ -254,8 +280,16 @@ class DetectionDataModule(lightning.LightningDataModule):
         for name, data in (("labeled", self.labeled_dataset), ("val", self.val_dataset)):
             if len(data) == 0:
                 raise DataError(f"{data.ann_file}: the {name} split has no usable images")
+        if self.labeled_dataset.report["boxes"] == 0:
+            raise DataError(
+                f"{splits.labeled_json}: the labeled split's {len(self.labeled_dataset)} images "
+                "have no training box (crowd and rejected boxes are none): there is nothing to "
+                "learn detection from; label more images (prepare split --percent or --per-class)"
+            )
         if self.use_unlabeled:
             self.unlabeled_dataset = self._unlabeled_dataset(splits, labeled_coco, dataset)
+        if rank_zero_only.rank == 0:
+            _warn_of_shared_images(self.labeled_dataset, self.unlabeled_dataset, self.val_dataset)
         self.splits, self.category_map = splits, category_map
         if rank_zero_only.rank == 0:  # set from the launcher's env before the process group
             logger.info(
