@@ -25,6 +25,7 @@ import json
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -129,28 +130,45 @@ def same_size_batches(
     ]
 
 
-def test_transform(cfg: DictConfig) -> TestTransform:
-    """The evaluation resize of the training run, unless `test_scale`/`max_size` are given."""
+def training_reading(cfg: DictConfig, checkpoint: dict) -> dict[str, Any]:
+    """How the training run read its evaluation images (test_scale, max_size,
+    exif_orientation; a key it does not know is missing): what the checkpoint saved
+    (`DetectionDataModule.state_dict`, since 2026-12-05), else its run directory's
+    `.hydra/config.yaml`, so a checkpoint moved out of its run directory still knows."""
+    saved = (checkpoint.get("DetectionDataModule") or {}).get("evaluation_view") or {}
     trained = training_config(cfg.checkpoint)
-    sizes = {}
-    for key in ("test_scale", "max_size"):
-        sizes[key] = cfg[key] if cfg[key] is not None else (trained.data[key] if trained else None)
-        if sizes[key] is None:
-            raise DataError(
-                f"{key}=?: the checkpoint's run directory has no .hydra/config.yaml; pass "
-                f"{key}=<pixels> as in training"
-            )
+    reading = {}
+    for key in ("test_scale", "max_size", "exif_orientation"):
+        value = saved.get(key, trained.data.get(key) if trained else None)
+        if value is not None:
+            reading[key] = value
+    return reading
+
+
+def test_transform(cfg: DictConfig, checkpoint: dict) -> TestTransform:
+    """The evaluation resize of the training run (`training_reading`), unless
+    `test_scale`/`max_size` are given."""
+    trained = training_reading(cfg, checkpoint)
+    sizes = {key: cfg[key] if cfg[key] is not None else trained.get(key) for key in
+             ("test_scale", "max_size")}  # fmt: skip
+    missing = [key for key, value in sizes.items() if value is None]
+    if missing:
+        raise DataError(
+            f"{', '.join(f'{key}=?' for key in missing)}: the checkpoint holds no evaluation "
+            "size (it was written before 2026-12-05) and its run directory has no "
+            f".hydra/config.yaml; pass {' '.join(f'{key}=<pixels>' for key in missing)} as in "
+            "training"
+        )
     return TestTransform(sizes["test_scale"], sizes["max_size"])
 
 
-def reads_exif_orientation(cfg: DictConfig) -> bool:
-    """`exif_orientation`, else the training run's `data.exif_orientation`, else true (the
+def reads_exif_orientation(cfg: DictConfig, checkpoint: dict) -> bool:
+    """`exif_orientation`, else the training run's (`training_reading`), else true (the
     default; runs from before the option read no orientation, which only images with a tag
     tell apart)."""
     if cfg.get("exif_orientation") is not None:
         return bool(cfg.exif_orientation)
-    trained = training_config(cfg.checkpoint)
-    return bool(trained.data.get("exif_orientation", True)) if trained else True
+    return bool(training_reading(cfg, checkpoint).get("exif_orientation", True))
 
 
 def image_view(
@@ -179,10 +197,10 @@ def predict(cfg: DictConfig) -> list[dict]:
     device = inference_device(cfg.device)
     if cfg.batch_size < 1:
         raise DataError(f"batch_size={cfg.batch_size}: predict needs at least one image a batch")
-    module, _ = load_module(cfg.checkpoint)
+    module, checkpoint = load_module(cfg.checkpoint)
     detector = pick_detector(module, cfg.model).to(device)
-    transform = test_transform(cfg)
-    exif_orientation = reads_exif_orientation(cfg)
+    transform = test_transform(cfg, checkpoint)
+    exif_orientation = reads_exif_orientation(cfg, checkpoint)
     names, category_ids = module.hparams.class_names, module.hparams.category_ids
     out.mkdir(parents=True, exist_ok=True)
     predictions, images, drawn, unreadable = [], [], 0, []

@@ -377,7 +377,7 @@ def test_a_resume_on_another_number_of_processes_continues_the_global_streams(
     two.train_dataloader()
     two.trainer.global_step = 10
     saved = two.state_dict()
-    assert saved == {"stream_positions": {"labeled": 10 * 2 * 2, "unlabeled": 10 * 3 * 2}}
+    assert saved["stream_positions"] == {"labeled": 10 * 2 * 2, "unlabeled": 10 * 3 * 2}
 
     one = _module(DigitsSplits(digits_root, **SMALL))
     one.setup("fit")

@@ -219,15 +219,18 @@ def test_predict_takes_the_option_from_the_command_then_the_training_run(tmp_pat
     (run / "checkpoints").mkdir()
     checkpoint = run / "checkpoints" / "last.ckpt"
 
-    def given(value, trained_data):
+    def given(value, trained_data, saved=None):
         (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml({"data": trained_data}))
         cfg = OmegaConf.create({"checkpoint": str(checkpoint), "exif_orientation": value})
-        return reads_exif_orientation(cfg)
+        state = {"DetectionDataModule": {"evaluation_view": saved}} if saved else {}
+        return reads_exif_orientation(cfg, state)
 
     assert given(None, {"exif_orientation": False}) is False
     assert given(None, {"test_scale": 128}) is True  # a run from before the option
     assert given(True, {"exif_orientation": False}) is True
     assert given(False, {"exif_orientation": True}) is False
+    # what the checkpoint saved (the run's own reading) comes before the run directory's file
+    assert given(None, {"exif_orientation": True}, {"exif_orientation": False}) is False
 
 
 def test_prepare_folder_writes_the_sizes_the_loaders_read(tmp_path):

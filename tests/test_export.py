@@ -197,4 +197,4 @@ def test_a_verification_that_compares_nothing_fails_and_needs_an_image() -> None
     assert not nothing.passed
     assert "neither model detects anything on them" in nothing.line("onnxruntime")
     with pytest.raises(DataError, match="num_images must be at least 1, got 0"):
-        verification_images(OmegaConf.create({"num_images": 0, "images": None}))
+        verification_images(OmegaConf.create({"num_images": 0, "images": None}), {})

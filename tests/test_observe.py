@@ -403,6 +403,34 @@ def test_evaluate_warns_when_the_val_images_are_resized_otherwise_than_in_traini
     assert "pass data.test_scale=160 data.max_size=266 to score as it did" in caplog.text
 
 
+def test_predict_knows_the_evaluation_view_of_a_checkpoint_moved_out_of_its_run(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    """The checkpoint holds how its run read evaluation images (the data module's state), so a
+    best.ckpt copied away from its run directory still predicts at the run's size; one of
+    before that (none saved, no run directory) names both keys to pass at once."""
+    from omegaconf import OmegaConf
+
+    from labelmatch.checkpoints import load_module
+    from labelmatch.data.errors import DataError
+    from labelmatch.predict import test_transform
+
+    trained = OmegaConf.load(smoke_run / ".hydra" / "config.yaml").data
+    moved = tmp_path / "best.ckpt"
+    moved.write_bytes((smoke_run / "checkpoints" / "last.ckpt").read_bytes())
+    _, checkpoint = load_module(moved)
+    saved = checkpoint["DetectionDataModule"]["evaluation_view"]
+    assert saved == {"test_scale": trained.test_scale, "max_size": trained.max_size,
+                     "exif_orientation": True}  # fmt: skip
+    cfg = OmegaConf.create({"checkpoint": str(moved), "test_scale": None, "max_size": None})
+    transform = test_transform(cfg, checkpoint)
+    assert (transform.scale, transform.max_size) == (trained.test_scale, trained.max_size)
+    assert test_transform(OmegaConf.merge(cfg, {"max_size": 999}), checkpoint).max_size == 999
+    older = {key: value for key, value in checkpoint.items() if key != "DetectionDataModule"}
+    with pytest.raises(DataError, match=r"test_scale=\?, max_size=\?: .* pass test_scale=<pix"):
+        test_transform(cfg, older)
+
+
 def test_evaluate_takes_the_training_runs_data_then_the_command_lines(tmp_path) -> None:
     """No data on the command line: the run's own data config (here a digits run of 16 val
     images), `+data.KEY=VALUE` merged on top with the run's interpolations resolving; `data=NAME`

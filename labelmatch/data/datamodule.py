@@ -407,7 +407,14 @@ class DetectionDataModule(lightning.LightningDataModule):
             stream: start + (step - start_step) * per_step
             for stream, (start, start_step, per_step) in self._stream_starts.items()
         }
-        return {"stream_positions": positions}
+        # How evaluation images are read, for predict and export on a checkpoint that has left
+        # its run directory (informational: a resumed run reads its own config).
+        evaluation_view = {
+            "test_scale": self.view_sizes["test_scale"],
+            "max_size": self.view_sizes["max_size"],
+            "exif_orientation": self.exif_orientation,
+        }
+        return {"stream_positions": positions, "evaluation_view": evaluation_view}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved_positions = dict(state_dict.get("stream_positions", {}))
