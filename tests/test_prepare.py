@@ -242,8 +242,13 @@ def test_fold_sources_with_bad_records_name_the_file_and_the_record(tmp_path) ->
     train = synthetic_train2017(20)
     del train["images"][5]["id"]
     source.write_text(json.dumps(train))
-    with pytest.raises(DataError, match=r"image record 5 needs an integer or string 'id'"):
+    with pytest.raises(DataError, match=r"image record 5 needs an integer 'id'"):
         CocoStandardSplits(root, fold=1, percent=10).resolve()
+    train["images"][5]["id"] = "000000000005"  # training reads integer ids only
+    source.write_text(json.dumps(train))
+    with pytest.raises(DataError, match=r"image record 5 needs an integer 'id'"):
+        CocoStandardSplits(root, fold=1, percent=10).resolve()
+    assert not (root / "annotations" / "semi_supervised").exists()
 
 
 def test_checksum_command_matches_the_sidecar(tmp_path, capsys) -> None:
@@ -611,6 +616,40 @@ def test_split_of_bad_input_names_the_file_and_the_record(tmp_path, caplog) -> N
                  "--out", str(tmp_path)])  # fmt: skip
     assert exit_status.value.code == 1
     assert f"{source}: invalid JSON at line 1" in caplog.text
+
+
+def test_split_refuses_image_ids_training_cannot_read_and_writes_nothing(tmp_path, caplog):
+    """Training reads integer image ids only. Mixed ids stopped the sidecar's sort with a
+    TypeError after both split files were written (a rerun then found them); string ids
+    wrote a split the run refused."""
+    out = tmp_path / "out"
+    mixed = long_tailed_coco()
+    mixed["images"][3]["id"] = "4"
+    for annotation in mixed["annotations"]:
+        if annotation["image_id"] == 4:
+            annotation["image_id"] = "4"
+    source = write_all_json(tmp_path / "all.json", mixed)
+    with pytest.raises(SystemExit) as exit_status:
+        prepare(["split", "--labeled-json", str(source), "--percent", "50", "--seed", "1",
+                 "--out", str(out)])  # fmt: skip
+    assert exit_status.value.code == 1
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{source}: image record 3 needs an integer 'id' (training reads integer image ids "
+        f"only), got {mixed['images'][3]!r}"
+    ]
+    assert not out.exists()
+    strings = long_tailed_coco()
+    for record in strings["images"] + strings["annotations"]:
+        key = "id" if "file_name" in record else "image_id"
+        record[key] = f"img{record[key]}"
+    write_all_json(source, strings)
+    with pytest.raises(DataError, match=r"all\.json: image record 0 needs an integer 'id'"):
+        write_custom_split(source, out, seed=1, per_class=2)
+    assert not out.exists()
+    prepare_split(write_all_json(source, long_tailed_coco()), out)  # fixed: nothing in the way
+    assert sorted(path.name for path in out.iterdir()) == [
+        "all.1@50-unlabeled.json", "all.1@50.ids.json", "all.1@50.json"
+    ]  # fmt: skip
 
 
 def prepare_split(source: Path, out: Path, percent: float = 50) -> None:

@@ -49,13 +49,18 @@ def _unwritable(path: Path, error: OSError) -> DataError:
 
 def check_split_source(coco: dict, path: Path) -> None:
     """DataError naming `path` and the record for what a split reads: image objects with
-    unique ids, and annotation objects of known images and categories (checked before any
-    sampler indexes them, so a bad record is named, not a KeyError)."""
+    unique integer ids, and annotation objects of known images and categories (checked before
+    any sampler indexes them, so a bad record is named, not a KeyError).
+
+    Integer ids, as training reads them (`CocoDetection`): a split of string ids was written
+    and then refused by the run, and one of mixed ids stopped the sidecar's sort after the
+    two split files were written."""
     image_ids: set[int] = set()
     for position, image in enumerate(coco["images"]):
-        if not isinstance(image, dict) or not isinstance(image.get("id"), (int, str)):
+        if not isinstance(image, dict) or not isinstance(image.get("id"), int):
             raise DataError(
-                f"{path}: image record {position} needs an integer or string 'id', got {image!r}"
+                f"{path}: image record {position} needs an integer 'id' (training reads integer "
+                f"image ids only), got {image!r}"
             )
         if image["id"] in image_ids:
             raise DataError(f"{path}: image id {image['id']} appears twice in 'images'")

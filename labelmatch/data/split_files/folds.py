@@ -25,7 +25,7 @@ from labelmatch.data.split_files.files import (
     split_paths,
     write_json_atomic,
 )
-from labelmatch.data.split_files.sidecar import write_sidecar
+from labelmatch.data.split_files.sidecar import sidecar_content, sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,12 @@ def write_split(
 ) -> None:
     """Write a split's two files (the labeled one last: its presence marks a complete split)
     and the labeled file's sidecar with `provenance`."""
+    # Everything is computed before the first write: a failure half-way left the two split
+    # files without their sidecar, and a rerun was refused because they existed.
+    sidecar = sidecar_content(labeled_path, labeled, provenance)
     write_json_atomic(unlabeled_path, unlabeled)
     write_json_atomic(labeled_path, labeled)
-    write_sidecar(labeled_path, labeled, provenance)
+    write_json_atomic(sidecar_path(labeled_path), sidecar)
     log.info(
         "wrote %s: %d labeled images (%d annotations), %d unlabeled (%d annotations)",
         labeled_path,

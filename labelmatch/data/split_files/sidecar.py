@@ -31,13 +31,15 @@ def sidecar_path(labeled_json: str | os.PathLike) -> Path:
     return labeled_json.with_name(labeled_json.name.removesuffix(".json") + ".ids.json")
 
 
-def write_sidecar(labeled_json: Path, labeled_coco: dict, provenance: dict[str, Any]) -> Path:
-    """Write the sidecar of `labeled_json` (whose contents are `labeled_coco`).
+def sidecar_content(
+    labeled_json: Path, labeled_coco: dict, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """The sidecar of `labeled_json` (whose contents are `labeled_coco`).
 
     `provenance` says how the split was made (source file, sampler, seed, percent, ...).
     """
     image_ids = sorted(image["id"] for image in labeled_coco["images"])
-    sidecar = {
+    return {
         "labeled_json": labeled_json.name,
         **provenance,
         "num_labeled_images": len(image_ids),
@@ -45,8 +47,12 @@ def write_sidecar(labeled_json: Path, labeled_coco: dict, provenance: dict[str, 
         "checksum_of": "sha256 of the sorted labeled image ids joined by ','",
         "labeled_image_ids": image_ids,
     }
+
+
+def write_sidecar(labeled_json: Path, labeled_coco: dict, provenance: dict[str, Any]) -> Path:
+    """Write the sidecar of `labeled_json` (`sidecar_content`); returns its path."""
     path = sidecar_path(labeled_json)
-    write_json_atomic(path, sidecar)
+    write_json_atomic(path, sidecar_content(labeled_json, labeled_coco, provenance))
     return path
 
 

@@ -22,9 +22,8 @@ from labelmatch.data.split_files.files import (
     coco_split_dir,
     coco_subset,
     split_paths,
-    write_json_atomic,
 )
-from labelmatch.data.split_files.sidecar import write_sidecar
+from labelmatch.data.split_files.folds import write_split
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +102,6 @@ def write_ut_split(
     positions = ut_positions(supervision, percent, seed, str(supervision_file))
     labeled, unlabeled = ut_split(coco, positions, percent, str(supervision_file))
     dropped = len(coco["images"]) - len(labeled["images"]) - len(unlabeled["images"])
-    write_json_atomic(unlabeled_path, unlabeled)
-    write_json_atomic(labeled_path, labeled)
     provenance = {
         "source": os.fspath(source),
         "sampler": f"Unbiased Teacher positions from {supervision_file.name}",
@@ -112,13 +109,10 @@ def write_ut_split(
         "percent": percent,
         "images_without_objects_left_out": dropped,
     }
-    write_sidecar(labeled_path, labeled, provenance)
+    write_split(labeled_path, unlabeled_path, labeled, unlabeled, provenance)
     log.info(
-        "wrote %s: %d labeled images, %d unlabeled; %d images without non-crowd objects are in "
-        "neither (as in Unbiased Teacher)",
-        labeled_path,
-        len(labeled["images"]),
-        len(unlabeled["images"]),
+        "%d images of %s without non-crowd objects are in neither file (as in Unbiased Teacher)",
         dropped,
+        source,
     )
     return labeled_path, unlabeled_path
