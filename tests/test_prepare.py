@@ -652,6 +652,35 @@ def test_split_refuses_image_ids_training_cannot_read_and_writes_nothing(tmp_pat
     ]  # fmt: skip
 
 
+def test_split_refuses_a_labeled_part_without_a_box_to_train_on(tmp_path, caplog) -> None:
+    """5 % of 12 images is one image; seed 1 draws position 5, here an image with only a crowd
+    box. The split was written ("1 labeled images (1 annotations)") and training ran on no
+    labeled box."""
+    coco = long_tailed_coco()
+    coco["images"] = coco["images"][48:60]  # ids 49-60: 49-53 with boxes, 54 crowd, 55-60 none
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] >= 49]
+    assert coco["images"][5]["id"] == 54
+    source = write_all_json(tmp_path / "all.json", coco)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        prepare(["split", "--labeled-json", str(source), "--percent", "5", "--seed", "1",
+                 "--out", str(out)])  # fmt: skip
+    assert caplog.records[-1].getMessage() == (
+        f"{source}: the 1 labeled images drawn (5 % of 12 images) have no box to train on (no "
+        "annotation that is not crowd or ignore): use a larger --percent, or --per-class K, "
+        "which draws K images with boxes of every class"
+    )
+    assert not out.exists()
+    write_custom_split(source, out, seed=1, per_class=1)  # draws an image with a box
+    # A json without any box to train on cannot be split either way.
+    coco["annotations"] = [{**a, "ignore": 1} for a in coco["annotations"]]
+    write_all_json(source, coco)
+    for size in ({"percent": 50}, {"per_class": 1}):
+        with pytest.raises(DataError, match=rf"{source}: no box to train on in the whole file"):
+            write_custom_split(source, tmp_path / "again", seed=1, **size)
+    assert not (tmp_path / "again").exists()
+
+
 def prepare_split(source: Path, out: Path, percent: float = 50) -> None:
     write_custom_split(source, out, seed=1, percent=percent)
 

@@ -7,6 +7,8 @@ are visited rarest first (fewest images containing them), and for each one image
 are drawn at random until K labeled images contain it, counting those drawn for earlier classes.
 A class found in fewer than K images gets all of them and is reported. Both keep the images in
 file order; the unlabeled file is the rest, with its annotations (used only for statistics).
+A labeled part without a box to train on (a small percent that drew only background or crowd
+images) is refused, as is a json without any such box: the run would train on nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +43,24 @@ def percent_split(coco: dict, percent: float, seed: int) -> tuple[dict, dict]:
     labeled = [image for position, image in enumerate(images) if position in drawn]
     unlabeled = [image for position, image in enumerate(images) if position not in drawn]
     return coco_subset(coco, labeled), coco_subset(coco, unlabeled)
+
+
+def is_training_box(annotation: dict) -> bool:
+    """Whether training learns from the annotation: `iscrowd=1` and `ignore=1` are no target
+    (`CocoDetection`'s rule)."""
+    return not annotation.get("iscrowd", 0) and not annotation.get("ignore", 0)
+
+
+def check_labeled_boxes(labeled: dict, source: Path, how: str) -> None:
+    """DataError naming `source` when the labeled part drawn (`how`, e.g. "5 % of 12 images")
+    has no box to train on: the run would train its supervised loss on background only."""
+    if any(is_training_box(annotation) for annotation in labeled["annotations"]):
+        return
+    raise DataError(
+        f"{source}: the {len(labeled['images'])} labeled images drawn ({how}) have no box to "
+        f"train on (no annotation that is not crowd or ignore): use a larger --percent, or "
+        f"--per-class K, which draws K images with boxes of every class"
+    )
 
 
 def images_per_class(coco: dict) -> dict[int, list[int]]:
@@ -106,10 +126,17 @@ def write_custom_split(
     source = Path(labeled_json)
     coco = load_coco_json(source)
     check_split_source(coco, source)
+    annotations = coco.get("annotations", [])
+    if not any(is_training_box(annotation) for annotation in annotations):
+        raise DataError(
+            f"{source}: no box to train on in the whole file ({len(annotations)} annotations, "
+            "none that is not crowd or ignore)"
+        )
     stem = source.name.removesuffix(".json")
     short: list[dict[str, Any]] = []
     if percent is not None:
         labeled, unlabeled = percent_split(coco, percent, seed)
+        check_labeled_boxes(labeled, source, f"{percent:g} % of {len(coco['images'])} images")
         name = split_name(seed, percent, prefix=stem)
         provenance = {
             "sampler": "numpy default_rng(seed).choice, no replacement",
