@@ -23,7 +23,7 @@ from labelmatch.data.paper_datasets import CocoAdditionalSplits, CocoStandardSpl
 from labelmatch.data.split_files import files as split_files
 from labelmatch.data.split_files.custom_split import write_custom_split
 from labelmatch.data.split_files.folds import stac_split
-from labelmatch.data.split_files.image_folder import write_folder_coco
+from labelmatch.data.split_files.image_folder import unreadable_reason, write_folder_coco
 from labelmatch.data.split_files.unbiased_teacher import write_ut_split
 from labelmatch.data.split_files.voc import write_voc
 from labelmatch.evaluation.coco_eval import evaluate_coco
@@ -710,6 +710,9 @@ def test_folder_becomes_an_unlabeled_json_read_from_image_headers(tmp_path, caps
     (images / "notes.txt").write_text("not an image")
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     Image.new("RGB", (8, 8)).save(images / "scan.bmp")  # PIL reads it, training could not
+    Image.new("RGB", (8, 8)).save(images / "scan.tif")
+    frames = [Image.new("RGB", (8, 8), color) for color in ("red", "blue")]
+    frames[0].save(images / "moving.gif", save_all=True, append_images=frames[1:])
     out = tmp_path / "unlabeled.json"
     prepare(["folder", "--images", str(images), "--out", str(out)])
     printed = capsys.readouterr().out
@@ -720,10 +723,19 @@ def test_folder_becomes_an_unlabeled_json_read_from_image_headers(tmp_path, caps
         {"id": 3, "file_name": "z.jpg", "width": 40, "height": 30},
     ]
     assert coco["annotations"] == [] and "categories" not in coco
-    assert f"skipped (not a readable image): {images / 'broken.jpg'}" in printed
-    assert f"skipped (not a readable image): {images / 'notes.txt'}" in printed
-    assert f"skipped (not a readable image): {images / 'scan.bmp'}" in printed
-    assert f"{out}: 3 images, 3 files skipped" in printed
+    # Each skipped file with the reason (was "not a readable image" for a valid BMP too).
+    supported = "(supported: JPEG, MPO, PNG, GIF, WEBP)"
+    assert printed.splitlines()[:-1] == [
+        f"skipped (Truncated File Read): {images / 'broken.jpg'}",
+        f"skipped (an animated GIF of 2 frames; one image per file is needed): "
+        f"{images / 'moving.gif'}",
+        f"skipped (not an image: PIL identifies no image format in it): {images / 'notes.txt'}",
+        f"skipped (BMP files cannot be decoded for training {supported}): {images / 'scan.bmp'}",
+        f"skipped (TIFF files cannot be decoded for training {supported}): {images / 'scan.tif'}",
+    ]
+    assert printed.splitlines()[-1] == f"{out}: 3 images, 5 files skipped"
+    denied = PermissionError(errno.EACCES, "Permission denied", str(images / "z.jpg"))
+    assert unreadable_reason(denied) == "Permission denied"  # the line names the file already
     # File names relative to the dataset's image_dir, when the folder is inside it.
     prepare(["folder", "--images", str(images), "--out", str(out), "--relative-to",
              str(tmp_path / "data"), "--overwrite"])  # fmt: skip

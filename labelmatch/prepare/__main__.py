@@ -43,8 +43,8 @@ def folder(args: argparse.Namespace) -> None:
     out, count, skipped = write_folder_coco(
         args.images, args.out, args.relative_to, args.overwrite, not args.stored_orientation
     )
-    for path in skipped:
-        print(f"skipped (not a readable image): {path}")
+    for path, reason in skipped:
+        print(f"skipped ({reason}): {path}")
     print(f"{out}: {count} images, {len(skipped)} files skipped")
 
 
