@@ -694,10 +694,10 @@ def test_folder_keeps_a_linked_image_by_its_link_and_accepts_a_linked_root(tmp_p
     images = tmp_path / "data" / "unlabeled"
     images.mkdir(parents=True)
     (images / "linked.png").symlink_to(outside / "photo.png")  # was: "not in the subpath"
-    coco, _ = folder_coco(images, tmp_path / "data")
+    coco = folder_coco(images, tmp_path / "data").coco
     assert [i["file_name"] for i in coco["images"]] == ["unlabeled/linked.png"]
     (tmp_path / "root-link").symlink_to(tmp_path / "data")  # --relative-to through a link
-    coco, _ = folder_coco(images, tmp_path / "root-link")
+    coco = folder_coco(images, tmp_path / "root-link").coco
     assert [i["file_name"] for i in coco["images"]] == ["unlabeled/linked.png"]
 
 
@@ -746,6 +746,62 @@ def test_folder_becomes_an_unlabeled_json_read_from_image_headers(tmp_path, caps
     names = CategoryMap.from_coco(CATEGORIES)
     dataset = CocoDetection(tmp_path / "data", out, names)
     assert len(dataset) == 3
+
+
+def test_folder_excludes_the_images_other_jsons_list_matched_by_path(tmp_path, capsys) -> None:
+    """`folder` over the whole image root listed the labeled and val images too, and the val
+    images leaked into the unlabeled set. --exclude leaves out what the jsons list, by the path
+    the loaders read: file name joined to --relative-to, normalised."""
+    root = tmp_path / "images"
+    for name in ("train/a.jpg", "train/b.jpg", "train/c.jpg", "val/v.jpg", "extra/e.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 6)).save(root / name)
+    record = {"width": 8, "height": 6}
+    labeled = write_all_json(tmp_path / "labeled.json", {
+        "images": [{"id": 1, "file_name": "train/a.jpg", **record},
+                   {"id": 2, "file_name": "./train//b.jpg", **record}],
+        "annotations": [], "categories": CATEGORIES,
+    })  # fmt: skip
+    val = write_all_json(tmp_path / "val.json", {
+        "images": [{"id": 1, "file_name": str(root / "val" / "v.jpg"), **record},  # absolute
+                   {"id": 2, "file_name": "train/../elsewhere/w.jpg", **record}],
+        "annotations": [], "categories": CATEGORIES,
+    })  # fmt: skip
+    out = tmp_path / "unlabeled.json"
+    prepare(["folder", "--images", str(root), "--out", str(out),
+             "--exclude", str(labeled), str(val)])  # fmt: skip
+    assert [image["file_name"] for image in read(out)["images"]] == ["extra/e.png", "train/c.jpg"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"excluded 2 of the 2 images of {labeled}",
+        f"excluded 1 of the 2 images of {val}",
+        f"{out}: 2 images, 0 files skipped",
+    ]
+    # A subfolder with the same --relative-to: the same file names; a json of another
+    # image_dir excludes nothing, and says where its names were looked for.
+    prepare(["folder", "--images", str(root / "train"), "--relative-to", str(root), "--out",
+             str(out), "--overwrite", "--exclude", str(labeled)])  # fmt: skip
+    assert [image["file_name"] for image in read(out)["images"]] == ["train/c.jpg"]
+    prepare(["folder", "--images", str(root / "train"), "--out", str(out), "--overwrite",
+             "--exclude", str(labeled)])  # fmt: skip
+    assert len(read(out)["images"]) == 3
+    assert capsys.readouterr().out.splitlines()[-2] == (
+        f"excluded 0 of the 2 images of {labeled} (none under --images; its file names are "
+        f"read relative to {root / 'train'})"
+    )
+    # Every image excluded; an --exclude json that cannot be read: an error, nothing written.
+    rest = write_all_json(tmp_path / "c.json", {"images": [{"file_name": "train/c.jpg"}]})
+    with pytest.raises(DataError, match=r"among its 3 files, 3 of them excluded"):
+        write_folder_coco(root / "train", tmp_path / "none.json", root, exclude=[labeled, rest])
+    (tmp_path / "bad.json").write_text('{"images": [{"id": 1}]}')
+    for exclude, problem in [
+        (tmp_path / "missing.json", f"--exclude {tmp_path / 'missing.json'}: annotation file does"),
+        (tmp_path / "bad.json", f"--exclude {tmp_path / 'bad.json'}: image record 0 needs a "
+                                "string 'file_name', got {'id': 1}"),
+    ]:  # fmt: skip
+        with pytest.raises(DataError) as error:
+            write_folder_coco(root, tmp_path / "none.json", exclude=[labeled, exclude])
+        assert str(error.value).startswith(problem)
+    assert not (tmp_path / "none.json").exists()
 
 
 def test_folder_without_images_or_outside_relative_to_is_an_error(tmp_path) -> None:

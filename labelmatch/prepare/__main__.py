@@ -40,12 +40,23 @@ def split(args: argparse.Namespace) -> None:
 
 
 def folder(args: argparse.Namespace) -> None:
-    out, count, skipped = write_folder_coco(
-        args.images, args.out, args.relative_to, args.overwrite, not args.stored_orientation
+    out, listing = write_folder_coco(
+        args.images,
+        args.out,
+        args.relative_to,
+        args.overwrite,
+        not args.stored_orientation,
+        args.exclude,
     )
-    for path, reason in skipped:
+    for path, reason in listing.skipped:
         print(f"skipped ({reason}): {path}")
-    print(f"{out}: {count} images, {len(skipped)} files skipped")
+    for exclusion in listing.exclusions:
+        line = f"excluded {exclusion.excluded} of the {exclusion.listed} images of {exclusion.json}"
+        if exclusion.listed and not exclusion.excluded:  # file names of another image_dir?
+            image_dir = args.relative_to or args.images
+            line += f" (none under --images; its file names are read relative to {image_dir})"
+        print(line)
+    print(f"{out}: {len(listing.coco['images'])} images, {len(listing.skipped)} files skipped")
 
 
 def coco_standard(args: argparse.Namespace) -> None:
@@ -108,6 +119,15 @@ def parser() -> argparse.ArgumentParser:
         "--relative-to",
         help="write file names relative to this folder (your data.splits.image_dir); "
         "default: --images",
+    )
+    sub.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="leave out the images these COCO jsons list (e.g. your labeled and val files, when "
+        "--images is the whole image root), matched by path: their file names are relative to "
+        "--relative-to, as for training",
     )
     sub.add_argument(
         "--stored-orientation",
