@@ -605,8 +605,7 @@ def test_split_of_bad_input_names_the_file_and_the_record(tmp_path, caplog) -> N
     write_all_json(source, coco)
     with pytest.raises(DataError, match=r"all\.json: image id 1 appears twice"):
         prepare_split(source, tmp_path)
-    with pytest.raises(DataError, match=r"--percent must be in \(0, 100\)"):
-        prepare_split(write_all_json(source, long_tailed_coco()), tmp_path, percent=100)
+    write_all_json(source, long_tailed_coco())
     prepare_split(source, tmp_path)
     with pytest.raises(DataError, match=r"all\.1@50\.json exists: pass --overwrite"):
         prepare_split(source, tmp_path)
@@ -679,6 +678,25 @@ def test_split_refuses_a_labeled_part_without_a_box_to_train_on(tmp_path, caplog
         with pytest.raises(DataError, match=rf"{source}: no box to train on in the whole file"):
             write_custom_split(source, tmp_path / "again", seed=1, **size)
     assert not (tmp_path / "again").exists()
+
+
+def test_split_percents_must_leave_both_parts_an_image(tmp_path) -> None:
+    """100 is refused: no unlabeled image would be left. 96 % of 12 images rounds to all 12 and
+    wrote an empty -unlabeled file; 4 % rounds to none."""
+    coco = long_tailed_coco()
+    coco["images"] = coco["images"][:12]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] <= 12]
+    source = write_all_json(tmp_path / "all.json", coco)
+    for percent in (0, -1, 100, 150):
+        with pytest.raises(DataError, match=r"--percent must be in \(0, 100\)"):
+            prepare_split(source, tmp_path / "out", percent=percent)
+    with pytest.raises(DataError, match=rf"{source}: 96 % of its 12 images is every image"):
+        prepare_split(source, tmp_path / "out", percent=96)
+    with pytest.raises(DataError, match=rf"{source}: 4 % of its 12 images is no image"):
+        prepare_split(source, tmp_path / "out", percent=4)
+    assert not (tmp_path / "out").exists()
+    prepare_split(source, tmp_path / "out", percent=95)  # 11 labeled, 1 unlabeled
+    assert len(read(tmp_path / "out" / "all.1@95-unlabeled.json")["images"]) == 1
 
 
 def prepare_split(source: Path, out: Path, percent: float = 50) -> None:

@@ -31,14 +31,25 @@ from labelmatch.data.split_files.files import (
 from labelmatch.data.split_files.folds import write_split
 
 
-def percent_split(coco: dict, percent: float, seed: int) -> tuple[dict, dict]:
-    """(labeled, unlabeled): round(percent % of the images), drawn without replacement."""
+def percent_split(
+    coco: dict, percent: float, seed: int, source: str | os.PathLike = "the json"
+) -> tuple[dict, dict]:
+    """(labeled, unlabeled): round(percent % of the images), drawn without replacement. Both
+    must hold an image (`source` names the file in the error): 100 % would leave no unlabeled
+    image, and so would a percent that rounds to all of them."""
     if not 0 < percent < 100:
         raise DataError(f"--percent must be in (0, 100), got {percent:g}")
     images = coco["images"]
     count = round(percent / 100 * len(images))
     if count == 0:
-        raise DataError(f"{percent:g} % of {len(images)} images is no image: raise --percent")
+        raise DataError(
+            f"{source}: {percent:g} % of its {len(images)} images is no image: raise --percent"
+        )
+    if count == len(images):
+        raise DataError(
+            f"{source}: {percent:g} % of its {len(images)} images is every image, which leaves "
+            f"no unlabeled image: lower --percent"
+        )
     drawn = set(np.random.default_rng(seed).choice(len(images), size=count, replace=False).tolist())
     labeled = [image for position, image in enumerate(images) if position in drawn]
     unlabeled = [image for position, image in enumerate(images) if position not in drawn]
@@ -135,7 +146,7 @@ def write_custom_split(
     stem = source.name.removesuffix(".json")
     short: list[dict[str, Any]] = []
     if percent is not None:
-        labeled, unlabeled = percent_split(coco, percent, seed)
+        labeled, unlabeled = percent_split(coco, percent, seed, source)
         check_labeled_boxes(labeled, source, f"{percent:g} % of {len(coco['images'])} images")
         name = split_name(seed, percent, prefix=stem)
         provenance = {
