@@ -119,6 +119,15 @@ def test_a_labeled_percent_outside_0_to_100_is_refused(percent) -> None:
         stac_split(synthetic_train2017(), percent, seed=1)
 
 
+def test_the_fold_sampler_takes_100_percent_as_the_reference_does() -> None:
+    """(0, 100] is the fold sampler's range (coco_standard, digits_fold, glyphs), unlike
+    `prepare split`'s (0, 100): 100 % is N draws with replacement, about 63 % of the images."""
+    train = synthetic_train2017()
+    labeled, unlabeled = stac_split(train, 100, seed=1)
+    assert (labeled, unlabeled) == reference_stac_split(train, 1, 100)
+    assert 0.6 < len(labeled["images"]) / 1000 < 0.67 and unlabeled["images"]
+
+
 @pytest.mark.parametrize(("seed", "percent"), [(1, 1), (2, 5), (5, 10)])
 def test_coco_standard_split_equals_the_reference_algorithm(tmp_path, seed, percent) -> None:
     train = synthetic_train2017()
@@ -307,6 +316,9 @@ def test_ut_positions_of_another_train_file_are_rejected(tmp_path) -> None:
     supervision.write_text(json.dumps({"10.0": {"0": list(range(5))}}))
     with pytest.raises(DataError, match=r"5 positions for 10 %.*not the same train2017"):
         write_ut_split(root, supervision, 10, 0)
+    # Its percents are those of the supervision file only.
+    with pytest.raises(DataError, match=rf"{supervision}: no percent '3.0' \(has \['10.0'\]\)"):
+        write_ut_split(root, supervision, 3, 0)
     with pytest.raises(DataError, match=r"ut_split --data-dir .* --percent 10 --seed 0"):
         CocoStandardSplits(root, fold=0, percent=10, split="unbiased_teacher").resolve()
 

@@ -104,7 +104,11 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--labeled-json", required=True, help="the COCO json of all labeled images")
     size = sub.add_mutually_exclusive_group(required=True)
-    size.add_argument("--percent", type=float, help="label this percentage of the images")
+    size.add_argument(
+        "--percent",
+        type=float,
+        help="label this percentage of the images, 0 < P < 100 (the rest is the unlabeled file)",
+    )
     size.add_argument("--per-class", type=int, help="label K images per class (rarest class first)")
     sub.add_argument("--seed", type=int, required=True, help="seed of the random draw")
     sub.add_argument("--out", required=True, help="folder for the two files and the sidecar")
@@ -142,7 +146,12 @@ def parser() -> argparse.ArgumentParser:
         "instances_train2017.SEED@PERCENT.json and ...-unlabeled.json",
     )
     sub.add_argument("--data-dir", required=True, help="COCO 2017 directory (with annotations/)")
-    sub.add_argument("--percent", type=float, required=True, help="1, 5 or 10 in the paper")
+    sub.add_argument(
+        "--percent",
+        type=float,
+        required=True,
+        help="0 < P <= 100 (N * P / 100 draws with replacement); 1, 5 or 10 in the paper",
+    )
     sub.add_argument("--seed", type=int, required=True, help="the fold, 1-5 in the paper")
     sub = command(
         "ut_split",
@@ -152,7 +161,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--data-dir", required=True, help="COCO 2017 directory (with annotations/)")
     sub.add_argument("--supervision-file", required=True, help="dataseed/COCO_supervision.txt")
-    sub.add_argument("--percent", type=float, required=True, help="0.5, 1, 2, 5 or 10")
+    sub.add_argument(
+        "--percent", type=float, required=True, help="one of the file's: 0.5, 1, 2, 5 or 10"
+    )
     sub.add_argument("--seed", type=int, required=True, help="0-9")
     sub = command(
         "coco_additional",
