@@ -588,6 +588,21 @@ def test_per_class_split_labels_k_images_of_each_class_and_names_the_short_ones(
     assert "class 'absent' (category id 9): 0 labeled images" in printed
 
 
+def test_per_class_split_counts_only_boxes_training_learns_from(tmp_path) -> None:
+    """An `ignore=1` box is no training target (as crowd): it covered its class, so K images
+    could be drawn for a class training then saw no box of."""
+    coco = long_tailed_coco()
+    for annotation in coco["annotations"]:
+        if annotation["image_id"] in (51, 52):  # two of the rare class's three images
+            annotation["ignore"] = 1
+    source = write_all_json(tmp_path / "all.json", coco)
+    write_custom_split(source, tmp_path, seed=0, per_class=3)
+    labeled = read(tmp_path / "all.0@3per_class.json")
+    assert {image["id"] for image in labeled["images"]} & {51, 52, 53} == {53}
+    short = read(tmp_path / "all.0@3per_class.ids.json")["classes_below_per_class"]
+    assert {"category_id": 5, "name": "rare", "labeled_images": 1, "available_images": 1} in short
+
+
 def test_per_class_split_counts_images_drawn_for_rarer_classes(tmp_path) -> None:
     """Every image holds both classes: the rarer class's K draws already cover the other one."""
     coco = long_tailed_coco()

@@ -75,12 +75,12 @@ def check_labeled_boxes(labeled: dict, source: Path, how: str) -> None:
 
 
 def images_per_class(coco: dict) -> dict[int, list[int]]:
-    """Category id -> positions (file order) of the images with a non-crowd box of it; every
-    category is a key, those without any image too."""
+    """Category id -> positions (file order) of the images with a box of it to train on
+    (`is_training_box`); every category is a key, those without any image too."""
     position_of = {image["id"]: position for position, image in enumerate(coco["images"])}
     positions: dict[int, set[int]] = defaultdict(set)
     for annotation in coco.get("annotations", []):
-        if not annotation.get("iscrowd", 0):  # a crowd box is no training target
+        if is_training_box(annotation):  # a crowd or ignore box would cover no class
             positions[annotation["category_id"]].add(position_of[annotation["image_id"]])
     return {c["id"]: sorted(positions[c["id"]]) for c in coco["categories"]}
 
@@ -113,7 +113,7 @@ def per_class_split(coco: dict, k: int, seed: int) -> tuple[dict, dict, list[dic
                 }
             )
     if not chosen:
-        raise DataError("no annotated image to draw from: the json has no non-crowd box")
+        raise DataError("no annotated image to draw from: the json has no box to train on")
     images = coco["images"]
     labeled = [image for position, image in enumerate(images) if position in chosen]
     unlabeled = [image for position, image in enumerate(images) if position not in chosen]
