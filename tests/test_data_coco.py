@@ -211,6 +211,19 @@ def test_a_category_without_an_integer_id_names_the_file_and_entry(tmp_path, cat
         load_coco_json(path)
 
 
+def test_json_true_is_no_integer_id(tiny):
+    """Python's bool is an int: `true` stood for id 1 (an image id true was image 1's twin, an
+    annotation of image_id true was one of image 1's boxes)."""
+    image_dir, write = tiny
+    images = [{"id": True, "file_name": "a.png", "height": 40, "width": 60}]
+    with pytest.raises(DataError, match=r"image entry 0 has no integer id"):
+        _dataset(image_dir, write([], images=images))
+    with pytest.raises(DataError, match=r"annotation id 5: image_id True is not in 'images'"):
+        _dataset(image_dir, write([_annotation(5, True, [1, 1, 5, 5])]))
+    with pytest.raises(DataError, match=r"annotation without integer 'id'"):
+        _dataset(image_dir, write([_annotation(True, 1, [1, 1, 5, 5])]))
+
+
 def test_missing_required_keys(tmp_path):
     path = tmp_path / "no_images.json"
     path.write_text(json.dumps({"annotations": [], "categories": []}))

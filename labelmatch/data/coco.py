@@ -61,7 +61,7 @@ def load_coco_json(path: str | os.PathLike, require_categories: bool = True) -> 
         # 1.7 would both be category 1, "10" would sort before "9").
         if not (
             isinstance(category, dict)
-            and isinstance(category.get("id"), int)
+            and is_integer(category.get("id"))
             and not isinstance(category.get("id"), bool)
             and isinstance(category.get("name"), str)
         ):
@@ -99,6 +99,11 @@ class CocoSplits:
     def resolve(self) -> CocoSplits:
         """Already resolved; present so that data modules can call `resolve()` on any splits."""
         return self
+
+
+def is_integer(value: Any) -> bool:
+    """A JSON integer: 7, not true (Python's bool is an int, so `true` would stand for 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_positive_integer(value: Any) -> bool:
@@ -298,7 +303,7 @@ class CocoDetection(torch.utils.data.Dataset):
         images: dict[int, tuple[str, int, int, int]] = {}
         all_image_ids: set[int] = set()
         for position, image in enumerate(self.coco["images"]):
-            if not isinstance(image, dict) or not isinstance(image.get("id"), int):
+            if not isinstance(image, dict) or not is_integer(image.get("id")):
                 raise DataError(f"{self.ann_file}: image entry {position} has no integer id")
             image_id, file_name = image["id"], image.get("file_name")
             where = f"{self.ann_file}: image id {image_id} ({file_name})"
@@ -337,7 +342,7 @@ class CocoDetection(torch.utils.data.Dataset):
     ) -> set[int]:
         """skip_invalid: count and log a bad annotation; returns the kept image it drops."""
         image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
-        if isinstance(image_id, int) and image_id in images:
+        if is_integer(image_id) and image_id in images:
             logger.warning("skipping image id %s: %s", image_id, error)
             self.report["images_skipped_bad_annotation"] += 1
             return {image_id}
@@ -352,14 +357,14 @@ class CocoDetection(torch.utils.data.Dataset):
         count the box adds to once its image is kept: "crowd", those of `_clip_box`, or "")."""
         annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
         where = f"{self.ann_file}: annotation id {annotation_id}"
-        if not isinstance(annotation, dict) or not isinstance(annotation_id, int):
+        if not isinstance(annotation, dict) or not is_integer(annotation_id):
             raise DataError(f"{self.ann_file}: annotation without integer 'id': {annotation!r}")
         image_id = annotation.get("image_id")
-        if not isinstance(image_id, int) or image_id not in all_image_ids:
+        if not is_integer(image_id) or image_id not in all_image_ids:
             raise DataError(f"{where}: image_id {image_id!r} is not in 'images'")
         category_id = annotation.get("category_id")
         try:
-            if not isinstance(category_id, int):
+            if not is_integer(category_id):
                 raise UnknownCategoryError(category_id)
             label = self.category_map.to_label(category_id)
         except UnknownCategoryError:

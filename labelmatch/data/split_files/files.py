@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from labelmatch.data.coco import is_integer
 from labelmatch.data.errors import DataError
 
 # Top-level keys copied from the source file, in the order STAC / MMDetection write them.
@@ -57,7 +58,7 @@ def check_split_source(coco: dict, path: Path) -> None:
     two split files were written."""
     image_ids: set[int] = set()
     for position, image in enumerate(coco["images"]):
-        if not isinstance(image, dict) or not isinstance(image.get("id"), int):
+        if not isinstance(image, dict) or not is_integer(image.get("id")):
             raise DataError(
                 f"{path}: image record {position} needs an integer 'id' (training reads integer "
                 f"image ids only), got {image!r}"
