@@ -21,7 +21,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from labelmatch.checkpoints import check_checkpoint_classes, load_module, training_config
+from labelmatch.checkpoints import (
+    check_checkpoint_classes,
+    load_module,
+    training_config,
+    training_reading,
+)
 from labelmatch.cli import cli_errors
 from labelmatch.data.errors import DataError
 from labelmatch.instantiate import instantiate_datamodule
@@ -59,7 +64,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_checkpoint_classes(cfg.checkpoint, "checkpoint", names, ids)
     module.hparams.val_json = str(datamodule.splits.val_json)
     trained = training_config(cfg.checkpoint)
-    warn_if_another_test_size(datamodule, trained)
+    # a data group on the command line takes `data.KEY=`; the run's data takes `+data.KEY=`
+    override = "data." if "_target_" in (cfg.get("data") or {}) else "+data."
+    warn_if_another_test_size(datamodule, training_reading(cfg.checkpoint, checkpoint), override)
     module.burn_in_metrics = None  # measured in training, on its val split: not re-evaluated
     trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=False, callbacks=[])
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -75,21 +82,19 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return results
 
 
-def warn_if_another_test_size(datamodule, trained: DictConfig | None) -> None:
+def warn_if_another_test_size(datamodule, trained: dict[str, Any], override: str = "data.") -> None:
     """A warning when the val images are resized otherwise than the training run validated
-    (its `.hydra/config.yaml`): a data group of the command line, or a size given there, scores
-    another resolution, hence another mAP."""
-    if trained is None:
-        return
+    (`trained`: `labelmatch.checkpoints.training_reading`): a data group of the command line, or
+    a size given there, scores another resolution, hence another mAP. `override`: how the
+    command line sets a data key ("data." with a data group, "+data." on the run's data)."""
     used = {key: datamodule.view_sizes[key] for key in ("test_scale", "max_size")}
-    saved = {key: trained.data.get(key) for key in used}
+    saved = {key: trained.get(key) for key in used}
     if any(saved[key] is not None and saved[key] != used[key] for key in used):
         log.warning(
             "evaluating at test_scale=%s max_size=%s, the training run validated at "
-            "test_scale=%s max_size=%s: pass data.test_scale=%s data.max_size=%s to score as "
-            "it did",
+            "test_scale=%s max_size=%s: pass %stest_scale=%s %smax_size=%s to score as it did",
             used["test_scale"], used["max_size"], saved["test_scale"], saved["max_size"],
-            saved["test_scale"], saved["max_size"],
+            override, saved["test_scale"], override, saved["max_size"],
         )  # fmt: skip
 
 

@@ -25,7 +25,6 @@ import json
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
@@ -35,7 +34,7 @@ from torchvision.io import write_png
 from torchvision.transforms.v2.functional import to_dtype
 from torchvision.utils import draw_bounding_boxes
 
-from labelmatch.checkpoints import load_module, pick_detector, training_config
+from labelmatch.checkpoints import load_module, pick_detector, training_config, training_reading
 from labelmatch.cli import cli_errors
 from labelmatch.data.errors import DataError
 from labelmatch.data.images import DECODABLE_FORMATS, decode_rgb, read_header
@@ -130,45 +129,34 @@ def same_size_batches(
     ]
 
 
-def training_reading(cfg: DictConfig, checkpoint: dict) -> dict[str, Any]:
-    """How the training run read its evaluation images (test_scale, max_size,
-    exif_orientation; a key it does not know is missing): what the checkpoint saved
-    (`DetectionDataModule.state_dict`, since 2026-12-05), else its run directory's
-    `.hydra/config.yaml`, so a checkpoint moved out of its run directory still knows."""
-    saved = (checkpoint.get("DetectionDataModule") or {}).get("evaluation_view") or {}
-    trained = training_config(cfg.checkpoint)
-    reading = {}
-    for key in ("test_scale", "max_size", "exif_orientation"):
-        value = saved.get(key, trained.data.get(key) if trained else None)
-        if value is not None:
-            reading[key] = value
-    return reading
-
-
 def test_transform(cfg: DictConfig, checkpoint: dict) -> TestTransform:
-    """The evaluation resize of the training run (`training_reading`), unless
-    `test_scale`/`max_size` are given."""
-    trained = training_reading(cfg, checkpoint)
+    """The evaluation resize of the training run (`labelmatch.checkpoints.training_reading`),
+    unless `test_scale`/`max_size` are given."""
+    trained = training_reading(cfg.checkpoint, checkpoint)
     sizes = {key: cfg[key] if cfg[key] is not None else trained.get(key) for key in
              ("test_scale", "max_size")}  # fmt: skip
     missing = [key for key, value in sizes.items() if value is None]
     if missing:
+        run_config = (
+            "its run's .hydra/config.yaml gives none (a size left to be derived)"
+            if training_config(cfg.checkpoint) is not None
+            else "its run directory has no .hydra/config.yaml"
+        )
         raise DataError(
             f"{', '.join(f'{key}=?' for key in missing)}: the checkpoint holds no evaluation "
-            "size (it was written before 2026-12-05) and its run directory has no "
-            f".hydra/config.yaml; pass {' '.join(f'{key}=<pixels>' for key in missing)} as in "
-            "training"
+            f"size (it was written before 2026-12-05) and {run_config}; pass "
+            f"{' '.join(f'{key}=<pixels>' for key in missing)} as in training"
         )
     return TestTransform(sizes["test_scale"], sizes["max_size"])
 
 
 def reads_exif_orientation(cfg: DictConfig, checkpoint: dict) -> bool:
-    """`exif_orientation`, else the training run's (`training_reading`), else true (the
-    default; runs from before the option read no orientation, which only images with a tag
-    tell apart)."""
+    """`exif_orientation`, else the training run's (`labelmatch.checkpoints.training_reading`),
+    else true (the default; runs from before the option read no orientation, which only images
+    with a tag tell apart)."""
     if cfg.get("exif_orientation") is not None:
         return bool(cfg.exif_orientation)
-    return bool(training_reading(cfg, checkpoint).get("exif_orientation", True))
+    return bool(training_reading(cfg.checkpoint, checkpoint).get("exif_orientation", True))
 
 
 def image_view(

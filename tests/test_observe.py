@@ -388,19 +388,18 @@ def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplo
 def test_evaluate_warns_when_the_val_images_are_resized_otherwise_than_in_training(caplog):
     from types import SimpleNamespace
 
-    from omegaconf import OmegaConf
-
     from labelmatch.evaluate import warn_if_another_test_size
 
     datamodule = SimpleNamespace(view_sizes={"test_scale": 128, "max_size": 213})
-    trained = OmegaConf.create({"data": {"test_scale": 160, "max_size": 266}})
     with caplog.at_level("WARNING", logger="labelmatch"):
-        warn_if_another_test_size(
-            datamodule, OmegaConf.create({"data": {"test_scale": 128, "max_size": 213}})
-        )
+        warn_if_another_test_size(datamodule, {"test_scale": 128, "max_size": 213})
+        warn_if_another_test_size(datamodule, {})  # nothing known of the training run
         assert caplog.text == ""
-        warn_if_another_test_size(datamodule, trained)
-    assert "pass data.test_scale=160 data.max_size=266 to score as it did" in caplog.text
+        warn_if_another_test_size(datamodule, {"test_scale": 160, "max_size": 266})
+        assert "pass data.test_scale=160 data.max_size=266 to score as it did" in caplog.text
+        # on the run's own data (no data group given) Hydra takes +data.KEY=VALUE
+        warn_if_another_test_size(datamodule, {"test_scale": 160, "max_size": 266}, "+data.")
+    assert "pass +data.test_scale=160 +data.max_size=266 to score" in caplog.text
 
 
 def test_predict_knows_the_evaluation_view_of_a_checkpoint_moved_out_of_its_run(
@@ -429,6 +428,13 @@ def test_predict_knows_the_evaluation_view_of_a_checkpoint_moved_out_of_its_run(
     older = {key: value for key, value in checkpoint.items() if key != "DetectionDataModule"}
     with pytest.raises(DataError, match=r"test_scale=\?, max_size=\?: .* pass test_scale=<pix"):
         test_transform(cfg, older)
+    # an older checkpoint in a run directory whose config leaves the size null: said so
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("data:\n  test_scale: null\n  max_size: 200\n")
+    in_run = OmegaConf.merge(cfg, {"checkpoint": str(run / "checkpoints" / "last.ckpt")})
+    with pytest.raises(DataError, match=r"^test_scale=\?: .*config.yaml gives none"):
+        test_transform(in_run, older)
 
 
 def test_evaluate_takes_the_training_runs_data_then_the_command_lines(tmp_path) -> None:
