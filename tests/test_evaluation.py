@@ -208,6 +208,8 @@ def test_boxes_only_ground_truth_is_scored_as_with_the_keys_filled_in(gt_json, t
     for annotation in coco["annotations"]:
         del annotation["area"], annotation["iscrowd"]
     del coco["annotations"][2]["id"]  # C: numbered 5, after the largest id (4)
+    # D: id 0, which COCOeval would take for "unmatched" (its detection a false positive)
+    coco["annotations"][3]["id"] = 0
     boxes_only = tmp_path / "boxes_only.json"
     boxes_only.write_text(json.dumps(coco))
     with caplog.at_level(logging.WARNING, logger="labelmatch.evaluation.coco_eval"):
@@ -216,7 +218,7 @@ def test_boxes_only_ground_truth_is_scored_as_with_the_keys_filled_in(gt_json, t
     assert complete["map_small"] != complete["map_large"]  # the area split is exercised
     assert (
         "of 4 annotations, 4 without 'area' are scored with their box's area (w x h), "
-        "4 without 'iscrowd' as not crowd, 1 without 'id' numbered after the others"
+        "4 without 'iscrowd' as not crowd, 2 without a positive 'id' numbered after the others"
     ) in caplog.text
     del coco["annotations"][0]["bbox"]
     no_box = tmp_path / "no_box.json"

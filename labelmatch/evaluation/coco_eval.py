@@ -170,14 +170,20 @@ def _load_ground_truth(path: str, mtime_ns: int) -> COCO:
     Many COCO-format files written by annotation tools hold boxes only. An annotation without
     ``area`` is scored with its box's area (w x h, what pycocotools' ``loadRes`` gives each
     detection; it decides only the small / medium / large split), one without ``iscrowd`` as
-    not crowd (0, as the training reader reads it), one without ``id`` is numbered after the
-    file's largest id; all counted in one warning. One without ``image_id``, ``category_id`` or
+    not crowd (0, as the training reader reads it), one without a positive integer ``id`` is
+    numbered after the file's largest id (COCOeval marks a matched ground truth by its id, so
+    one of id 0 counted its detection a false positive); all counted in one warning. One without ``image_id``, ``category_id`` or
     ``bbox`` is an error (the data module refuses those first)."""
     with open(path) as file:
         dataset = json.load(file)
     annotations = dataset.get("annotations", [])
     filled = {"area": 0, "iscrowd": 0, "id": 0}
-    next_id = 1 + max((a["id"] for a in annotations if isinstance(a.get("id"), int)), default=0)
+
+    def positive_id(annotation: dict) -> bool:
+        value = annotation.get("id")
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    next_id = 1 + max((a["id"] for a in annotations if positive_id(a)), default=0)
     for position, annotation in enumerate(annotations):
         missing = [key for key in _GT_ANNOTATION_KEYS if key not in annotation]
         if missing:
@@ -191,13 +197,14 @@ def _load_ground_truth(path: str, mtime_ns: int) -> COCO:
         if "iscrowd" not in annotation:
             annotation["iscrowd"] = 0
             filled["iscrowd"] += 1
-        if "id" not in annotation:
+        if not positive_id(annotation):
             annotation["id"], next_id = next_id, next_id + 1
             filled["id"] += 1
     if any(filled.values()):
         log.warning(
             "%s: of %d annotations, %d without 'area' are scored with their box's area (w x h), "
-            "%d without 'iscrowd' as not crowd, %d without 'id' numbered after the others",
+            "%d without 'iscrowd' as not crowd, %d without a positive 'id' numbered after the "
+            "others",
             path, len(annotations), filled["area"], filled["iscrowd"], filled["id"],
         )  # fmt: skip
     ground_truth = COCO()
