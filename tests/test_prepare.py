@@ -724,6 +724,10 @@ def test_split_percents_must_leave_both_parts_an_image(tmp_path) -> None:
     assert not (tmp_path / "out").exists()
     prepare_split(source, tmp_path / "out", percent=95)  # 11 labeled, 1 unlabeled
     assert len(read(tmp_path / "out" / "all.1@95-unlabeled.json")["images"]) == 1
+    # --per-class K with every image needed for K of each class: refused the same way
+    with pytest.raises(DataError, match=rf"{source}: --per-class 50 draws every one of its 12"):
+        write_custom_split(source, tmp_path / "per_class", seed=1, per_class=50)
+    assert not (tmp_path / "per_class").exists()
 
 
 def prepare_split(source: Path, out: Path, percent: float = 50) -> None:

@@ -155,6 +155,11 @@ def write_custom_split(
         }
     else:
         labeled, unlabeled, short = per_class_split(coco, per_class, seed)
+        if not unlabeled["images"]:
+            raise DataError(
+                f"{source}: --per-class {per_class} draws every one of its "
+                f"{len(coco['images'])} images, which leaves no unlabeled image: lower --per-class"
+            )
         name = f"{stem}.{seed}@{per_class}per_class"
         provenance = {
             "sampler": "greedy cover, rarest class first, numpy default_rng(seed)",
