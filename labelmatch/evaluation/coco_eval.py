@@ -172,8 +172,9 @@ def _load_ground_truth(path: str, mtime_ns: int) -> COCO:
     detection; it decides only the small / medium / large split), one without ``iscrowd`` as
     not crowd (0, as the training reader reads it), one without a positive integer ``id`` is
     numbered after the file's largest id (COCOeval marks a matched ground truth by its id, so
-    one of id 0 counted its detection a false positive); all counted in one warning. One without ``image_id``, ``category_id`` or
-    ``bbox`` is an error (the data module refuses those first)."""
+    one of id 0 counted its detection a false positive); all counted in one warning. One
+    without ``image_id``, ``category_id`` or ``bbox`` is an error (the data module refuses those
+    first)."""
     with open(path) as file:
         dataset = json.load(file)
     annotations = dataset.get("annotations", [])
