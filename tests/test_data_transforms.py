@@ -334,15 +334,21 @@ def test_blur_kernel_is_3_5_or_7_as_albumentations_draws_it():
 def test_a_view_thinner_than_the_kernel_is_blurred_with_the_largest_kernel_that_fits():
     """A very elongated image gives views of 1-3 px across, narrower than a 7 px kernel's reflect
     padding allows (torchvision raised there; OpenCV, the official blur, reflects as often as
-    needed). The kernel drawn is cut to the largest odd size that fits: 2 * side - 1."""
+    needed). Along such a side the kernel drawn is cut to the largest odd size that fits,
+    2 * side - 1; along the other side it keeps the drawn size (kernel_size is (x, y))."""
     blur = RandomKernelGaussianBlur(BLUR_KERNEL_DRAWS, sigma=(0.1, 2.0))
     torch.manual_seed(0)
     for side, largest in ((1, 1), (2, 3), (3, 5), (4, 7), (50, 7)):
-        for image in (torch.rand(3, side, 50), torch.rand(3, 50, side)):
-            sizes = {blur.make_params([image])["kernel_size"][0] for _ in range(200)}
-            assert max(sizes) == largest, (side, sizes)
+        for image, thin in ((torch.rand(3, side, 50), 1), (torch.rand(3, 50, side), 0)):
+            sizes = [blur.make_params([image])["kernel_size"] for _ in range(200)]
+            assert max(size[thin] for size in sizes) == largest, (side, sizes)
+            assert max(size[1 - thin] for size in sizes) == 7  # the long side: as drawn
     image = torch.rand(3, 1, 50)
-    assert torch.equal(blur.transform(image, blur.make_params([image])), image)  # 1 x 1: none
+    params = blur.make_params([image])
+    # 1 px high: no blur along y; along x the row is blurred as drawn
+    expected = F.gaussian_blur(image, [params["kernel_size"][0], 1], params["sigma"])
+    assert torch.equal(blur.transform(image, params), expected)
+    assert params["kernel_size"][1] == 1
     # the whole strong pipeline on such views, every op drawn
     strong = photometric_jitter(erase=True)
     for side in (1, 2, 3):

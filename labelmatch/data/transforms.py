@@ -157,9 +157,10 @@ class RandomKernelGaussianBlur(v2.GaussianBlur):
     """Gaussian blur with the kernel size drawn per image from `kernel_sizes` (uniformly over
     the list) and sigma ~ U(sigma), as albumentations' GaussianBlur draws both.
 
-    The image is the first input. A view under 4 px across (a very elongated image) takes the
-    drawn size cut to 2 * side - 1, the largest whose reflect padding torchvision accepts there
-    (OpenCV, the official blur, reflects as often as needed; 1 px: no blur)."""
+    The image is the first input. Along a side under 4 px (a very elongated image's view) the
+    drawn size is cut to 2 * side - 1, the largest whose reflect padding torchvision accepts there
+    (OpenCV, the official blur, reflects as often as needed; 1 px: no blur along it); the other
+    side keeps the drawn size."""
 
     def __init__(self, kernel_sizes: Sequence[int], sigma: Sequence[float]) -> None:
         super().__init__(max(kernel_sizes), sigma)  # validates sigma and the largest size
@@ -170,8 +171,8 @@ class RandomKernelGaussianBlur(v2.GaussianBlur):
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         size = self.kernel_sizes[int(torch.randint(len(self.kernel_sizes), ()))]
         _, height, width = F.get_dimensions(flat_inputs[0])
-        size = min(size, 2 * min(height, width) - 1)
-        return dict(super().make_params(flat_inputs), kernel_size=[size, size])
+        kernel_size = [min(size, 2 * width - 1), min(size, 2 * height - 1)]  # (x, y)
+        return dict(super().make_params(flat_inputs), kernel_size=kernel_size)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.gaussian_blur, inpt, **params)
