@@ -55,18 +55,19 @@ def image_files(folder: Path) -> list[Path]:
         raise FileNotFoundError(f"images={folder}: no such folder")
     entries = sorted(folder.iterdir())
     files = [p for p in entries if p.is_file()]
-    if not files and entries:
-        raise FileNotFoundError(
-            f"images={folder}: no files in it, only {len(entries)} sub-folders or other "
-            "entries; predict reads the images directly in the folder, not in its sub-folders"
-        )
+    folders = sum(p.is_dir() for p in entries)
+    not_searched = (
+        f"; predict reads the images directly in the folder, not in its {folders} sub-folders"
+        if folders
+        else ""
+    )
     decodable = {p: image_size(p) is not None for p in files}
     readable = [p for p in files if decodable[p]]
     skipped = [p.name for p in files if not decodable[p]]
     if not readable:
         raise FileNotFoundError(
             f"images={folder}: none of its {len(files)} files is an image the loaders can decode "
-            f"({', '.join(DECODABLE_FORMATS)})"
+            f"({', '.join(DECODABLE_FORMATS)}){not_searched}"
         )
     if skipped:
         log.warning(

@@ -466,6 +466,17 @@ def test_images_shared_between_splits_are_named(data, tmp_path, caplog):
     assert "labeled images" in labeled_too and "pseudo-labelled besides" in labeled_too
     [twice] = [m for m in messages if "point at a file" in m]
     assert "1 image records" in twice and "image id 200000 (as id" in twice
+    # the unlabeled split read through a link to the image folder: the same files
+    linked = tmp_path / "linked_images"
+    linked.symlink_to(data.splits.image_dir, target_is_directory=True)
+    splits = CocoSplits(
+        data.splits.image_dir, data.splits.labeled_json, leaky, data.splits.val_json,
+        unlabeled_image_dir=linked,
+    )  # fmt: skip
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
+        _module(splits).setup("fit")
+    assert sum(r.getMessage().startswith("2 of the") for r in caplog.records) == 1
 
 
 def test_disagreeing_category_lists_name_both_files(data, tmp_path):

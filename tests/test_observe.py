@@ -378,7 +378,10 @@ def test_predict_lists_the_decodable_images_and_reports_the_rest(tmp_path, caplo
     nested = tmp_path / "nested"
     (nested / "2026").mkdir(parents=True)
     Image.new("RGB", (8, 6)).save(nested / "2026" / "a.png")
-    with pytest.raises(FileNotFoundError, match="only 1 sub-folders .* not in its sub-folders"):
+    with pytest.raises(FileNotFoundError, match=r"none of its 0 files .* not in its 1 sub-folders"):
+        image_files(nested)
+    (nested / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # a stray file beside them
+    with pytest.raises(FileNotFoundError, match=r"none of its 1 files .* not in its 1 sub-folders"):
         image_files(nested)
     Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
     with pytest.raises(DataError, match=r"the same drawing: a.jpg, a.png \(out/a.png\)"):

@@ -239,10 +239,9 @@ class CocoDetection(torch.utils.data.Dataset):
         self._box_examples: dict[str, list[dict]] = {}
         self._records = self._build_records()
         self.image_ids: list[int] = [record.image_id for record in self._records]
-        # Each kept image's file, absolute and normalised: which files splits share.
-        self.image_files: list[str] = [
-            os.path.normpath(os.path.abspath(record.path)) for record in self._records
-        ]
+        # Each kept image's file, links resolved: which files splits share, whatever folder
+        # (or link to it) each split names.
+        self.image_files: list[str] = [os.path.realpath(record.path) for record in self._records]
         self._warn_of_repeated_files()
         self.class_counts: list[int] = self._count_per_class("labels")
         self.prior_counts: list[int] = self._count_per_class("annotated_labels")
