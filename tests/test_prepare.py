@@ -851,6 +851,11 @@ def test_folder_excludes_the_images_other_jsons_list_matched_by_path(tmp_path, c
             write_folder_coco(root, tmp_path / "none.json", exclude=[labeled, exclude])
         assert str(error.value).startswith(problem)
     assert not (tmp_path / "none.json").exists()
+    # A json whose image_dir is a link to the folder: the same files, excluded
+    (tmp_path / "link").symlink_to(root, target_is_directory=True)
+    prepare(["folder", "--images", str(tmp_path / "link"), "--out", str(out), "--overwrite",
+             "--exclude", str(labeled), str(val)])  # fmt: skip
+    assert [image["file_name"] for image in read(out)["images"]] == ["extra/e.png", "train/c.jpg"]
 
 
 def test_folder_without_images_or_outside_relative_to_is_an_error(tmp_path) -> None:

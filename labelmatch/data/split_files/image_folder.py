@@ -9,7 +9,7 @@ folder always gives the same ids and order, whatever order the file system lists
 
 `exclude` leaves out the images other COCO jsons list (the labeled and val files, when the folder
 is the whole image root): matched by path, each json's `file_name` joined to `relative_to` (the
-`data.splits.image_dir` both are read with) and normalised, as the loaders would find the file.
+`data.splits.image_dir` both are read with), links resolved, as the loaders would find the file.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ class FolderListing:
 
 
 def image_path(root: str | os.PathLike, file_name: str) -> str:
-    """The normalised path the loaders read `file_name` from with `data.splits.image_dir` =
-    `root` (an absolute folder): joined as they join it, `./` and `a/../` removed."""
-    return os.path.normpath(os.path.join(root, file_name))
+    """The file the loaders read `file_name` from with `data.splits.image_dir` = `root`: joined
+    as they join it, links resolved (`./`, `a/../` and a link to the folder name one file)."""
+    return os.path.realpath(os.path.join(root, file_name))
 
 
 def listed_images(path: Path, root: str | os.PathLike) -> tuple[int, set[str]]:
