@@ -62,7 +62,6 @@ def load_coco_json(path: str | os.PathLike, require_categories: bool = True) -> 
         if not (
             isinstance(category, dict)
             and is_integer(category.get("id"))
-            and not isinstance(category.get("id"), bool)
             and isinstance(category.get("name"), str)
         ):
             raise DataError(
