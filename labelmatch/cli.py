@@ -11,18 +11,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hydra.errors import InstantiationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf.errors import MissingMandatoryValue
 
 from labelmatch.console import quiet_dependencies
 from labelmatch.data.errors import DataError
+from labelmatch.errors import ConfigError
 from labelmatch.method.errors import NonFiniteLossError
 from labelmatch.scaling import ScalingError
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot train as meant; reported as one line, like bad data."""
-
+__all__ = ["ConfigError", "USER_ERRORS", "cli_errors", "one_line"]
 
 # Bad input (or a diverged run) is the user's to fix: one clear line, no traceback.
 USER_ERRORS = (DataError, ConfigError, FileNotFoundError, NonFiniteLossError, ScalingError)
@@ -38,6 +37,13 @@ def cli_errors(log: logging.Logger, *also: type[Exception]) -> Iterator[None]:
         yield
     except (*USER_ERRORS, *also) as error:
         log.error("%s", one_line(error))
+        sys.exit(1)
+    # Raised while Hydra built an object (a model, a callback): Hydra wraps the error, which is
+    # the user's to fix when it is one of the above.
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, (*USER_ERRORS, *also)):
+            raise
+        log.error("%s", one_line(error.__cause__))
         sys.exit(1)
     except SIGTERMException:
         sys.exit(128 + signal.SIGTERM)

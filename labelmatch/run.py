@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -25,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from labelmatch.callbacks.best_checkpoint import BestCheckpoint
 from labelmatch.callbacks.run_health import RunHealth
 from labelmatch.checkpoints import AtomicCheckpointIO, check_checkpoint_classes
-from labelmatch.cli import ConfigError, cli_errors
+from labelmatch.cli import cli_errors
+from labelmatch.errors import ConfigError
 from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.loggers import finish_wandb_run
 from labelmatch.method.module import LabelMatchModule
@@ -77,6 +79,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_checkpoints_match_data(cfg, ckpt_path, datamodule)
     check_teacher_start(cfg)
     check_one_batch_per_step(cfg)
+    check_accelerator(cfg)
 
     detector = instantiate(cfg.model, num_classes=datamodule.num_classes)
     # The unlabeled criterion of semi-supervised methods (conf/method/labelmatch.yaml).
@@ -179,6 +182,19 @@ def check_one_batch_per_step(cfg: DictConfig) -> None:
             f"trainer.accumulate_grad_batches={accumulate} is not supported: ACT, run health and "
             "the pseudo-label statistics act once per optimiser step; use a larger "
             "data.labeled_batch_size / data.unlabeled_batch_size or more devices instead"
+        )
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """ConfigError for `trainer.accelerator=gpu` (or cuda) on a machine without a visible GPU,
+    before a model is built: the paper's recipes ask for 8 GPUs, and Lightning's own message
+    ("No supported gpu backend found!") says nothing of what to pass instead."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer.devices={cfg.trainer.get('devices')}) "
+            "but no GPU is visible here; pass trainer.accelerator=cpu trainer.devices=1 to run "
+            "on this machine's CPU (the paper's recipes assume 8 GPUs, see optim.scale_to_batch)"
         )
 
 

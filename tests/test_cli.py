@@ -58,6 +58,26 @@ def test_sigterm_exits_with_128_plus_sigterm_and_other_errors_keep_their_traceba
     assert not caplog.records
 
 
+def test_a_users_error_raised_while_hydra_builds_an_object_is_one_line_too(caplog) -> None:
+    """Hydra wraps what a `_target_` raises (missing backbone weights, a bad callback option)
+    in its multi-line InstantiationException; the user's error inside it is reported alone."""
+    from hydra.utils import instantiate
+
+    target = {"_target_": "labelmatch.models.faster_rcnn.build_frcnn_r50_fpn", "num_classes": 2,
+              "backbone_weights": "/nowhere/resnet50.pth"}  # fmt: skip
+    with pytest.raises(SystemExit) as exit_, caplog.at_level(logging.ERROR):
+        with cli_errors(log):
+            instantiate(target)
+    assert exit_.value.code == 1
+    [record] = caplog.records
+    message = record.getMessage()
+    assert message.startswith("ResNet-50 backbone weights not found at '/nowhere/resnet50.pth'")
+    assert "model.backbone_weights=null" in message and "\n" not in message
+    # anything else Hydra wraps keeps its traceback
+    with pytest.raises(Exception, match="Error locating target"), cli_errors(log):
+        instantiate({"_target_": "labelmatch.no_such_builder"})
+
+
 class CommandOwnError(RuntimeError):
     pass
 

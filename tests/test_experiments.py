@@ -119,6 +119,18 @@ def test_paper_experiments_stop_until_a_baseline_or_a_burn_in_is_given(experimen
     check_teacher_start(compose_config([f"experiment={experiment}", "method.burn_in_steps=2000"]))
 
 
+def test_a_gpu_recipe_on_a_machine_without_one_says_what_to_pass(monkeypatch) -> None:
+    from labelmatch.run import check_accelerator
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    check_accelerator(compose_config([]))  # the digits default: accelerator auto
+    cfg = compose_config(["experiment=coco_1pct", "data.splits.root=/coco"])
+    assert cfg.trainer.accelerator == "gpu"
+    with pytest.raises(ConfigError, match=r"no GPU is visible here; pass trainer.accelerator=cpu"):
+        check_accelerator(cfg)
+    check_accelerator(compose_config(["experiment=coco_1pct", "trainer.accelerator=cpu"]))
+
+
 def test_gradient_accumulation_is_refused_with_what_to_do_instead() -> None:
     check_one_batch_per_step(compose_config([]))
     with pytest.raises(ConfigError, match=r"accumulate_grad_batches=4 is not supported"):

@@ -175,6 +175,13 @@ def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand(
     assert nothing is labeled_prior and iterations == 0
     with pytest.raises(ValueError, match="min_score must lie in"):
         ACTRefresh(prior="estimated", estimator_min_score=1.0)
+    # the callback's other options, refused where they are given (one line: ConfigError)
+    from labelmatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"method.alpha must lie in \[0, 1\] .* got 1.5"):
+        ACTRefresh(alpha=1.5)
+    with pytest.raises(ConfigError, match=r"method.act.prior must be null, .* got 'foo'"):
+        ACTRefresh(prior="foo")
     # A refresh's estimate (one process, no calibration pass) reads the floor it is given.
     act = ACTRefresh(prior="estimated", estimator_calibrate=False, estimator_min_score=0.3)
     act.labeled_prior = act.prior = labeled_prior

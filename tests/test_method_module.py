@@ -95,6 +95,26 @@ def test_init_from_loads_the_student_of_a_lightning_checkpoint(tmp_path) -> None
         load_student_weights(target.student, str(tmp_path / "missing.ckpt"))
 
 
+def test_init_from_of_another_detector_is_one_config_error(tmp_path) -> None:
+    """A baseline of another model (here another head width) stopped inside trainer.fit with
+    torch's 50-line size-mismatch list; it is one ConfigError naming the file and an example."""
+    from labelmatch.errors import ConfigError
+    from labelmatch.models.faster_rcnn import build_frcnn_tiny
+
+    other = build_frcnn_tiny(num_classes=2, representation_size=64)
+    path = tmp_path / "other.pth"
+    torch.save(other.state_dict(), path)
+    target = make_module()
+    with pytest.raises(ConfigError) as error:
+        load_student_weights(target.student, str(path))
+    message = str(error.value)
+    assert message.startswith(f"method.init_from: {path} holds another detector")
+    assert "of other shapes (checkpoint vs model), e.g. " in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"weights missing, e\.g\. .* not in this model"):
+        torch.save({"renamed." + k: v for k, v in target.student.state_dict().items()}, path)
+        load_student_weights(target.student, str(path))
+
+
 def test_set_thresholds_copies_them_and_counts_the_version() -> None:
     module = make_module()
     assert int(module.threshold_version) == 0  # the fixed thresholds

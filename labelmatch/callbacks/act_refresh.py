@@ -25,12 +25,14 @@ from torch import Tensor
 
 from labelmatch.callbacks.requirements import ThresholdedModule, UnlabeledDataModule, require
 from labelmatch.distributed import gather_rows
+from labelmatch.errors import ConfigError
 from labelmatch.method.act import (
     ESTIMATED,
     ClassPrior,
     ScoreQueue,
     TeacherDetections,
     act_thresholds,
+    check_prior_setting,
     configured_prior,
     estimated_class_prior,
     labeled_class_prior,
@@ -89,7 +91,13 @@ class ACTRefresh(L.Callback):
         estimator_min_score: float = 0.3,
     ) -> None:
         if mode not in self.MODES:
-            raise ValueError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
+            raise ConfigError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
+        if not 0 <= alpha <= 1:  # Eq. 6: a share of the expected boxes
+            raise ConfigError(
+                f"method.alpha must lie in [0, 1] (the reliable share of each class's expected "
+                f"boxes, Eq. 6), got {alpha}"
+            )
+        check_prior_setting(prior)  # here, before the data is read
         check_above_pseudo_label_floor(
             f"method.act.min_threshold={min_threshold} is",
             min_threshold < PSEUDO_LABEL_SCORE_FLOOR,
@@ -108,7 +116,7 @@ class ACTRefresh(L.Callback):
         self.estimator_tolerance = estimator_tolerance
         self.estimator_calibrate = estimator_calibrate
         if not 0 <= estimator_min_score < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"method.act.estimator.min_score must lie in [0, 1), got {estimator_min_score}"
             )
         self.estimator_min_score = estimator_min_score
@@ -136,7 +144,7 @@ class ACTRefresh(L.Callback):
             except ValueError:  # no annotations in the unlabeled json: nothing to compare with
                 self.ground_truth_prior = None
         if len(self.prior.class_ratios) != len(pl_module.reliable_thresholds):
-            raise ValueError(
+            raise ConfigError(
                 f"method.act.prior has {len(self.prior.class_ratios)} classes, the data has "
                 f"{len(pl_module.reliable_thresholds)}"
             )

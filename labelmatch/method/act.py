@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
+from labelmatch.errors import ConfigError
 
 
 def labeled_class_prior(datamodule, manual: dict | None = None) -> ClassPrior:
@@ -49,16 +50,22 @@ def configured_prior(datamodule, setting: dict | str | None) -> ClassPrior:
     """The prior `method.act.prior` selects before any refresh: the labeled counts (null, and
     "estimated", which starts from them and is replaced at each ACT refresh), the manual
     {"class_ratios", "boxes_per_image"}, or "oracle" (`unlabeled_class_prior`)."""
+    check_prior_setting(setting)
     if setting == ORACLE:
         return unlabeled_class_prior(datamodule)
     if setting is None or setting == ESTIMATED:
         return labeled_class_prior(datamodule)
-    if isinstance(setting, str):
-        raise ValueError(
+    return labeled_class_prior(datamodule, setting)
+
+
+def check_prior_setting(setting: Any) -> None:
+    """ConfigError unless `setting` is one of `method.act.prior`'s forms (`configured_prior`);
+    a manual prior's values are checked against the data when it is built."""
+    if isinstance(setting, str) and setting not in (ESTIMATED, ORACLE):
+        raise ConfigError(
             f"method.act.prior must be null, {{class_ratios, boxes_per_image}}, "
             f"{ESTIMATED!r} or {ORACLE!r}, got {setting!r}"
         )
-    return labeled_class_prior(datamodule, setting)
 
 
 # ------------------------------------------------------------------ estimated prior (ours)

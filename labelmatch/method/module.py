@@ -28,6 +28,7 @@ from labelmatch.data.class_prior import ClassPrior
 from labelmatch.data.errors import DataError
 from labelmatch.data.geometry import map_boxes, weak_to_strong
 from labelmatch.distributed import gather_predictions
+from labelmatch.errors import ConfigError
 from labelmatch.evaluation.coco_eval import evaluate_coco, to_coco_results, write_results
 from labelmatch.method.criterion import UnlabeledCriterion
 from labelmatch.method.ema import copy_weights, ema_update
@@ -79,7 +80,7 @@ class LabelMatchModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if method["name"] not in METHODS:
-            raise ValueError(f"method.name must be one of {METHODS}, got {method['name']!r}")
+            raise ConfigError(f"method.name must be one of {METHODS}, got {method['name']!r}")
         self.save_hyperparameters(ignore=["detector", "criterion"])
         self.student = detector
         self.method = method
@@ -474,5 +475,25 @@ def load_student_weights(student: FasterRCNN, checkpoint_path: str) -> None:
     state = state.get("state_dict", state)
     if any(key.startswith("student.") for key in state):
         state = detector_state(state, "student")
+    own = student.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    shapes = [
+        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
+        for key in own.keys() & state.keys()
+        if state[key].shape != own[key].shape
+    ]
+    if missing or unexpected or shapes:  # another detector (model=...) than this run's
+        examples = "; ".join(
+            part for part in (
+                f"{len(missing)} weights missing, e.g. {missing[0]}" if missing else "",
+                f"{len(unexpected)} not in this model, e.g. {unexpected[0]}" if unexpected else "",
+                f"{len(shapes)} of other shapes (checkpoint vs model), e.g. {sorted(shapes)[0]}"
+                if shapes else "",
+            ) if part
+        )  # fmt: skip
+        raise ConfigError(
+            f"method.init_from: {path} holds another detector than this run's model ({examples});"
+            " give the checkpoint of a run with the same model=... and model.* options"
+        )
     student.load_state_dict(state)
     log.info("student initialised from %s", path)

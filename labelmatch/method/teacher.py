@@ -13,6 +13,8 @@ from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.roi_heads import RoIHeads
 
+from labelmatch.errors import ConfigError
+
 # Score floor of the teacher's detections when it pseudo-labels. The model is built with the
 # official test-time floor 0.001 (labelmatch/models/faster_rcnn.py), which evaluation uses; but
 # ACT clamps both thresholds to >= 0.05 (Eq. 5-6, docs/method.md §2), so a box below 0.05 never
@@ -24,10 +26,10 @@ PSEUDO_LABEL_SCORE_FLOOR = 0.05
 
 
 def check_above_pseudo_label_floor(setting: str, too_low: bool) -> None:
-    """ValueError naming `setting` (e.g. "method.act.min_threshold=0.01 is") when `too_low`: a
+    """ConfigError naming `setting` (e.g. "method.act.min_threshold=0.01 is") when `too_low`: a
     threshold under the floor would not act, since no box scoring under it is a pseudo label."""
     if too_low:
-        raise ValueError(
+        raise ConfigError(
             f"{setting} below the teacher's pseudo-labelling score floor "
             f"{PSEUDO_LABEL_SCORE_FLOOR} (labelmatch/method/teacher.py): no box scoring under it "
             "becomes a pseudo label, so such a threshold would not act"

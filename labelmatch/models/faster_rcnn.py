@@ -137,7 +137,7 @@ def load_resnet_weights(resnet: nn.Module, path: str | Path) -> None:
             f"ResNet-50 backbone weights not found at '{path}'. Weights are never downloaded: "
             "create the file on a machine with internet access, e.g. "
             "torch.save(torchvision.models.resnet50(weights='IMAGENET1K_V1').state_dict(), path), "
-            "and copy it here, or pass backbone_weights=None for a random initialisation."
+            "and copy it here, or pass model.backbone_weights=null for a random initialisation."
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
