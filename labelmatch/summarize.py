@@ -81,13 +81,39 @@ def read_results(path: Path) -> tuple[dict[str, Any] | None, str]:
         return None, "unreadable results.json"
 
 
+def ran_with(job_dir: Path, key: str) -> str | None:
+    """The value a job ran with for an override `key` it did not give: the config group's
+    choice (`.hydra/hydra.yaml`, e.g. method -> labelmatch) or the key's value in its
+    `.hydra/config.yaml`; None when neither file has it."""
+    hydra_file, config_file = job_dir / ".hydra" / "hydra.yaml", job_dir / ".hydra" / "config.yaml"
+    if hydra_file.is_file():
+        choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") or {}
+        if choices.get(key) is not None:
+            return str(choices[key])
+    if config_file.is_file():
+        value = OmegaConf.select(OmegaConf.load(config_file), key, throw_on_missing=False)
+        if value is not None and not OmegaConf.is_config(value):
+            return str(value)
+    return None
+
+
 def find_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job under `sweep_dir`; a key that some jobs override and another does not is
+    filled in for that one with the value it ran with (`ran_with`), so that a run at the
+    default is named in the table, not left blank."""
     jobs = []
     for overrides_file in sweep_dir.rglob(".hydra/overrides.yaml"):
         directory = overrides_file.parent.parent
         results, status = read_results(directory / "results.json")
         overrides = parse_overrides(OmegaConf.to_container(OmegaConf.load(overrides_file)))
         jobs.append(Job(directory.relative_to(sweep_dir), overrides, results, status))
+    keys = dict.fromkeys(key for job in jobs for key in job.overrides)
+    for job in jobs:
+        for key in keys:
+            if key not in job.overrides:
+                value = ran_with(sweep_dir / job.directory, key)
+                if value is not None:
+                    job.overrides[key] = value
     return sorted(jobs, key=lambda job: _natural_key(job.directory))
 
 
@@ -190,7 +216,8 @@ def summarize(sweep_dir: Path) -> str:
     parts = [
         f"# Sweep {sweep_dir}",
         "",
-        f"{len(jobs)} jobs, {finished} with results.json; common overrides: "
+        f"{len(jobs)} job{'s' * (len(jobs) != 1)}, {finished} with results.json; common "
+        "overrides: "
         f"{' '.join(common) or '(none)'}. AP values × 100 (COCO AP@[.5:.95], AP@.5, AP@.75).",
         "",
         markdown(header, rows),

@@ -57,6 +57,25 @@ def test_per_job_table_and_mean_std_over_folds(tmp_path) -> None:
     assert "| 0.2 | 2 | 32.00 ± 2.83 |" in text
 
 
+def test_a_job_at_the_default_is_named_by_the_value_it_ran_with(tmp_path) -> None:
+    """Runs compared across separate commands: one gave method=mean_teacher, the other ran at
+    the default; the table names the default (the group's choice in .hydra/hydra.yaml, or the
+    key's value in .hydra/config.yaml) instead of leaving it blank."""
+    fake_job(tmp_path / "mt", ["method=mean_teacher", "method.alpha=0.3"], 0.2)
+    fake_job(tmp_path / "lm", [], 0.3)
+    (tmp_path / "lm" / ".hydra" / "hydra.yaml").write_text(
+        OmegaConf.to_yaml({"hydra": {"runtime": {"choices": {"method": "labelmatch"}}}})
+    )
+    (tmp_path / "lm" / ".hydra" / "config.yaml").write_text(
+        OmegaConf.to_yaml({"method": {"name": "labelmatch", "alpha": 0.2}})
+    )
+    text = summarize(tmp_path)
+    rows = {r["job"]: r for r in read_csv(tmp_path / "summary.csv")}
+    assert (rows["lm"]["method"], rows["lm"]["method.alpha"]) == ("labelmatch", "0.2")
+    assert (rows["mt"]["method"], rows["mt"]["method.alpha"]) == ("mean_teacher", "0.3")
+    assert text.splitlines()[2].startswith("2 jobs, 2 with results.json")
+
+
 def test_two_stage_runs_average_over_seeds_each_from_its_own_baseline(tmp_path) -> None:
     """Stage 2 of seed S starts from seed S's baseline: `method.init_from` differs with the
     seed, yet the means are per method, over the seeds."""
