@@ -1133,7 +1133,8 @@ def render(
             "",
             f"Command: `{command}`",
             "",
-            f"- Machine: {machine_description()}",
+            f"- Report written on: {machine_description()} (the runs' machines: "
+            "`Trained on` below)",
             f"- Date: {now}",
             f"- Recipe: `{' '.join([f'experiment={experiment}', *overrides])}`; training steps: "
             f"{steps_text}; seeds: {' '.join(map(str, seeds))} (mean ± sample std over seeds)",
@@ -1207,8 +1208,22 @@ def trained_on(runs: Sequence[Run]) -> list[str]:
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--comparison", choices=COMPARISONS, default="methods")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--comparison",
+        choices=COMPARISONS,
+        default="methods",
+        help="which rows: methods (default: supervised, mean teacher, LabelMatch offline and "
+        "online ACT), main, uncertain, act_interval, alpha, rplm (the paper's comparisons), "
+        "prior_shift, prior_no_shift, prior_min_score (issue #17)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="one run per row and seed; the report gives mean ± std over them (default: 0 1 2, "
+        "the seeds of the tables in docs/benchmarks.md)",
+    )
     parser.add_argument(
         "--entries",
         "--methods",
@@ -1216,7 +1231,13 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         choices=RUNS,
         help="train and report only these runs of the comparison",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/benchmarks.md"),
+        help="the markdown file whose section of this experiment and comparison is written "
+        "(replaced between its begin/end markers, else appended), with its figure beside it",
+    )
     parser.add_argument(
         "--experiment",
         default="digits",
@@ -1254,6 +1275,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
             f"{banned}: experiment, method, seed and the baseline are set by --experiment, "
             "--comparison, --seeds and the harness"
         )
+    if not (REPO / "conf" / "experiment" / f"{args.experiment}.yaml").is_file():
+        parser.error(f"--experiment {args.experiment}: no conf/experiment/{args.experiment}.yaml")
     args.runs_dir = args.runs_dir or Path("outputs/bench-quality") / args.experiment
     args.reuse = args.reuse or args.no_train
     return args, overrides

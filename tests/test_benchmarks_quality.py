@@ -651,3 +651,18 @@ def test_section_shows_the_verdicts_the_per_class_ap_and_each_rows_code() -> Non
         "`c`",
     ]
     assert "abc, def1234-dirty" in section  # LabelMatch's seeds ran two revisions
+
+
+def test_the_command_line_defaults_to_the_documented_seeds_and_refuses_unknown_experiments(
+    capsys,
+) -> None:
+    """A bare `make bench-quality` trains the seeds of the committed tables (0 1 2; it trained
+    0 1, and its report replaced the 3-seed table), and an experiment without a config stops
+    at once (`--no-train` said which runs it would train)."""
+    args, overrides = quality.parse_args([])
+    assert args.seeds == [0, 1, 2] and args.experiment == "digits" and overrides == []
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--experiment", "nonexistent", "--no-train"])
+    assert (
+        "--experiment nonexistent: no conf/experiment/nonexistent.yaml" in capsys.readouterr().err
+    )
