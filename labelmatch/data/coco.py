@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
 from labelmatch.data.categories import CategoryMap
 from labelmatch.data.errors import DataError, UnknownCategoryError
-from labelmatch.data.images import ImageHeader, decode_rgb, read_header
+from labelmatch.data.images import HEADER_ERRORS, ImageHeader, decode_rgb, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +102,12 @@ class CocoSplits:
 def is_integer(value: Any) -> bool:
     """A JSON integer: 7, not true (Python's bool is an int, so `true` would stand for 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_training_box(annotation: dict) -> bool:
+    """Whether training learns from the annotation: `iscrowd=1` and `ignore=1` (MMDetection's
+    CocoDataset skips such boxes; some converted datasets mark regions so) are no target."""
+    return not annotation.get("iscrowd", 0) and not annotation.get("ignore", 0)
 
 
 def is_positive_integer(value: Any) -> bool:
@@ -321,7 +326,7 @@ class CocoDetection(torch.utils.data.Dataset):
                 counter = "images_skipped_unreadable"
                 try:
                     header = read_header(path)
-                except (OSError, ValueError, Image.DecompressionBombError) as error:
+                except HEADER_ERRORS as error:
                     problem = f"cannot read image file {path}: {error}"
                 else:
                     problem = _size_problem(header, int(height), int(width), self.exif_orientation)
@@ -383,9 +388,7 @@ class CocoDetection(torch.utils.data.Dataset):
             )
         if image_id not in images:  # its image was skipped (skip_invalid) and counted
             return image_id, None, label, ""
-        # `ignore=1` (MMDetection's CocoDataset skips such boxes; some converted datasets mark
-        # regions so) is no training target either, counted with the crowd boxes.
-        if annotation.get("iscrowd", 0) or annotation.get("ignore", 0):
+        if not is_training_box(annotation):  # counted with the crowd boxes
             return image_id, None, label, "crowd"
         _, height, width, _ = images[image_id]
         box, count = self._clip_box(bbox, height, width)

@@ -29,6 +29,9 @@ DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP")
 
 EXIF_ORIENTATION_TAG = 0x0112
 
+# What `read_header` raises for a file the loaders cannot read.
+HEADER_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
+
 # EXIF orientation -> the image axes flipped after a transpose (5-8) or without one (1-4), as
 # PIL's exif_transpose: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
 # 7 transverse, 8 rotate 90 counter-clockwise. Axes are (-2 rows, -1 columns).

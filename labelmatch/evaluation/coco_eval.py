@@ -21,6 +21,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
+from labelmatch.data.coco import is_integer
+
 log = logging.getLogger(__name__)
 
 # Positions in COCOeval.stats (see COCOeval.summarize): AP@[.5:.95], AP50, AP75, AP by area,
@@ -181,8 +183,7 @@ def _load_ground_truth(path: str, mtime_ns: int) -> COCO:
     filled = {"area": 0, "iscrowd": 0, "id": 0}
 
     def positive_id(annotation: dict) -> bool:
-        value = annotation.get("id")
-        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+        return is_integer(annotation.get("id")) and annotation["id"] > 0
 
     next_id = 1 + max((a["id"] for a in annotations if positive_id(a)), default=0)
     for position, annotation in enumerate(annotations):

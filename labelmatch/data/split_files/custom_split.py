@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from labelmatch.data.coco import load_coco_json
+from labelmatch.data.coco import is_training_box, load_coco_json
 from labelmatch.data.errors import DataError
 from labelmatch.data.split_files.files import (
     check_split_source,
@@ -54,12 +54,6 @@ def percent_split(
     labeled = [image for position, image in enumerate(images) if position in drawn]
     unlabeled = [image for position, image in enumerate(images) if position not in drawn]
     return coco_subset(coco, labeled), coco_subset(coco, unlabeled)
-
-
-def is_training_box(annotation: dict) -> bool:
-    """Whether training learns from the annotation: `iscrowd=1` and `ignore=1` are no target
-    (`CocoDetection`'s rule)."""
-    return not annotation.get("iscrowd", 0) and not annotation.get("ignore", 0)
 
 
 def check_labeled_boxes(labeled: dict, source: Path, how: str) -> None:

@@ -20,17 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from labelmatch.data.coco import load_coco_json
 from labelmatch.data.errors import DataError
-from labelmatch.data.images import image_header_size
+from labelmatch.data.images import HEADER_ERRORS, image_header_size
 from labelmatch.data.split_files.files import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-# What `labelmatch.data.images.read_header` raises for a file the loaders cannot read.
-HEADER_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
 
 def image_size(path: Path, exif_orientation: bool = True) -> tuple[int, int] | None:
