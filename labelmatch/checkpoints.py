@@ -151,13 +151,12 @@ def pick_detector(module: LabelMatchModule, model: str) -> FasterRCNN:
     return module.teacher if model == "teacher" else module.student
 
 
-def training_reading(checkpoint_path: str | os.PathLike, checkpoint: dict) -> dict[str, Any]:
+def training_reading(checkpoint: dict, trained: DictConfig | None) -> dict[str, Any]:
     """How the training run read its evaluation images (test_scale, max_size,
     exif_orientation; a key it does not know is left out): what `checkpoint` saved (the data
-    module's state, since 2026-12-05), else its run directory's `.hydra/config.yaml`, so a
-    checkpoint moved out of its run directory still knows."""
+    module's state, since 2026-12-05), else `trained`, its run's config (`training_config`), so
+    a checkpoint moved out of its run directory still knows."""
     saved = (checkpoint.get("DetectionDataModule") or {}).get("evaluation_view") or {}
-    trained = training_config(checkpoint_path)
     reading = {}
     for key in ("test_scale", "max_size", "exif_orientation"):
         value = saved.get(key, trained.data.get(key) if trained else None)

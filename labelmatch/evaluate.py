@@ -35,15 +35,15 @@ from labelmatch.results import collect_results, summary_line
 log = logging.getLogger("labelmatch")
 
 
-def evaluation_data(cfg: DictConfig) -> DictConfig:
+def evaluation_data(cfg: DictConfig, trained: DictConfig | None) -> DictConfig:
     """The data config to score on. `data=NAME ...` on the command line: that group, composed as
     training composes it. Otherwise the training run's data (its `.hydra/config.yaml`, view sizes
     derived from its images included), with the command line's `+data.KEY=VALUE` merged on top;
-    a DataError when the checkpoint's run directory is gone, saying what to pass."""
+    a DataError when the checkpoint's run directory is gone (`trained`, its config, is None),
+    saying what to pass."""
     given = cfg.get("data")
     if given is not None and "_target_" in given:
         return given
-    trained = training_config(cfg.checkpoint)
     if trained is None:
         raise DataError(
             f"checkpoint={cfg.checkpoint}: its run directory has no .hydra/config.yaml to take "
@@ -57,16 +57,16 @@ def evaluation_data(cfg: DictConfig) -> DictConfig:
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     module, checkpoint = load_module(cfg.checkpoint)
-    datamodule = instantiate_datamodule(evaluation_data(cfg), use_unlabeled=False)
+    trained = training_config(cfg.checkpoint)
+    datamodule = instantiate_datamodule(evaluation_data(cfg, trained), use_unlabeled=False)
     datamodule.prepare_data()
     datamodule.setup("validate")
     names, ids = list(datamodule.class_names), list(datamodule.category_map.category_ids)
     check_checkpoint_classes(cfg.checkpoint, "checkpoint", names, ids)
     module.hparams.val_json = str(datamodule.splits.val_json)
-    trained = training_config(cfg.checkpoint)
     # a data group on the command line takes `data.KEY=`; the run's data takes `+data.KEY=`
     override = "data." if "_target_" in (cfg.get("data") or {}) else "+data."
-    warn_if_another_test_size(datamodule, training_reading(cfg.checkpoint, checkpoint), override)
+    warn_if_another_test_size(datamodule, training_reading(checkpoint, trained), override)
     module.burn_in_metrics = None  # measured in training, on its val split: not re-evaluated
     trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=False, callbacks=[])
     trainer.validate(module, datamodule=datamodule, verbose=False)

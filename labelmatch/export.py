@@ -39,9 +39,16 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 
-from labelmatch.checkpoints import build_detector, load_module, pick_detector, training_config
+from labelmatch.checkpoints import (
+    build_detector,
+    load_module,
+    pick_detector,
+    training_config,
+    training_reading,
+)
 from labelmatch.cli import cli_errors
 from labelmatch.data.errors import DataError
+from labelmatch.data.transforms import TestTransform
 from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
 from labelmatch.predict import image_files, image_view, reads_exif_orientation, test_transform
@@ -228,15 +235,16 @@ def verify(
     return agreement
 
 
-def verification_images(cfg: DictConfig, checkpoint: dict) -> list[Tensor]:
-    """`num_images` evaluation views: of the images in `images=DIR`, else of the training
-    run's val split."""
+def verification_images(
+    cfg: DictConfig, transform: TestTransform, exif_orientation: bool
+) -> list[Tensor]:
+    """`num_images` evaluation views: of the images in `images=DIR` (read with `transform` and
+    `exif_orientation`, the training run's unless given), else of the training run's val
+    split."""
     if cfg.num_images < 1:  # the export traces its first image; verifying none proves nothing
         raise DataError(f"num_images must be at least 1, got {cfg.num_images}")
     if cfg.images:
-        transform = test_transform(cfg, checkpoint)
         paths = image_files(Path(cfg.images))[: cfg.num_images]
-        exif_orientation = reads_exif_orientation(cfg, checkpoint)
         return [
             image_view(path, transform, i, exif_orientation)[1] for i, path in enumerate(paths, 1)
         ]
@@ -271,9 +279,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     picked = pick_detector(module, cfg.model)
     model = "student" if picked is module.student else "teacher"
     detector = standalone_detector(picked)
-    transform = test_transform(cfg, checkpoint)
+    trained = training_reading(checkpoint, training_config(cfg.checkpoint))
+    transform = test_transform(cfg, trained)
     out = Path(cfg.out) if cfg.out else default_out(Path(cfg.checkpoint), model, cfg.format)
-    images = verification_images(cfg, checkpoint)
+    images = verification_images(cfg, transform, reads_exif_orientation(cfg, trained))
     write_model(detector, cfg.format, out, images[0], cfg.opset)
     hparams = module.hparams
     exported = reloaded_model(cfg.format, out, dict(hparams.model_config), len(hparams.class_names))

@@ -25,6 +25,7 @@ import json
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -130,15 +131,14 @@ def same_size_batches(
     ]
 
 
-def test_transform(cfg: DictConfig, checkpoint: dict) -> TestTransform:
-    """The evaluation resize of the training run (`labelmatch.checkpoints.training_reading`),
-    unless `test_scale`/`max_size` are given."""
-    trained = training_reading(cfg.checkpoint, checkpoint)
+def test_transform(cfg: DictConfig, trained: dict[str, Any]) -> TestTransform:
+    """The evaluation resize of the training run (`trained`:
+    `labelmatch.checkpoints.training_reading`), unless `test_scale`/`max_size` are given."""
     sizes = {key: cfg[key] if cfg[key] is not None else trained.get(key) for key in
              ("test_scale", "max_size")}  # fmt: skip
     missing = [key for key, value in sizes.items() if value is None]
     if missing:
-        run_config = (
+        run_config = (  # which of the two sources said nothing
             "its run's .hydra/config.yaml gives none (a size left to be derived)"
             if training_config(cfg.checkpoint) is not None
             else "its run directory has no .hydra/config.yaml"
@@ -151,13 +151,13 @@ def test_transform(cfg: DictConfig, checkpoint: dict) -> TestTransform:
     return TestTransform(sizes["test_scale"], sizes["max_size"])
 
 
-def reads_exif_orientation(cfg: DictConfig, checkpoint: dict) -> bool:
-    """`exif_orientation`, else the training run's (`labelmatch.checkpoints.training_reading`),
-    else true (the default; runs from before the option read no orientation, which only images
-    with a tag tell apart)."""
+def reads_exif_orientation(cfg: DictConfig, trained: dict[str, Any]) -> bool:
+    """`exif_orientation`, else the training run's (`trained`:
+    `labelmatch.checkpoints.training_reading`), else true (the default; runs from before the
+    option read no orientation, which only images with a tag tell apart)."""
     if cfg.get("exif_orientation") is not None:
         return bool(cfg.exif_orientation)
-    return bool(training_reading(cfg.checkpoint, checkpoint).get("exif_orientation", True))
+    return bool(trained.get("exif_orientation", True))
 
 
 def image_view(
@@ -188,8 +188,9 @@ def predict(cfg: DictConfig) -> list[dict]:
         raise DataError(f"batch_size={cfg.batch_size}: predict needs at least one image a batch")
     module, checkpoint = load_module(cfg.checkpoint)
     detector = pick_detector(module, cfg.model).to(device)
-    transform = test_transform(cfg, checkpoint)
-    exif_orientation = reads_exif_orientation(cfg, checkpoint)
+    trained = training_reading(checkpoint, training_config(cfg.checkpoint))
+    transform = test_transform(cfg, trained)
+    exif_orientation = reads_exif_orientation(cfg, trained)
     names, category_ids = module.hparams.class_names, module.hparams.category_ids
     out.mkdir(parents=True, exist_ok=True)
     predictions, images, drawn, unreadable = [], [], 0, []

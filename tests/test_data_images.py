@@ -212,6 +212,7 @@ def test_predict_reads_the_turned_image_and_its_size(tmp_path):
 
 
 def test_predict_takes_the_option_from_the_command_then_the_training_run(tmp_path):
+    from labelmatch.checkpoints import training_config, training_reading
     from labelmatch.predict import reads_exif_orientation
 
     run = tmp_path / "run"
@@ -223,7 +224,7 @@ def test_predict_takes_the_option_from_the_command_then_the_training_run(tmp_pat
         (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml({"data": trained_data}))
         cfg = OmegaConf.create({"checkpoint": str(checkpoint), "exif_orientation": value})
         state = {"DetectionDataModule": {"evaluation_view": saved}} if saved else {}
-        return reads_exif_orientation(cfg, state)
+        return reads_exif_orientation(cfg, training_reading(state, training_config(checkpoint)))
 
     assert given(None, {"exif_orientation": False}) is False
     assert given(None, {"test_scale": 128}) is True  # a run from before the option

@@ -191,10 +191,13 @@ def _rpn_inputs(detector, image):
 def test_a_verification_that_compares_nothing_fails_and_needs_an_image() -> None:
     from omegaconf import OmegaConf
 
+    from labelmatch.data.transforms import TestTransform
     from labelmatch.export import Agreement, verification_images
 
     nothing = Agreement(1, 0, 0, 0, 0, 0.0, 0.0, box_atol=0.1, score_atol=1e-4)
     assert not nothing.passed
     assert "neither model detects anything on them" in nothing.line("onnxruntime")
     with pytest.raises(DataError, match="num_images must be at least 1, got 0"):
-        verification_images(OmegaConf.create({"num_images": 0, "images": None}), {})
+        verification_images(
+            OmegaConf.create({"num_images": 0, "images": None}), TestTransform(32, 64), True
+        )

@@ -413,9 +413,12 @@ def test_predict_knows_the_evaluation_view_of_a_checkpoint_moved_out_of_its_run(
     before that (none saved, no run directory) names both keys to pass at once."""
     from omegaconf import OmegaConf
 
-    from labelmatch.checkpoints import load_module
+    from labelmatch.checkpoints import load_module, training_config, training_reading
     from labelmatch.data.errors import DataError
     from labelmatch.predict import test_transform
+
+    def reading(cfg, checkpoint):  # as predict and export read it
+        return training_reading(checkpoint, training_config(cfg.checkpoint))
 
     trained = OmegaConf.load(smoke_run / ".hydra" / "config.yaml").data
     moved = tmp_path / "best.ckpt"
@@ -425,19 +428,22 @@ def test_predict_knows_the_evaluation_view_of_a_checkpoint_moved_out_of_its_run(
     assert saved == {"test_scale": trained.test_scale, "max_size": trained.max_size,
                      "exif_orientation": True}  # fmt: skip
     cfg = OmegaConf.create({"checkpoint": str(moved), "test_scale": None, "max_size": None})
-    transform = test_transform(cfg, checkpoint)
+    transform = test_transform(cfg, reading(cfg, checkpoint))
     assert (transform.scale, transform.max_size) == (trained.test_scale, trained.max_size)
-    assert test_transform(OmegaConf.merge(cfg, {"max_size": 999}), checkpoint).max_size == 999
+    assert (
+        test_transform(OmegaConf.merge(cfg, {"max_size": 999}), reading(cfg, checkpoint)).max_size
+        == 999
+    )
     older = {key: value for key, value in checkpoint.items() if key != "DetectionDataModule"}
     with pytest.raises(DataError, match=r"test_scale=\?, max_size=\?: .* pass test_scale=<pix"):
-        test_transform(cfg, older)
+        test_transform(cfg, reading(cfg, older))
     # an older checkpoint in a run directory whose config leaves the size null: said so
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("data:\n  test_scale: null\n  max_size: 200\n")
     in_run = OmegaConf.merge(cfg, {"checkpoint": str(run / "checkpoints" / "last.ckpt")})
     with pytest.raises(DataError, match=r"^test_scale=\?: .*config.yaml gives none"):
-        test_transform(in_run, older)
+        test_transform(in_run, reading(in_run, older))
 
 
 def test_evaluate_takes_the_training_runs_data_then_the_command_lines(tmp_path) -> None:
@@ -446,6 +452,7 @@ def test_evaluate_takes_the_training_runs_data_then_the_command_lines(tmp_path) 
     composes that group instead; no run directory to read it from: one clear error."""
     from omegaconf import OmegaConf
 
+    from labelmatch.checkpoints import training_config
     from labelmatch.data.errors import DataError
     from labelmatch.evaluate import evaluation_data
 
@@ -461,18 +468,26 @@ def test_evaluate_takes_the_training_runs_data_then_the_command_lines(tmp_path) 
         )
     )  # fmt: skip
     checkpoint = str(run / "checkpoints" / "last.ckpt")
-    data = evaluation_data(OmegaConf.create({"checkpoint": checkpoint, "data": None}))
+    data = evaluation_data(
+        OmegaConf.create({"checkpoint": checkpoint, "data": None}), training_config(checkpoint)
+    )
     assert (data.splits.num_val, data.test_scale, data.seed) == (16, 128, 7)
     given = {"num_workers": 0, "splits": {"num_val": 8}}
-    data = evaluation_data(OmegaConf.create({"checkpoint": checkpoint, "data": given}))
+    data = evaluation_data(
+        OmegaConf.create({"checkpoint": checkpoint, "data": given}), training_config(checkpoint)
+    )
     assert (data.num_workers, data.splits.num_val, data.test_scale) == (0, 8, 128)
     assert (data.seed, data.splits.root) == (7, "/cache/digits")
     group = {"_target_": "labelmatch.data.datamodule.DetectionDataModule", "test_scale": 64}
-    chosen = evaluation_data(OmegaConf.create({"checkpoint": checkpoint, "data": group}))
+    chosen = evaluation_data(
+        OmegaConf.create({"checkpoint": checkpoint, "data": group}), training_config(checkpoint)
+    )
     assert chosen.test_scale == 64 and "splits" not in chosen
     (run / ".hydra" / "config.yaml").unlink()
     with pytest.raises(DataError, match="no .hydra/config.yaml to take the data from"):
-        evaluation_data(OmegaConf.create({"checkpoint": checkpoint, "data": None}))
+        evaluation_data(
+            OmegaConf.create({"checkpoint": checkpoint, "data": None}), training_config(checkpoint)
+        )
 
 
 def test_evaluate_rewrites_the_training_results(smoke_run, cache_dir, tmp_path) -> None:
