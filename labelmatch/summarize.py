@@ -21,7 +21,7 @@ import math
 import re
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,20 +81,26 @@ def read_results(path: Path) -> tuple[dict[str, Any] | None, str]:
         return None, "unreadable results.json"
 
 
-def ran_with(job_dir: Path, key: str) -> str | None:
-    """The value a job ran with for an override `key` it did not give: the config group's
-    choice (`.hydra/hydra.yaml`, e.g. method -> labelmatch) or the key's value in its
-    `.hydra/config.yaml`; None when neither file has it."""
+def ran_with(job_dir: Path, keys: Iterable[str]) -> dict[str, str]:
+    """The values a job ran with for override `keys` it did not give: the config group's
+    choice (`.hydra/hydra.yaml`, e.g. method -> labelmatch), else the key's value in its
+    `.hydra/config.yaml`; a key neither file has is left out. Each file is read once."""
+    keys = list(keys)
+    if not keys:
+        return {}
     hydra_file, config_file = job_dir / ".hydra" / "hydra.yaml", job_dir / ".hydra" / "config.yaml"
+    choices = {}
     if hydra_file.is_file():
         choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") or {}
-        if choices.get(key) is not None:
-            return str(choices[key])
-    if config_file.is_file():
-        value = OmegaConf.select(OmegaConf.load(config_file), key, throw_on_missing=False)
+    config = OmegaConf.load(config_file) if config_file.is_file() else OmegaConf.create()
+    values = {}
+    for key in keys:
+        value = choices.get(key)
+        if value is None:
+            value = OmegaConf.select(config, key, throw_on_missing=False)
         if value is not None and not OmegaConf.is_config(value):
-            return str(value)
-    return None
+            values[key] = str(value)
+    return values
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
@@ -109,11 +115,8 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
         jobs.append(Job(directory.relative_to(sweep_dir), overrides, results, status))
     keys = dict.fromkeys(key for job in jobs for key in job.overrides)
     for job in jobs:
-        for key in keys:
-            if key not in job.overrides:
-                value = ran_with(sweep_dir / job.directory, key)
-                if value is not None:
-                    job.overrides[key] = value
+        not_given = [key for key in keys if key not in job.overrides]
+        job.overrides.update(ran_with(sweep_dir / job.directory, not_given))
     return sorted(jobs, key=lambda job: _natural_key(job.directory))
 
 

@@ -288,10 +288,9 @@ class DetectionDataModule(lightning.LightningDataModule):
             )
         if self.use_unlabeled:
             self.unlabeled_dataset = self._unlabeled_dataset(splits, labeled_coco, dataset)
-        if rank_zero_only.rank == 0:
-            _warn_of_shared_images(self.labeled_dataset, self.unlabeled_dataset, self.val_dataset)
         self.splits, self.category_map = splits, category_map
         if rank_zero_only.rank == 0:  # set from the launcher's env before the process group
+            _warn_of_shared_images(self.labeled_dataset, self.unlabeled_dataset, self.val_dataset)
             logger.info(
                 "data (docs/bad-input.md says what each column counts; ACT's class prior is the "
                 "labeled split's `prior boxes`: every annotation, crowd included):\n%s",

@@ -477,20 +477,20 @@ def load_student_weights(student: FasterRCNN, checkpoint_path: str) -> None:
         state = detector_state(state, "student")
     own = student.state_dict()
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
-    shapes = [
+    shapes = sorted(
         f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
         for key in own.keys() & state.keys()
         if state[key].shape != own[key].shape
-    ]
-    if missing or unexpected or shapes:  # another detector (model=...) than this run's
-        examples = "; ".join(
-            part for part in (
-                f"{len(missing)} weights missing, e.g. {missing[0]}" if missing else "",
-                f"{len(unexpected)} not in this model, e.g. {unexpected[0]}" if unexpected else "",
-                f"{len(shapes)} of other shapes (checkpoint vs model), e.g. {sorted(shapes)[0]}"
-                if shapes else "",
-            ) if part
-        )  # fmt: skip
+    )
+    problems = []  # another detector (model=...) than this run's
+    if missing:
+        problems.append(f"{len(missing)} weights missing, e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} not in this model, e.g. {unexpected[0]}")
+    if shapes:
+        problems.append(f"{len(shapes)} of other shapes (checkpoint vs model), e.g. {shapes[0]}")
+    if problems:
+        examples = "; ".join(problems)
         raise ConfigError(
             f"method.init_from: {path} holds another detector than this run's model ({examples});"
             " give the checkpoint of a run with the same model=... and model.* options"

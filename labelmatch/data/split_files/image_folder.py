@@ -138,8 +138,10 @@ def folder_coco(
     excluded_files = 0
     for path in files:
         file_name = (folder / path.relative_to(images)).relative_to(root).as_posix()
-        where = image_path(image_dir, file_name)
-        excluding = [exclusion for exclusion, paths in excluded_by if where in paths]
+        excluding = []
+        if excluded_by:  # resolving each file's path costs a few syscalls: only when excluding
+            where = image_path(image_dir, file_name)
+            excluding = [exclusion for exclusion, paths in excluded_by if where in paths]
         for exclusion in excluding:
             exclusion.excluded += 1
         if excluding:  # not even its header is read
