@@ -90,10 +90,10 @@ def test_act_reference_subset_is_split_across_ranks_without_overlap(monkeypatch,
         monkeypatch.setattr(
             datamodule_module, "distributed_rank_and_world_size", lambda rank=rank: (rank, 3)
         )
-        loader = data.reference_dataloader(8, seed=5)
+        loader = data.reference_dataloader(8, step=5)
         shares.append([t["image_id"] for batch in loader for t in batch["targets"]])
     monkeypatch.setattr(datamodule_module, "distributed_rank_and_world_size", lambda: (0, 1))
-    single = [t["image_id"] for b in data.reference_dataloader(8, seed=5) for t in b["targets"]]
+    single = [t["image_id"] for b in data.reference_dataloader(8, step=5) for t in b["targets"]]
     assert sorted(sum(shares, [])) == sorted(single)  # together: the single-process subset
     assert len(set(sum(shares, []))) == 8  # no image on two ranks
 

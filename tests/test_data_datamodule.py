@@ -15,7 +15,7 @@ from labelmatch.data.datamodule import DetectionDataModule
 from labelmatch.data.digits import DigitsSplits
 from labelmatch.data.errors import DataError
 from labelmatch.data.geometry import map_boxes
-from labelmatch.data.samplers import Draw, InfiniteSampler, SeededDraws, draw_seed
+from labelmatch.data.samplers import Draw, InfiniteSampler, SeededDraws, Stream, stream_seed
 from tests.conftest import compose_config
 
 # ---- InfiniteSampler ---------------------------------------------------------------------
@@ -60,10 +60,43 @@ def test_sampler_draws_are_a_function_of_the_stream_position():
     three = [list(islice(iter(InfiniteSampler(5, seed=2, rank=r, world_size=3, start=8)), 2))
              for r in range(3)]  # fmt: skip
     assert sorted(d.seed for share in three for d in share) == sorted(d.seed for d in single[8:14])
-    # Global position g = rank + k * world_size carries seed draw_seed(seed, g).
-    assert [draw.seed for draw in whole[:3]] == [draw_seed(2, g) for g in (1, 3, 5)]
+    # Global position g = rank + k * world_size carries the stream's augmentation seed of g.
+    assert [draw.seed for draw in whole[:3]] == [
+        stream_seed(2, Stream.LABELED, 1, g) for g in (1, 3, 5)
+    ]
     assert len({draw.seed for draw in whole}) == 10  # a fresh seed for every draw
     assert InfiniteSampler(5, seed=3).__iter__().__next__().seed != whole[0].seed
+
+
+def test_seeds_and_streams_share_no_draws():
+    """Independent seeds for multi-seed evidence: with `seed + pass` orders, seed 0's second
+    pass was seed 1's first, and a run's unlabeled stream (seed + 1) drew the next seed's
+    labeled augmentation seeds."""
+    n, passes = 6, 30
+
+    def orders(seed, stream=Stream.LABELED):
+        draws = list(islice(iter(InfiniteSampler(n, seed=seed, stream=stream)), n * passes))
+        return [tuple(d.index for d in draws[p * n : (p + 1) * n]) for p in range(passes)], draws
+
+    zero, zero_draws = orders(0)
+    one, one_draws = orders(1)
+    # Shifted copies would match pass for pass at offset 1; unrelated orders of 6 images match
+    # by chance 1 time in 720 a pass.
+    assert sum(a == b for a, b in zip(zero[1:], one)) <= 2
+    assert sum(a == b for a, b in zip(zero, one)) <= 2
+    unlabeled_zero = orders(0, Stream.UNLABELED)[1]
+    seeds = {d.seed for d in zero_draws}
+    assert not seeds & {d.seed for d in one_draws}
+    assert not seeds & {d.seed for d in unlabeled_zero}
+    assert not {d.seed for d in unlabeled_zero} & {d.seed for d in one_draws}
+
+
+def test_stream_seeds_are_distinct_per_seed_stream_and_key():
+    keys = [(seed, stream, *key) for seed in range(3) for stream in Stream
+            for key in [(), (0,), (1,), (0, 0), (0, 1), (1, 0)]]  # fmt: skip
+    assert len({stream_seed(*k) for k in keys}) == len(keys)
+    assert stream_seed(0, Stream.LABELED, 5) == stream_seed(0, Stream.LABELED, 5)
+    assert 0 <= stream_seed(7, Stream.REFERENCE, 10**12) < 2**32
 
 
 def test_seeded_draws_make_augmentation_independent_of_the_caller_rng():
@@ -220,22 +253,26 @@ def test_val_loader_covers_the_val_set_once_in_file_order(data):
             _check_view_target(target, image, "val")
 
 
-def _reference_ids(data, num_images, seed):
+def _reference_ids(data, num_images, step):
     return [
-        t["image_id"] for b in data.reference_dataloader(num_images, seed) for t in b["targets"]
+        t["image_id"] for b in data.reference_dataloader(num_images, step) for t in b["targets"]
     ]
 
 
-def test_reference_loader_draws_a_seeded_subset_of_unlabeled_images(data):
-    ids = _reference_ids(data, 5, seed=1)
+def test_reference_loader_draws_a_seeded_subset_of_unlabeled_images(data, monkeypatch):
+    ids = _reference_ids(data, 5, step=1)
     assert len(ids) == len(set(ids)) == 5
     assert set(ids) <= set(data.unlabeled_dataset.image_ids)
-    assert _reference_ids(data, 5, seed=1) == ids
-    assert _reference_ids(data, 5, seed=2) != ids
-    assert sorted(_reference_ids(data, 100, seed=1)) == sorted(data.unlabeled_dataset.image_ids)
-    batch = next(iter(data.reference_dataloader(5, seed=1)))
+    assert _reference_ids(data, 5, step=1) == ids
+    assert _reference_ids(data, 5, step=2) != ids
+    assert sorted(_reference_ids(data, 100, step=1)) == sorted(data.unlabeled_dataset.image_ids)
+    # A function of the run's seed too: every seed drew the same subsets while the step alone
+    # seeded them.
+    monkeypatch.setattr(data, "seed", data.seed + 1)
+    assert _reference_ids(data, 5, step=1) != ids
+    batch = next(iter(data.reference_dataloader(5, step=1)))
     assert set(batch) == {"images", "targets"} and batch["images"][0].shape == (3, 64, 64)
-    assert data.reference_dataloader(5, seed=1).batch_size == data.val_batch_size == 3
+    assert data.reference_dataloader(5, step=1).batch_size == data.val_batch_size == 3
 
 
 def test_the_reference_pass_has_its_own_batch_size_and_the_paper_loader_the_officials(
@@ -243,7 +280,7 @@ def test_the_reference_pass_has_its_own_batch_size_and_the_paper_loader_the_offi
 ):
     own = _module(DigitsSplits(digits_root, **SMALL), reference_batch_size=4)
     own.setup("fit")
-    assert own.reference_dataloader(8, seed=1).batch_size == 4
+    assert own.reference_dataloader(8, step=1).batch_size == 4
     assert own.val_dataloader().batch_size == 3
     # The official code: validation one image a GPU, the reference pass the training batch per
     # GPU (paper.yaml): 2 in the paper's COCO recipe, 4 in the 40k-iteration ablation.
@@ -257,13 +294,13 @@ def test_reference_loader_of_labeled_images(data):
     labeled images, capped at their number."""
     labeled = data.labeled_dataset.image_ids
 
-    def ids(num_images, seed):
-        loader = data.reference_dataloader(num_images, seed, labeled=True)
+    def ids(num_images, step):
+        loader = data.reference_dataloader(num_images, step, labeled=True)
         return [t["image_id"] for b in loader for t in b["targets"]]
 
-    assert len(set(ids(3, seed=1))) == 3 and set(ids(3, seed=1)) <= set(labeled)
-    assert ids(3, seed=1) == ids(3, seed=1)
-    assert sorted(ids(100, seed=1)) == sorted(labeled)
+    assert len(set(ids(3, step=1))) == 3 and set(ids(3, step=1)) <= set(labeled)
+    assert ids(3, step=1) == ids(3, step=1)
+    assert sorted(ids(100, step=1)) == sorted(labeled)
 
 
 def test_supervised_module_has_no_unlabeled_loader(digits_root):
@@ -271,7 +308,7 @@ def test_supervised_module_has_no_unlabeled_loader(digits_root):
     data.setup("fit")
     assert set(data.train_dataloader()) == {"labeled"}
     with pytest.raises(DataError, match="unlabeled"):
-        data.reference_dataloader(4, seed=0)
+        data.reference_dataloader(4, step=0)
 
 
 def test_worker_processes_produce_the_same_formats(data, digits_root):
@@ -291,18 +328,18 @@ def test_inference_loaders_load_in_the_main_process_without_cuda(digits_root, mo
     cpu = _module(splits, num_workers=2)
     cpu.setup("fit")
     assert cpu.val_dataloader().num_workers == 0
-    assert cpu.reference_dataloader(4, seed=0).num_workers == 0
+    assert cpu.reference_dataloader(4, step=0).num_workers == 0
     assert cpu.train_dataloader()["unlabeled"].num_workers == 2
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     gpu = _module(splits, num_workers=2, pin_memory=False)
     gpu.setup("fit")
     assert gpu.val_dataloader().num_workers == 2
-    assert gpu.reference_dataloader(4, seed=0).num_workers == 2
+    assert gpu.reference_dataloader(4, step=0).num_workers == 2
     explicit = _module(splits, num_workers=2, pin_memory=False, inference_workers=1)
     explicit.setup("fit")
-    batch = next(iter(explicit.reference_dataloader(4, seed=0)))
-    assert explicit.reference_dataloader(4, seed=0).num_workers == 1
-    in_process = next(iter(cpu.reference_dataloader(4, seed=0)))
+    batch = next(iter(explicit.reference_dataloader(4, step=0)))
+    assert explicit.reference_dataloader(4, step=0).num_workers == 1
+    in_process = next(iter(cpu.reference_dataloader(4, step=0)))
     assert all(torch.equal(a, b) for a, b in zip(batch["images"], in_process["images"]))
 
 
@@ -385,11 +422,27 @@ def test_a_resume_on_another_number_of_processes_continues_the_global_streams(
     one.trainer = SimpleNamespace(global_step=10, accumulate_grad_batches=1)
     one.load_state_dict(saved)
     loaders = one.train_dataloader()
-    stream = InfiniteSampler(len(one.unlabeled_dataset), seed=one.seed + 1)
+    stream = InfiniteSampler(len(one.unlabeled_dataset), seed=one.seed, stream=Stream.UNLABELED)
     expected = list(islice(iter(stream), 60 + 6))[60:]
     assert list(islice(iter(loaders["unlabeled"].sampler), 6)) == expected
     one.trainer.global_step = 15  # five steps on one process since
     assert one.state_dict()["stream_positions"] == {"labeled": 40 + 5 * 2, "unlabeled": 60 + 5 * 3}
+
+
+def test_a_checkpoint_of_the_old_stream_seeding_resumes_with_a_warning(data, caplog):
+    """Checkpoints before 2026-12-05 drew with `seed + pass` sums: the run resumes at its
+    position, and the log says the draws from there are not the original run's."""
+    state = data.state_dict()
+    assert state["stream_seeding"] == 2
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
+        data.load_state_dict(state)
+    assert "not an exact resume" not in caplog.text
+    old = {"stream_positions": {"labeled": 40, "unlabeled": 60}, "evaluation_view": {}}
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
+        data.load_state_dict(old)
+    assert "stream seeding 1" in caplog.text and "not an exact resume" in caplog.text
+    assert data._saved_positions == {"labeled": 40, "unlabeled": 60}
+    data.load_state_dict(state)
 
 
 def test_missing_or_empty_unlabeled_split_is_an_error(data, tmp_path):

@@ -285,7 +285,7 @@ def test_both_callbacks_compare_with_the_datamodules_one_labeled_prior() -> None
         unlabeled_class_prior=None,
         labeled_dataset=None,
         unlabeled_dataset=SimpleNamespace(class_counts=[0, 0, 0]),
-        reference_dataloader=lambda num_images, seed, labeled=False: [],
+        reference_dataloader=lambda num_images, step, labeled=False: [],
     )
     statistics = PseudoLabelStatistics()
     statistics.setup(SimpleNamespace(datamodule=datamodule), module_double(), "fit")

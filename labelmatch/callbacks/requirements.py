@@ -87,7 +87,7 @@ class UnlabeledDataModule(LabeledDataModule, Protocol):
 
     unlabeled_dataset: Any
 
-    def reference_dataloader(self, num_images: int, seed: int, labeled: bool = False) -> Any: ...
+    def reference_dataloader(self, num_images: int, step: int, labeled: bool = False) -> Any: ...
 
 
 def missing_members(obj: Any, protocol: type, prefix: str = "") -> list[str]:

@@ -41,7 +41,7 @@ from labelmatch.data.categories import CategoryMap
 from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
 from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json, report_table
 from labelmatch.data.errors import DataError
-from labelmatch.data.samplers import InfiniteSampler, SeededDraws
+from labelmatch.data.samplers import InfiniteSampler, SeededDraws, Stream, stream_seed
 from labelmatch.data.scales import resolve_scales
 from labelmatch.data.transforms import (
     PAPER_RESIZE,
@@ -55,6 +55,10 @@ from labelmatch.data.transforms import (
 from labelmatch.distributed import distributed_rank_and_world_size
 
 logger = logging.getLogger(__name__)
+
+# How the training streams are seeded (samplers.stream_seed), saved in checkpoints: 1 until
+# 2026-12-05 (seed + pass sums, correlated across seeds), 2 since (SeedSequence branches).
+STREAM_SEEDING = 2
 
 
 def available_cpus() -> int:
@@ -413,24 +417,38 @@ class DetectionDataModule(lightning.LightningDataModule):
             "max_size": self.view_sizes["max_size"],
             "exif_orientation": self.exif_orientation,
         }
-        return {"stream_positions": positions, "evaluation_view": evaluation_view}
+        return {
+            "stream_positions": positions,
+            "stream_seeding": STREAM_SEEDING,
+            "evaluation_view": evaluation_view,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved_positions = dict(state_dict.get("stream_positions", {}))
+        seeding = state_dict.get("stream_seeding", 1)
+        if seeding != STREAM_SEEDING and rank_zero_only.rank == 0:
+            logger.warning(
+                "The checkpoint's run drew its images and augmentations with stream seeding %s "
+                "(before 2026-12-05, seed + pass sums); this code draws with seeding %s. The "
+                "resumed run goes on from the same position with other images and augmentations "
+                "than the original would have drawn: it is not an exact resume.",
+                seeding,
+                STREAM_SEEDING,
+            )
 
     def _infinite_sampler(
-        self, stream: str, dataset: CocoDetection, seed: int, batch_size: int
+        self, name: str, stream: Stream, dataset: CocoDetection, batch_size: int
     ) -> InfiniteSampler:
         rank, world_size = distributed_rank_and_world_size()
         consumed = self._consumed_batches()
         # Without a saved position (a fresh run, a checkpoint before 2026-12-04): as many
         # processes as now drew batch_size per loader batch since step 0.
-        start = self._saved_positions.get(stream, consumed * batch_size * world_size)
+        start = self._saved_positions.get(name, consumed * batch_size * world_size)
         step = self.trainer.global_step if self.trainer is not None else 0
         batches_per_step = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
-        self._stream_starts[stream] = (start, step, batches_per_step * batch_size * world_size)
+        self._stream_starts[name] = (start, step, batches_per_step * batch_size * world_size)
         return InfiniteSampler(
-            len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size, start=start
+            len(dataset), True, self.seed, stream, rank=rank, world_size=world_size, start=start
         )
 
     def train_dataloader(self) -> dict[str, DataLoader]:
@@ -442,7 +460,7 @@ class DetectionDataModule(lightning.LightningDataModule):
                 SeededDraws(self.labeled_dataset),
                 self.labeled_batch_size,
                 self._infinite_sampler(
-                    "labeled", self.labeled_dataset, self.seed, self.labeled_batch_size
+                    "labeled", Stream.LABELED, self.labeled_dataset, self.labeled_batch_size
                 ),
                 collate_labeled,
                 role=0,
@@ -453,7 +471,7 @@ class DetectionDataModule(lightning.LightningDataModule):
                 SeededDraws(self.unlabeled_dataset),
                 self.unlabeled_batch_size,
                 self._infinite_sampler(
-                    "unlabeled", self.unlabeled_dataset, self.seed + 1, self.unlabeled_batch_size
+                    "unlabeled", Stream.UNLABELED, self.unlabeled_dataset, self.unlabeled_batch_size
                 ),
                 collate_unlabeled,
                 role=1,
@@ -474,17 +492,20 @@ class DetectionDataModule(lightning.LightningDataModule):
             workers=self.inference_workers,
         )
 
-    def reference_dataloader(self, num_images: int, seed: int, labeled: bool = False) -> DataLoader:
+    def reference_dataloader(self, num_images: int, step: int, labeled: bool = False) -> DataLoader:
         """A freshly shuffled random subset of `num_images` unlabeled images (capped at the
         set's size) under the test transform, in the val batch format: the reference set of
-        the ACT threshold refresh (docs/method.md §2). All ranks draw the same subset from `seed`
-        and each takes a disjoint strided share of it. `labeled`: the same from the labeled
-        images instead (the estimated prior calibrates the teacher on them, docs/method.md §2)."""
+        the ACT threshold refresh at training step `step` (docs/method.md §2). The subset is a
+        function of the run's seed and `step`, so all ranks draw the same one and each takes a
+        disjoint strided share of it. `labeled`: the same from the labeled images instead (the
+        estimated prior calibrates the teacher on them, docs/method.md §2)."""
         self._require_setup()
         dataset = self.labeled_dataset if labeled else self.unlabeled_dataset
         if dataset is None:
             raise DataError("reference_dataloader needs unlabeled data (use_unlabeled=False)")
-        generator = torch.Generator().manual_seed(seed)
+        stream = Stream.REFERENCE_LABELED if labeled else Stream.REFERENCE
+        generator = torch.Generator()
+        generator.manual_seed(stream_seed(self.seed, stream, step))
         subset = torch.randperm(len(dataset), generator=generator)[:num_images]
         rank, world_size = distributed_rank_and_world_size()
         return self._loader(

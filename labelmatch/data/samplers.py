@@ -1,20 +1,30 @@
 """Endless, reproducible streams of draws for iteration-based training.
 
 A draw is a dataset index plus the seed of its random augmentation. Both are pure functions of
-(sampler seed, position in the stream), so a resumed run re-creates the stream from the number
-of draws already consumed (the trainer's step x batch size) and gets the very same images with
-the very same augmentation, however many batches the loader workers had prefetched and however
-many workers there are.
+(run seed, stream, position in the stream), so a resumed run re-creates the stream from the
+number of draws already consumed (the trainer's step x batch size) and gets the very same images
+with the very same augmentation, however many batches the loader workers had prefetched and
+however many workers there are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from enum import IntEnum
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+
+class Stream(IntEnum):
+    """The random streams of a run, each its own branch of the run's seed (`stream_seed`)."""
+
+    LABELED = 0
+    UNLABELED = 1
+    REFERENCE = 2  # the ACT refresh's unlabeled subset
+    REFERENCE_LABELED = 3  # the estimated prior's calibration subset
 
 
 class Draw(NamedTuple):
@@ -24,25 +34,30 @@ class Draw(NamedTuple):
     seed: int
 
 
-def draw_seed(stream_seed: int, position: int) -> int:
-    """The augmentation seed of global stream position `position` (a 32-bit integer).
+def stream_seed(seed: int, stream: Stream, *key: int) -> int:
+    """A 32-bit seed for one use (`key`) of one stream of the run seeded `seed`.
 
-    SeedSequence hashes the pair, so neighbouring positions get unrelated seeds.
+    SeedSequence's spawn keys give independent branches: different seeds, streams or keys share
+    no draws. (Sums such as `seed + pass` did: seed 0's second pass was seed 1's first.)
     """
-    return int(np.random.SeedSequence([stream_seed, position]).generate_state(1)[0])
+    return int(np.random.SeedSequence(seed, spawn_key=(int(stream), *key)).generate_state(1)[0])
+
+
+_ORDER, _AUGMENTATION = 0, 1  # the two uses of a training stream's seed
 
 
 class InfiniteSampler(Sampler[Draw]):
     """Endless stream of `Draw`s; each rank takes a disjoint strided share.
 
     The global stream is pass 0's order, then pass 1's, ...; pass p's order is a permutation
-    drawn from a generator seeded with `seed + p` (or 0..n-1 when `shuffle=False`). Global
-    position g draws image `order_p[g mod n]` (p = g div n) with augmentation seed
-    `draw_seed(seed, g)`. Rank r yields the global positions r, r + W, r + 2W, ... (W the world
-    size), so ranks never repeat each other and every rank gets indices even when the dataset is
-    smaller than W. `start` is where the stream resumes: the draws all ranks together have
-    taken (a global position; the rank then yields start + r, start + r + W, ...), so a run
-    resumed on another number of processes neither repeats nor skips images.
+    drawn from a generator seeded with `stream_seed(seed, stream, ORDER, p)` (or 0..n-1 when
+    `shuffle=False`). Global position g draws image `order_p[g mod n]` (p = g div n) with
+    augmentation seed `stream_seed(seed, stream, AUGMENTATION, g)`. Rank r yields the global
+    positions r, r + W, r + 2W, ... (W the world size), so ranks never repeat each other and
+    every rank gets indices even when the dataset is smaller than W. `start` is where the
+    stream resumes: the draws all ranks together have taken (a global position; the rank then
+    yields start + r, start + r + W, ...), so a run resumed on another number of processes
+    neither repeats nor skips images.
     There is deliberately no `__len__` (training is counted in iterations).
     """
 
@@ -51,6 +66,7 @@ class InfiniteSampler(Sampler[Draw]):
         dataset_size: int,
         shuffle: bool = True,
         seed: int = 0,
+        stream: Stream = Stream.LABELED,
         rank: int = 0,
         world_size: int = 1,
         start: int = 0,
@@ -64,6 +80,7 @@ class InfiniteSampler(Sampler[Draw]):
         self.dataset_size = dataset_size
         self.shuffle = shuffle
         self.seed = seed
+        self.stream = stream
         self.rank = rank
         self.world_size = world_size
         self.start = start
@@ -72,8 +89,13 @@ class InfiniteSampler(Sampler[Draw]):
         """All indices in pass `pass_index`'s order."""
         if not self.shuffle:
             return list(range(self.dataset_size))
-        generator = torch.Generator().manual_seed(self.seed + pass_index)
+        generator = torch.Generator()
+        generator.manual_seed(stream_seed(self.seed, self.stream, _ORDER, pass_index))
         return torch.randperm(self.dataset_size, generator=generator).tolist()
+
+    def augmentation_seed(self, position: int) -> int:
+        """The augmentation seed of global stream position `position`."""
+        return stream_seed(self.seed, self.stream, _AUGMENTATION, position)
 
     def __iter__(self) -> Iterator[Draw]:
         position = self.start + self.rank
@@ -82,7 +104,7 @@ class InfiniteSampler(Sampler[Draw]):
             current_pass, offset = divmod(position, self.dataset_size)
             if current_pass != pass_index:
                 pass_index, order = current_pass, self._order(current_pass)
-            yield Draw(order[offset], draw_seed(self.seed, position))
+            yield Draw(order[offset], self.augmentation_seed(position))
             position += self.world_size
 
 
