@@ -29,7 +29,7 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchvision import tv_tensors
 from torchvision.io import write_png
 from torchvision.transforms.v2.functional import to_dtype
@@ -41,11 +41,24 @@ from labelmatch.data.errors import DataError
 from labelmatch.data.images import DECODABLE_FORMATS, decode_rgb, read_header
 from labelmatch.data.split_files.image_folder import image_size
 from labelmatch.data.transforms import TestTransform, resized_size
+from labelmatch.errors import ConfigError
 from labelmatch.evaluation.coco_eval import to_coco_results, write_results
 from labelmatch.method.module import predict_original_frame
 from labelmatch.progress import progress
 
 log = logging.getLogger("labelmatch")
+
+# conf/predict.yaml's hydra.run.dir: out= when given, else a log folder. `oc.select` falls back
+# on a missing key but not on out=null, on which Hydra failed before predict could say more.
+OmegaConf.register_new_resolver(
+    "given_or",
+    lambda key, default, *, _root_: _or(OmegaConf.select(_root_, key, default=None), default),
+    replace=True,
+)
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -182,7 +195,10 @@ def image_view(
 
 @torch.no_grad()
 def predict(cfg: DictConfig) -> list[dict]:
-    out = Path(cfg.out)  # first: a missing out= is reported before a model is loaded
+    # First: a missing out= is reported before a model is loaded.
+    if cfg.out is None:
+        raise ConfigError("out=null: predict writes its images and detections to out=DIR")
+    out = Path(cfg.out)
     device = inference_device(cfg.device)
     if cfg.batch_size < 1:
         raise DataError(f"batch_size={cfg.batch_size}: predict needs at least one image a batch")

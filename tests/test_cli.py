@@ -117,6 +117,9 @@ def test_predict_without_out_says_so_in_one_line(tmp_path) -> None:
     overrides = [f"checkpoint={tmp_path / 'missing.ckpt'}", f"images={tmp_path}"]
     [line] = _error_lines("predict", overrides, tmp_path)
     assert line.endswith("out is not set: give it on the command line (out=...)")
+    # out=null too: Hydra's run folder fell back on a missing out=, not on a null one.
+    [line] = _error_lines("predict", [*overrides, "out=null"], tmp_path)
+    assert line.endswith("out=null: predict writes its images and detections to out=DIR")
 
 
 def test_predict_evaluate_and_export_do_not_import_training() -> None:
