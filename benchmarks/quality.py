@@ -926,6 +926,40 @@ TARGET_ROWS = {
 }
 
 
+# Until this commit the training streams were seeded by sums (`seed + pass`): neighbouring
+# seeds drew the same image order shifted by one pass, and every seed the same ACT reference
+# subsets (labelmatch/data/samplers.py, stream_seed). Rows trained on either side of it are not
+# comparable seed for seed, so no target is judged across it.
+STREAM_SEEDING_CHANGE = "482a8dc"
+
+
+@functools.cache
+def stream_seeding(revision: str) -> int | None:
+    """1 for code before STREAM_SEEDING_CHANGE, 2 from it on; None where this checkout's git
+    does not know the revision (a record from elsewhere, a copy without history)."""
+    commit = revision.removesuffix("-dirty")
+    ancestry = subprocess.run(
+        ["git", "-C", str(REPO), "merge-base", "--is-ancestor", STREAM_SEEDING_CHANGE, commit],
+        capture_output=True,
+    )
+    return {0: 2, 1: 1}.get(ancestry.returncode)
+
+
+def mixed_seedings(runs: Iterable[Run]) -> str | None:
+    """The revisions of each stream seeding where `runs` were trained under both, else None."""
+    by_seeding: dict[int, set[str]] = {}
+    for run in runs:
+        seeding = stream_seeding(run.revision)
+        if seeding is not None:
+            by_seeding.setdefault(seeding, set()).add(run.revision)
+    if len(by_seeding) < 2:
+        return None
+    return "; ".join(
+        f"seeding {seeding}: {', '.join(sorted(revisions))}"
+        for seeding, revisions in sorted(by_seeding.items())
+    )
+
+
 def check_targets(comparison: str, runs: Sequence[Run]) -> list[str]:
     """Verdict lines of the comparison's targets; not checked while a row they read has no
     run, and judged on the fewest seeds of those rows."""
@@ -936,6 +970,12 @@ def check_targets(comparison: str, runs: Sequence[Run]) -> list[str]:
     missing = [label for label in labels if not any(run.row.label == label for run in runs)]
     if missing:
         return [f"- Targets not checked: no run of {', '.join(missing)}."]
+    mixed = mixed_seedings(r for r in runs if r.row.label in labels)
+    if mixed:
+        return [
+            f"- Targets not checked: the rows were trained before and after {STREAM_SEEDING_CHANGE}"
+            f", which seeds the training streams anew ({mixed}); train them all on one side."
+        ]
     mAP = {
         label: [100 * r.metrics["map"] for r in runs if r.row.label == label] for label in labels
     }

@@ -4,6 +4,7 @@ one tiny end-to-end run of two rows from a shared baseline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -159,6 +160,29 @@ def test_prior_targets_gap_closed_under_shift_and_cost_without() -> None:
     assert "**MISSED**" in quality.check_targets("prior_no_shift", prior_runs(50.0, 49.4, None))[0]
     # The estimator's score floor is a lead: reported, not judged.
     assert "No target" in quality.check_targets("prior_min_score", prior_runs(50.0, 49.0, 51.0))[0]
+
+
+def test_no_target_is_judged_across_the_stream_seeding_change() -> None:
+    """Rows trained before 482a8dc drew correlated streams across seeds; a comparison whose
+    judged rows straddle it is not checked. The fixed row is not judged, so it may differ."""
+    before, after = "4df807d", quality.STREAM_SEEDING_CHANGE
+    if quality.stream_seeding(after) is None:
+        pytest.skip("this checkout has no git history to place the revisions in")
+    assert quality.stream_seeding(before) == 1 and quality.stream_seeding(before + "-dirty") == 1
+    assert quality.stream_seeding(after) == 2 and quality.stream_seeding("abc") is None
+
+    def trained_at(runs, revision_of):
+        return [dataclasses.replace(r, revision=revision_of(r)) for r in runs]
+
+    runs = prior_runs(50.0, 53.0, 56.0)
+    mixed = trained_at(runs, lambda r: after if r.row.label == "oracle prior" else before)
+    lines = quality.check_targets("prior_shift", mixed)
+    assert lines[0].startswith("- Targets not checked: the rows were trained before and after")
+    assert f"seeding 1: {before}; seeding 2: {after}" in lines[0]
+    fixed_apart = trained_at(runs, lambda r: before if r.row.label == "fixed 0.7" else after)
+    assert "**PASS**" in quality.check_targets("prior_shift", fixed_apart)[0]
+    unknown = trained_at(runs, lambda r: "abc" if r.row.label == "oracle prior" else before)
+    assert "**PASS**" in quality.check_targets("prior_shift", unknown)[0]
 
 
 def test_act_prior_measures_read_the_last_refresh_against_the_unlabeled_truth(
