@@ -1,5 +1,6 @@
 """Same behaviour, bit for bit: fixed-seed runs of today's code against the fingerprints
-recorded before the module / criterion / callback / config restructuring (`tests/behaviour.py`).
+recorded on the last revision that changed what trains (`tests/behaviour.py`; the revision is
+in each reference file).
 
 Each run's results.json (metrics, final ACT thresholds, health and best-checkpoint entries) and the
 SHA-256 of its final student and teacher weights must equal the recorded ones. Bits depend on the
