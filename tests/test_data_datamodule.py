@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 from itertools import islice
 from types import SimpleNamespace
 
@@ -530,6 +531,45 @@ def test_images_shared_between_splits_are_named(data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
         _module(splits).setup("fit")
     assert sum(r.getMessage().startswith("2 of the") for r in caplog.records) == 1
+
+
+def test_copies_of_val_and_labeled_images_under_other_names_are_named(data, tmp_path, caplog):
+    """A val image copied into the unlabeled folder under another name (a practitioner's
+    folder of every photo) is no held-out image either: found by its bytes, not its path.
+    Files of equal size but other bytes are not copies."""
+    val = json.loads(data.splits.val_json.read_text())
+    labeled = json.loads(data.splits.labeled_json.read_text())
+    unlabeled = json.loads(data.splits.unlabeled_json.read_text())
+    folder = tmp_path / "unlabeled_images"
+    folder.mkdir()
+    for image in unlabeled["images"]:  # the unlabeled images themselves, through links
+        (folder / image["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+        (folder / image["file_name"]).symlink_to(data.splits.image_dir / image["file_name"])
+    copies = {"copy_of_val_0.png": val["images"][0], "copy_of_val_1.png": val["images"][1],
+              "copy_of_labeled_0.png": labeled["images"][0]}  # fmt: skip
+    for n, (name, image) in enumerate(copies.items()):
+        shutil.copyfile(data.splits.image_dir / image["file_name"], folder / name)
+        unlabeled["images"].append({**image, "id": 300_000 + n, "file_name": name})
+    # the same size as val image 2, one byte changed: another image
+    altered = bytearray((data.splits.image_dir / val["images"][2]["file_name"]).read_bytes())
+    altered[-20] ^= 0xFF
+    (folder / "altered.png").write_bytes(bytes(altered))
+    unlabeled["images"].append({**val["images"][2], "id": 400_000, "file_name": "altered.png"})
+    with_copies = tmp_path / "unlabeled_with_copies.json"
+    with_copies.write_text(json.dumps(unlabeled))
+    splits = CocoSplits(
+        data.splits.image_dir, data.splits.labeled_json, with_copies, data.splits.val_json,
+        unlabeled_image_dir=folder,
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
+        _module(splits).setup("fit")
+    messages = [r.getMessage() for r in caplog.records if "have a copy" in r.getMessage()]
+    [val_copies, labeled_copy] = messages
+    assert val_copies.startswith(f"2 of the {len(val['images'])} val images")
+    assert "among the unlabeled images" in val_copies and "not a held-out score" in val_copies
+    assert f"= {folder / 'copy_of_val_0.png'}" in val_copies and "altered" not in val_copies
+    assert labeled_copy.startswith("1 of the") and "labeled images" in labeled_copy
+    assert not any("are also" in r.getMessage() for r in caplog.records)
 
 
 def test_disagreeing_category_lists_name_both_files(data, tmp_path):

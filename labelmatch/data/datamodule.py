@@ -43,6 +43,7 @@ from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json, repo
 from labelmatch.data.errors import DataError
 from labelmatch.data.samplers import InfiniteSampler, SeededDraws, Stream, stream_seed
 from labelmatch.data.scales import resolve_scales
+from labelmatch.data.shared_images import warn_of_shared_images
 from labelmatch.data.transforms import (
     PAPER_RESIZE,
     PAPER_WEAK_RESIZE,
@@ -105,32 +106,6 @@ def ignore_stop_signals(worker_id: int) -> None:
     the main process first. The workers end when the main process ends its loaders (or exits)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _warn_of_shared_images(
-    labeled: CocoDetection, unlabeled: CocoDetection | None, val: CocoDetection
-) -> None:
-    """Warn where the splits share image files: a val image that training also sees (labeled,
-    or unlabeled, where the teacher pseudo-labels it) is no held-out image, and its score is no
-    held-out score; a labeled image in the unlabeled split is pseudo-labelled besides its own
-    labels (the paper's splits keep them apart)."""
-    pairs = [("val", val, "labeled", labeled)]
-    if unlabeled is not None:
-        pairs += [
-            ("val", val, "unlabeled", unlabeled),
-            ("labeled", labeled, "unlabeled", unlabeled),
-        ]
-    for name, split, other_name, other in pairs:
-        shared = sorted(set(split.image_files) & set(other.image_files))
-        if shared:
-            held_out = "the val score is not a held-out score" if name == "val" else (
-                "they are pseudo-labelled besides their own labels"
-            )  # fmt: skip
-            logger.warning(
-                "%d of the %d %s images (%s) are also %s images (%s), e.g. %s: %s",
-                len(shared), len(split), name, split.ann_file, other_name, other.ann_file,
-                ", ".join(shared[:3]), held_out,
-            )  # fmt: skip
 
 
 def _same_categories(reference: dict, reference_file: Any, other: dict, other_file: Any) -> None:
@@ -294,7 +269,7 @@ class DetectionDataModule(lightning.LightningDataModule):
             self.unlabeled_dataset = self._unlabeled_dataset(splits, labeled_coco, dataset)
         self.splits, self.category_map = splits, category_map
         if rank_zero_only.rank == 0:  # set from the launcher's env before the process group
-            _warn_of_shared_images(self.labeled_dataset, self.unlabeled_dataset, self.val_dataset)
+            warn_of_shared_images(self.labeled_dataset, self.unlabeled_dataset, self.val_dataset)
             logger.info(
                 "data (docs/bad-input.md says what each column counts; ACT's class prior is the "
                 "labeled split's `prior boxes`: every annotation, crowd included):\n%s",
