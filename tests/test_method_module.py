@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from labelmatch.data.class_prior import ClassPrior
+from labelmatch.errors import ConfigError
 from labelmatch.method.module import LabelMatchModule, load_student_weights
 from labelmatch.models.faster_rcnn import build_frcnn_tiny
 
@@ -303,3 +304,36 @@ def test_a_validation_or_reference_batch_left_without_images_gives_no_detections
     loader = [{"images": [], "targets": []}, {"images": images, "targets": [{}, {}]}]
     detections = teacher_detections(module, loader, with_class_scores=True)
     assert len(detections) == 2 and all("class_scores" in d for d in detections)
+
+
+@pytest.mark.parametrize("method_name", ["labelmatch", "supervised"])
+def test_a_detector_counting_background_in_num_classes_is_refused_at_once(method_name) -> None:
+    """torchvision's builders count background in num_classes: 3 classes + background need 4
+    outputs; a predictor with 3 was an IndexError inside the first step."""
+    with pytest.raises(ConfigError, match="3 class outputs, the data has 3 classes"):
+        LabelMatchModule(
+            build_frcnn_tiny(2),  # 2 + 1 = 3 outputs
+            method={**METHOD, "name": method_name},
+            optim=OPTIM,
+            class_names=["a", "b", "c"],
+            category_ids=[1, 5, 9],
+            val_json="unused.json",
+        )
+
+
+def test_a_resizing_detector_is_refused_for_a_semi_supervised_run() -> None:
+    """The teacher's pass skips the model's postprocess: with torchvision's resizing transform
+    its pseudo labels would be in the resized frame (800 px for a 128 px canvas), silently."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    detector = build_frcnn_tiny(3)
+    detector.transform = GeneralizedRCNNTransform(800, 1333, [0.5] * 3, [0.2] * 3)
+    with pytest.raises(ConfigError, match="not PreResizedTransform"):
+        LabelMatchModule(
+            detector,
+            method=METHOD,
+            optim=OPTIM,
+            class_names=["a", "b", "c"],
+            category_ids=[1, 5, 9],
+            val_json="unused.json",
+        )

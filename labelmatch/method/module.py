@@ -44,12 +44,42 @@ from labelmatch.method.teacher import (
     check_above_pseudo_label_floor,
     teacher_forward,
 )
+from labelmatch.models.transform import PreResizedTransform
 from labelmatch.optim import build_sgd
 from labelmatch.progress import progress
 
 log = logging.getLogger(__name__)
 
 METHODS = ("supervised", "mean_teacher", "labelmatch")
+
+
+def check_detector(detector: FasterRCNN, num_classes: int, semi_supervised: bool) -> None:
+    """ConfigError, before any step, for a detector the method cannot use as it is:
+
+    * a box predictor without C + 1 class outputs (background included): torchvision's builders
+      count background in `num_classes`, the project's count foreground classes only, and the
+      mismatch surfaced as "IndexError: Target C is out of bounds" inside the first step;
+    * in a semi-supervised run, a transform other than `PreResizedTransform`: the teacher's pass
+      and the unlabeled criterion call the detector's parts without its postprocess, so a
+      resizing transform (torchvision's default) would put pseudo labels, teacher features and
+      the student's RPN targets in different frames, without any error.
+    """
+    cls_score = getattr(detector.roi_heads.box_predictor, "cls_score", None)
+    outputs = getattr(cls_score, "out_features", None)
+    if outputs is not None and outputs != num_classes + 1:
+        raise ConfigError(
+            f"the detector's box predictor has {outputs} class outputs, the data has "
+            f"{num_classes} classes (+ background = {num_classes + 1}); model builders get "
+            "num_classes = foreground classes only (torchvision's own builders count background: "
+            "wrap one so that it gets num_classes + 1)"
+        )
+    if semi_supervised and not isinstance(detector.transform, PreResizedTransform):
+        raise ConfigError(
+            f"the detector's transform is {type(detector.transform).__name__}, not "
+            "PreResizedTransform: a semi-supervised run needs a model that never resizes "
+            "(labelmatch/models/transform.py; the data pipeline sizes the views), or pseudo "
+            "labels land in the wrong frame. Build it with a labelmatch.models.faster_rcnn builder"
+        )
 
 
 class LabelMatchModule(L.LightningModule):
@@ -81,6 +111,7 @@ class LabelMatchModule(L.LightningModule):
         super().__init__()
         if method["name"] not in METHODS:
             raise ConfigError(f"method.name must be one of {METHODS}, got {method['name']!r}")
+        check_detector(detector, len(class_names), method["name"] != "supervised")
         self.save_hyperparameters(ignore=["detector", "criterion"])
         self.student = detector
         self.method = method
