@@ -68,6 +68,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and evaluate one configuration; returns what is written to results.json."""
+    check_experiment_package(cfg)
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg.ckpt_path, run_dir)
     datamodule = instantiate_datamodule(cfg.data, use_unlabeled=cfg.method.name != "supervised")
@@ -154,6 +155,20 @@ def check_checkpoints_match_data(cfg: DictConfig, ckpt_path: str | None, datamod
         check_checkpoint_classes(ckpt_path, "ckpt_path", names, ids)
     if cfg.method.get("init_from") and cfg.method.name != "supervised":
         check_checkpoint_classes(cfg.method.init_from, "method.init_from", names, ids)
+
+
+def check_experiment_package(cfg: DictConfig) -> None:
+    """ConfigError for an `experiment=` overlay without its `# @package _global_` header: Hydra
+    then nests its keys under `experiment.` (experiment.method.alpha) where nothing reads them,
+    and the run trained the recipe without them, silently."""
+    nested = cfg.get("experiment")
+    if nested is not None:
+        keys = ", ".join(f"experiment.{key}" for key in nested) or "experiment"
+        raise ConfigError(
+            f"the config has {keys}, which nothing reads: an experiment overlay "
+            "(conf/experiment/<name>.yaml) must begin with the line '# @package _global_' so "
+            "that its keys replace the recipe's (see conf/experiment/digits.yaml)"
+        )
 
 
 def check_teacher_start(cfg: DictConfig) -> None:

@@ -10,7 +10,11 @@ from omegaconf import OmegaConf
 
 from labelmatch.cli import ConfigError
 from labelmatch.data.transforms import LongSideRatio, ShortSideChoice, ShortSideRange
-from labelmatch.run import check_one_batch_per_step, check_teacher_start
+from labelmatch.run import (
+    check_experiment_package,
+    check_one_batch_per_step,
+    check_teacher_start,
+)
 from tests.conftest import CONF_DIR, compose_config, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -236,3 +240,22 @@ def test_unset_data_root_is_one_clear_error(tmp_path, cache_dir) -> None:
     assert result.returncode == 1, output
     assert "data.splits.root is not set" in output
     assert "Traceback" not in output
+
+
+def test_an_overlay_without_the_global_package_header_is_refused(tmp_path, cache_dir) -> None:
+    """conf/experiment/<name>.yaml without `# @package _global_`: Hydra nests its keys under
+    `experiment.`, where nothing reads them; the run trained without them (method.alpha stayed
+    0.2, rc 0). Now it stops at once, naming the header."""
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "no_header.yaml").write_text("method:\n  alpha: 0.3\n")
+    tiny = ["data.splits.num_labeled=16", "data.splits.num_unlabeled=48", "data.splits.num_val=16",
+            "trainer.max_steps=2", "trainer.val_check_interval=2", "method.burn_in_steps=1",
+            "method.act.subset=16", "data.num_workers=0"]  # fmt: skip
+    result = run_cli(
+        tmp_path / "run", cache_dir, "experiment=no_header",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *tiny,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "experiment.method" in result.stderr + result.stdout
+    assert "# @package _global_" in result.stderr + result.stdout
+    check_experiment_package(compose_config(["experiment=digits_shift"]))  # has the header
