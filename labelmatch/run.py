@@ -41,7 +41,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     """The `callbacks` group's entries (conf/callbacks/<method>.yaml), in their order, which is
     the order Lightning calls their hooks in (checkpoint callbacks last, in their order). An
     entry is left out when null or when its `_enabled_` is false (the progress bar with
-    trainer.enable_progress_bar=false, ACT with method.act.enabled=false); an entry with a
+    +trainer.enable_progress_bar=false, ACT with method.act.enabled=false); an entry with a
     `dirpath` writes into the run's checkpoints/."""
     callbacks: list[L.Callback] = []
     for entry in OmegaConf.to_container(cfg.callbacks, resolve=True).values():
