@@ -331,3 +331,20 @@ def test_r50_pools_as_mmdetection_roi_align(resnet50_weights):
     assert isinstance(pool, OneLevelShortcutRoIAlign)
     assert (pool.featmap_names, pool.output_size) == (["0", "1", "2", "3"], (7, 7))
     assert (pool.sampling_ratio, pool.aligned) == (0, True)
+
+
+def test_model_config_with_another_torchvision_backbone_builds_the_project_detector():
+    """conf/model/frcnn_mbv3_fpn.yaml: a MobileNetV3 FPN backbone, no weights, through
+    build_frcnn_with_backbone: C + 1 outputs, no resize, losses in training."""
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_config
+
+    torch.manual_seed(0)
+    model = instantiate(compose_config(["model=frcnn_mbv3_fpn"]).model, num_classes=10)
+    assert isinstance(model.transform, PreResizedTransform)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 11
+    model.train()
+    losses = model([torch.rand(3, 128, 128) for _ in range(2)], _targets(2, 10, 128, 128))
+    assert set(losses) == TORCHVISION_LOSSES
+    assert all(torch.isfinite(value) for value in losses.values())

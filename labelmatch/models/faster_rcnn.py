@@ -230,6 +230,19 @@ def build_frcnn_tiny(
     return _assemble_detector(backbone, num_classes, defaults, detector_kwargs)
 
 
+def build_frcnn_with_backbone(
+    num_classes: int, backbone: nn.Module, **detector_kwargs: Any
+) -> FasterRCNN:
+    """A Faster R-CNN around any ``backbone`` with ``out_channels`` (e.g. torchvision's
+    ``backbone_utils.mobilenet_backbone`` or ``resnet_fpn_backbone``, built by Hydra from a nested
+    ``_target_``), with the project's conventions: C + 1 outputs for ``num_classes`` foreground
+    classes, PreResizedTransform (no resize inside the model), the test-time defaults of
+    docs/method.md §1 and float32 box outputs. ``detector_kwargs``: any ``FasterRCNN`` keyword
+    (``rpn_anchor_generator`` must give one size tuple per feature map of the backbone)."""
+    _check_num_classes(num_classes)
+    return _assemble_detector(backbone, num_classes, dict(TEST_TIME_DEFAULTS), detector_kwargs)
+
+
 def _check_num_classes(num_classes: int) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes (foreground classes) must be an int >= 1: {num_classes!r}")
