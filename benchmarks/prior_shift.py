@@ -49,7 +49,7 @@ def estimate(checkpoint: Path, experiments: Sequence[str], num_images: int) -> s
         for labeled in (False, True):
             pool = datamodule.labeled_dataset if labeled else datamodule.unlabeled_dataset
             count = min(num_images, len(pool))
-            loader = datamodule.reference_dataloader(count, seed=0, labeled=labeled)
+            loader = datamodule.reference_dataloader(count, step=0, labeled=labeled)
             with torch.no_grad():
                 passes[labeled] = detections_on(None, module, loader, count)
         prior, truth = datamodule.labeled_class_prior, unlabeled_class_prior(datamodule)

@@ -534,7 +534,7 @@ def run_pseudo_statistics(
         reliable, uncertain = state["reliable_thresholds"], state["uncertain_thresholds"]
     prior = datamodule.labeled_class_prior
     # The whole unlabeled split, through the test transform, in the val batch format.
-    loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), seed=0)
+    loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), step=0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     stats = pseudo_label_statistics(
         detector.to(device), loader, reliable, uncertain, prior, datamodule.class_names

@@ -172,7 +172,7 @@ def loader_throughput(datamodule, steps: int, warmup: int) -> tuple[float, list,
 
 
 def set_act_thresholds(module: LabelMatchModule, datamodule, num_images: int) -> None:
-    loader = datamodule.reference_dataloader(num_images, seed=0)
+    loader = datamodule.reference_dataloader(num_images, step=0)
     labels, scores = concatenate(teacher_detections(module, loader))
     prior = datamodule.labeled_class_prior
     reliable, uncertain = act_thresholds(
@@ -618,7 +618,7 @@ def refresh_overhead(module: LabelMatchModule, datamodule, sgd_step, args) -> di
         nonlocal reference
         batch = next(reference, None)
         if batch is None:
-            reference = iter(datamodule.reference_dataloader(num_reference, seed=i))
+            reference = iter(datamodule.reference_dataloader(num_reference, step=i))
             batch = next(reference)
         return batch
 
@@ -663,7 +663,7 @@ def full_online_queue(module: LabelMatchModule, datamodule) -> tuple[ScoreQueue,
     act = module.method["act"]
     num_classes = datamodule.num_classes
     queue = ScoreQueue(act["queue_images"], num_classes, act["queue_top_k"])
-    loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), seed=1)
+    loader = datamodule.reference_dataloader(len(datamodule.unlabeled_dataset), step=1)
     rows = top_scores_per_image(teacher_detections(module, loader), num_classes, queue.top_k)
     while queue.num_images < queue.capacity:
         queue.push(rows)

@@ -188,7 +188,7 @@ class ACTRefresh(L.Callback):
         started = time.perf_counter()
         datamodule = trainer.datamodule
         num_images = min(self.subset, len(datamodule.unlabeled_dataset))
-        loader = datamodule.reference_dataloader(num_images, step=pl_module.global_step)
+        loader = datamodule.reference_dataloader(num_images, pl_module.global_step)
         loader = progress(loader, f"ACT refresh at step {pl_module.global_step}")
         detections = teacher_detections(pl_module, loader, with_class_scores=self.estimates)
         labels, scores = (gather_rows(trainer, t) for t in concatenate(detections))
@@ -260,9 +260,7 @@ class ACTRefresh(L.Callback):
         if self.estimator_calibrate:
             datamodule = trainer.datamodule
             count = min(self.subset, len(datamodule.labeled_dataset))
-            loader = datamodule.reference_dataloader(
-                count, step=pl_module.global_step, labeled=True
-            )
+            loader = datamodule.reference_dataloader(count, pl_module.global_step, labeled=True)
             loader = progress(loader, f"ACT calibration at step {pl_module.global_step}")
             labeled = detections_on(trainer, pl_module, loader, count)
         prior, iterations = estimated_class_prior(
