@@ -50,6 +50,7 @@ import functools
 import json
 import math
 import os
+import pickle
 import re
 import shlex
 import statistics
@@ -682,6 +683,9 @@ class Run:
     revision: str
     act_prior: dict[str, float] = field(default_factory=dict)  # prior comparisons only
     machine: str = "not recorded"  # where it trained (`training_machine`)
+    stream_seeding: int | None = (
+        None  # the record's, else `revision_stream_seeding`; None: unplaced
+    )
 
     @property
     def evaluated(self) -> str:
@@ -741,6 +745,7 @@ def make_record(
     return {
         "trained_in": str(run_dir),
         "revision": recorded_revision(run_dir),
+        "stream_seeding": checkpoint_stream_seeding(run_dir),
         "machine": recorded_machine(run_dir),
         "overrides": [portable(override) for override in recorded],
         "config": plain,
@@ -780,6 +785,7 @@ def run_of(row: Row, seed: int, path: Path, record: dict[str, Any]) -> Run:
         record["revision"],
         record["act_prior"],
         record.get("machine", "not recorded"),
+        record.get("stream_seeding") or revision_stream_seeding(record["revision"]),
     )
 
 
@@ -929,34 +935,56 @@ TARGET_ROWS = {
 # Until this commit the training streams were seeded by sums (`seed + pass`): neighbouring
 # seeds drew the same image order shifted by one pass, and every seed the same ACT reference
 # subsets (labelmatch/data/samplers.py, stream_seed). Rows trained on either side of it are not
-# comparable seed for seed, so no target is judged across it.
+# comparable seed for seed, so no target is judged across it. Records since 2026-12-05 hold the
+# seeding their checkpoint names (`checkpoint_stream_seeding`); older ones are placed by git.
 STREAM_SEEDING_CHANGE = "482a8dc"
 
 
+def checkpoint_stream_seeding(run_dir: Path) -> int | None:
+    """The stream seeding RUN/checkpoints/last.ckpt was trained with (the data module's state;
+    1 for a checkpoint from before it was saved); None without a readable checkpoint (the
+    record is then placed by its revision)."""
+    path = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError):
+        return None
+    return checkpoint.get("DetectionDataModule", {}).get("stream_seeding", 1)
+
+
 @functools.cache
-def stream_seeding(revision: str) -> int | None:
-    """1 for code before STREAM_SEEDING_CHANGE, 2 from it on; None where this checkout's git
-    does not know the revision (a record from elsewhere, a copy without history)."""
+def revision_stream_seeding(revision: str) -> int | None:
+    """1 for code before STREAM_SEEDING_CHANGE, 2 from it on; "not recorded" (harness versions
+    before revisions were stamped) is 1; None where this checkout's git cannot place the
+    revision (a shallow clone, a copy without history, a commit from elsewhere, no git)."""
+    if revision == "not recorded":
+        return 1
     commit = revision.removesuffix("-dirty")
-    ancestry = subprocess.run(
-        ["git", "-C", str(REPO), "merge-base", "--is-ancestor", STREAM_SEEDING_CHANGE, commit],
-        capture_output=True,
-    )
+    try:
+        ancestry = subprocess.run(
+            ["git", "-C", str(REPO), "merge-base", "--is-ancestor", STREAM_SEEDING_CHANGE, commit],
+            capture_output=True,
+        )
+    except OSError:
+        return None
     return {0: 2, 1: 1}.get(ancestry.returncode)
 
 
-def mixed_seedings(runs: Iterable[Run]) -> str | None:
-    """The revisions of each stream seeding where `runs` were trained under both, else None."""
-    by_seeding: dict[int, set[str]] = {}
+def seeding_problem(runs: Iterable[Run]) -> str | None:
+    """Why `runs` cannot be compared seed for seed, or None: they were trained under both stream
+    seedings, or some can be placed and others cannot."""
+    by_seeding: dict[int | None, set[str]] = {}
     for run in runs:
-        seeding = stream_seeding(run.revision)
-        if seeding is not None:
-            by_seeding.setdefault(seeding, set()).add(run.revision)
+        by_seeding.setdefault(run.stream_seeding, set()).add(run.revision)
     if len(by_seeding) < 2:
         return None
-    return "; ".join(
-        f"seeding {seeding}: {', '.join(sorted(revisions))}"
-        for seeding, revisions in sorted(by_seeding.items())
+    sides = "; ".join(
+        f"seeding {'unknown' if seeding is None else seeding}: {', '.join(sorted(revisions))}"
+        for seeding, revisions in sorted(by_seeding.items(), key=lambda item: item[0] or 0)
+    )
+    return (
+        f"the rows were trained before and after {STREAM_SEEDING_CHANGE}, which seeds the training "
+        f"streams anew, or cannot all be placed ({sides}); train them all on one side"
     )
 
 
@@ -970,12 +998,9 @@ def check_targets(comparison: str, runs: Sequence[Run]) -> list[str]:
     missing = [label for label in labels if not any(run.row.label == label for run in runs)]
     if missing:
         return [f"- Targets not checked: no run of {', '.join(missing)}."]
-    mixed = mixed_seedings(r for r in runs if r.row.label in labels)
-    if mixed:
-        return [
-            f"- Targets not checked: the rows were trained before and after {STREAM_SEEDING_CHANGE}"
-            f", which seeds the training streams anew ({mixed}); train them all on one side."
-        ]
+    problem = seeding_problem(r for r in runs if r.row.label in labels)
+    if problem:
+        return [f"- Targets not checked: {problem}."]
     mAP = {
         label: [100 * r.metrics["map"] for r in runs if r.row.label == label] for label in labels
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import quality
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -162,27 +163,52 @@ def test_prior_targets_gap_closed_under_shift_and_cost_without() -> None:
     assert "No target" in quality.check_targets("prior_min_score", prior_runs(50.0, 49.0, 51.0))[0]
 
 
-def test_no_target_is_judged_across_the_stream_seeding_change() -> None:
+def test_no_target_is_judged_across_the_stream_seeding_change(tmp_path: Path) -> None:
     """Rows trained before 482a8dc drew correlated streams across seeds; a comparison whose
-    judged rows straddle it is not checked. The fixed row is not judged, so it may differ."""
+    judged rows straddle it, or that cannot place some of them, is not checked. The fixed row is
+    not judged, so it may differ. Records since then carry the seeding their checkpoint names."""
     before, after = "4df807d", quality.STREAM_SEEDING_CHANGE
-    if quality.stream_seeding(after) is None:
-        pytest.skip("this checkout has no git history to place the revisions in")
-    assert quality.stream_seeding(before) == 1 and quality.stream_seeding(before + "-dirty") == 1
-    assert quality.stream_seeding(after) == 2 and quality.stream_seeding("abc") is None
+    assert quality.revision_stream_seeding("not recorded") == 1
+    assert quality.revision_stream_seeding("abc") is None  # git cannot place it
 
-    def trained_at(runs, revision_of):
-        return [dataclasses.replace(r, revision=revision_of(r)) for r in runs]
+    def trained(runs, seeding_of):
+        return [dataclasses.replace(r, stream_seeding=seeding_of(r)) for r in runs]
 
     runs = prior_runs(50.0, 53.0, 56.0)
-    mixed = trained_at(runs, lambda r: after if r.row.label == "oracle prior" else before)
-    lines = quality.check_targets("prior_shift", mixed)
-    assert lines[0].startswith("- Targets not checked: the rows were trained before and after")
-    assert f"seeding 1: {before}; seeding 2: {after}" in lines[0]
-    fixed_apart = trained_at(runs, lambda r: before if r.row.label == "fixed 0.7" else after)
+    mixed = trained(runs, lambda r: 2 if r.row.label == "oracle prior" else 1)
+    [line] = quality.check_targets("prior_shift", mixed)
+    assert line.startswith("- Targets not checked: the rows were trained before and after")
+    assert "seeding 1: abc; seeding 2: abc" in line
+    fixed_apart = trained(runs, lambda r: 1 if r.row.label == "fixed 0.7" else 2)
     assert "**PASS**" in quality.check_targets("prior_shift", fixed_apart)[0]
-    unknown = trained_at(runs, lambda r: "abc" if r.row.label == "oracle prior" else before)
-    assert "**PASS**" in quality.check_targets("prior_shift", unknown)[0]
+    unplaced = trained(runs, lambda r: None if r.row.label == "oracle prior" else 1)
+    assert "seeding unknown: abc" in quality.check_targets("prior_shift", unplaced)[0]
+    assert "**PASS**" in quality.check_targets("prior_shift", runs)[0]  # none placed: one side
+
+    # What a record says: its checkpoint's data module state, 1 before that state held it.
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    assert quality.checkpoint_stream_seeding(run_dir) is None
+    for state, seeding in [({"stream_seeding": 2}, 2), ({}, 1), (None, 1)]:
+        checkpoint = {} if state is None else {"DetectionDataModule": state}
+        torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
+        assert quality.checkpoint_stream_seeding(run_dir) == seeding
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")  # unreadable: placed by revision
+    assert quality.checkpoint_stream_seeding(run_dir) is None
+
+    # Records before the field: placed by git where this checkout has the history.
+    if quality.revision_stream_seeding(after) is None:
+        pytest.skip("this checkout has no git history to place the revisions in")
+    assert quality.revision_stream_seeding(before) == 1
+    assert quality.revision_stream_seeding(before + "-dirty") == 1
+    assert quality.revision_stream_seeding(after) == 2
+    record = {"results": {}, "pseudo": {}, "labeled_counts": {}, "act_prior": {}}
+    assert (
+        quality.run_of(runs[0].row, 0, Path("r"), {**record, "revision": before}).stream_seeding
+        == 1
+    )
+    with_field = {**record, "revision": before, "stream_seeding": 2}
+    assert quality.run_of(runs[0].row, 0, Path("r"), with_field).stream_seeding == 2
 
 
 def test_act_prior_measures_read_the_last_refresh_against_the_unlabeled_truth(
