@@ -441,9 +441,34 @@ def test_a_checkpoint_of_the_old_stream_seeding_resumes_with_a_warning(data, cap
     old = {"stream_positions": {"labeled": 40, "unlabeled": 60}, "evaluation_view": {}}
     with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
         data.load_state_dict(old)
-    assert "stream seeding 1" in caplog.text and "not an exact resume" in caplog.text
+    assert "stream seeding 1, this code draws with seeding 2" in caplog.text
+    assert "not an exact resume" in caplog.text
     assert data._saved_positions == {"labeled": 40, "unlabeled": 60}
     data.load_state_dict(state)
+
+
+def test_a_checkpoint_without_data_state_resumes_with_a_warning(digits_root, caplog):
+    """Checkpoints before 2026-12-04 hold no data state, so Lightning never calls
+    load_state_dict: the loaders of a resumed run (ckpt_path set, steps done) say so once."""
+
+    def loaders(ckpt_path, step, state=None):
+        module = _module(DigitsSplits(digits_root, **SMALL))
+        module.setup("fit")
+        module.trainer = SimpleNamespace(
+            global_step=step, accumulate_grad_batches=1, ckpt_path=ckpt_path
+        )
+        if state is not None:
+            module.load_state_dict(state)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="labelmatch.data"):
+            module.train_dataloader()
+        return [r.getMessage() for r in caplog.records if "exact resume" in r.getMessage()]
+
+    [warning] = loaders("last.ckpt", 10)
+    assert warning.startswith("The checkpoint holds no data stream state")
+    assert loaders(None, 0) == [] and loaders("last.ckpt", 0) == []  # fresh runs
+    saved = {"stream_positions": {"labeled": 40, "unlabeled": 60}, "stream_seeding": 2}
+    assert loaders("last.ckpt", 10, saved) == []
 
 
 def test_missing_or_empty_unlabeled_split_is_an_error(data, tmp_path):

@@ -41,7 +41,13 @@ from labelmatch.data.categories import CategoryMap
 from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
 from labelmatch.data.coco import CocoDetection, CocoSplits, load_coco_json, report_table
 from labelmatch.data.errors import DataError
-from labelmatch.data.samplers import InfiniteSampler, SeededDraws, Stream, stream_seed
+from labelmatch.data.samplers import (
+    STREAM_SEEDING,
+    InfiniteSampler,
+    SeededDraws,
+    Stream,
+    stream_seed,
+)
 from labelmatch.data.scales import resolve_scales
 from labelmatch.data.shared_images import warn_of_shared_images
 from labelmatch.data.transforms import (
@@ -56,10 +62,6 @@ from labelmatch.data.transforms import (
 from labelmatch.distributed import distributed_rank_and_world_size
 
 logger = logging.getLogger(__name__)
-
-# How the training streams are seeded (samplers.stream_seed), saved in checkpoints: 1 until
-# 2026-12-05 (seed + pass sums, correlated across seeds), 2 since (SeedSequence branches).
-STREAM_SEEDING = 2
 
 
 def available_cpus() -> int:
@@ -106,6 +108,15 @@ def ignore_stop_signals(worker_id: int) -> None:
     the main process first. The workers end when the main process ends its loaders (or exits)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@rank_zero_only
+def _not_an_exact_resume(why: str) -> None:
+    logger.warning(
+        "%s: the resumed run draws other images and augmentations from here than the original "
+        "would have: it is not an exact resume.",
+        why[0].upper() + why[1:],
+    )
 
 
 def _same_categories(reference: dict, reference_file: Any, other: dict, other_file: Any) -> None:
@@ -219,6 +230,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         # The training streams' (global start, step there, draws a step); saved positions.
         self._stream_starts: dict[str, tuple[int, int, int]] = {}
         self._saved_positions: dict[str, int] = {}
+        self._state_loaded = False  # load_state_dict ran (a resumed run)
         self.splits: CocoSplits | None = None
         self.category_map: CategoryMap | None = None
         self.labeled_dataset: CocoDetection | None = None
@@ -400,15 +412,12 @@ class DetectionDataModule(lightning.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved_positions = dict(state_dict.get("stream_positions", {}))
+        self._state_loaded = True
         seeding = state_dict.get("stream_seeding", 1)
-        if seeding != STREAM_SEEDING and rank_zero_only.rank == 0:
-            logger.warning(
-                "The checkpoint's run drew its images and augmentations with stream seeding %s "
-                "(before 2026-12-05, seed + pass sums); this code draws with seeding %s. The "
-                "resumed run goes on from the same position with other images and augmentations "
-                "than the original would have drawn: it is not an exact resume.",
-                seeding,
-                STREAM_SEEDING,
+        if seeding != STREAM_SEEDING:
+            _not_an_exact_resume(
+                f"the checkpoint's run drew its data streams with stream seeding {seeding}, this "
+                f"code draws with seeding {STREAM_SEEDING} (samplers.STREAM_SEEDING)"
             )
 
     def _infinite_sampler(
@@ -419,6 +428,14 @@ class DetectionDataModule(lightning.LightningDataModule):
         # Without a saved position (a fresh run, a checkpoint before 2026-12-04): as many
         # processes as now drew batch_size per loader batch since step 0.
         start = self._saved_positions.get(name, consumed * batch_size * world_size)
+        resumed = getattr(self.trainer, "ckpt_path", None) is not None and consumed > 0
+        if resumed and not self._state_loaded:
+            self._state_loaded = True  # one warning, not one per stream
+            _not_an_exact_resume(
+                "the checkpoint holds no data stream state (one written before 2026-12-04): the "
+                "streams go on from the step count, as drawn by as many processes as now, with "
+                f"this code's stream seeding {STREAM_SEEDING} (1 before 2026-12-05)"
+            )
         step = self.trainer.global_step if self.trainer is not None else 0
         batches_per_step = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         self._stream_starts[name] = (start, step, batches_per_step * batch_size * world_size)

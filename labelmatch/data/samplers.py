@@ -17,6 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+# How the streams are seeded, saved in checkpoints (the data module's state): 1 until 2026-12-05
+# (pass p's order seeded `seed + p`, the unlabeled stream `seed + 1`, the reference subsets by
+# the step alone: correlated across seeds), 2 since (`stream_seed`'s SeedSequence branches).
+STREAM_SEEDING = 2
+
 
 class Stream(IntEnum):
     """The random streams of a run, each its own branch of the run's seed (`stream_seed`)."""
