@@ -48,17 +48,16 @@ from labelmatch.progress import progress
 
 log = logging.getLogger("labelmatch")
 
+
 # conf/predict.yaml's hydra.run.dir: out= when given, else a log folder. `oc.select` falls back
 # on a missing key but not on out=null, on which Hydra failed before predict could say more.
-OmegaConf.register_new_resolver(
-    "given_or",
-    lambda key, default, *, _root_: _or(OmegaConf.select(_root_, key, default=None), default),
-    replace=True,
-)
-
-
-def _or(value: Any, default: Any) -> Any:
+def _given_or(key: str, default: Any, *, _root_: DictConfig) -> Any:
+    """The config's `key` when set (neither missing nor null), else `default`."""
+    value = OmegaConf.select(_root_, key, default=None)
     return default if value is None else value
+
+
+OmegaConf.register_new_resolver("given_or", _given_or, replace=True)
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -344,6 +344,9 @@ def test_model_config_with_another_torchvision_backbone_builds_the_project_detec
     model = instantiate(compose_config(["model=frcnn_mbv3_fpn"]).model, num_classes=10)
     assert isinstance(model.transform, PreResizedTransform)
     assert model.roi_heads.box_predictor.cls_score.out_features == 11
+    # GroupNorm, no running statistics for the eval-mode teacher to read (group_norm)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.backbone.body.modules())
     model.train()
     losses = model([torch.rand(3, 128, 128) for _ in range(2)], _targets(2, 10, 128, 128))
     assert set(losses) == TORCHVISION_LOSSES

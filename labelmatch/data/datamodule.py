@@ -440,7 +440,13 @@ class DetectionDataModule(lightning.LightningDataModule):
         batches_per_step = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         self._stream_starts[name] = (start, step, batches_per_step * batch_size * world_size)
         return InfiniteSampler(
-            len(dataset), True, self.seed, stream, rank=rank, world_size=world_size, start=start
+            len(dataset),
+            shuffle=True,
+            seed=self.seed,
+            stream=stream,
+            rank=rank,
+            world_size=world_size,
+            start=start,
         )
 
     def train_dataloader(self) -> dict[str, DataLoader]:

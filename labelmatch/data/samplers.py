@@ -55,9 +55,9 @@ class InfiniteSampler(Sampler[Draw]):
     """Endless stream of `Draw`s; each rank takes a disjoint strided share.
 
     The global stream is pass 0's order, then pass 1's, ...; pass p's order is a permutation
-    drawn from a generator seeded with `stream_seed(seed, stream, ORDER, p)` (or 0..n-1 when
+    drawn from a generator seeded with `stream_seed(seed, stream, _ORDER, p)` (or 0..n-1 when
     `shuffle=False`). Global position g draws image `order_p[g mod n]` (p = g div n) with
-    augmentation seed `stream_seed(seed, stream, AUGMENTATION, g)`. Rank r yields the global
+    augmentation seed `stream_seed(seed, stream, _AUGMENTATION, g)`. Rank r yields the global
     positions r, r + W, r + 2W, ... (W the world size), so ranks never repeat each other and
     every rank gets indices even when the dataset is smaller than W. `start` is where the
     stream resumes: the draws all ranks together have taken (a global position; the rank then

@@ -16,7 +16,7 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -73,24 +73,42 @@ def copied_files(
     digest: Digest | None = None,
 ) -> list[tuple[str, str]]:
     """(file, other) for each of `files` with a byte-identical file among `others` under
-    another path (the first found), in the order of `files`. Unreadable files are skipped
-    (the datasets report them). `size_of` and `digest` memoise across calls (`_file_sizes`,
+    another path (the first in `others`' order), in the order of `files`. Unreadable files are
+    skipped (the datasets report them). A join on size, then the head's digest, then the whole
+    file's, each index built once: a file is read only where another has its size (its head)
+    and its head too (the whole). `size_of` and `digest` memoise across calls (`_file_sizes`,
     `_digests`)."""
     size_of, digest = size_of or _file_sizes(), digest or _digests()
-    by_size: dict[int, list[str]] = defaultdict(list)
-    for other in dict.fromkeys(others):
-        size = size_of(other)
-        if size is not None:
-            by_size[size].append(other)
+    by_size = _grouped(dict.fromkeys(others), size_of)
+    by_head: dict[int, dict] = {}  # size -> head digest -> others, built when first needed
+    by_whole: dict[tuple, dict] = {}  # (size, head digest) -> file digest -> others
     copies = []
     for path in dict.fromkeys(files):
-        candidates = [c for c in by_size.get(size_of(path), ()) if c != path]
-        for other in candidates:
-            if digest(path, _HEAD) is not None and digest(path, _HEAD) == digest(other, _HEAD):
-                if digest(path, None) == digest(other, None):
-                    copies.append((path, other))
-                    break
+        size = size_of(path)
+        if size not in by_size:
+            continue
+        if size not in by_head:
+            by_head[size] = _grouped(by_size[size], lambda other: digest(other, _HEAD))
+        head = digest(path, _HEAD)
+        if head not in by_head[size]:
+            continue
+        if (size, head) not in by_whole:
+            by_whole[size, head] = _grouped(by_head[size][head], lambda o: digest(o, None))
+        same = by_whole[size, head].get(digest(path, None), [])
+        match = next((other for other in same if other != path), None)
+        if match is not None:
+            copies.append((path, match))
     return copies
+
+
+def _grouped(paths: Iterable[str], key_of: Callable[[str], Any]) -> dict[Any, list[str]]:
+    """`paths` grouped by `key_of`, in order; those whose key is None (unreadable) left out."""
+    groups: dict[Any, list[str]] = defaultdict(list)
+    for path in paths:
+        key = key_of(path)
+        if key is not None:
+            groups[key].append(path)
+    return groups
 
 
 def _file_sizes() -> SizeOf:

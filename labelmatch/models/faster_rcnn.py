@@ -1,12 +1,14 @@
 """Faster R-CNN + FPN detectors built on torchvision, never downloading anything.
 
-Two builders, both returning a torchvision ``FasterRCNN`` whose ``transform`` is
+Three builders, each returning a torchvision ``FasterRCNN`` whose ``transform`` is
 :class:`PreResizedTransform` (no resize inside the model; see ``transform.py``):
 
 * :func:`build_frcnn_r50_fpn`: the paper's detector (ResNet-50 FPN, MMDetection 2.10
   ``faster_rcnn_r50_fpn`` defaults), ImageNet backbone weights read from a local file.
 * :func:`build_frcnn_tiny`: a narrow ResNet-style FPN detector trained from scratch, sized for the
   embedded digits data (128x128 canvases, objects 16-40 px) on a 2-core CPU.
+* :func:`build_frcnn_with_backbone`: any backbone with ``out_channels`` (a torchvision one built by
+  Hydra, e.g. ``conf/model/frcnn_mbv3_fpn.yaml``) under the same conventions.
 
 ``num_classes`` is always the number of foreground classes C; the predictor gets C + 1 outputs
 (index 0 is background, torchvision's convention).
@@ -248,7 +250,9 @@ def _check_num_classes(num_classes: int) -> None:
         raise ValueError(f"num_classes (foreground classes) must be an int >= 1: {num_classes!r}")
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm of min(8, channels) groups: the norm layer of a from-scratch backbone here
+    (also a torchvision backbone's ``norm_layer``, as in conf/model/frcnn_mbv3_fpn.yaml)."""
     # GroupNorm, not BatchNorm, for a from-scratch detector inside a mean teacher:
     # * the teacher runs in eval mode, so with BatchNorm it would normalise with running
     #   statistics accumulated by the *student* on a mix of labeled and strongly augmented
@@ -273,7 +277,7 @@ class TinyResNetFPN(nn.Module):
         layers: OrderedDict[str, nn.Module] = OrderedDict(
             stem=nn.Sequential(
                 nn.Conv2d(3, width, kernel_size=3, stride=2, padding=1, bias=False),
-                _group_norm(width),
+                group_norm(width),
                 nn.ReLU(inplace=True),
             )
         )
@@ -299,12 +303,11 @@ def _resnet_stage(in_channels: int, out_channels: int, num_blocks: int) -> nn.Se
     """``num_blocks`` BasicBlocks; the first halves the resolution (stride 2)."""
     downsample = nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=2, bias=False),
-        _group_norm(out_channels),
+        group_norm(out_channels),
     )
-    blocks = [BasicBlock(in_channels, out_channels, 2, downsample, norm_layer=_group_norm)]
+    blocks = [BasicBlock(in_channels, out_channels, 2, downsample, norm_layer=group_norm)]
     blocks += [
-        BasicBlock(out_channels, out_channels, norm_layer=_group_norm)
-        for _ in range(num_blocks - 1)
+        BasicBlock(out_channels, out_channels, norm_layer=group_norm) for _ in range(num_blocks - 1)
     ]
     return nn.Sequential(*blocks)
 
