@@ -128,15 +128,30 @@ def load_module(
     return module.eval(), checkpoint
 
 
+# Keys of pretrained weights: the project's builders' (a file) and torchvision's (an enum name,
+# downloaded): `weights`, `weights_backbone`, and a nested backbone's `weights`.
+PRETRAINED_KEYS = ("backbone_weights", "weights", "weights_backbone")
+
+
 def build_detector(model_config: dict[str, Any], num_classes: int) -> FasterRCNN:
     """The detector of a `model` config (its `_target_` builder), for weights loaded afterwards:
-    no backbone weights are read, whatever file the config names."""
-    model_config = dict(model_config)
-    if "backbone_weights" in model_config:
-        model_config["backbone_weights"] = None  # the checkpoint holds every weight
+    no pretrained weights are read or downloaded, whatever the config names, at any depth."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*backbone_weights=None")
-        return instantiate(model_config, num_classes=num_classes)
+        return instantiate(without_pretrained_weights(model_config), num_classes=num_classes)
+
+
+def without_pretrained_weights(config: Any) -> Any:
+    """`config` (nested dicts and lists) with every PRETRAINED_KEYS entry None: the checkpoint
+    holds every weight."""
+    if isinstance(config, dict):
+        return {
+            key: None if key in PRETRAINED_KEYS else without_pretrained_weights(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [without_pretrained_weights(value) for value in config]
+    return config
 
 
 def pick_detector(module: LabelMatchModule, model: str) -> FasterRCNN:

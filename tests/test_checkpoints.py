@@ -6,6 +6,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from labelmatch.callbacks.best_checkpoint import BestCheckpoint
 from labelmatch.callbacks.random_states import capture_random_states, restore_random_states
@@ -186,3 +187,23 @@ def test_last_ckpt_written_at_a_validation_step_knows_that_validations_best(tmp_
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     (best_state,) = [v for k, v in saved["callbacks"].items() if k.startswith("BestCheckpoint")]
     assert saved["global_step"] == 2 and best_state["best_step"] == 2
+
+
+def test_a_detector_rebuilt_for_its_checkpoint_reads_no_pretrained_weights():
+    """evaluate, predict and export rebuild the detector and load the checkpoint's weights: any
+    pretrained-weights key, at any depth (torchvision's `weights` of a nested backbone), is None,
+    so nothing is read or downloaded (this machine has no network: a download would fail)."""
+    from labelmatch.checkpoints import build_detector, without_pretrained_weights
+    from tests.conftest import compose_config
+
+    config = {"backbone_weights": "/nowhere.pth", "backbone": {"weights": "IMAGENET1K_V1",
+              "layers": [{"weights_backbone": "x", "depth": 2}]}, "width": 8}  # fmt: skip
+    assert without_pretrained_weights(config) == {
+        "backbone_weights": None,
+        "backbone": {"weights": None, "layers": [{"weights_backbone": None, "depth": 2}]},
+        "width": 8,
+    }
+    model = OmegaConf.to_container(compose_config(["model=frcnn_mbv3_fpn"]).model, resolve=True)
+    model["backbone"]["weights"] = "IMAGENET1K_V1"  # a run that started from ImageNet
+    detector = build_detector(model, num_classes=3)
+    assert detector.roi_heads.box_predictor.cls_score.out_features == 4
