@@ -273,7 +273,9 @@ def test_predict_batches_only_images_of_one_view_size(smoke_run, tmp_path) -> No
             batched["image_id"],
             batched["category_id"],
         )
-        assert alone["bbox"] == pytest.approx(batched["bbox"], abs=1e-3)
+        # detections.json rounds boxes to 0.01 px: coordinates equal up to float rounding can
+        # fall on either side of a rounding boundary and be written one step apart.
+        assert alone["bbox"] == pytest.approx(batched["bbox"], abs=0.01 + 1e-6)
         assert alone["score"] == pytest.approx(batched["score"], abs=1e-5)
 
 
