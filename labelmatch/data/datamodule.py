@@ -421,21 +421,13 @@ class DetectionDataModule(lightning.LightningDataModule):
             )
 
     def _infinite_sampler(
-        self, name: str, stream: Stream, dataset: CocoDetection, batch_size: int
+        self, stream: Stream, dataset: CocoDetection, batch_size: int
     ) -> InfiniteSampler:
         rank, world_size = distributed_rank_and_world_size()
-        consumed = self._consumed_batches()
+        name = stream.name.lower()  # "labeled", "unlabeled": the checkpoint's keys
         # Without a saved position (a fresh run, a checkpoint before 2026-12-04): as many
         # processes as now drew batch_size per loader batch since step 0.
-        start = self._saved_positions.get(name, consumed * batch_size * world_size)
-        resumed = getattr(self.trainer, "ckpt_path", None) is not None and consumed > 0
-        if resumed and not self._state_loaded:
-            self._state_loaded = True  # one warning, not one per stream
-            _not_an_exact_resume(
-                "the checkpoint holds no data stream state (one written before 2026-12-04): the "
-                "streams go on from the step count, as drawn by as many processes as now, with "
-                f"this code's stream seeding {STREAM_SEEDING} (1 before 2026-12-05)"
-            )
+        start = self._saved_positions.get(name, self._consumed_batches() * batch_size * world_size)
         step = self.trainer.global_step if self.trainer is not None else 0
         batches_per_step = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         self._stream_starts[name] = (start, step, batches_per_step * batch_size * world_size)
@@ -453,12 +445,19 @@ class DetectionDataModule(lightning.LightningDataModule):
         """{"labeled": ..., "unlabeled": ...} endless loaders ("unlabeled" only with unlabeled
         data); Lightning combines the dict into a CombinedLoader."""
         self._require_setup()
+        resumed = getattr(self.trainer, "ckpt_path", None) is not None
+        if resumed and self._consumed_batches() > 0 and not self._state_loaded:
+            _not_an_exact_resume(
+                "the checkpoint holds no data stream state (one written before 2026-12-04): the "
+                "streams go on from the step count, as drawn by as many processes as now, with "
+                f"this code's stream seeding {STREAM_SEEDING} (1 before 2026-12-05)"
+            )
         loaders = {
             "labeled": self._loader(
                 SeededDraws(self.labeled_dataset),
                 self.labeled_batch_size,
                 self._infinite_sampler(
-                    "labeled", Stream.LABELED, self.labeled_dataset, self.labeled_batch_size
+                    Stream.LABELED, self.labeled_dataset, self.labeled_batch_size
                 ),
                 collate_labeled,
                 role=0,
@@ -469,7 +468,7 @@ class DetectionDataModule(lightning.LightningDataModule):
                 SeededDraws(self.unlabeled_dataset),
                 self.unlabeled_batch_size,
                 self._infinite_sampler(
-                    "unlabeled", Stream.UNLABELED, self.unlabeled_dataset, self.unlabeled_batch_size
+                    Stream.UNLABELED, self.unlabeled_dataset, self.unlabeled_batch_size
                 ),
                 collate_unlabeled,
                 role=1,
