@@ -2,13 +2,18 @@
 
     python benchmarks/quality.py [--experiment digits] [--comparison methods] [--seeds 0 1]
                                  [--entries NAME ...] [--out docs/benchmarks.md]
-                                 [--runs-dir DIR] [--reuse | --no-train] [hydra overrides]
+                                 [--runs-dir DIR] [--reuse | --no-train] [--jobs N]
+                                 [hydra overrides]
 
 A comparison (`COMPARISONS`) is a list of rows, each a label and a named run (`RUNS`: the
 `method=` config plus overrides). Each (run, seed) trains with `python -m labelmatch.run
 experiment=E seed=S hydra.run.dir=RUNS_DIR/NAME-sS [run overrides] [overrides]` unless `--reuse`
 finds its results.json; runs are shared between comparisons (the LabelMatch run without RPLM
-is the reference of four ablations), so each is trained once.
+is the reference of four ablations), so each is trained once. One at a time by default, its
+progress echoed; `--jobs N` trains up to N side by side first (each seed's baseline before the
+rows that start from it; their output only in their train.log), then reads them in order as
+finished runs. A run's numbers depend on its thread count, so `--jobs` asks for
+OMP_NUM_THREADS to be set (machine.txt records it).
 
 Two stages (docs/method.md §1) when the experiment has a supervised baseline experiment
 (`baseline_experiment`: `E_baseline` for glyphs_1pct|5pct|10pct and the COCO and VOC recipes;
@@ -329,10 +334,9 @@ def training_env() -> dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
 
 
-def train(seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> None:
-    """`python -m labelmatch.run` in a subprocess, its output to RUN/train.log, progress echoed;
-    RUN/revision.txt records the code it ran, RUN/machine.txt the machine."""
-    command = [
+def training_command(seed: int, run_dir: Path, overrides: Sequence[str]) -> list[str]:
+    """The `python -m labelmatch.run` command of one run."""
+    return [
         sys.executable,
         "-m",
         "labelmatch.run",
@@ -340,17 +344,46 @@ def train(seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> Non
         f"seed={seed}",
         f"hydra.run.dir={run_dir}",
     ]
+
+
+def start_training(
+    seed: int, run_dir: Path, overrides: Sequence[str], label: str, echo: bool
+) -> subprocess.Popen:
+    """The run's training subprocess, started; RUN/revision.txt records the code it runs,
+    RUN/machine.txt the machine. Its output goes to RUN/train.log, or to a pipe that `echo`
+    leaves to the caller (`train`)."""
     run_dir.mkdir(parents=True)
     (run_dir / "revision.txt").write_text(code_revision(REPO) + "\n")
     (run_dir / "machine.txt").write_text(training_machine() + "\n")
+    print(f"{label} training -> {run_dir} (log: train.log)", flush=True)
+    command = training_command(seed, run_dir, overrides)
+    if echo:
+        output = subprocess.PIPE
+    else:
+        output = open(run_dir / "train.log", "w")  # the child holds it; closed below
+    try:
+        return subprocess.Popen(
+            command, env=training_env(), stdout=output, stderr=subprocess.STDOUT, text=True
+        )
+    finally:
+        if not echo:
+            output.close()
+
+
+def training_failed(run_dir: Path, returncode: int, label: str) -> str:
+    """The message a failed training stops the harness with: its log's last lines."""
     log_path = run_dir / "train.log"
-    print(f"{label} training -> {run_dir} (log: {log_path.name})", flush=True)
+    tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+    return f"{tail}\n{label} training failed (exit {returncode}), see {log_path}"
+
+
+def train(seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> None:
+    """One run trained in a subprocess (`start_training`), its output written to RUN/train.log
+    and the project's log lines echoed as progress."""
     started = time.monotonic()
     with (
-        open(log_path, "w") as log,
-        subprocess.Popen(
-            command, env=training_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as process,
+        start_training(seed, run_dir, overrides, label, echo=True) as process,
+        open(run_dir / "train.log", "w") as log,
     ):
         for line in process.stdout:
             log.write(line)
@@ -358,9 +391,70 @@ def train(seed: int, run_dir: Path, overrides: Sequence[str], label: str) -> Non
             if progress:
                 print(f"    {progress.group(2)}", flush=True)
     if process.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-        sys.exit(f"{tail}\n{label} training failed (exit {process.returncode}), see {log_path}")
+        sys.exit(training_failed(run_dir, process.returncode, label))
     print(f"{label} trained in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+
+
+# How often `train_side_by_side` looks at its subprocesses.
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Training:
+    """A run to train by `train_side_by_side`."""
+
+    seed: int
+    run_dir: Path
+    overrides: tuple[str, ...]
+    label: str
+    after: Path | None = None  # a run folder whose training must finish first (the baseline)
+    # Once it has trained: why the runs `after` it must not start from it, or None.
+    check: Callable[[], str | None] | None = None
+
+
+def train_side_by_side(trainings: Sequence[Training], jobs: int) -> None:
+    """Train `trainings` as subprocesses, at most `jobs` at a time, each started in list order
+    as soon as a slot is free and its `after` folder holds a finished run; their output goes to
+    their train.log, not echoed. A failed training, or one its `check` refuses, stops the
+    harness once the others running have finished (stopped mid-run, their folders would block
+    the next call); the rest are not started."""
+    planned = {training.run_dir for training in trainings}
+    for training in trainings:
+        if training.after and training.after not in planned and not finished(training.after):
+            sys.exit(f"{training.label} needs {training.after}, which is not finished")
+    pending, running = list(trainings), {}
+    failure: str | None = None
+    while running or (pending and failure is None):
+        for training in list(pending):
+            if failure is not None or len(running) == jobs:
+                break
+            if training.after is not None and not finished(training.after):
+                continue
+            pending.remove(training)
+            process = start_training(
+                training.seed, training.run_dir, training.overrides, training.label, echo=False
+            )
+            running[process] = (training, time.monotonic())
+        if not running and failure is None:  # what is left waits for a folder nothing trains
+            waiting = ", ".join(sorted({str(training.after) for training in pending}))
+            sys.exit(f"{len(pending)} trainings wait for {waiting}, which did not finish")
+        time.sleep(POLL_SECONDS)
+        for process, (training, started) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[process]
+            if process.returncode != 0:
+                problem = training_failed(training.run_dir, process.returncode, training.label)
+            else:
+                minutes = (time.monotonic() - started) / 60
+                print(f"{training.label} trained in {minutes:.1f} min", flush=True)
+                problem = training.check() if training.check else None
+            if problem and failure is None:
+                failure = problem
+                print(f"{training.label} stops the trainings: {len(running)} running, "
+                      f"{len(pending)} not started", flush=True)  # fmt: skip
+    if failure is not None:
+        sys.exit(failure + (f"\n(not started: {len(pending)} trainings)" if pending else ""))
 
 
 MISSING_VALUE = object()  # OmegaConf.select's answer for an absent key
@@ -419,18 +513,28 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "results.json").is_file()
 
 
+def must_train(run_dir: Path, reuse: bool) -> bool:
+    """Whether the run must still train: its folder is absent or empty. A finished run is
+    reused under `reuse` and refused otherwise; an unfinished one is refused."""
+    if finished(run_dir):
+        if not reuse:
+            sys.exit(
+                f"{run_dir} already holds a finished run: pass --reuse, or delete it to retrain"
+            )
+        return False
+    if run_dir.exists() and any(run_dir.iterdir()):
+        sys.exit(f"{run_dir} holds an unfinished run (no results.json): delete it to retrain")
+    return True
+
+
 def ensure_trained(
     seed: int, run_dir: Path, overrides: Sequence[str], reuse: bool, model: str, label: str
 ) -> dict[str, Any]:
     """results.json of the run, training it first unless `reuse` finds it already there."""
-    if finished(run_dir) and reuse:
-        print(f"{label} reusing {run_dir}", flush=True)
-    elif finished(run_dir):
-        sys.exit(f"{run_dir} already holds a finished run: pass --reuse, or delete it to retrain")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        sys.exit(f"{run_dir} holds an unfinished run (no results.json): delete it to retrain")
-    else:
+    if must_train(run_dir, reuse):
         train(seed, run_dir, overrides, label)
+    else:
+        print(f"{label} reusing {run_dir}", flush=True)
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text())
     missing = not_trained_with(*hydra_record(run_dir), [*overrides, f"seed={seed}"])
@@ -458,15 +562,26 @@ def ensure_baseline(
     results = ensure_trained(seed, run_dir, overrides, True, "student", label)
     if not record.is_file():
         return recorded_run(run_dir, results, "student", record, label, scored_on)
-    kept = json.loads(record.read_text())
-    if kept["results"]["student"]["map"] != results["student"]["map"]:
-        sys.exit(
-            f"{run_dir} (val mAP {results['student']['map']}) is not the baseline of the rows "
-            f"recorded for seed {seed} ({record}: {kept['results']['student']['map']}); another "
-            "thread count or code revision? Delete the seed's records to train them all again "
-            "from it."
-        )
-    return kept
+    problem = baseline_mismatch(seed, run_dir, record)
+    if problem:
+        sys.exit(problem)
+    return json.loads(record.read_text())
+
+
+def baseline_mismatch(seed: int, run_dir: Path, record: Path) -> str | None:
+    """Why the finished baseline in `run_dir` is not the one the seed's `record` keeps (another
+    val mAP), or None: the same, or no record."""
+    if not record.is_file():
+        return None
+    kept = json.loads(record.read_text())["results"]["student"]["map"]
+    trained = json.loads((run_dir / "results.json").read_text())["student"]["map"]
+    if kept == trained:
+        return None
+    return (
+        f"{run_dir} (val mAP {trained}) is not the baseline of the rows recorded for seed {seed} "
+        f"({record}: {kept}); another thread count or code revision? Delete the seed's records "
+        "to train them all again from it."
+    )
 
 
 def recorded_run(
@@ -1330,6 +1445,14 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         help="report finished runs only (implies --reuse); stop, training nothing, if one is "
         "neither in its run dir nor recorded, or a stage-2 run dir's baseline dir is not finished",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="train up to N runs side by side (each seed's baseline first), their output to "
+        "their train.log, then read them in order; needs OMP_NUM_THREADS set (default: 1, one "
+        "run at a time, its progress echoed)",
+    )
     # Hydra overrides (key=value, +key=value, ~key) may come anywhere, even after --seeds 0 1.
     overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     args = parser.parse_args([a for a in argv if a not in overrides])
@@ -1342,6 +1465,14 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         )
     if not (REPO / "conf" / "experiment" / f"{args.experiment}.yaml").is_file():
         parser.error(f"--experiment {args.experiment}: no conf/experiment/{args.experiment}.yaml")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: at least one run at a time")
+    if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Each run would take every core, and a run's numbers depend on its thread count.
+        parser.error(
+            f"--jobs {args.jobs}: set OMP_NUM_THREADS for the runs side by side (cores / jobs, "
+            "or 1 as in docs/benchmarks.md); each run's machine.txt records it"
+        )
     args.runs_dir = args.runs_dir or Path("outputs/bench-quality") / args.experiment
     args.reuse = args.reuse or args.no_train
     return args, overrides
@@ -1358,23 +1489,65 @@ def read_from_record(run_dir: Path, record: Path) -> bool:
     return not finished(run_dir) and record.is_file()
 
 
-def stop_if_not_finished(
-    jobs: Sequence[tuple[Row, int]], runs_dir: Path, records_dir: Path, two_stage: bool
-) -> None:
+@dataclass(frozen=True)
+class Job:
+    """One row and seed of a call: where it trains and what it is trained with."""
+
+    row: Row
+    seed: int
+    label: str  # "[i/n] row seed s:", its lines' prefix
+    run_dir: Path
+    record: Path
+    config: tuple[str, ...]  # its overrides (the baseline's checkpoint included), seed aside
+    model: str  # evaluated_model
+    # Two stages: the seed's baseline folder, overrides and record; None in one stage.
+    baseline_dir: Path | None
+    baseline_config: tuple[str, ...]
+    baseline_record: Path | None
+
+
+def planned_job(
+    prefix: str,
+    row: Row,
+    seed: int,
+    experiment: str,
+    runs_dir: Path,
+    records_dir: Path,
+    overrides: Sequence[str],
+) -> Job:
+    two_stage = baseline_experiment(experiment) is not None
+    baseline_dir = run_directory(runs_dir, "supervised", seed, two_stage)
+    init_from = baseline_dir / "checkpoints" / "last.ckpt" if two_stage else None
+    return Job(
+        row=row,
+        seed=seed,
+        label=f"{prefix} {row.label} seed {seed}:",
+        run_dir=run_directory(runs_dir, row.run, seed, two_stage),
+        record=record_path(records_dir, row.run, seed, two_stage),
+        config=tuple(run_overrides(row.run, experiment, init_from, overrides)),
+        model=evaluated_model(row.run),
+        baseline_dir=baseline_dir if two_stage else None,
+        baseline_config=tuple(run_overrides("supervised", experiment, init_from, overrides)),
+        baseline_record=record_path(records_dir, "supervised", seed, two_stage) if two_stage
+        else None,
+    )  # fmt: skip
+
+
+def stop_if_not_finished(jobs: Sequence[Job]) -> None:
     """`--no-train`: stop before anything trains, naming each run the --reuse loop of `main` would
     train: a row neither finished in its folder nor recorded, and, for a two-stage row read from
     its folder, the seed's baseline when its folder is not finished (that row is checked against
     it, `ensure_baseline`). Rebuilding a report from what is kept must not start a training run."""
     missing: dict[str, None] = {}  # run folder names, in order, once each
-    for row, seed in jobs:
-        run_dir = run_directory(runs_dir, row.run, seed, two_stage)
-        if read_from_record(run_dir, record_path(records_dir, row.run, seed, two_stage)):
+    for job in jobs:
+        if read_from_record(job.run_dir, job.record):
             continue
-        baseline_dir = run_directory(runs_dir, "supervised", seed, two_stage)
-        for needed in [baseline_dir, run_dir] if two_stage else [run_dir]:
+        for needed in filter(None, [job.baseline_dir, job.run_dir]):
             if not finished(needed):
                 missing[needed.name] = None
     if missing:
+        runs_dir = jobs[0].run_dir.parent
+        records_dir = jobs[0].record.parent
         sys.exit(
             f"--no-train: would train {', '.join(missing)}: a row needs its finished folder in "
             f"{runs_dir} or its record in {records_dir}, and a two-stage row read from its folder "
@@ -1383,40 +1556,70 @@ def stop_if_not_finished(
         )
 
 
+def trainings_of(jobs: Sequence[Job], reuse: bool) -> list[Training]:
+    """What `--jobs N` trains side by side before the runs are read: each seed's baseline that
+    is not finished, then every row neither read from its record nor finished, after its
+    baseline. The folders are checked as `ensure_trained` checks them."""
+    baselines: dict[Path, Training] = {}
+    rows = []
+    for job in jobs:
+        if reuse and read_from_record(job.run_dir, job.record):
+            continue
+        if job.baseline_dir is not None and job.baseline_dir not in baselines:
+            check = functools.partial(
+                baseline_mismatch, job.seed, job.baseline_dir, job.baseline_record
+            )
+            if must_train(job.baseline_dir, reuse=True):  # a baseline is always reused
+                label = f"seed {job.seed} baseline:"
+                baselines[job.baseline_dir] = Training(
+                    job.seed, job.baseline_dir, job.baseline_config, label, check=check
+                )
+            elif problem := check():  # refused before a row trains from it
+                sys.exit(problem)
+        if job.run_dir != job.baseline_dir and must_train(job.run_dir, reuse):
+            rows.append(Training(job.seed, job.run_dir, job.config, job.label, job.baseline_dir))
+    return [*baselines.values(), *rows]
+
+
 def main(argv: Sequence[str]) -> None:
     args, overrides = parse_args(argv)
     runs_dir = args.runs_dir.resolve()
-    two_stage = baseline_experiment(args.experiment) is not None
     rows = selected_rows(args.comparison, args.entries)
     if not rows:
         sys.exit(f"--entries {args.entries}: none is a run of --comparison {args.comparison}")
     records_dir = args.records.resolve() / args.experiment
     # A baseline trained as another experiment labels this one's unlabeled split in its row.
     scored_on = args.experiment if args.experiment in SHARED_BASELINES else None
-    jobs = [(row, seed) for seed in args.seeds for row in rows]
+    pairs = [(row, seed) for seed in args.seeds for row in rows]
+    jobs = [
+        planned_job(f"[{index}/{len(pairs)}]", row, seed, args.experiment, runs_dir, records_dir,
+                    overrides)
+        for index, (row, seed) in enumerate(pairs, start=1)
+    ]  # fmt: skip
     if args.no_train:
-        stop_if_not_finished(jobs, runs_dir, records_dir, two_stage)
+        stop_if_not_finished(jobs)
+    trained = set()
+    if args.jobs > 1:  # trained first, side by side; then read below as finished runs
+        trainings = trainings_of(jobs, args.reuse)
+        train_side_by_side(trainings, args.jobs)
+        trained = {training.run_dir for training in trainings}
     runs = []
-    for index, (row, seed) in enumerate(jobs, start=1):
-        label = f"[{index}/{len(jobs)}] {row.label} seed {seed}:"
-        baseline_dir = run_directory(runs_dir, "supervised", seed, two_stage)
-        init_from = baseline_dir / "checkpoints" / "last.ckpt" if two_stage else None
-        run_dir = run_directory(runs_dir, row.run, seed, two_stage)
-        path = record_path(records_dir, row.run, seed, two_stage)
-        model = evaluated_model(row.run)
-        config = run_overrides(row.run, args.experiment, init_from, overrides)
-        if args.reuse and read_from_record(run_dir, path):
+    for job in jobs:
+        row, seed, label, path, model = job.row, job.seed, job.label, job.record, job.model
+        if args.reuse and read_from_record(job.run_dir, path):
             print(f"{label} reusing the record {shown(path)}", flush=True)
-            record = read_record(path, [*config, f"seed={seed}"], model)
-        elif two_stage and row.run == "supervised":  # the baseline is this row
-            record = ensure_baseline(seed, baseline_dir, config, path, label, scored_on)
+            record = read_record(path, [*job.config, f"seed={seed}"], model)
+        elif job.run_dir == job.baseline_dir:  # two stages: the supervised row is the baseline
+            record = ensure_baseline(seed, job.run_dir, job.config, path, label, scored_on)
         else:
-            if two_stage:  # the seed's baseline, trained once and shared by every row
-                baseline = run_overrides("supervised", args.experiment, init_from, overrides)
-                baseline_record = record_path(records_dir, "supervised", seed, two_stage)
-                ensure_baseline(seed, baseline_dir, baseline, baseline_record, label, scored_on)
-            results = ensure_trained(seed, run_dir, config, args.reuse, model, label)
-            record = recorded_run(run_dir, results, model, path, label)
+            if job.baseline_dir is not None:  # the seed's baseline, trained once, shared
+                ensure_baseline(
+                    seed, job.baseline_dir, job.baseline_config, job.baseline_record, label,
+                    scored_on,
+                )  # fmt: skip
+            reuse = args.reuse or job.run_dir in trained
+            results = ensure_trained(seed, job.run_dir, job.config, reuse, model, label)
+            record = recorded_run(job.run_dir, results, model, path, label)
         run = run_of(row, seed, path, record)
         print(
             f"{label} {run.evaluated} mAP {100 * run.metrics['map']:.1f}, rarest third "

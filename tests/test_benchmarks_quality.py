@@ -9,6 +9,8 @@ import json
 import math
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -452,6 +454,145 @@ def test_no_train_stops_on_a_missing_baseline_of_a_row_read_from_its_folder(
     quality.main(argv)  # the baseline is there: the row is reported from its folder
     assert "| with RPLM | 0 | 56.0 |" in out.read_text()
     assert (records / "glyphs_10pct" / "labelmatch-s0.json").is_file()
+
+
+# A stand-in for `python -m labelmatch.run`: notes its start and end in EVENTS, sleeps, and
+# leaves a finished run folder (its overrides, config and results.json as Hydra and the run
+# would), or at once exits 3 when its folder is named in FAIL.
+FAKE_RUN = """
+import json, os, sys, time
+from pathlib import Path
+run_dir, overrides = Path(sys.argv[1]), sys.argv[2:]
+events = Path(os.environ["EVENTS"])
+with events.open("a") as log:
+    log.write(f"start {run_dir.name} {time.time()}\\n")
+failing = run_dir.name in os.environ.get("FAIL", "").split()
+time.sleep(0 if failing else 0.3)  # a failure ends first, with the other run still going
+with events.open("a") as log:
+    log.write(f"end {run_dir.name} {time.time()}\\n")
+if failing:
+    print("the run broke")
+    sys.exit(3)
+(run_dir / ".hydra").mkdir()
+(run_dir / ".hydra" / "overrides.yaml").write_text(json.dumps(overrides))
+init_from = next((o.split("=", 1)[1] for o in overrides if "init_from" in o), None)
+(run_dir / ".hydra" / "config.yaml").write_text(json.dumps({"method": {"init_from": init_from}}))
+(run_dir / "results.json").write_text(os.environ["RESULTS"])
+"""
+
+
+@pytest.fixture
+def fake_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Trainings run FAKE_RUN, not labelmatch.run; their starts and ends go to the file
+    returned; recorded runs are scored without checkpoints."""
+    events = tmp_path / "events.txt"
+    monkeypatch.setenv("EVENTS", str(events))
+    monkeypatch.setenv("RESULTS", json.dumps(make_run("x", "labelmatch", 0, 50.0, 0.3).results))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(quality, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(
+        quality,
+        "training_command",
+        lambda seed, run_dir, overrides: [
+            sys.executable, "-c", FAKE_RUN, str(run_dir), *overrides, f"seed={seed}"
+        ],
+    )  # fmt: skip
+
+    def recorded_run(run_dir, results, model, path, label, scored_on=None):
+        record = record_of(run_dir, 100 * results[model]["map"])
+        quality.write_record(path, record)
+        return record
+
+    monkeypatch.setattr(quality, "recorded_run", recorded_run)
+    return events
+
+
+def intervals(events: Path) -> dict[str, tuple[float, float]]:
+    """Run folder name -> (start, end) of its fake training."""
+    times: dict[str, dict[str, float]] = {}
+    for line in events.read_text().splitlines():
+        kind, name, when = line.split()
+        times.setdefault(name, {})[kind] = float(when)
+    return {name: (t["start"], t["end"]) for name, t in times.items()}
+
+
+def most_at_once(spans: Iterable[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    count = peak = 0
+    for _, step in edges:  # at a tie an end (-1) sorts first: touching spans do not overlap
+        count += step
+        peak = max(peak, count)
+    return peak
+
+
+def test_jobs_train_side_by_side_each_row_after_its_seeds_baseline(
+    tmp_path: Path, fake_training: Path
+) -> None:
+    runs_dir, records = tmp_path / "runs", tmp_path / "records"
+    out = tmp_path / "docs" / "benchmarks.md"
+    argv = ["--experiment", "glyphs_10pct", "--comparison", "rplm", "--seeds", "0", "1"]
+    argv += ["--runs-dir", str(runs_dir), "--records", str(records), "--out", str(out)]
+    quality.main([*argv, "--jobs", "2"])
+    spans = intervals(fake_training)
+    assert sorted(spans) == [
+        f"{run}-s{seed}" for run in ("baseline", "labelmatch", "labelmatch_no_rplm")
+        for seed in (0, 1)
+    ]  # fmt: skip
+    for name, (start, _) in spans.items():
+        if not name.startswith("baseline"):  # a row starts from its seed's finished baseline
+            assert start >= spans[f"baseline-{name.rsplit('-', 1)[1]}"][1]
+    assert most_at_once(spans.values()) == 2  # side by side, never more than --jobs
+    for name in spans:  # each folder was trained once, its output in its train.log
+        assert (runs_dir / name / "train.log").read_text() == ""
+        assert (runs_dir / name / "revision.txt").is_file()
+    config = OmegaConf.load(runs_dir / "labelmatch-s1" / ".hydra" / "config.yaml")
+    assert config.method.init_from == str(runs_dir / "baseline-s1/checkpoints/last.ckpt")
+    text = out.read_text()
+    assert "| without RPLM | 1 | 50.0 |" in text and "| with RPLM | 1 | 50.0 |" in text
+    assert len(list((records / "glyphs_10pct").iterdir())) == 6
+    # Everything finished: a second call trains nothing, with or without --jobs.
+    fake_training.unlink()
+    quality.main([*argv, "--reuse", "--jobs", "2"])
+    quality.main([*argv, "--reuse"])
+    assert not fake_training.exists()
+
+
+def test_a_failed_training_side_by_side_stops_the_rest(
+    tmp_path: Path, fake_training: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seed 1's baseline fails: no row starts, the training beside it finishes, and the harness
+    stops with the failed run's log, writing no report."""
+    monkeypatch.setenv("FAIL", "baseline-s1")
+    runs_dir, out = tmp_path / "runs", tmp_path / "docs" / "benchmarks.md"
+    argv = ["--experiment", "glyphs_10pct", "--comparison", "rplm", "--seeds", "0", "1"]
+    argv += ["--runs-dir", str(runs_dir), "--records", str(tmp_path / "records")]
+    argv += ["--out", str(out), "--jobs", "2"]
+    with pytest.raises(SystemExit, match=r"(?s)the run broke.*seed 1 baseline: training failed "
+                       r"\(exit 3\).*not started: 4 trainings"):  # fmt: skip
+        quality.main(argv)
+    spans = intervals(fake_training)
+    assert sorted(spans) == ["baseline-s0", "baseline-s1"] and not out.exists()
+    # A finished baseline that is not the one its seed's rows were recorded from is refused
+    # before anything trains, as one at a time (`ensure_baseline`).
+    shutil.rmtree(runs_dir / "baseline-s1")
+    fake_training.unlink()
+    kept = record_of(runs_dir / "baseline-s0", 51.0)
+    quality.write_record(tmp_path / "records" / "glyphs_10pct" / "baseline-s0.json", kept)
+    monkeypatch.delenv("FAIL")
+    with pytest.raises(SystemExit, match="is not the baseline of the rows recorded for seed 0"):
+        quality.main(argv)
+    assert not fake_training.exists()
+
+
+def test_jobs_need_the_thread_count_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--jobs", "2"])
+    assert "--jobs 2: set OMP_NUM_THREADS" in capsys.readouterr().err
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert quality.parse_args(["--jobs", "2"])[0].jobs == 2
 
 
 def test_the_supervised_row_of_two_stages_is_its_baseline_recorded_once(
