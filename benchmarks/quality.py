@@ -62,7 +62,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -528,13 +528,21 @@ def must_train(run_dir: Path, reuse: bool) -> bool:
 
 
 def ensure_trained(
-    seed: int, run_dir: Path, overrides: Sequence[str], reuse: bool, model: str, label: str
+    seed: int,
+    run_dir: Path,
+    overrides: Sequence[str],
+    reuse: bool,
+    model: str,
+    label: str,
+    trained: Collection[Path] = (),
 ) -> dict[str, Any]:
-    """results.json of the run, training it first unless `reuse` finds it already there."""
-    if must_train(run_dir, reuse):
+    """results.json of the run, training it first unless `reuse` finds it already there
+    (`trained`: the folders this call trained side by side, read now, not reused)."""
+    if must_train(run_dir, reuse or run_dir in trained):
         train(seed, run_dir, overrides, label)
     else:
-        print(f"{label} reusing {run_dir}", flush=True)
+        done = "trained side by side above" if run_dir in trained else "reusing"
+        print(f"{label} {done}: {run_dir}", flush=True)
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text())
     missing = not_trained_with(*hydra_record(run_dir), [*overrides, f"seed={seed}"])
@@ -552,6 +560,7 @@ def ensure_baseline(
     record: Path,
     label: str,
     scored_on: str | None = None,
+    trained: Collection[Path] = (),
 ) -> dict[str, Any]:
     """The record of the seed's stage-1 baseline in `run_dir`, trained unless it is there. One
     trained again while a `record` of it is kept must reproduce it (the same val mAP): the rows
@@ -559,7 +568,7 @@ def ensure_baseline(
     `scored_on`: the experiment whose unlabeled split its pseudo labels are scored on, where
     that is not the baseline's own (`SHARED_BASELINES`)."""
     label = f"{label} baseline:"
-    results = ensure_trained(seed, run_dir, overrides, True, "student", label)
+    results = ensure_trained(seed, run_dir, overrides, True, "student", label, trained)
     if not record.is_file():
         return recorded_run(run_dir, results, "student", record, label, scored_on)
     problem = baseline_mismatch(seed, run_dir, record)
@@ -1598,7 +1607,7 @@ def main(argv: Sequence[str]) -> None:
     ]  # fmt: skip
     if args.no_train:
         stop_if_not_finished(jobs)
-    trained = set()
+    trained: set[Path] = set()
     if args.jobs > 1:  # trained first, side by side; then read below as finished runs
         trainings = trainings_of(jobs, args.reuse)
         train_side_by_side(trainings, args.jobs)
@@ -1610,15 +1619,16 @@ def main(argv: Sequence[str]) -> None:
             print(f"{label} reusing the record {shown(path)}", flush=True)
             record = read_record(path, [*job.config, f"seed={seed}"], model)
         elif job.run_dir == job.baseline_dir:  # two stages: the supervised row is the baseline
-            record = ensure_baseline(seed, job.run_dir, job.config, path, label, scored_on)
+            record = ensure_baseline(seed, job.run_dir, job.config, path, label, scored_on, trained)
         else:
             if job.baseline_dir is not None:  # the seed's baseline, trained once, shared
                 ensure_baseline(
                     seed, job.baseline_dir, job.baseline_config, job.baseline_record, label,
-                    scored_on,
+                    scored_on, trained,
                 )  # fmt: skip
-            reuse = args.reuse or job.run_dir in trained
-            results = ensure_trained(seed, job.run_dir, job.config, reuse, model, label)
+            results = ensure_trained(
+                seed, job.run_dir, job.config, args.reuse, model, label, trained
+            )
             record = recorded_run(job.run_dir, results, model, path, label)
         run = run_of(row, seed, path, record)
         print(

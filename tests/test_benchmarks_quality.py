@@ -526,7 +526,7 @@ def most_at_once(spans: Iterable[tuple[float, float]]) -> int:
 
 
 def test_jobs_train_side_by_side_each_row_after_its_seeds_baseline(
-    tmp_path: Path, fake_training: Path
+    tmp_path: Path, fake_training: Path, capsys: pytest.CaptureFixture
 ) -> None:
     runs_dir, records = tmp_path / "runs", tmp_path / "records"
     out = tmp_path / "docs" / "benchmarks.md"
@@ -550,9 +550,17 @@ def test_jobs_train_side_by_side_each_row_after_its_seeds_baseline(
     text = out.read_text()
     assert "| without RPLM | 1 | 50.0 |" in text and "| with RPLM | 1 | 50.0 |" in text
     assert len(list((records / "glyphs_10pct").iterdir())) == 6
+    printed = capsys.readouterr().out  # read as what they are: trained here, not reused
+    assert f"[4/4] with RPLM seed 1: trained side by side above: {runs_dir / 'labelmatch-s1'}" in (
+        printed
+    )
+    assert "reusing" not in printed
     # Everything finished: a second call trains nothing, with or without --jobs.
     fake_training.unlink()
     quality.main([*argv, "--reuse", "--jobs", "2"])
+    printed = capsys.readouterr().out
+    assert f"[4/4] with RPLM seed 1: reusing: {runs_dir / 'labelmatch-s1'}" in printed
+    assert "side by side" not in printed
     quality.main([*argv, "--reuse"])
     assert not fake_training.exists()
 
