@@ -29,7 +29,15 @@ A second table gives each class's score mass per true object: the score sum of t
 (calibrated EM's samples) matched to one of its boxes over its box count, which EM reads as its
 share, on the unlabeled, the labeled and the val pass; a third, the boxes per image of the
 shipped estimate (calibrated EM >= 0.3) calibrated on the labeled and on the val pass, beside the
-unlabeled images' true count.
+unlabeled images' true count; a fourth, two statistics of "no class shift" (`shift_statistics`:
+the likelihood ratio of Saerens et al., 2002, and Pearson's X² of the labeled boxes' counts
+against the shipped estimate) with their chi-squared p-values, which a rule "estimate only when
+the test says the priors differ" would read. `--focus CLASS ...` adds a fifth: each named class's
+share (truth, labeled prior, shipped estimate calibrated on the labeled or the val pass) and its
+calibrated mass per true box from its own boxes and from everything else (`class_mass`), on the
+unlabeled, labeled and val passes:
+
+    python benchmarks/prior_estimators.py outputs/bench-quality/digits/labelmatch-s3 --focus 8
 """
 
 from __future__ import annotations
@@ -49,7 +57,13 @@ from torchvision.ops import box_iou, nms
 from labelmatch.callbacks.act_refresh import REFRESH_SCORE_FLOOR, keeping_class_scores
 from labelmatch.checkpoints import load_module, pick_detector
 from labelmatch.data.class_prior import ClassPrior, class_prior_from_counts
-from labelmatch.method.act import TeacherDetections, estimated_class_prior, unlabeled_class_prior
+from labelmatch.method.act import (
+    TeacherDetections,
+    calibration_biases,
+    em_label_shift,
+    estimated_class_prior,
+    unlabeled_class_prior,
+)
 from labelmatch.method.teacher import score_floor
 
 
@@ -205,20 +219,87 @@ def mass_per_object(samples: Pass) -> Tensor:
     return mass / samples.true_counts.where(samples.true_counts > 0, torch.nan)
 
 
+SHIPPED_FLOOR = 0.3  # method.act.estimator.min_score's default
+
+
+def calibrated_posteriors(
+    samples: Pass, labeled: Pass, prior: ClassPrior, floor: float = SHIPPED_FLOOR
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(posteriors float64[N, C], weights float64[N], matched int64[N]) of `samples`' detections
+    scoring >= floor: their foreground rows re-biased by the shipped calibration
+    (`calibration_biases` fitted on `labeled`'s detections >= floor to `prior`, as
+    `estimated_class_prior` does) and renormalised, their scores, their matched true classes."""
+    num_classes = prior.num_classes
+    fitted = labeled.detections().scoring_at_least(floor).weighted_posteriors(num_classes)
+    biases = calibration_biases(*fitted, prior.class_ratios)
+    posteriors, weights = (
+        samples.detections().scoring_at_least(floor).weighted_posteriors(num_classes)
+    )
+    rebiased = posteriors * biases
+    rebiased = rebiased / rebiased.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    return rebiased, weights, samples.matched_labels(floor)[1]
+
+
+def class_mass(
+    samples: Pass, labeled: Pass, prior: ClassPrior, index: int, floor: float = SHIPPED_FLOOR
+) -> tuple[float, float]:
+    """(own, inflow) per true box of class index + 1 in `samples`: the score-weighted calibrated
+    posterior mass of that class (`calibrated_posteriors`, before EM) from the detections matched
+    to one of its boxes (own) and from every other detection (inflow: boxes of other classes and
+    background). EM reads a class's share from own + inflow; where the inflow is as large as the
+    own mass, the share hinges on how well the calibration predicts the inflow."""
+    posteriors, weights, matched = calibrated_posteriors(samples, labeled, prior, floor)
+    mass, own = weights * posteriors[:, index], matched == index + 1
+    boxes = samples.true_counts[index].item()
+    return mass[own].sum().item() / boxes, mass[~own].sum().item() / boxes
+
+
+def shift_statistics(
+    unlabeled: Pass, labeled: Pass, prior: ClassPrior, floor: float = SHIPPED_FLOOR
+) -> tuple[float, float]:
+    """Two statistics of "no class shift", each chi-squared with C - 1 degrees of freedom when
+    there is none and the posteriors are calibrated:
+    - the likelihood ratio of Saerens et al. (2002): 2 Σ_i w_i log Σ_c q_i(c) π(c) / p_l(c), with
+      q the calibrated posteriors of the unlabeled detections >= floor (`calibrated_posteriors`),
+      w their scores and π their EM shares;
+    - Pearson's X² of the labeled boxes' class counts n against the shipped estimate's shares π̂
+      (`calibrated_estimate`): Σ_c (n_c − N π̂_c)² / (N π̂_c), N = Σ_c n_c.
+    Returns (likelihood ratio, X²)."""
+    posteriors, weights, _ = calibrated_posteriors(unlabeled, labeled, prior, floor)
+    source = prior.class_ratios.double()
+    shares, _ = em_label_shift(posteriors, weights, source)
+    ratio = 2 * (weights * (posteriors * (shares / source)).sum(dim=1).log()).sum().item()
+    estimate = calibrated_estimate(unlabeled, labeled, prior, floor).class_ratios.double()
+    counts = labeled.true_counts
+    expected = counts.sum() * estimate
+    return ratio, ((counts - expected) ** 2 / expected).sum().item()
+
+
+def chi2_survival(statistic: float, degrees: int) -> float:
+    """P(X >= statistic) for X chi-squared with `degrees` degrees of freedom."""
+    return torch.special.gammaincc(
+        torch.tensor(degrees / 2, dtype=torch.float64),
+        torch.tensor(statistic / 2, dtype=torch.float64),
+    ).item()
+
+
 def total_variation(a: Tensor, b: Tensor) -> float:
     return 0.5 * (a - b).abs().sum().item()
 
 
-def compare(runs: Sequence[Path], experiment: str | None = None) -> str:
-    """Both tables, markdown: TV from the truth per run and estimator, then the held-out
+def compare(runs: Sequence[Path], experiment: str | None = None, focus: Sequence[str] = ()) -> str:
+    """The tables, markdown, one row per run: TV from the truth per estimator, then the held-out
     diagnostics (and the mean over runs); the score mass per true object, by class, on the
-    unlabeled, labeled and val passes."""
+    unlabeled, labeled and val passes; the boxes per image; the two "no shift" statistics
+    (`shift_statistics`); with `focus` (class names), each named class's share by the truth,
+    the labeled prior and the shipped estimate calibrated on the labeled or the val pass, and its
+    own and inflow mass per true box (`class_mass`) on the three passes."""
     names, held_out = list(ESTIMATORS), list(HELD_OUT)
     tv_lines = [
         "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names + held_out) + " |",
         "|---" * (len(names) + len(held_out) + 2) + "|",
     ]
-    mass_lines, box_lines = [], []
+    mass_lines, box_lines, test_lines, focus_lines = [], [], [], []
     totals = torch.zeros(len(names) + len(held_out) + 1, dtype=torch.float64)
     for run in runs:
         module, _ = load_module(run / "checkpoints/last.ckpt")
@@ -250,6 +331,32 @@ def compare(runs: Sequence[Path], experiment: str | None = None) -> str:
         for split, samples in (("unlabeled", unlabeled), ("labeled", labeled), ("val", val)):
             mass = " ".join(f"{m:.2f}" for m in mass_per_object(samples).tolist())
             mass_lines.append(f"| {label} | {split} | {mass} |")
+        ratio, pearson = shift_statistics(unlabeled, labeled, prior)
+        degrees = prior.num_classes - 1
+        test_lines.append(
+            f"| {label} | {degrees} | {ratio:.1f} | {chi2_survival(ratio, degrees):.2g} "
+            f"| {pearson:.1f} | {chi2_survival(pearson, degrees):.2g} |"
+        )
+        shipped = calibrated_em(unlabeled, labeled, prior, SHIPPED_FLOOR)
+        on_val = calibrated_em(unlabeled, val, val_prior, SHIPPED_FLOOR)
+        for name in focus:
+            index = datamodule.class_names.index(name)
+            shares = (truth[index], prior.class_ratios[index], shipped[index], on_val[index])
+            masses = [
+                class_mass(samples, calibration, calibration_prior, index)
+                for samples, calibration, calibration_prior in (
+                    (unlabeled, labeled, prior),
+                    (labeled, labeled, prior),
+                    (val, labeled, prior),
+                )
+            ]
+            focus_lines.append(
+                f"| {label} | `{name}` | "
+                + " | ".join(f"{float(v):.3f}" for v in shares)
+                + " | "
+                + " | ".join(f"{own:.2f} / {inflow:.2f}" for own, inflow in masses)
+                + " |"
+            )
     means = (totals / len(runs)).tolist()
     tv_lines.append(f"| mean of {len(runs)} | " + " | ".join(f"{v:.3f}" for v in means) + " |")
     mass_table = [
@@ -262,15 +369,35 @@ def compare(runs: Sequence[Path], experiment: str | None = None) -> str:
         "|---|---|---|---|",
         *box_lines,
     ]
-    return "\n\n".join("\n".join(table) for table in (tv_lines, mass_table, box_table))
+    test_table = [
+        "| run | degrees of freedom | likelihood ratio (Saerens et al.) | p "
+        "| Pearson X², labeled counts vs calibrated EM >= 0.3 | p |",
+        "|---|---|---|---|---|---|",
+        *test_lines,
+    ]
+    tables = [tv_lines, mass_table, box_table, test_table]
+    if focus:
+        tables.append(
+            [
+                "| run | class | true share | labeled prior | calibrated EM >= 0.3 "
+                "| calibrated EM >= 0.3 on val | own / inflow per true box: unlabeled pass "
+                "| labeled pass | val pass |",
+                "|---" * 9 + "|",
+                *focus_lines,
+            ]
+        )
+    return "\n\n".join("\n".join(table) for table in tables)
 
 
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders with checkpoints/last.ckpt")
     parser.add_argument("--experiment", help="the runs' experiment (default: each folder's parent)")
+    parser.add_argument(
+        "--focus", nargs="+", default=[], metavar="CLASS", help="class names for the focus table"
+    )
     args = parser.parse_args(argv)
-    print(compare(args.runs, args.experiment))
+    print(compare(args.runs, args.experiment, args.focus))
 
 
 if __name__ == "__main__":

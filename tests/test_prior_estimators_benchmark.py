@@ -3,6 +3,7 @@ score floor) against its alternatives on a trained teacher's passes (issue #17),
 fitted on held-out (val) images. The alternatives' arithmetic on hand-built passes, the report
 on the smoke run."""
 
+import math
 from pathlib import Path
 
 import prior_estimators
@@ -78,16 +79,18 @@ def test_mass_per_object_sums_the_scores_matched_to_each_class() -> None:
 
 
 def test_compare_reports_every_estimator_against_the_truth(smoke_run: Path) -> None:
-    report = prior_estimators.compare([smoke_run], experiment="smoke")
-    tv_table, mass_table, box_table = (part.splitlines() for part in report.split("\n\n"))
+    datamodule = instantiate(compose_config(["experiment=smoke", "data.num_workers=0"]).data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    focus = datamodule.class_names[0]
+    report = prior_estimators.compare([smoke_run], experiment="smoke", focus=[focus])
+    tables = [part.splitlines() for part in report.split("\n\n")]
+    tv_table, mass_table, box_table, test_table, focus_table = tables
     names = [*prior_estimators.ESTIMATORS, *prior_estimators.HELD_OUT]
     assert tv_table[0] == "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names) + " |"
     row = [float(c) for c in tv_table[2].strip("| ").split(" | ")[1:]]
     assert len(row) == len(names) + 1 and all(0.0 <= v <= 1.0 for v in row)
     assert tv_table[3].startswith("| mean of 1 | ")
-    datamodule = instantiate(compose_config(["experiment=smoke", "data.num_workers=0"]).data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
     truth = unlabeled_class_prior(datamodule)
     assert row[0] == pytest.approx(datamodule.labeled_class_prior.total_variation(truth), abs=5e-4)
     assert [line.split(" | ")[1] for line in mass_table[2:]] == ["unlabeled", "labeled", "val"]
@@ -96,6 +99,77 @@ def test_compare_reports_every_estimator_against_the_truth(smoke_run: Path) -> N
     true_boxes, *estimates = (float(c) for c in box_table[2].strip("| ").split(" | ")[1:])
     assert true_boxes == pytest.approx(truth.boxes_per_image, abs=5e-3)
     assert len(estimates) == 2 and all(b >= 0 for b in estimates)
+    degrees, ratio, p_ratio, pearson, p_pearson = (
+        float(c) for c in test_table[2].strip("| ").split(" | ")[1:]
+    )
+    assert degrees == truth.num_classes - 1 and ratio >= 0 and pearson >= 0
+    assert 0 <= p_ratio <= 1 and 0 <= p_pearson <= 1
+    cells = focus_table[2].strip("| ").split(" | ")
+    assert cells[1] == f"`{focus}`"
+    assert float(cells[2]) == pytest.approx(truth.class_ratios[0].item(), abs=5e-4)
+    assert float(cells[3]) == pytest.approx(
+        datamodule.labeled_class_prior.class_ratios[0].item(), abs=5e-4
+    )
+    for masses in cells[6:]:
+        own, inflow = (float(v) for v in masses.split(" / "))
+        assert own >= 0 and inflow >= 0
+
+
+def soft_pass(rows, scores, matched, true_counts) -> Pass:
+    """A pass over one image with the given foreground rows [N, C] (background 0), far apart."""
+    rows = torch.tensor(rows, dtype=torch.float64)
+    rows = torch.cat([torch.zeros(len(rows), 1, dtype=torch.float64), rows], dim=1)
+    labels = rows.argmax(dim=1)
+    boxes = torch.tensor([[20.0 * i, 0.0, 20.0 * i + 10, 10.0] for i in range(len(rows))])
+    return Pass(
+        [boxes],
+        [labels],
+        [torch.tensor(scores)],
+        [rows],
+        [torch.tensor(matched)],
+        torch.tensor(true_counts, dtype=torch.float64),
+    )
+
+
+def test_class_mass_splits_calibrated_mass_into_own_boxes_and_inflow() -> None:
+    # Labeled posteriors (0.8, 0.2) and (0.4, 0.6), prior (0.5, 0.5): the calibration's bias
+    # ratio r = b2 / b1 solves 0.8 / (0.8 + 0.2 r) + 0.4 / (0.4 + 0.6 r) = 1, r² = 8 / 3.
+    labeled = soft_pass([[0.8, 0.2], [0.4, 0.6]], [1.0, 1.0], [1, 2], [1, 1])
+    prior = ClassPrior(torch.tensor([0.5, 0.5]), 2.0)
+    r = (8 / 3) ** 0.5
+    # Unlabeled: (0.8, 0.2) at score 1 on a class-1 box, (0.4, 0.6) at 0.5 on background, two
+    # class-1 boxes and one class-2 box in truth.
+    unlabeled = soft_pass([[0.8, 0.2], [0.4, 0.6]], [1.0, 0.5], [1, 0], [2, 1])
+    q_a = torch.tensor([0.8, 0.2 * r]) / (0.8 + 0.2 * r)
+    q_b = torch.tensor([0.4, 0.6 * r]) / (0.4 + 0.6 * r)
+    own, inflow = prior_estimators.class_mass(unlabeled, labeled, prior, index=0)
+    assert (own, inflow) == pytest.approx((q_a[0].item() / 2, 0.5 * q_b[0].item() / 2), abs=1e-4)
+    own, inflow = prior_estimators.class_mass(unlabeled, labeled, prior, index=1)
+    assert (own, inflow) == pytest.approx((0.0, q_a[1].item() + 0.5 * q_b[1].item()), abs=1e-4)
+    # Below the floor a detection counts for nothing.
+    own, inflow = prior_estimators.class_mass(unlabeled, labeled, prior, index=1, floor=0.6)
+    assert (own, inflow) == pytest.approx((0.0, q_a[1].item()), abs=1e-4)
+
+
+def test_shift_statistics_by_hand() -> None:
+    # Calibrated labeled pass (one-hot rows, equal scores: biases 1); unlabeled one-hot rows of
+    # classes 1, 1, 1, 2 at 0.9: EM shares (0.75, 0.25) in one step.
+    labeled = one_image_pass([1, 2], [0.9, 0.9], [1, 2], [1, 1])
+    unlabeled = one_image_pass([1, 1, 1, 2], [0.9] * 4, [0] * 4, [3, 1])
+    prior = ClassPrior(torch.tensor([0.5, 0.5]), 2.0)
+    ratio, pearson = prior_estimators.shift_statistics(unlabeled, labeled, prior)
+    # LR = 2 · 0.9 · (3 log(0.75 / 0.5) + log(0.25 / 0.5)).
+    assert ratio == pytest.approx(1.8 * (3 * math.log(1.5) + math.log(0.5)))
+    # Labeled counts (1, 1) against 2 · (0.75, 0.25) = (1.5, 0.5).
+    assert pearson == pytest.approx(0.5**2 / 1.5 + 0.5**2 / 0.5)
+    # No shift: the unlabeled pass is the labeled one, both statistics 0.
+    assert prior_estimators.shift_statistics(labeled, labeled, prior) == pytest.approx((0, 0))
+
+
+def test_chi2_survival_matches_tabulated_quantiles() -> None:
+    assert prior_estimators.chi2_survival(3.841459, 1) == pytest.approx(0.05, abs=1e-6)
+    assert prior_estimators.chi2_survival(16.918978, 9) == pytest.approx(0.05, abs=1e-6)
+    assert prior_estimators.chi2_survival(0.0, 9) == pytest.approx(1.0)
 
 
 def test_held_out_diagnostics_fit_on_the_pass_and_prior_they_are_given() -> None:
