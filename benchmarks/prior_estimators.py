@@ -35,9 +35,14 @@ against the shipped estimate) with their chi-squared p-values, which a rule "est
 the test says the priors differ" would read. `--focus CLASS ...` adds a fifth: each named class's
 share (truth, labeled prior, shipped estimate calibrated on the labeled or the val pass) and its
 calibrated mass per true box from its own boxes and from everything else (`class_mass`), on the
-unlabeled, labeled and val passes:
+unlabeled, labeled and val passes. `--calibration-data OVERRIDE ...` adds one more calibration
+pass, "held-out labeled": the labeled images of a second dataset of the run's experiment, for
+the embedded data another generator seed, so images drawn like the labeled ones that the teacher
+never trained on (the val images of the digits are not that: their handwriting is held out of
+every other split). Like the val columns, a diagnostic no run can use:
 
-    python benchmarks/prior_estimators.py outputs/bench-quality/digits/labelmatch-s3 --focus 8
+    python benchmarks/prior_estimators.py outputs/bench-quality/digits/labelmatch-s3 --focus 8 \
+        --calibration-data data.splits.seed=1 data.splits.num_labeled=300
 """
 
 from __future__ import annotations
@@ -283,24 +288,48 @@ def chi2_survival(statistic: float, degrees: int) -> float:
     ).item()
 
 
+def held_out_calibration(
+    module, overrides: Sequence[str], calibration_data: Sequence[str]
+) -> tuple[str, Pass, ClassPrior]:
+    """("held-out labeled", the teacher's pass over the labeled images of the dataset that
+    `calibration_data` makes of the run's config, their prior): images drawn like the labeled
+    ones that the teacher never trained on (for the embedded data: canvases of another
+    generator seed, their glyphs drawn from the same pool as the labeled and unlabeled ones)."""
+    datamodule = fitted_datamodule(repo_config([*overrides, *calibration_data]).data)
+    loader = datamodule.reference_dataloader(len(datamodule.labeled_dataset), 0, labeled=True)
+    return "held-out labeled", teacher_pass(module, loader), datamodule.labeled_class_prior
+
+
 def total_variation(a: Tensor, b: Tensor) -> float:
     return 0.5 * (a - b).abs().sum().item()
 
 
-def compare(runs: Sequence[Path], experiment: str | None = None, focus: Sequence[str] = ()) -> str:
+def compare(
+    runs: Sequence[Path],
+    experiment: str | None = None,
+    focus: Sequence[str] = (),
+    calibration_data: Sequence[str] = (),
+) -> str:
     """The tables, markdown, one row per run: TV from the truth per estimator, then the held-out
     diagnostics (and the mean over runs); the score mass per true object, by class, on the
     unlabeled, labeled and val passes; the boxes per image; the two "no shift" statistics
     (`shift_statistics`); with `focus` (class names), each named class's share by the truth,
-    the labeled prior and the shipped estimate calibrated on the labeled or the val pass, and its
-    own and inflow mass per true box (`class_mass`) on the three passes."""
+    the labeled prior and the shipped estimate calibrated on each calibration pass (labeled,
+    val), and its own and inflow mass per true box (`class_mass`) on the unlabeled pass and each
+    calibration pass.
+
+    `calibration_data`: Hydra overrides of a second dataset of the run's experiment (for the
+    embedded data, another generator seed: `data.splits.seed=1`) whose labeled images are one
+    more calibration pass, "held-out labeled": drawn like the labeled images, never trained on.
+    It adds the shipped estimate calibrated there to the TV and focus tables."""
     names, held_out = list(ESTIMATORS), list(HELD_OUT)
+    extra = ["calibrated EM >= 0.3 on held-out labeled"] if calibration_data else []
     tv_lines = [
-        "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names + held_out) + " |",
-        "|---" * (len(names) + len(held_out) + 2) + "|",
+        "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names + held_out + extra) + " |",
+        "|---" * (len(names) + len(held_out) + len(extra) + 2) + "|",
     ]
     mass_lines, box_lines, test_lines, focus_lines = [], [], [], []
-    totals = torch.zeros(len(names) + len(held_out) + 1, dtype=torch.float64)
+    totals = torch.zeros(len(names) + len(held_out) + len(extra) + 1, dtype=torch.float64)
     for run in runs:
         module, _ = load_module(run / "checkpoints/last.ckpt")
         module.teacher = pick_detector(module, "teacher")
@@ -315,10 +344,17 @@ def compare(runs: Sequence[Path], experiment: str | None = None, focus: Sequence
         val = teacher_pass(module, datamodule.val_dataloader())
         prior = datamodule.labeled_class_prior
         val_prior = class_prior_from_counts(val.true_counts, len(val.boxes))
+        # (name, pass, its known prior): the passes a calibration can be fitted on.
+        calibrations = [("labeled", labeled, prior), ("val", val, val_prior)]
+        if calibration_data:
+            calibrations.append(held_out_calibration(module, overrides, calibration_data))
         truth = unlabeled_class_prior(datamodule).class_ratios.double()
         tv = [total_variation(prior.class_ratios.double(), truth)]
         tv += [total_variation(ESTIMATORS[n](unlabeled, labeled, prior), truth) for n in names]
         tv += [total_variation(HELD_OUT[n](unlabeled, val, val_prior), truth) for n in held_out]
+        if calibration_data:
+            on_held_out = calibrated_em(unlabeled, *calibrations[-1][1:], SHIPPED_FLOOR)
+            tv.append(total_variation(on_held_out, truth))
         totals += torch.tensor(tv, dtype=torch.float64)
         label = f"{run.parent.name}/{run.name}"
         tv_lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in tv) + " |")
@@ -337,19 +373,12 @@ def compare(runs: Sequence[Path], experiment: str | None = None, focus: Sequence
             f"| {label} | {degrees} | {ratio:.1f} | {chi2_survival(ratio, degrees):.2g} "
             f"| {pearson:.1f} | {chi2_survival(pearson, degrees):.2g} |"
         )
-        shipped = calibrated_em(unlabeled, labeled, prior, SHIPPED_FLOOR)
-        on_val = calibrated_em(unlabeled, val, val_prior, SHIPPED_FLOOR)
+        estimates = [calibrated_em(unlabeled, *c[1:], SHIPPED_FLOOR) for c in calibrations]
         for name in focus:
             index = datamodule.class_names.index(name)
-            shares = (truth[index], prior.class_ratios[index], shipped[index], on_val[index])
-            masses = [
-                class_mass(samples, calibration, calibration_prior, index)
-                for samples, calibration, calibration_prior in (
-                    (unlabeled, labeled, prior),
-                    (labeled, labeled, prior),
-                    (val, labeled, prior),
-                )
-            ]
+            shares = [truth[index], prior.class_ratios[index], *(e[index] for e in estimates)]
+            samples = [unlabeled, *(c[1] for c in calibrations)]
+            masses = [class_mass(s, labeled, prior, index) for s in samples]
             focus_lines.append(
                 f"| {label} | `{name}` | "
                 + " | ".join(f"{float(v):.3f}" for v in shares)
@@ -377,12 +406,15 @@ def compare(runs: Sequence[Path], experiment: str | None = None, focus: Sequence
     ]
     tables = [tv_lines, mass_table, box_table, test_table]
     if focus:
+        passes = ["labeled", "val", *(["held-out labeled"] if calibration_data else [])]
         tables.append(
             [
-                "| run | class | true share | labeled prior | calibrated EM >= 0.3 "
-                "| calibrated EM >= 0.3 on val | own / inflow per true box: unlabeled pass "
-                "| labeled pass | val pass |",
-                "|---" * 9 + "|",
+                "| run | class | true share | labeled prior | "
+                + " | ".join(f"calibrated EM >= 0.3 on {p}" for p in passes)
+                + " | own / inflow per true box: unlabeled pass | "
+                + " | ".join(f"{p} pass" for p in passes)
+                + " |",
+                "|---" * (5 + 2 * len(passes)) + "|",
                 *focus_lines,
             ]
         )
@@ -396,8 +428,15 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--focus", nargs="+", default=[], metavar="CLASS", help="class names for the focus table"
     )
+    parser.add_argument(
+        "--calibration-data",
+        nargs="+",
+        default=[],
+        metavar="OVERRIDE",
+        help="Hydra overrides of a second dataset whose labeled images calibrate (held-out)",
+    )
     args = parser.parse_args(argv)
-    print(compare(args.runs, args.experiment, args.focus))
+    print(compare(args.runs, args.experiment, args.focus, args.calibration_data))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from labelmatch.checkpoints import load_module, pick_detector
 from labelmatch.data.class_prior import ClassPrior
 from labelmatch.method.act import unlabeled_class_prior
 from tests.conftest import compose_config
@@ -83,10 +84,13 @@ def test_compare_reports_every_estimator_against_the_truth(smoke_run: Path) -> N
     datamodule.prepare_data()
     datamodule.setup("fit")
     focus = datamodule.class_names[0]
-    report = prior_estimators.compare([smoke_run], experiment="smoke", focus=[focus])
+    report = prior_estimators.compare(
+        [smoke_run], experiment="smoke", focus=[focus], calibration_data=["data.splits.seed=1"]
+    )
     tables = [part.splitlines() for part in report.split("\n\n")]
     tv_table, mass_table, box_table, test_table, focus_table = tables
     names = [*prior_estimators.ESTIMATORS, *prior_estimators.HELD_OUT]
+    names.append("calibrated EM >= 0.3 on held-out labeled")
     assert tv_table[0] == "| run | TV labeled | " + " | ".join(f"TV {n}" for n in names) + " |"
     row = [float(c) for c in tv_table[2].strip("| ").split(" | ")[1:]]
     assert len(row) == len(names) + 1 and all(0.0 <= v <= 1.0 for v in row)
@@ -104,13 +108,15 @@ def test_compare_reports_every_estimator_against_the_truth(smoke_run: Path) -> N
     )
     assert degrees == truth.num_classes - 1 and ratio >= 0 and pearson >= 0
     assert 0 <= p_ratio <= 1 and 0 <= p_pearson <= 1
+    assert focus_table[0].count("calibrated EM >= 0.3 on ") == 3  # labeled, val, held-out
     cells = focus_table[2].strip("| ").split(" | ")
-    assert cells[1] == f"`{focus}`"
+    assert len(cells) == 11 and cells[1] == f"`{focus}`"
     assert float(cells[2]) == pytest.approx(truth.class_ratios[0].item(), abs=5e-4)
     assert float(cells[3]) == pytest.approx(
         datamodule.labeled_class_prior.class_ratios[0].item(), abs=5e-4
     )
-    for masses in cells[6:]:
+    assert all(0.0 <= float(share) <= 1.0 for share in cells[4:7])
+    for masses in cells[7:]:  # the unlabeled pass, then the three calibration passes
         own, inflow = (float(v) for v in masses.split(" / "))
         assert own >= 0 and inflow >= 0
 
@@ -183,3 +189,23 @@ def test_held_out_diagnostics_fit_on_the_pass_and_prior_they_are_given() -> None
     bbse = prior_estimators.HELD_OUT["BBSE on val"]
     assert bbse(unlabeled, trained_on, prior).tolist() == pytest.approx([0.375, 0.625])
     assert bbse(unlabeled, held_out, val_prior).tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_held_out_calibration_passes_over_the_other_datasets_labeled_images(smoke_run) -> None:
+    module, _ = load_module(smoke_run / "checkpoints/last.ckpt")
+    module.teacher = pick_detector(module, "teacher")
+    overrides = ["experiment=smoke", "data.num_workers=0"]
+    name, samples, prior = prior_estimators.held_out_calibration(
+        module, overrides, ["data.splits.seed=1"]
+    )
+    other = instantiate(compose_config([*overrides, "data.splits.seed=1"]).data)
+    other.prepare_data()
+    other.setup("fit")
+    assert name == "held-out labeled" and len(samples.boxes) == len(other.labeled_dataset)
+    assert torch.equal(prior.class_ratios, other.labeled_class_prior.class_ratios)
+    own = instantiate(compose_config(overrides).data)
+    own.prepare_data()
+    own.setup("fit")
+    # Another generator seed draws other canvases: not the run's own labeled images.
+    assert not torch.equal(prior.class_ratios, own.labeled_class_prior.class_ratios)
+    assert samples.true_counts.sum() > 0
