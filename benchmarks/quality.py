@@ -810,6 +810,7 @@ class Run:
     stream_seeding: int | None = (
         None  # the record's, else `revision_stream_seeding`; None: unplaced
     )
+    trained_in: str = ""  # the run folder it trained in (the record's `trained_in`)
 
     @property
     def evaluated(self) -> str:
@@ -910,6 +911,7 @@ def run_of(row: Row, seed: int, path: Path, record: dict[str, Any]) -> Run:
         record["act_prior"],
         record.get("machine", "not recorded"),
         record.get("stream_seeding") or revision_stream_seeding(record["revision"]),
+        record.get("trained_in", ""),
     )
 
 
@@ -1244,6 +1246,18 @@ def shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
+def run_folders(runs: Sequence[Run], runs_dir: Path) -> str:
+    """Where the report's runs trained, as its "Each row" line names them: `RUNS_DIR/RUN-sS`
+    when every record says it trained there (or says nothing), else every folder the records
+    name (`trained_in`; a report written with `--no-train` from records of runs trained with
+    another `--runs-dir`, or on another machine)."""
+    folders = {Path(run.trained_in).parent if run.trained_in else runs_dir for run in runs}
+    if folders <= {runs_dir}:
+        return f"`{shown(runs_dir)}/RUN-sS`"
+    named = " and ".join(f"`{shown(folder)}`" for folder in sorted(folders))
+    return f"`RUN-sS` in the folders their records name (`trained_in`): {named}"
+
+
 def plot_comparison(runs: Sequence[Run], title: str, path: Path) -> None:
     """Bars of mAP and of the rarest third's AP per row (mean, std over seeds as error bars),
     as Fig. 6 shows each ablation; a small PNG next to the docs."""
@@ -1329,7 +1343,7 @@ def render(
             f"{steps_text}; seeds: {' '.join(map(str, seeds))} (mean ± sample std over seeds)",
             stages,
             "- Each row: `python -m labelmatch.run experiment="
-            f"{experiment} seed=S [row overrides]`, in `{shown(runs_dir)}/RUN-sS`: "
+            f"{experiment} seed=S [row overrides]`, in {run_folders(runs, runs_dir)}: "
             + "; ".join(f"{label}: `{' '.join(RUNS[run])}`" for run, label in used.items()),
             "- Code: the `code` column is the revision each run was trained with "
             "(`revision.txt` in its folder; `-dirty`: uncommitted changes). What the report "

@@ -852,6 +852,32 @@ def test_section_shows_the_verdicts_the_per_class_ap_and_each_rows_code() -> Non
     assert "abc, def1234-dirty" in section  # LabelMatch's seeds ran two revisions
 
 
+def test_each_row_line_names_the_folders_the_runs_trained_in() -> None:
+    """A report written from records names RUNS_DIR/RUN-sS only where the runs trained there;
+    runs trained elsewhere (another --runs-dir, another machine) are named by their records."""
+    runs = main_runs([43.0, 44.0, 45.0], [42, 43, 44], 0.3)
+    assert quality.run_folders(runs, Path("/runs")) == "`/runs/RUN-sS`"  # not recorded
+    for run in runs:
+        run.trained_in = f"/runs/{run.row.run}-s{run.seed}"
+    assert quality.run_folders(runs, Path("/runs")) == "`/runs/RUN-sS`"
+    runs[0].trained_in = f"/elsewhere/plan/{runs[0].row.run}-s{runs[0].seed}"
+    line = quality.run_folders(runs, Path("/runs"))
+    assert line == (
+        "`RUN-sS` in the folders their records name (`trained_in`): `/elsewhere/plan` and `/runs`"
+    )
+    section = quality.render(
+        runs,
+        "main",
+        "python benchmarks/quality.py",
+        Path("/runs"),
+        [0, 1, 2],
+        [],
+        "glyphs_10pct",
+        "plot.png",
+    )
+    assert f"[row overrides]`, in {line}: " in section
+
+
 def test_the_command_line_defaults_to_the_documented_seeds_and_refuses_unknown_experiments(
     capsys,
 ) -> None:
