@@ -824,10 +824,9 @@ def test_harness_end_to_end_on_a_tiny_glyphs_recipe(tmp_path: Path, cache_dir: P
     assert [line for line in out.read_text().splitlines() if "RPLM | 0 |" in line] == per_run
 
 
-def test_section_shows_the_verdicts_the_per_class_ap_and_each_rows_code() -> None:
-    runs = main_runs([43.0, 44.0, 45.0], [42, 43, 44], 0.3)
-    runs[-1].revision = "def1234-dirty"
-    section = quality.render(
+def rendered_main(runs: list[quality.Run]) -> str:
+    """The `main` comparison's section of glyphs_10pct for `runs`, trained in /runs."""
+    return quality.render(
         runs,
         "main",
         "python benchmarks/quality.py",
@@ -837,6 +836,12 @@ def test_section_shows_the_verdicts_the_per_class_ap_and_each_rows_code() -> Non
         "glyphs_10pct",
         "plot.png",
     )
+
+
+def test_section_shows_the_verdicts_the_per_class_ap_and_each_rows_code() -> None:
+    runs = main_runs([43.0, 44.0, 45.0], [42, 43, 44], 0.3)
+    runs[-1].revision = "def1234-dirty"
+    section = rendered_main(runs)
     assert "**MISSED**" in section and "![" in section and "(plot.png)" in section
     assert "experiment=glyphs_10pct_baseline" in section  # the two stages are spelled out
     # The per-class table: every class, rarest first, with its labeled boxes.
@@ -865,16 +870,7 @@ def test_each_row_line_names_the_folders_the_runs_trained_in() -> None:
     assert line == (
         "`RUN-sS` in the folders their records name (`trained_in`): `/elsewhere/plan` and `/runs`"
     )
-    section = quality.render(
-        runs,
-        "main",
-        "python benchmarks/quality.py",
-        Path("/runs"),
-        [0, 1, 2],
-        [],
-        "glyphs_10pct",
-        "plot.png",
-    )
+    section = rendered_main(runs)
     assert f"[row overrides]`, in {line}: " in section
 
 
