@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -252,10 +253,13 @@ def class_mass(
     posterior mass of that class (`calibrated_posteriors`, before EM) from the detections matched
     to one of its boxes (own) and from every other detection (inflow: boxes of other classes and
     background). EM reads a class's share from own + inflow; where the inflow is as large as the
-    own mass, the share hinges on how well the calibration predicts the inflow."""
+    own mass, the share hinges on how well the calibration predicts the inflow. NaN, NaN when
+    `samples` hold no box of the class."""
+    boxes = samples.true_counts[index].item()
+    if boxes == 0:
+        return math.nan, math.nan
     posteriors, weights, matched = calibrated_posteriors(samples, labeled, prior, floor)
     mass, own = weights * posteriors[:, index], matched == index + 1
-    boxes = samples.true_counts[index].item()
     return mass[own].sum().item() / boxes, mass[~own].sum().item() / boxes
 
 

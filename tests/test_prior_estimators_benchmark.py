@@ -155,6 +155,9 @@ def test_class_mass_splits_calibrated_mass_into_own_boxes_and_inflow() -> None:
     # Below the floor a detection counts for nothing.
     own, inflow = prior_estimators.class_mass(unlabeled, labeled, prior, index=1, floor=0.6)
     assert (own, inflow) == pytest.approx((0.0, q_a[1].item()), abs=1e-4)
+    # A pass without a box of the class has no mass per box.
+    no_box = soft_pass([[0.8, 0.2]], [1.0], [1], [1, 0])
+    assert all(math.isnan(v) for v in prior_estimators.class_mass(no_box, labeled, prior, 1))
 
 
 def test_shift_statistics_by_hand() -> None:
