@@ -304,6 +304,44 @@ def test_reference_loader_of_labeled_images(data):
     assert sorted(ids(100, step=1)) == sorted(labeled)
 
 
+def test_the_calibration_images_are_the_labeled_ones_unless_a_calibration_split_is_given(
+    data, digits_root
+):
+    """Without a calibration split the estimated prior calibrates on the labeled images, by the
+    same draw as before; with one (DigitsSplits.num_calibration: another generator seed's
+    labeled canvases) on that split, with its own prior, and never on a labeled image."""
+    assert data.calibration_dataset is None and data.calibration_images is data.labeled_dataset
+    assert data.calibration_class_prior is data.labeled_class_prior
+
+    def ids(module, num_images, step):
+        loader = module.calibration_dataloader(num_images, step)
+        return [t["image_id"] for b in loader for t in b["targets"]]
+
+    labeled_draw = data.reference_dataloader(3, 1, labeled=True)
+    assert ids(data, 3, 1) == [t["image_id"] for b in labeled_draw for t in b["targets"]]
+    module = _module(DigitsSplits(digits_root, **SMALL, num_calibration=5))
+    module.setup("fit")
+    calibration = module.calibration_dataset
+    assert len(calibration) == 5 and module.calibration_images is calibration
+    assert not set(calibration.image_files) & set(module.labeled_dataset.image_files)
+    prior = module.calibration_class_prior
+    by_rule = class_prior_from_counts(calibration.prior_counts, 5)  # the labeled prior's rule
+    assert torch.equal(prior.class_ratios, by_rule.class_ratios)
+    assert prior.boxes_per_image == by_rule.boxes_per_image
+    assert not torch.equal(prior.class_ratios, module.labeled_class_prior.class_ratios)
+    assert sorted(ids(module, 100, 1)) == sorted(calibration.image_ids)
+    with pytest.raises(ValueError, match="calibration_seed must differ from seed"):
+        DigitsSplits(digits_root, **SMALL, num_calibration=5, calibration_seed=0).resolve()
+
+
+def test_a_calibration_split_holding_labeled_images_is_refused(digits_root):
+    splits = DigitsSplits(digits_root, **SMALL).resolve()
+    splits.calibration_json = splits.labeled_json  # the teacher trains on these
+    module = _module(splits)
+    with pytest.raises(DataError, match="calibration split must hold images training never"):
+        module.setup("fit")
+
+
 def test_supervised_module_has_no_unlabeled_loader(digits_root):
     data = _module(DigitsSplits(digits_root, **SMALL), use_unlabeled=False)
     data.setup("fit")

@@ -384,3 +384,39 @@ def test_calibration_on_labeled_images_undoes_a_class_bias_and_the_score_sums_mi
     assert plain.boxes_per_image == pytest.approx(0.5, abs=0.01)  # half the objects
     # 1 box per image, plus at most 4 / 4000 from the "at least one box per class" rule
     assert calibrated.boxes_per_image == pytest.approx(1.0, abs=0.01)
+
+
+def drawn_shares(target: torch.Tensor, num: int, seed: int) -> torch.Tensor:
+    """The class shares `draw_posteriors(target, num, seed)` actually drew (its annotations)."""
+    generator = torch.Generator().manual_seed(seed)
+    classes = torch.multinomial(target.float(), num, replacement=True, generator=generator)
+    return torch.bincount(classes, minlength=len(target)).double() / num
+
+
+def test_a_calibration_split_the_teacher_did_not_train_on_undoes_what_the_labeled_pass_hides():
+    """A teacher that has learnt its labeled images: exact posteriors there, distorted on every
+    image it did not train on (the calibration split and the unlabeled images alike). Calibrated
+    on the labeled pass the distortion stays; on the calibration split, with that split's own
+    prior (`calibration_prior`, its drawn counts), it goes, whatever that prior is."""
+    labeled_prior = ClassPrior(LABELED, 1.0)
+    exact = draw_posteriors(LABELED, 4000, seed=7)
+    rows = torch.cat([torch.full((4000, 1), 0.5, dtype=torch.float64), 0.5 * exact], dim=1)
+    rows = rows.repeat_interleave(4, dim=0)
+    labels = torch.arange(1, 5).repeat(4000)
+    scores = rows[torch.arange(16000), labels].float()
+    memorised = TeacherDetections(labels, scores, rows.float(), 4000)
+    unlabeled = _miscalibrated(REVERSED, 4000, seed=8)
+    truth = drawn_shares(REVERSED, 4000, seed=8)
+    on_labeled, _ = estimated_class_prior(unlabeled, labeled_prior, memorised, 1000, 1e-8)
+    assert total_variation(on_labeled.class_ratios, truth) > 0.1
+    for calibration_shares, seed in ((LABELED, 9), (RISING, 10)):
+        calibration = _miscalibrated(calibration_shares, 4000, seed=seed)
+        calibration_prior = ClassPrior(drawn_shares(calibration_shares, 4000, seed), 1.0)
+        estimate, _ = estimated_class_prior(
+            unlabeled, labeled_prior, calibration, 1000, 1e-8, calibration_prior=calibration_prior
+        )
+        assert total_variation(estimate.class_ratios, truth) <= TOLERANCE_TV
+        assert estimate.boxes_per_image == pytest.approx(1.0, abs=0.01)
+    # Fitted to the labeled prior instead of its own, the RISING split misleads the biases.
+    misread, _ = estimated_class_prior(unlabeled, labeled_prior, calibration, 1000, 1e-8)
+    assert total_variation(misread.class_ratios, truth) > 0.1

@@ -15,21 +15,27 @@ from tests.conftest import train_cli
 DIGITS = [str(d) for d in range(10)]
 
 
-def test_estimated_prior_is_logged_used_and_drawn(tmp_path: Path, cache_dir: Path) -> None:
-    # LABELMATCH_KEEP_RUN=DIR keeps the run for a look at its metrics and plots.
-    tmp_path = Path(os.environ.get("LABELMATCH_KEEP_RUN", tmp_path))
-    run = train_cli(
-        tmp_path / "run",
+def estimated_run(run_dir: Path, cache_dir: Path, *overrides: str) -> list[dict[str, str]]:
+    """A smoke run with the estimated prior, its metrics.csv rows. The smoke teacher (40
+    burn-in steps) scores below the default floor of 0.3 everywhere, which keeps the labeled
+    prior (tests/test_method_act_estimated.py): it estimates from all scores."""
+    train_cli(
+        run_dir,
         cache_dir,
         "experiment=smoke",
         "method.act.prior=estimated",
-        # The smoke teacher (40 burn-in steps) scores below the default floor of 0.3 everywhere,
-        # which keeps the labeled prior (tests/test_method_act_estimated.py): estimate from all.
         "method.act.estimator.min_score=0",
-        "data.splits.unlabeled_class_prior=reversed",
+        *overrides,
     )
-    with open(run / "metrics.csv") as file:
-        rows = list(csv.DictReader(file))
+    with open(run_dir / "metrics.csv") as file:
+        return list(csv.DictReader(file))
+
+
+def test_estimated_prior_is_logged_used_and_drawn(tmp_path: Path, cache_dir: Path) -> None:
+    # LABELMATCH_KEEP_RUN=DIR keeps the run for a look at its metrics and plots.
+    tmp_path = Path(os.environ.get("LABELMATCH_KEEP_RUN", tmp_path))
+    rows = estimated_run(tmp_path / "run", cache_dir, "data.splits.unlabeled_class_prior=reversed")
+    run = tmp_path / "run"
     refreshes = [row for row in rows if row.get("act/prior/boxes_per_image")]
     assert [int(row["step"]) for row in refreshes] == [40, 48, 56]  # burn-in 40, interval 8
     for row in refreshes:
@@ -52,3 +58,24 @@ def test_estimated_prior_is_logged_used_and_drawn(tmp_path: Path, cache_dir: Pat
             )
             assert float(row["pseudo/prior_share/9"]) == pytest.approx(float(latest["act/prior/9"]))
     assert (run / "plots" / "class_prior.png").is_file()
+
+
+def test_a_calibration_split_is_what_the_estimate_calibrates_on(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """With data.splits.num_calibration the calibration pass reads the calibration split's 8
+    canvases (not min(subset 32, 16 labeled images)), and the data report shows the split."""
+    run = tmp_path / "run"
+    rows = estimated_run(run, cache_dir, "data.splits.num_calibration=8")
+    counts = [
+        float(row["act/calibration_images"]) for row in rows if row.get("act/calibration_images")
+    ]
+    assert counts == [8.0, 8.0, 8.0]  # the refreshes at steps 40, 48, 56
+    estimates = [row for row in rows if row.get("act/prior/boxes_per_image")]
+    assert len(estimates) == 3
+    # The data report's row: the calibration split's 8 images, from their own folder.
+    rows = [line.split() for line in (run / "run.log").read_text().splitlines()]
+    report = [row for row in rows if row and row[0] == "calibration"]
+    labeled = [row for row in rows if row and row[0] == "labeled"]
+    assert len(report) == 1 and report[0][1] == "8" and report[0][-1].endswith("labeled.json")
+    assert report[0][-1] != labeled[0][-1]  # another generated dataset's labeled canvases

@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labelmatch.callbacks.requirements import ThresholdedModule, UnlabeledDataModule, require
+from labelmatch.callbacks.requirements import (
+    CalibratingDataModule,
+    ThresholdedModule,
+    UnlabeledDataModule,
+    require,
+)
 from labelmatch.distributed import gather_rows
 from labelmatch.errors import ConfigError
 from labelmatch.method.act import (
@@ -136,6 +141,8 @@ class ACTRefresh(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require(pl_module, ThresholdedModule, "ACTRefresh")
         require(trainer.datamodule, UnlabeledDataModule, "ACTRefresh")
+        if self.estimates and self.estimator_calibrate:
+            require(trainer.datamodule, CalibratingDataModule, "ACTRefresh")
         self.labeled_prior = labeled_class_prior(trainer.datamodule)
         self.prior = configured_prior(trainer.datamodule, self.prior_setting)
         if self.prior_setting is not None:
@@ -248,28 +255,33 @@ class ACTRefresh(L.Callback):
         num_images: int,
     ) -> ClassPrior:
         """The unlabeled prior estimated from this pass's detections (all ranks), started from
-        the labeled prior; with `estimator_calibrate`, after the same pass on as many labeled
-        images. The labeled prior itself when no detection reaches the estimator's score floor."""
+        the labeled prior; with `estimator_calibrate`, after the same pass on as many of the
+        datamodule's `calibration_images` (a calibration split the teacher never trains on, or
+        the labeled images), fitted to their prior. The labeled prior itself when no detection
+        reaches the estimator's score floor."""
         unlabeled = TeacherDetections(
             labels,
             scores,
             gather_rows(trainer, class_score_rows(detections, self.prior.num_classes)),
             num_images,
         )
-        labeled = None
+        calibration, calibration_prior = None, None
         if self.estimator_calibrate:
             datamodule = trainer.datamodule
-            count = min(self.subset, len(datamodule.labeled_dataset))
-            loader = datamodule.reference_dataloader(count, pl_module.global_step, labeled=True)
+            count = min(self.subset, len(datamodule.calibration_images))
+            loader = datamodule.calibration_dataloader(count, pl_module.global_step)
             loader = progress(loader, f"ACT calibration at step {pl_module.global_step}")
-            labeled = detections_on(trainer, pl_module, loader, count)
+            calibration = detections_on(trainer, pl_module, loader, count)
+            calibration_prior = datamodule.calibration_class_prior
+            pl_module.log_event({"act/calibration_images": count})
         prior, iterations = estimated_class_prior(
             unlabeled,
             self.labeled_prior,
-            labeled,
+            calibration,
             self.estimator_iterations,
             self.estimator_tolerance,
             self.estimator_min_score,
+            calibration_prior,
         )
         if iterations == 0:  # no detection to estimate from: Eq. 5-6 keep the labeled prior
             log.warning(

@@ -90,6 +90,18 @@ class UnlabeledDataModule(LabeledDataModule, Protocol):
     def reference_dataloader(self, num_images: int, step: int, labeled: bool = False) -> Any: ...
 
 
+@runtime_checkable
+class CalibratingDataModule(UnlabeledDataModule, Protocol):
+    """A datamodule that also says where the estimated prior calibrates the teacher: on which
+    images, with which known prior (`DetectionDataModule.calibration_images`, docs/method.md §2
+    "Estimated prior")."""
+
+    calibration_images: Any
+    calibration_class_prior: Any
+
+    def calibration_dataloader(self, num_images: int, step: int) -> Any: ...
+
+
 def missing_members(obj: Any, protocol: type, prefix: str = "") -> list[str]:
     """The members of `protocol` (annotated attributes and methods, its bases' included) that
     `obj` lacks, as dotted paths."""

@@ -76,6 +76,11 @@ class CocoSplits:
 
     File names are relative to `image_dir`, or to `unlabeled_image_dir` / `val_image_dir` when
     those splits keep their images elsewhere (COCO's train2017/, unlabeled2017/, val2017/).
+
+    `calibration_json` (optional, images under `calibration_image_dir`, default `image_dir`):
+    labeled images drawn like the labeled split that no training step reads. The estimated
+    prior calibrates the teacher on them instead of on the labeled images it trains on
+    (`DetectionDataModule.calibration_dataloader`, docs/method.md §2 "Estimated prior").
     """
 
     image_dir: Path
@@ -84,6 +89,8 @@ class CocoSplits:
     val_json: Path
     unlabeled_image_dir: Path | None = None
     val_image_dir: Path | None = None
+    calibration_json: Path | None = None
+    calibration_image_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.image_dir = Path(self.image_dir)
@@ -91,8 +98,11 @@ class CocoSplits:
         self.val_json = Path(self.val_json)
         if self.unlabeled_json is not None:
             self.unlabeled_json = Path(self.unlabeled_json)
+        if self.calibration_json is not None:
+            self.calibration_json = Path(self.calibration_json)
         self.unlabeled_image_dir = Path(self.unlabeled_image_dir or self.image_dir)
         self.val_image_dir = Path(self.val_image_dir or self.image_dir)
+        self.calibration_image_dir = Path(self.calibration_image_dir or self.image_dir)
 
     def resolve(self) -> CocoSplits:
         """Already resolved; present so that data modules can call `resolve()` on any splits."""

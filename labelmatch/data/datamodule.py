@@ -236,6 +236,7 @@ class DetectionDataModule(lightning.LightningDataModule):
         self.labeled_dataset: CocoDetection | None = None
         self.unlabeled_dataset: CocoDetection | None = None
         self.val_dataset: CocoDetection | None = None
+        self.calibration_dataset: CocoDetection | None = None  # CocoSplits.calibration_json
 
     # ---- setup --------------------------------------------------------------------------
 
@@ -279,6 +280,8 @@ class DetectionDataModule(lightning.LightningDataModule):
             )
         if self.use_unlabeled:
             self.unlabeled_dataset = self._unlabeled_dataset(splits, labeled_coco, dataset)
+        if splits.calibration_json is not None:
+            self.calibration_dataset = self._calibration_dataset(splits, labeled_coco, dataset)
         self.splits, self.category_map = splits, category_map
         if rank_zero_only.rank == 0:  # set from the launcher's env before the process group
             warn_of_shared_images(self.labeled_dataset, self.unlabeled_dataset, self.val_dataset)
@@ -291,8 +294,28 @@ class DetectionDataModule(lightning.LightningDataModule):
     def report(self) -> str:
         """The splits' validation counts, one row per split (`report_table`)."""
         datasets = {"labeled": self.labeled_dataset, "unlabeled": self.unlabeled_dataset,
-                    "val": self.val_dataset}  # fmt: skip
+                    "val": self.val_dataset, "calibration": self.calibration_dataset}  # fmt: skip
         return report_table({name: d.report for name, d in datasets.items() if d is not None})
+
+    def _calibration_dataset(
+        self, splits: CocoSplits, labeled_coco: dict, dataset: Any
+    ) -> CocoDetection:
+        """The calibration split (`CocoSplits.calibration_json`): annotated like the labeled
+        split, none of its images in it (calibrating on images the teacher trains on is what
+        the split is there to avoid)."""
+        path = splits.calibration_json
+        coco = load_coco_json(path)
+        _same_categories(labeled_coco, splits.labeled_json, coco, path)
+        calibration = dataset(splits.calibration_image_dir, path, coco, self.test_transform)
+        if len(calibration) == 0 or calibration.report["boxes"] == 0:
+            raise DataError(f"{path}: the calibration split has no usable image with a box")
+        shared = sorted(set(calibration.image_files) & set(self.labeled_dataset.image_files))
+        if shared:
+            raise DataError(
+                f"{path}: {len(shared)} of its images are labeled training images too (first: "
+                f"{shared[0]}); the calibration split must hold images training never reads"
+            )
+        return calibration
 
     def _unlabeled_dataset(
         self, splits: CocoSplits, labeled_coco: dict, dataset: Any
@@ -339,6 +362,17 @@ class DetectionDataModule(lightning.LightningDataModule):
         self._require_setup()
         labeled = self.labeled_dataset
         return class_prior_from_counts(labeled.prior_counts, len(labeled))
+
+    @cached_property
+    def calibration_class_prior(self) -> ClassPrior:
+        """The known prior of the images the estimated prior calibrates on
+        (`calibration_dataloader`): the calibration split's, by the labeled prior's rule, or the
+        labeled prior itself without one."""
+        self._require_setup()
+        calibration = self.calibration_dataset
+        if calibration is None:
+            return self.labeled_class_prior
+        return class_prior_from_counts(calibration.prior_counts, len(calibration))
 
     @cached_property
     def unlabeled_class_prior(self) -> ClassPrior | None:
@@ -489,6 +523,22 @@ class DetectionDataModule(lightning.LightningDataModule):
             workers=self.inference_workers,
         )
 
+    @property
+    def calibration_images(self) -> CocoDetection:
+        """The images the estimated prior calibrates the teacher on: the calibration split
+        (`CocoSplits.calibration_json`), which training never reads, or else the labeled split,
+        which it trains on (docs/method.md §2 "Estimated prior" says what that costs)."""
+        self._require_setup()
+        calibration = self.calibration_dataset
+        return self.labeled_dataset if calibration is None else calibration
+
+    def calibration_dataloader(self, num_images: int, step: int) -> DataLoader:
+        """A random subset of `num_images` of `calibration_images` (capped at their number) in
+        the reference pass's form (`reference_dataloader`): the estimated prior's calibration
+        pass at step `step`, fitted to `calibration_class_prior`."""
+        images = self.calibration_images
+        return self._reference_subset(images, Stream.REFERENCE_LABELED, num_images, step)
+
     def reference_dataloader(self, num_images: int, step: int, labeled: bool = False) -> DataLoader:
         """A freshly shuffled random subset of `num_images` unlabeled images (capped at the
         set's size) under the test transform, in the val batch format: the reference set of
@@ -501,6 +551,13 @@ class DetectionDataModule(lightning.LightningDataModule):
         if dataset is None:
             raise DataError("reference_dataloader needs unlabeled data (use_unlabeled=False)")
         stream = Stream.REFERENCE_LABELED if labeled else Stream.REFERENCE
+        return self._reference_subset(dataset, stream, num_images, step)
+
+    def _reference_subset(
+        self, dataset: CocoDetection, stream: Stream, num_images: int, step: int
+    ) -> DataLoader:
+        """`num_images` of `dataset` drawn by `stream` at `step`, test transform, val format,
+        each rank a disjoint strided share."""
         generator = torch.Generator()
         generator.manual_seed(stream_seed(self.seed, stream, step))
         subset = torch.randperm(len(dataset), generator=generator)[:num_images]

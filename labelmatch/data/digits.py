@@ -208,9 +208,41 @@ class DigitsSplits:
     noise_std: float = 8.0
     seed: int = 0
     unlabeled_class_prior: str | None = None
+    # A calibration split for the estimated prior (`CocoSplits.calibration_json`): the labeled
+    # canvases of the same generator at `calibration_seed`, so drawn like the labeled ones from
+    # the same glyph pool and read by no training step; 0: none.
+    num_calibration: int = 0
+    calibration_seed: int = 1
 
     def resolve(self) -> CocoSplits:
-        return generate_digits(**dataclasses.asdict(self))
+        params = dataclasses.asdict(self)
+        num_calibration, calibration_seed = (
+            params.pop("num_calibration"),
+            params.pop("calibration_seed"),
+        )
+        splits = generate_digits(**params)
+        if num_calibration <= 0:
+            return splits
+        if calibration_seed == self.seed:
+            raise ValueError(
+                f"calibration_seed must differ from seed ({self.seed}): the same seed draws the "
+                "labeled canvases again"
+            )
+        calibration = generate_digits(
+            **{
+                **params,
+                "num_labeled": num_calibration,
+                "num_unlabeled": 0,
+                "num_val": 1,
+                "seed": calibration_seed,
+                "unlabeled_class_prior": None,
+            }
+        )
+        return dataclasses.replace(
+            splits,
+            calibration_json=calibration.labeled_json,
+            calibration_image_dir=calibration.image_dir,
+        )
 
 
 @dataclass

@@ -210,6 +210,7 @@ def estimated_class_prior(
     max_iterations: int = 100,
     tolerance: float = 1e-6,
     min_score: float = 0.0,
+    calibration_prior: ClassPrior | None = None,
 ) -> tuple[ClassPrior, int]:
     """The unlabeled set's prior from the teacher's detections on its R reference images.
 
@@ -234,6 +235,12 @@ def estimated_class_prior(
     low-score clutter then neither votes on the shares nor adds to the score sums. Without
     `labeled`, B_u = S_u then misses the objects found only below the floor; calibrated, the
     ratio S_u / S_l is taken above the same floor on both sets.
+
+    `calibration_prior`: the known prior of the images `labeled` was run on when they are not
+    the labeled set (a calibration split the teacher never trains on, `DetectionDataModule.
+    calibration_class_prior`): the biases are fitted to its shares, B_l is its boxes per image,
+    and the EM starts from and re-weights against its shares, the prior the re-biased
+    posteriors then stand for. None: `labeled_prior`, the labeled images themselves.
     """
     if min_score > 0:
         unlabeled = unlabeled.scoring_at_least(min_score)
@@ -243,21 +250,23 @@ def estimated_class_prior(
     if weights.sum() <= 0:
         return labeled_prior, 0
     boxes_per_image = weights.sum().item() / unlabeled.num_images
+    source = labeled_prior
     if labeled is not None:
         labeled_posteriors, labeled_weights = labeled.weighted_posteriors(num_classes)
         if labeled_weights.sum() > 0:
+            source = labeled_prior if calibration_prior is None else calibration_prior
             biases = calibration_biases(
                 labeled_posteriors,
                 labeled_weights,
-                labeled_prior.class_ratios,
+                source.class_ratios,
                 max_iterations,
                 tolerance,
             )
             posteriors = _reweighted(posteriors, biases)
             labeled_sum = labeled_weights.sum().item() / labeled.num_images
-            boxes_per_image *= labeled_prior.boxes_per_image / labeled_sum
+            boxes_per_image *= source.boxes_per_image / labeled_sum
     shares, iterations = em_label_shift(
-        posteriors, weights, labeled_prior.class_ratios, max_iterations, tolerance
+        posteriors, weights, source.class_ratios, max_iterations, tolerance
     )
     counts = unlabeled.num_images * boxes_per_image * shares
     return class_prior_from_counts(counts, unlabeled.num_images), iterations
