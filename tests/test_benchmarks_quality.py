@@ -163,6 +163,13 @@ def test_prior_targets_gap_closed_under_shift_and_cost_without() -> None:
     assert "**MISSED**" in quality.check_targets("prior_no_shift", prior_runs(50.0, 49.4, None))[0]
     # The estimator's score floor is a lead: reported, not judged.
     assert "No target" in quality.check_targets("prior_min_score", prior_runs(50.0, 49.0, 51.0))[0]
+    # So is where the estimate calibrates: a split given to one row only is not #17's comparison.
+    assert (
+        "No target" in quality.check_targets("prior_calibration", prior_runs(50.0, 49.0, 51.0))[0]
+    )
+    calibrated = quality.RUNS["labelmatch_estimated_prior_calibration_split"]
+    assert "data.splits.num_calibration=300" in calibrated
+    assert set(quality.RUNS["labelmatch_estimated_prior_0.3"]) < set(calibrated)  # nothing else
 
 
 def test_no_target_is_judged_across_the_stream_seeding_change(tmp_path: Path) -> None:
@@ -706,6 +713,10 @@ def set_overrides(overrides: list[str]) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("comparison", list(quality.COMPARISONS))
 @pytest.mark.parametrize("experiment", ["glyphs_10pct", "digits"])
 def test_every_row_composes_with_its_overrides_in_force(comparison: str, experiment: str) -> None:
+    if experiment not in quality.ONLY_ON.get(comparison, (experiment,)):
+        with pytest.raises(SystemExit):  # the harness refuses it before composing anything
+            quality.parse_args(["--experiment", experiment, "--comparison", comparison])
+        return
     two_stage = quality.baseline_experiment(experiment) is not None
     assert two_stage == (experiment == "glyphs_10pct")
     init_from = Path("/runs/baseline-s0/checkpoints/last.ckpt") if two_stage else None
