@@ -254,10 +254,18 @@ COMPARISONS: dict[str, tuple[str, tuple[Row, ...]]] = {
 }
 
 
-# Comparisons that only some experiments can run: the digits generator alone draws a
-# calibration split (`data.splits.num_calibration`).
+# Comparisons that only some experiments can run: the embedded generators alone draw a
+# calibration split (`data.splits.num_calibration`, digits and glyphs).
 ONLY_ON: dict[str, tuple[str, ...]] = {
-    "prior_calibration": ("digits", "digits_shift", "digits_shift_uniform"),
+    "prior_calibration": (
+        "digits",
+        "digits_shift",
+        "digits_shift_uniform",
+        "glyphs_1pct",
+        "glyphs_5pct",
+        "glyphs_10pct",
+        "glyphs_shift",
+    ),
 }
 
 

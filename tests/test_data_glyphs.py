@@ -14,6 +14,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from labelmatch.data import fonts, glyphs
+from labelmatch.data.class_prior import class_prior_from_counts
 from labelmatch.data.fonts import FONT_FILES, font_path, render_bank
 from labelmatch.data.glyphs import (
     CHARACTERS,
@@ -325,6 +326,40 @@ def test_data_glyphs_loads_through_the_datamodule(tmp_path):
         assert ((target["labels"] >= 1) & (target["labels"] <= 37)).all()
     val = next(iter(data.val_dataloader()))
     assert val["images"][0].shape == (3, 160, 160)
+
+
+def test_a_calibration_split_of_the_glyphs_is_another_seed_s_pool(tmp_path):
+    """data.splits.num_calibration (docs/method.md §2 "Estimated prior"): a pool of that many
+    canvases of generator seed `calibration_seed`, all annotated, which the datamodule reads as
+    the calibration images with their own prior; no labeled canvas among them; the same seed
+    refused. The shifted unlabeled set stays as it was."""
+    splits = ["num_train=40", "num_val=4", "percent=10", f"root={tmp_path}"]
+    base = ["data=glyphs", "data.num_workers=0", *(f"data.splits.{o}" for o in splits)]
+    plain = instantiate(compose_config(base).data.splits).resolve()
+    assert plain.calibration_json is None
+    cfg = compose_config([*base, "data.splits.num_calibration=6"])
+    resolved = instantiate(cfg.data.splits).resolve()
+    assert resolved.labeled_json == plain.labeled_json  # the same fold of the same pool
+    calibration = _read(resolved.calibration_json)
+    assert len(calibration["images"]) == 6 and calibration["annotations"]
+    assert resolved.calibration_image_dir.parent == resolved.calibration_json.parent
+    assert resolved.calibration_image_dir != plain.image_dir
+    data = instantiate(cfg.data)
+    data.prepare_data()
+    data.setup("fit")
+    assert data.calibration_images is data.calibration_dataset and len(data.calibration_images) == 6
+    by_rule = class_prior_from_counts(data.calibration_images.prior_counts, 6)  # the labeled rule
+    assert data.calibration_class_prior.boxes_per_image == by_rule.boxes_per_image
+    assert sum(data.calibration_images.prior_counts) == len(calibration["annotations"])
+    labeled = {Path(f).resolve() for f in data.labeled_dataset.image_files}
+    assert not labeled & {Path(f).resolve() for f in data.calibration_images.image_files}
+    shifted = GlyphsSplits(
+        tmp_path, num_train=40, num_val=4, num_calibration=6, unlabeled_class_prior="reversed"
+    ).resolve()
+    assert shifted.unlabeled_json.name == "unlabeled.json"
+    assert shifted.calibration_json == resolved.calibration_json
+    with pytest.raises(ValueError, match="calibration_seed must differ from seed"):
+        GlyphsSplits(tmp_path, num_train=40, num_calibration=6, calibration_seed=0).resolve()
 
 
 def test_readme_lists_the_glyphs_and_shows_the_sample_grid():

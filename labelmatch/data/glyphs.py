@@ -352,14 +352,42 @@ class GlyphsSplits:
     tail_ratio: float = 80.0
     seed: int = 0
     unlabeled_class_prior: str | None = None
+    # A calibration split for the estimated prior (`CocoSplits.calibration_json`): a pool of
+    # this many canvases of the same generator at `calibration_seed`, all annotated. The fold
+    # sampler draws the labeled canvases uniformly from the pool, so these follow the labeled
+    # prior, and no training step reads them; 0: none.
+    num_calibration: int = 0
+    calibration_seed: int = 1
 
     def resolve(self) -> CocoSplits:
         pool_params = dataclasses.asdict(self)
         percent, fold = pool_params.pop("percent"), pool_params.pop("fold")
+        num_calibration = pool_params.pop("num_calibration")
+        calibration_seed = pool_params.pop("calibration_seed")
         directory = generate_glyphs(**pool_params)
         splits = fold_splits(
             directory / "images", directory / "train.json", directory / "val.json", fold, percent
         )
-        if self.unlabeled_class_prior is None:
+        if self.unlabeled_class_prior is not None:
+            splits = dataclasses.replace(splits, unlabeled_json=directory / "unlabeled.json")
+        if num_calibration <= 0:
             return splits
-        return dataclasses.replace(splits, unlabeled_json=directory / "unlabeled.json")
+        if calibration_seed == self.seed:
+            raise ValueError(
+                f"calibration_seed must differ from seed ({self.seed}): the same seed draws the "
+                "pool's canvases again"
+            )
+        calibration = generate_glyphs(
+            **{
+                **pool_params,
+                "num_train": num_calibration,
+                "num_val": 1,
+                "seed": calibration_seed,
+                "unlabeled_class_prior": None,
+            }
+        )
+        return dataclasses.replace(
+            splits,
+            calibration_json=calibration / "train.json",
+            calibration_image_dir=calibration / "images",
+        )
