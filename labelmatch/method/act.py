@@ -206,7 +206,7 @@ def calibration_biases(
 def estimated_class_prior(
     unlabeled: TeacherDetections,
     labeled_prior: ClassPrior,
-    labeled: TeacherDetections | None = None,
+    calibration: TeacherDetections | None = None,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
     min_score: float = 0.0,
@@ -214,18 +214,23 @@ def estimated_class_prior(
 ) -> tuple[ClassPrior, int]:
     """The unlabeled set's prior from the teacher's detections on its R reference images.
 
-    S = Σ_i scores_i / images, the teacher's score sum per image, on either set.
+    `calibration`: the same pass on images of known prior: the labeled images, with
+    `calibration_prior` None (their prior is `labeled_prior`), or a calibration split the
+    teacher never trains on, whose prior is `calibration_prior`; None calibrates nothing.
+    S = Σ_i scores_i / images, the teacher's score sum per image, on either set; B_l, the
+    calibration images' known boxes per image (l for labeled, the default calibration images;
+    docs/method.md §2 keeps the letter).
     - Boxes per image: B_u = S_u. If a detection's score is the probability that it is a true
       box of its class and every object keeps exactly one true detection after NMS (recall 1 at
       the refresh pass's 0.001 floor, no same-class duplicate), Σ_i scores_i is the expected
-      number of objects. With `labeled` (the same pass on labeled images, whose B_l is known):
-      B_u = B_l · S_u / S_l, which assumes only that the score sum miscounts the objects by the
-      same factor on both sets (a teacher whose low scores add up to phantom boxes does so on
-      labeled and unlabeled images alike).
+      number of objects. With `calibration`: B_u = B_l · S_u / S_l, which assumes only that the
+      score sum miscounts the objects by the same factor on both sets (a teacher whose low
+      scores add up to phantom boxes does so on known and unlabeled images alike).
     - Class shares: `em_label_shift` over the unlabeled detections (`weighted_posteriors`:
-      foreground rows renormalised, weighted by score), from the labeled prior. With `labeled`,
-      the posteriors are first multiplied by `calibration_biases` fitted on the labeled
-      detections to the labeled prior (and renormalised).
+      foreground rows renormalised, weighted by score), from the labeled prior. With
+      `calibration`, the posteriors are first multiplied by `calibration_biases` fitted on its
+      detections to the known prior (and renormalised), and the EM starts from and re-weights
+      against the known shares, the prior the re-biased posteriors then stand for.
     The expected counts n_c = R · B_u · π_c then go through `class_prior_from_counts`, so a
     class the estimate empties still counts as 1 box (the labeled counts' rule). No unlabeled
     detection: the labeled prior, 0 iterations. Returns (prior, EM iterations).
@@ -233,38 +238,32 @@ def estimated_class_prior(
     `min_score` > 0 keeps only the detections scoring at least that much, on both sets, before
     anything above (`method.act.estimator.min_score`, 0.3 in training; 0 keeps the whole pass):
     low-score clutter then neither votes on the shares nor adds to the score sums. Without
-    `labeled`, B_u = S_u then misses the objects found only below the floor; calibrated, the
+    `calibration`, B_u = S_u then misses the objects found only below the floor; calibrated, the
     ratio S_u / S_l is taken above the same floor on both sets.
-
-    `calibration_prior`: the known prior of the images `labeled` was run on when they are not
-    the labeled set (a calibration split the teacher never trains on, `DetectionDataModule.
-    calibration_class_prior`): the biases are fitted to its shares, B_l is its boxes per image,
-    and the EM starts from and re-weights against its shares, the prior the re-biased
-    posteriors then stand for. None: `labeled_prior`, the labeled images themselves.
     """
     if min_score > 0:
         unlabeled = unlabeled.scoring_at_least(min_score)
-        labeled = labeled.scoring_at_least(min_score) if labeled is not None else None
+        calibration = calibration.scoring_at_least(min_score) if calibration is not None else None
     num_classes = labeled_prior.num_classes
     posteriors, weights = unlabeled.weighted_posteriors(num_classes)
     if weights.sum() <= 0:
         return labeled_prior, 0
     boxes_per_image = weights.sum().item() / unlabeled.num_images
     source = labeled_prior
-    if labeled is not None:
-        labeled_posteriors, labeled_weights = labeled.weighted_posteriors(num_classes)
-        if labeled_weights.sum() > 0:
+    if calibration is not None:
+        known_posteriors, known_weights = calibration.weighted_posteriors(num_classes)
+        if known_weights.sum() > 0:
             source = labeled_prior if calibration_prior is None else calibration_prior
             biases = calibration_biases(
-                labeled_posteriors,
-                labeled_weights,
+                known_posteriors,
+                known_weights,
                 source.class_ratios,
                 max_iterations,
                 tolerance,
             )
             posteriors = _reweighted(posteriors, biases)
-            labeled_sum = labeled_weights.sum().item() / labeled.num_images
-            boxes_per_image *= source.boxes_per_image / labeled_sum
+            known_sum = known_weights.sum().item() / calibration.num_images
+            boxes_per_image *= source.boxes_per_image / known_sum
     shares, iterations = em_label_shift(
         posteriors, weights, source.class_ratios, max_iterations, tolerance
     )
