@@ -140,7 +140,8 @@ RUNS: dict[str, tuple[str, ...]] = {
     # The same estimate calibrated on a calibration split (docs/method.md §2 "Calibration
     # split"): 300 labeled canvases of another generator seed that no training step reads, six
     # times the digits' labeled split: the size with which the estimate was right on saved
-    # teachers (50 was not enough, docs/benchmarks.md "Why `8` is over-counted"). Digits only.
+    # teachers (50 was not enough, docs/benchmarks.md "Why `8` is over-counted"). Only where the
+    # data generate such a split (`ONLY_ON`).
     "labelmatch_estimated_prior_calibration_split": (
         "method=labelmatch",
         "method.act.prior=estimated",

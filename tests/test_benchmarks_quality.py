@@ -705,6 +705,18 @@ def test_two_stage_experiments_and_their_baselines() -> None:
     assert quality.baseline_experiment("coco_ablation") is None
 
 
+@pytest.mark.parametrize("experiment", ["digits_10pct", "voc", "coco_1pct"])
+def test_prior_calibration_is_refused_where_the_data_draw_no_calibration_split(
+    experiment: str,
+) -> None:
+    """Only the digits and glyphs generators draw `data.splits.num_calibration`; the fold-split
+    digits and the COCO-format recipes have no such key, so the harness says so up front."""
+    assert experiment not in quality.ONLY_ON["prior_calibration"]
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--experiment", experiment, "--comparison", "prior_calibration"])
+    assert "num_calibration" not in compose_config([f"experiment={experiment}"]).data.splits
+
+
 def set_overrides(overrides: list[str]) -> list[tuple[str, str]]:
     """(key, value) of the plain `key=value` overrides below the config groups."""
     return [tuple(o.split("=", 1)) for o in overrides if "." in o.split("=", 1)[0]]
