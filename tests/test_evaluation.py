@@ -225,3 +225,48 @@ def test_boxes_only_ground_truth_is_scored_as_with_the_keys_filled_in(gt_json, t
     no_box.write_text(json.dumps(coco))
     with pytest.raises(ValueError, match=r"annotation 0 \(id 1\) lacks \['bbox'\]"):
         evaluate_coco(no_box, [])
+
+
+def test_a_val_json_with_a_byte_order_mark_is_read_as_the_data_module_reads_it(gt_json, tmp_path):
+    """Notepad and PowerShell 5 write UTF-8 with a BOM: the loader accepted such a val json and
+    the first validation then stopped on JSONDecodeError (until 2026-12-06)."""
+    with_bom = tmp_path / "bom.json"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + gt_json.read_bytes())
+    assert evaluate_coco(with_bom, _perfect_results()) == evaluate_coco(gt_json, _perfect_results())
+
+
+def test_only_the_images_given_are_scored_and_the_others_counted(gt_json, caplog):
+    """A val image the loader skipped (data.skip_invalid) has no prediction; scored, its
+    objects counted as missed. Perfect detections on images 10 and 11, none on 12 (D, a
+    "seven"): every image scored, "seven" finds C and misses D, interpolated precision 1 up
+    to recall 0.5 and 0 beyond, AP 51 / 101; images 10 and 11 only, every AP is 1."""
+    on_two = [r for r in _perfect_results() if r["image_id"] != 12]
+    every = evaluate_coco(gt_json, on_two)
+    assert every["per_class"]["seven"] == pytest.approx(51 / 101)
+    assert every["map"] == pytest.approx((1 + 51 / 101) / 2)
+    with caplog.at_level(logging.WARNING, logger="labelmatch.evaluation.coco_eval"):
+        two = evaluate_coco(gt_json, on_two, image_ids=[10, 11, 11, 999])
+    assert two["map"] == pytest.approx(1.0) and two["per_class"]["seven"] == pytest.approx(1.0)
+    assert "scored 2 of the 3 images" in caplog.text and "[12]" in caplog.text
+    with pytest.raises(ValueError, match="none of the 1 image ids to score is an image of"):
+        evaluate_coco(gt_json, on_two, image_ids=[999])
+
+
+def test_a_bad_annotation_stops_only_the_scoring_of_its_image(gt_json, tmp_path, caplog):
+    """With data.skip_invalid the val loader drops the image of an annotation it cannot read,
+    and counts one of no image; its validation then stopped in pycocotools (bbox "1,1,10,10":
+    "list input can be bounding box (Nx4) or RLEs"; image_id [12]: unhashable list). The
+    ground truth now leaves such annotations out, and only scoring their image is an error."""
+    coco = json.loads(gt_json.read_text())
+    coco["annotations"] += [
+        {"id": 8, "image_id": 12, "category_id": 1, "bbox": "1,1,10,10"},
+        {"id": 9, "image_id": [12], "category_id": 1, "bbox": [1, 1, 10, 10]},
+    ]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match=r"annotation 4 \(id 8\) bbox must be 4 finite numbers"):
+        evaluate_coco(bad, _perfect_results())
+    with caplog.at_level(logging.WARNING, logger="labelmatch.evaluation.coco_eval"):
+        metrics = evaluate_coco(bad, _perfect_results(), image_ids=[10, 11])
+    assert metrics["map"] == pytest.approx(1.0)
+    assert "1 annotations of no image of the file are left out, and 1 images" in caplog.text

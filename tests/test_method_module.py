@@ -3,6 +3,8 @@ gets gradients and labels in eval mode, burn-in can start from a checkpoint."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -337,3 +339,33 @@ def test_a_resizing_detector_is_refused_for_a_semi_supervised_run() -> None:
             category_ids=[1, 5, 9],
             val_json="unused.json",
         )
+
+
+def test_validation_scores_the_images_it_predicted(tmp_path) -> None:
+    """`score` passes the predicted images to the evaluation: a val image the loader skipped
+    (data.skip_invalid) is left out, not counted as all missed (until 2026-12-06 its objects
+    lowered the mAP without a word)."""
+    gt = {
+        "images": [{"id": i, "file_name": f"{i}.png", "width": 50, "height": 50} for i in (1, 2)],
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": 5, "bbox": [10, 10, 20, 20], "area": 400,
+             "iscrowd": 0}
+            for i in (1, 2)
+        ],
+        "categories": [{"id": c, "name": n} for c, n in ((1, "a"), (5, "b"), (9, "c"))],
+    }  # fmt: skip
+    val_json = tmp_path / "val.json"
+    val_json.write_text(json.dumps(gt))
+    module = make_module()
+    module.hparams.val_json = str(val_json)
+    found = {
+        "image_id": 1,
+        "boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0]]),
+        "scores": torch.tensor([0.9]),
+        "labels": torch.tensor([2]),
+    }
+    assert module.score([found])["map"] == pytest.approx(1.0)
+    nothing = {"image_id": 2, "boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+               "labels": torch.zeros(0, dtype=torch.int64)}  # fmt: skip
+    # Image 2 predicted without a box: scored, its object missed (recall 1/2: AP 51 / 101).
+    assert module.score([found, nothing])["map"] == pytest.approx(51 / 101)

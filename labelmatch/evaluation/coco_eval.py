@@ -11,7 +11,8 @@ import functools
 import io
 import json
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
-from labelmatch.data.coco import is_integer
+from labelmatch.data.coco import is_integer, load_coco_json
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +94,35 @@ def evaluate_coco(
     gt_json: str | Path,
     results: list[dict[str, Any]],
     class_names: Sequence[str] | None = None,
+    image_ids: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """COCO bbox metrics of ``results`` against the ground truth in ``gt_json``.
 
-    Every image of ``gt_json`` is evaluated (an image without results counts its objects as
-    missed); results on images that ``gt_json`` does not contain are left out and counted in a
-    warning.
+    The images of ``image_ids`` are evaluated, every image of ``gt_json`` when it is None (an
+    evaluated image without results counts its objects as missed); results on images that
+    ``gt_json`` does not contain are left out and counted in a warning.
 
     Args:
         gt_json: COCO annotation file (category ids need not be contiguous).
         results: COCO results, e.g. from :func:`to_coco_results`; not modified.
         class_names: one name per ground-truth category, in increasing category-id order (the
             order of the model's labels 1..C); default: the names in ``gt_json``.
+        image_ids: the images the model ran on (validation passes the ids of its
+            predictions). The images of ``gt_json`` it leaves out, those the val loader skipped
+            (``data.skip_invalid``) or did not reach (a limited validation), are counted in a
+            warning and not scored: scored, their objects would count as missed. Ids that are
+            no image of ``gt_json`` are ignored; none at all that is one is an error.
 
     Returns:
         ``{"map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"}`` as
         floats in [0, 1] (pycocotools' -1 where an area range has no ground truth), and
         ``"per_class": {name: AP@[.5:.95] or None if the class has no ground truth}``.
     """
-    ground_truth = _load_ground_truth(*_cache_key(gt_json))
+    ground_truth, problems = _load_ground_truth(*_cache_key(gt_json))
+    scored = _scored_images(ground_truth, image_ids, gt_json)
+    for image_id in scored:
+        if image_id in problems:
+            raise ValueError(f"{gt_json}: {problems[image_id]}")
     category_ids = sorted(ground_truth.getCatIds())
     names = _class_names(ground_truth, category_ids, class_names, gt_json)
     results = _results_on_known_images(results, ground_truth, gt_json)
@@ -125,6 +136,7 @@ def evaluate_coco(
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         detections = _results_coco(ground_truth, results)
         evaluator = COCOeval(ground_truth, detections, iouType="bbox")
+        evaluator.params.imgIds = scored
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -165,34 +177,49 @@ def _cache_key(gt_json: str | Path) -> tuple[str, int]:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_ground_truth(path: str, mtime_ns: int) -> COCO:
-    """The pycocotools index of ``path``; cached per (path, modification time) because the same
-    validation file is evaluated many times per run. ``mtime_ns`` is only part of the key.
+def _load_ground_truth(path: str, mtime_ns: int) -> tuple[COCO, dict[int, str]]:
+    """The pycocotools index of ``path``, and per image id what makes its ground truth
+    unscoreable; cached per (path, modification time) because the same validation file is
+    evaluated many times per run. ``mtime_ns`` is only part of the key.
 
-    Many COCO-format files written by annotation tools hold boxes only. An annotation without
-    ``area`` is scored with its box's area (w x h, what pycocotools' ``loadRes`` gives each
-    detection; it decides only the small / medium / large split), one without ``iscrowd`` as
-    not crowd (0, as the training reader reads it), one without a positive integer ``id`` is
-    numbered after the file's largest id (COCOeval marks a matched ground truth by its id, so
-    one of id 0 counted its detection a false positive); all counted in one warning. One
-    without ``image_id``, ``category_id`` or ``bbox`` is an error (the data module refuses those
-    first)."""
-    with open(path) as file:
-        dataset = json.load(file)
-    annotations = dataset.get("annotations", [])
+    Read as the data module reads it (`load_coco_json`: UTF-8 with or without a byte-order
+    mark, a bad file named). Many COCO-format files written by annotation tools hold boxes
+    only. An annotation without ``area`` is scored with its box's area (w x h, what
+    pycocotools' ``loadRes`` gives each detection; it decides only the small / medium / large
+    split), one without ``iscrowd`` as not crowd (0, as the training reader reads it), one
+    without a positive integer ``id`` is numbered after the file's largest id (COCOeval marks a
+    matched ground truth by its id, so one of id 0 counted its detection a false positive); all
+    counted in one warning. One without ``category_id`` or ``bbox``, or whose ``bbox`` is not 4
+    finite numbers, is left out of the index and its image marked unscoreable (`evaluate_coco`
+    stops if it is asked to score that image: the data module refuses such a record first, or
+    with ``data.skip_invalid`` drops its image); one of no image of the file is left out (the
+    data module counts it as skipped), both counted in a warning."""
+    dataset = load_coco_json(path)
+    images = {image.get("id") for image in dataset["images"] if isinstance(image, dict)}
+    annotations, problems, foreign = [], {}, 0
+    for position, annotation in enumerate(dataset.get("annotations", [])):
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if not (is_integer(image_id) and image_id in images):
+            foreign += 1
+            continue
+        missing = [key for key in _GT_ANNOTATION_KEYS if key not in annotation]
+        if missing:
+            problem = f"lacks {missing}, which COCO bbox evaluation needs"
+        elif not _is_box(annotation["bbox"]):
+            problem = f"bbox must be 4 finite numbers, got {annotation['bbox']!r}"
+        else:
+            annotations.append(annotation)
+            continue
+        problems.setdefault(
+            image_id, f"annotation {position} (id {annotation.get('id')}) {problem}"
+        )
     filled = {"area": 0, "iscrowd": 0, "id": 0}
 
     def positive_id(annotation: dict) -> bool:
         return is_integer(annotation.get("id")) and annotation["id"] > 0
 
     next_id = 1 + max((a["id"] for a in annotations if positive_id(a)), default=0)
-    for position, annotation in enumerate(annotations):
-        missing = [key for key in _GT_ANNOTATION_KEYS if key not in annotation]
-        if missing:
-            raise ValueError(
-                f"{path}: annotation {position} (id {annotation.get('id')}) lacks {missing}, "
-                "which COCO bbox evaluation needs"
-            )
+    for annotation in annotations:
         if "area" not in annotation:
             annotation["area"] = float(annotation["bbox"][2]) * float(annotation["bbox"][3])
             filled["area"] += 1
@@ -209,11 +236,52 @@ def _load_ground_truth(path: str, mtime_ns: int) -> COCO:
             "others",
             path, len(annotations), filled["area"], filled["iscrowd"], filled["id"],
         )  # fmt: skip
+    if foreign or problems:
+        log.warning(
+            "%s: %d annotations of no image of the file are left out, and %d images whose "
+            "annotations COCO bbox evaluation cannot read are not scored (e.g. %s)",
+            path, foreign, len(problems), next(iter(problems.values()), "none"),
+        )  # fmt: skip
+    dataset["annotations"] = annotations
     ground_truth = COCO()
     ground_truth.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         ground_truth.createIndex()
-    return ground_truth
+    return ground_truth, problems
+
+
+def _is_box(bbox: Any) -> bool:
+    """COCO's [x, y, w, h]: 4 finite numbers (what pycocotools' IoU reads)."""
+    return (
+        isinstance(bbox, list | tuple)
+        and len(bbox) == 4
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in bbox
+        )
+    )
+
+
+def _scored_images(
+    ground_truth: COCO, image_ids: Collection[int] | None, gt_json: str | Path
+) -> list[int]:
+    """The ids of the images of ``gt_json`` to score (`evaluate_coco`), sorted."""
+    every = sorted(ground_truth.getImgIds())
+    if image_ids is None:
+        return every
+    scored = sorted(set(every) & set(image_ids))
+    if not scored:
+        raise ValueError(
+            f"none of the {len(set(image_ids))} image ids to score is an image of {gt_json}"
+        )
+    if len(scored) < len(every):
+        left_out = sorted(set(every) - set(scored))
+        log.warning(
+            "evaluate_coco: scored %d of the %d images of %s; %d were not predicted (skipped "
+            "by data.skip_invalid, or outside a limited validation) and are not scored (e.g. %s)",
+            len(scored), len(every), gt_json, len(left_out), left_out[:5],
+        )  # fmt: skip
+    return scored
 
 
 def _class_names(

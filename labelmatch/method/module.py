@@ -425,11 +425,14 @@ class LabelMatchModule(L.LightningModule):
         return Path(self.trainer.default_root_dir) / "eval"
 
     def score(self, predictions: list[dict[str, Tensor]], write_to: Path | None = None) -> dict:
-        """COCO metrics of predictions (original frame) against `val_json`."""
+        """COCO metrics of predictions (original frame) against `val_json`, on the images
+        predicted (one prediction each, boxes or none): a val image the loader skipped
+        (`data.skip_invalid`) is left out of the score and counted, not scored as all missed."""
         results = to_coco_results(predictions, self.hparams.category_ids)
         if write_to is not None and self.trainer.is_global_zero:
             write_results(write_to, results)
-        return evaluate_coco(self.hparams.val_json, results, self.hparams.class_names)
+        predicted = [prediction["image_id"] for prediction in predictions]
+        return evaluate_coco(self.hparams.val_json, results, self.hparams.class_names, predicted)
 
     @torch.no_grad()
     def evaluate_loader(self, model: FasterRCNN, loader: Iterable[dict[str, Any]]) -> dict:
