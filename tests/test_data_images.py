@@ -15,7 +15,13 @@ from PIL import Image, ImageOps
 from labelmatch.data.categories import CategoryMap
 from labelmatch.data.coco import CocoDetection
 from labelmatch.data.errors import DataError
-from labelmatch.data.images import ImageHeader, decode_rgb, oriented, read_header
+from labelmatch.data.images import (
+    HEADER_ERRORS,
+    ImageHeader,
+    decode_rgb,
+    oriented,
+    read_header,
+)
 
 # 2 x 3 (h x w) image of values 1..6, rows [1 2 3], [4 5 6]; each orientation as a viewer shows
 # it (EXIF 2.32, Orientation: where row 0 and column 0 of the stored pixels go), by hand.
@@ -252,3 +258,24 @@ def test_prepare_folder_writes_the_sizes_the_loaders_read(tmp_path):
 
     assert sizes() == {"phone.jpg": (20, 30), "plain.png": (30, 20)}
     assert sizes("--stored-orientation") == {"phone.jpg": (30, 20), "plain.png": (30, 20)}
+
+
+def test_truncations_of_an_animated_gif_read_or_fail_as_a_header_error(tmp_path):
+    """A partly downloaded animated GIF (cut at every 5th length): PIL's frame count raised
+    IndexError or struct.error, which no loader catches, so `prepare folder` and the datasets
+    stopped with a traceback instead of skipping or naming the file (until 2026-12-06)."""
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (40, 60), dtype=np.uint8)) for _ in range(3)]
+    whole = tmp_path / "anim.gif"
+    frames[0].save(whole, save_all=True, append_images=frames[1:])
+    data, cut = whole.read_bytes(), tmp_path / "cut.gif"
+    outcomes = set()
+    for length in range(1, len(data), 5):
+        cut.write_bytes(data[:length])
+        try:
+            read_header(cut)
+        except HEADER_ERRORS as error:
+            outcomes.add("frames" if "frames cannot be counted" in str(error) else "other")
+        else:
+            outcomes.add("read")
+    assert "frames" in outcomes  # the lengths that raised IndexError / struct.error before

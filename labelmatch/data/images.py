@@ -14,6 +14,7 @@ record has the other frame's size.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -83,7 +84,10 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
                 f"(supported: {', '.join(DECODABLE_FORMATS)})"
             )
         # decode_image returns every frame of an animated GIF ([frames, 3, H, W]), not an image
-        frames = getattr(image, "n_frames", 1)
+        try:
+            frames = getattr(image, "n_frames", 1)
+        except (EOFError, IndexError, struct.error) as error:  # PIL on a truncated GIF
+            raise OSError(f"damaged image: its frames cannot be counted ({error!r})") from error
         if image.format == "GIF" and frames > 1:
             raise OSError(f"an animated GIF of {frames} frames; one image per file is needed")
         width, height = image.size
