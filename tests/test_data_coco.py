@@ -211,6 +211,18 @@ def test_a_category_without_an_integer_id_names_the_file_and_entry(tmp_path, cat
         load_coco_json(path)
 
 
+def test_a_repeated_category_id_names_the_file_and_both_entries(tmp_path):
+    """Until 2026-12-06 the error came from the category map, without the file or the entries;
+    `prepare split` wrote such a json's split."""
+    path = tmp_path / "ann.json"
+    categories = [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}, {"id": 3, "name": "c"}]
+    path.write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+    with pytest.raises(
+        DataError, match=r"ann\.json: category id 3 appears twice \(entries 0 and 2\)"
+    ):
+        load_coco_json(path)
+
+
 def test_json_true_is_no_integer_id(tiny):
     """Python's bool is an int: `true` stood for id 1 (an image id true was image 1's twin, an
     annotation of image_id true was one of image 1's boxes)."""

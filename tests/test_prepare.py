@@ -644,6 +644,39 @@ def test_split_of_bad_input_names_the_file_and_the_record(tmp_path, caplog) -> N
     assert f"{source}: invalid JSON at line 1" in caplog.text
 
 
+def test_split_names_annotation_ids_that_are_no_integers(tmp_path) -> None:
+    """An image_id [4] stopped the split with "unhashable type: 'list'", a category_id {"id":
+    5} likewise; 4.0 or true (Python's 1 and 4) passed and wrote a split training refused."""
+    for field, value, message in [
+        ("image_id", [4], r"image_id \[4\] is not in 'images'"),
+        ("image_id", 4.0, r"image_id 4\.0 is not in 'images'"),
+        ("image_id", True, r"image_id True is not in 'images'"),
+        ("category_id", {"id": 5}, r"unknown category_id \{'id': 5\}"),
+        ("category_id", 1.0, r"unknown category_id 1\.0"),
+    ]:
+        coco = long_tailed_coco()
+        coco["annotations"][3][field] = value
+        source = write_all_json(tmp_path / "all.json", coco)
+        with pytest.raises(DataError, match=rf"all\.json: annotation id 4: {message}"):
+            prepare_split(source, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+def test_checksum_of_a_json_without_integer_image_ids_names_the_record(tmp_path, caplog):
+    """`checksum` stopped with KeyError: 'id' on an image record without one, and with a
+    TypeError sorting "x" among integers."""
+    for images, message in [
+        ([{"id": 1}, {"file_name": "b.jpg"}], "image record 1 needs an integer 'id'"),
+        ([{"id": 1}, {"id": "x"}], "image record 1 needs an integer 'id'"),
+        ([{"id": 1}, {"id": 1}], "image id 1 appears twice"),
+    ]:
+        source = write_all_json(tmp_path / "split.json", {"images": images})
+        with pytest.raises(SystemExit) as exit_status:
+            prepare(["checksum", str(source)])
+        assert exit_status.value.code == 1
+        assert f"{source}: {message}" in caplog.text
+
+
 def test_split_refuses_image_ids_training_cannot_read_and_writes_nothing(tmp_path, caplog):
     """Training reads integer image ids only. Mixed ids stopped the sidecar's sort with a
     TypeError after both split files were written (a rerun then found them); string ids

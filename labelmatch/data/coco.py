@@ -55,6 +55,7 @@ def load_coco_json(path: str | os.PathLike, require_categories: bool = True) -> 
     for key in ("images", "annotations", "categories"):
         if key in coco and not isinstance(coco[key], list):
             raise DataError(f"{path}: '{key}' must be a list, got {type(coco[key]).__name__}")
+    first_entry: dict[int, int] = {}  # category id -> its entry's position
     for position, category in enumerate(coco.get("categories", [])):
         # Integer ids: the map orders categories by id and looks annotations up by it (1.2 and
         # 1.7 would both be category 1, "10" would sort before "9").
@@ -67,6 +68,12 @@ def load_coco_json(path: str | os.PathLike, require_categories: bool = True) -> 
                 f"{path}: category entry {position} needs an integer 'id' and a string 'name', "
                 f"got {category!r}"
             )
+        if category["id"] in first_entry:
+            raise DataError(
+                f"{path}: category id {category['id']} appears twice (entries "
+                f"{first_entry[category['id']]} and {position})"
+            )
+        first_entry[category["id"]] = position
     return coco
 
 

@@ -48,14 +48,10 @@ def _unwritable(path: Path, error: OSError) -> DataError:
     )
 
 
-def check_split_source(coco: dict, path: Path) -> None:
-    """DataError naming `path` and the record for what a split reads: image objects with
-    unique integer ids, and annotation objects of known images and categories (checked before
-    any sampler indexes them, so a bad record is named, not a KeyError).
-
-    Integer ids, as training reads them (`CocoDetection`): a split of string ids was written
-    and then refused by the run, and one of mixed ids stopped the sidecar's sort after the
-    two split files were written."""
+def check_image_ids(coco: dict, path: Path) -> set[int]:
+    """The image ids of `coco` (read from `path`), or a DataError naming `path` and the record:
+    each image record an object with an integer 'id' (as training reads them, `CocoDetection`),
+    none repeated."""
     image_ids: set[int] = set()
     for position, image in enumerate(coco["images"]):
         if not isinstance(image, dict) or not is_integer(image.get("id")):
@@ -66,6 +62,20 @@ def check_split_source(coco: dict, path: Path) -> None:
         if image["id"] in image_ids:
             raise DataError(f"{path}: image id {image['id']} appears twice in 'images'")
         image_ids.add(image["id"])
+    return image_ids
+
+
+def check_split_source(coco: dict, path: Path) -> None:
+    """DataError naming `path` and the record for what a split reads: image objects with
+    unique integer ids (`check_image_ids`), and annotation objects of known images and
+    categories, by integer ids (checked before any sampler indexes them, so a bad record is
+    named, not a KeyError or TypeError).
+
+    Integer ids, as training reads them (`CocoDetection`): a split of string ids was written
+    and then refused by the run, and one of mixed ids stopped the sidecar's sort after the
+    two split files were written; an id 1.0 or true (Python's 1) was written and then refused,
+    and a list stopped the lookup with a TypeError."""
+    image_ids = check_image_ids(coco, path)
     category_ids = {category.get("id") for category in coco["categories"]}
     for position, annotation in enumerate(coco.get("annotations", [])):
         if not isinstance(annotation, dict):
@@ -73,12 +83,13 @@ def check_split_source(coco: dict, path: Path) -> None:
                 f"{path}: annotation record {position} must be an object, got {annotation!r}"
             )
         name = f"annotation id {annotation.get('id', f'at position {position}')}"
-        if annotation.get("image_id") not in image_ids:
-            image_id = annotation.get("image_id")
+        image_id = annotation.get("image_id")
+        if not (is_integer(image_id) and image_id in image_ids):
             raise DataError(f"{path}: {name}: image_id {image_id!r} is not in 'images'")
-        if annotation.get("category_id") not in category_ids:
+        category_id = annotation.get("category_id")
+        if not (is_integer(category_id) and category_id in category_ids):
             raise DataError(
-                f"{path}: {name}: unknown category_id {annotation.get('category_id')!r} "
+                f"{path}: {name}: unknown category_id {category_id!r} "
                 f"(known: {sorted(category_ids)})"
             )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labelmatch.data.coco import load_coco_json
-from labelmatch.data.split_files.files import write_json_atomic
+from labelmatch.data.split_files.files import check_image_ids, write_json_atomic
 
 
 def labeled_ids_checksum(image_ids: Iterable[int]) -> str:
@@ -59,4 +59,4 @@ def write_sidecar(labeled_json: Path, labeled_coco: dict, provenance: dict[str, 
 def read_checksum(path: str | os.PathLike) -> str:
     """Checksum of the image ids of any COCO json (e.g. a split written by another codebase)."""
     coco = load_coco_json(path, require_categories=False)
-    return labeled_ids_checksum(image["id"] for image in coco["images"])
+    return labeled_ids_checksum(check_image_ids(coco, Path(path)))
