@@ -181,14 +181,15 @@ def image_view(
     image)."""
     orientation = read_header(path).orientation if exif_orientation else 1
     image = decode_rgb(path, orientation)
-    if image.dtype != torch.uint8:  # a 16-bit PNG: the same picture in 8 bits, drawable
-        image = to_dtype(image, torch.uint8, scale=True)
     no_boxes = tv_tensors.BoundingBoxes(
         torch.zeros(0, 4), format="XYXY", canvas_size=tuple(image.shape[-2:])
     )
+    # The view from the decoded pixels, as evaluation makes it (a 16-bit PNG's too).
     view, target = transform(
         image, {"boxes": no_boxes, "labels": torch.zeros(0), "image_id": image_id}
     )
+    if image.dtype != torch.uint8:  # a 16-bit PNG: the same picture in 8 bits, drawable
+        image = to_dtype(image, torch.uint8, scale=True)
     return image, view, target
 
 
@@ -198,6 +199,11 @@ def predict(cfg: DictConfig) -> list[dict]:
     if cfg.out is None:
         raise ConfigError("out=null: predict writes its images and detections to out=DIR")
     out = Path(cfg.out)
+    if out.resolve() == Path(cfg.images).resolve():  # each drawing is out/<stem>.png
+        raise ConfigError(
+            f"out={cfg.out} is the images= folder: its drawings would overwrite PNG images "
+            "there and be read as images by the next run; give another folder"
+        )
     device = inference_device(cfg.device)
     if cfg.batch_size < 1:
         raise DataError(f"batch_size={cfg.batch_size}: predict needs at least one image a batch")

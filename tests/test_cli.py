@@ -11,6 +11,7 @@ import sys
 import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
+from PIL import Image
 
 from labelmatch.cli import ConfigError, cli_errors
 from labelmatch.data.errors import DataError
@@ -120,6 +121,22 @@ def test_predict_without_out_says_so_in_one_line(tmp_path) -> None:
     # out=null too: Hydra's run folder fell back on a missing out=, not on a null one.
     [line] = _error_lines("predict", [*overrides, "out=null"], tmp_path)
     assert line.endswith("out=null: predict writes its images and detections to out=DIR")
+
+
+def test_predict_into_its_images_folder_is_refused_in_one_line(tmp_path) -> None:
+    """Each drawing is out/<stem>.png: with out= the images= folder, predict overwrote the PNG
+    images it read (until 2026-12-06); refused before any model is loaded."""
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(image)
+    before = image.read_bytes()
+    overrides = [
+        f"checkpoint={tmp_path / 'missing.ckpt'}",
+        f"images={tmp_path}",
+        f"out={tmp_path}/.",
+    ]
+    [line] = _error_lines("predict", overrides, tmp_path)
+    assert "is the images= folder: its drawings would overwrite PNG images" in line
+    assert image.read_bytes() == before
 
 
 def test_predict_evaluate_and_export_do_not_import_training() -> None:

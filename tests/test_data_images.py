@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image, ImageOps
+from torchvision import tv_tensors
 
 from labelmatch.data.categories import CategoryMap
 from labelmatch.data.coco import CocoDetection
@@ -215,6 +216,26 @@ def test_predict_reads_the_turned_image_and_its_size(tmp_path):
     assert image.shape == (3, 30, 20) and view.shape == (3, 30, 20)
     assert image[:, 24:, :4].float().mean() > 240  # stored top-left, shown bottom-left
     assert image_view(phone, transform, 2, exif_orientation=False)[0].shape == (3, 20, 30)
+
+
+def test_predict_views_a_16_bit_png_as_evaluation_does_and_draws_it_in_8_bits(tmp_path):
+    """Until 2026-12-06 predict made the view from the 8-bit picture, so a 16-bit PNG's view
+    differed from evaluation's (up to 0.0063 on a grey ramp): other detections than `evaluate`
+    gives the same image."""
+    from labelmatch.data.transforms import TestTransform
+    from labelmatch.predict import image_view
+
+    ramp = (np.arange(40 * 60, dtype=np.uint32).reshape(40, 60) * 27).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)  # mode I;16
+    transform = TestTransform(30, 100)
+    image, view, _ = image_view(path, transform, 1)
+    decoded = decode_rgb(path)
+    assert decoded.dtype == torch.uint16
+    boxes = tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(40, 60))
+    no_boxes = {"boxes": boxes, "labels": torch.zeros(0), "image_id": 1}
+    assert torch.equal(view, transform(decoded, no_boxes)[0])
+    assert image.dtype == torch.uint8 and image.shape == (3, 40, 60)
 
 
 def test_predict_takes_the_option_from_the_command_then_the_training_run(tmp_path):

@@ -202,8 +202,9 @@ class CocoDetection(torch.utils.data.Dataset):
         unknown image is dropped itself (counted).
     The counts are in `report` and logged once.
 
-    `__getitem__` returns `(image, target)`: image a uint8 `tv_tensors.Image` [3, H, W] (RGB),
-    target `dict(boxes=BoundingBoxes XYXY float32 [N, 4], labels=int64 [N], image_id=int)`,
+    `__getitem__` returns `(image, target)`: image a uint8 `tv_tensors.Image` [3, H, W] (RGB;
+    uint16 from a 16-bit PNG), target `dict(boxes=BoundingBoxes XYXY float32 [N, 4],
+    labels=int64 [N], image_id=int)`,
     or what `transforms(image, target)` returns. An image file that cannot be decoded, or
     whose size differs from its record, raises DataError; with `skip_invalid=True` it is
     logged as a warning naming the file, counted in `report["images_skipped_unreadable"]`

@@ -9,8 +9,9 @@ global torch RNG, which the training loaders seed per sample
 A view's size comes from a resize rule (`ShortSideChoice`, `ShortSideRange`, `LongSideRatio`),
 each drawing the size of one view from the image's; the data configs build them with Hydra.
 
-Input: `(image, target)` as returned by `CocoDetection`: uint8 image [3, H, W], target with
-XYXY `boxes` [N, 4], `labels` [N], `image_id`. Output images are float32 in [0, 1].
+Input: `(image, target)` as returned by `CocoDetection`: uint8 image [3, H, W] (uint16 from a
+16-bit PNG), target with XYXY `boxes` [N, 4], `labels` [N], `image_id`. Output images are
+float32 in [0, 1].
 """
 
 from __future__ import annotations
