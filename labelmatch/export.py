@@ -244,10 +244,14 @@ def verification_images(
     if cfg.num_images < 1:  # the export traces its first image; verifying none proves nothing
         raise DataError(f"num_images must be at least 1, got {cfg.num_images}")
     if cfg.images:
-        paths = image_files(Path(cfg.images))[: cfg.num_images]
-        return [
-            image_view(path, transform, i, exif_orientation)[1] for i, path in enumerate(paths, 1)
-        ]
+        views = []
+        for i, path in enumerate(image_files(Path(cfg.images))[: cfg.num_images], 1):
+            try:  # the header was readable (image_files); the data past it may not be
+                views.append(image_view(path, transform, i, exif_orientation)[1])
+            except (RuntimeError, OSError, ValueError) as error:
+                message = f"images={cfg.images}: {path.name} cannot be decoded ({error})"
+                raise DataError(message) from error
+        return views
     trained = training_config(cfg.checkpoint)
     if trained is None:
         raise DataError(

@@ -201,3 +201,22 @@ def test_a_verification_that_compares_nothing_fails_and_needs_an_image() -> None
         verification_images(
             OmegaConf.create({"num_images": 0, "images": None}), TestTransform(32, 64), True
         )
+
+
+def test_an_image_damaged_past_its_header_is_named_by_the_verification(tmp_path) -> None:
+    """Until 2026-12-06 the decoder's RuntimeError stopped `export images=DIR` with a
+    traceback (predict names and skips such a file; the export needs every image it takes)."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from labelmatch.data.transforms import TestTransform
+    from labelmatch.export import verification_images
+
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    whole = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(whole[: len(whole) // 2])
+    cfg = OmegaConf.create({"num_images": 2, "images": str(tmp_path)})
+    with pytest.raises(DataError, match=r"images=.*: b\.png cannot be decoded"):
+        verification_images(cfg, TestTransform(32, 64), True)
