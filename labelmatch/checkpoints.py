@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -50,9 +50,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """`torch.save(obj, path)` that never leaves a partial file at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Created as open() creates files, 0666 less the umask, as a plain torch.save would: a
+    # shared run folder's group can read the checkpoint (tempfile.mkstemp's 0600 stayed with
+    # the file through os.replace until 2026-12-06). "x": never an existing file.
+    temp_name = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(handle, "wb") as file:
+        with open(temp_name, "xb") as file:
             torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())

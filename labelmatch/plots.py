@@ -44,18 +44,27 @@ def read_metrics(path: str | Path) -> dict[str, Series]:
 
 def read_run_metrics(run_dir: str | Path) -> dict[str, Series]:
     """`read_metrics` over a run's whole history: a run resumed in its own directory has moved
-    its earlier logs to `metrics.<n>.csv` (n = 1, 2, ...) before writing `metrics.csv` afresh."""
+    its earlier logs to `metrics.<n>.csv` (n = 1, 2, ...) before writing `metrics.csv` afresh.
+    A run stopped after its last checkpoint logged steps that the resumed run trains and logs
+    again: each later file replaces what the earlier ones logged from its first step on."""
     run_dir = Path(run_dir)
     numbered = [p for p in run_dir.glob("metrics.*.csv") if p.suffixes[0][1:].isdigit()]
     earlier = sorted(numbered, key=lambda p: int(p.suffixes[0][1:]))
     series: dict[str, Series] = {}
     for path in [*earlier, run_dir / "metrics.csv"]:
-        if path.is_file():
-            for name, (steps, values) in read_metrics(path).items():
-                series.setdefault(name, ([], []))
-                series[name][0].extend(steps)
-                series[name][1].extend(values)
-    return series
+        if not path.is_file():
+            continue
+        later = read_metrics(path)
+        first = min((steps[0] for steps, _ in later.values() if steps), default=None)
+        if first is not None:  # what the resumed run logged again replaces the earlier points
+            for name, (steps, values) in series.items():
+                kept = [i for i, step in enumerate(steps) if step < first]
+                series[name] = ([steps[i] for i in kept], [values[i] for i in kept])
+        for name, (steps, values) in later.items():
+            series.setdefault(name, ([], []))
+            series[name][0].extend(steps)
+            series[name][1].extend(values)
+    return {name: points for name, points in series.items() if points[0]}
 
 
 def latest(metrics: dict[str, Series], prefix: str, class_names: Sequence[str]) -> list[float]:
@@ -184,7 +193,9 @@ def plot_pseudo_quality(metrics: dict[str, Series]) -> Figure | None:
 
 def plot_per_class_ap(metrics: dict[str, Series], class_names: Sequence[str]) -> Figure | None:
     """Tab. 4: latest val AP@[.5:.95] per class of student and teacher, head to tail classes
-    (by the labeled prior when it was logged)."""
+    (by the class shares of the prior the pseudo labels were compared with, `pseudo/prior_share`:
+    the labeled prior, or ACT's estimated, oracle or manual one; the given order when none was
+    logged)."""
     models = [
         m for m in ("student", "teacher") if any(f"{m}/ap/{c}" in metrics for c in class_names)
     ]
@@ -253,7 +264,7 @@ def write_plots(run_dir: str | Path, class_names: Sequence[str]) -> list[Path]:
 
 def _head_to_tail(shares: Sequence[float]) -> list[int]:
     """Class indices by decreasing share (classes without a share last, in their order)."""
-    return sorted(range(len(shares)), key=lambda i: 0.0 if math.isnan(shares[i]) else -shares[i])
+    return sorted(range(len(shares)), key=lambda i: (math.isnan(shares[i]), -shares[i]))
 
 
 def _class_colours(num_classes: int) -> list[tuple[float, float, float, float]]:

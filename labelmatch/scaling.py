@@ -58,14 +58,16 @@ def total_batch(cfg: DictConfig) -> int:
 
 
 def scale_steps(steps: int, factor: float) -> int:
-    """`steps` / factor, rounded, at least 1 (0 stays 0: e.g. no burn-in)."""
-    return 0 if steps == 0 else max(1, round(steps / factor))
+    """`steps` / factor, rounded, at least 1 (0 stays 0: e.g. no burn-in; a negative count,
+    Lightning's `max_steps=-1` for "no limit", stays as it is)."""
+    return steps if steps <= 0 else max(1, round(steps / factor))
 
 
 def scale_to_batch(cfg: DictConfig) -> list[str]:
     """Rescale `cfg` in place to its total batch when `optim.scale_to_batch` is true.
 
-    Returns one line per changed value ("key: old -> new"); empty when nothing is scaled.
+    Returns the factor's line, then one per changed value ("key: old -> new"); empty when
+    `optim.scale_to_batch` is false.
     """
     if not cfg.optim.get("scale_to_batch", False):
         return []

@@ -1,6 +1,8 @@
 """Checkpoint files: atomic writes, class checks, random states; the ACT subset under DDP."""
 
+import os
 import random
+import stat
 
 import lightning as L
 import numpy as np
@@ -32,6 +34,19 @@ def test_atomic_save_replaces_the_file_whole_and_leaves_no_temp_file(tmp_path):
         atomic_torch_save({"step": 3, "bad": Unpicklable()}, path)
     assert torch.load(path)["step"] == 2  # the previous checkpoint is intact
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_atomic_save_gives_the_file_the_mode_a_plain_save_would(tmp_path):
+    """0666 less the umask, as torch.save's open(): a shared run folder's group can read the
+    checkpoint (mkstemp's 0600 stayed with it through the rename until 2026-12-06)."""
+    previous = os.umask(0o027)
+    try:
+        atomic_torch_save({"step": 1}, tmp_path / "last.ckpt")
+        torch.save({"step": 1}, tmp_path / "plain.ckpt")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"last.ckpt": 0o640, "plain.ckpt": 0o640}
 
 
 def test_checkpoint_of_this_project_must_have_the_same_classes(tmp_path):

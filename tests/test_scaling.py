@@ -15,6 +15,7 @@ def test_steps_scale_inversely_and_round():
     assert scale_steps(250, 3.0) == 83  # 83.3
     assert scale_steps(1, 4.0) == 1  # never below one step
     assert scale_steps(0, 2.0) == 0  # no burn-in stays no burn-in
+    assert scale_steps(-1, 2.0) == -1  # Lightning's max_steps=-1, no limit, stays one
 
 
 def test_device_counts_as_lightning_starts_them():

@@ -56,7 +56,7 @@ class PseudoLabelStatistics(L.Callback):
         statistics compare with the prior ACT's latest refresh aimed at, as the step's
         pseudo labels carry it (for "estimated": the latest estimate), so `kl_to_prior`
         measures how well ACT met its own target.
-    images_per_update: strong views drawn at each threshold update.
+    images_per_update: strong views drawn at each threshold update (0: none drawn).
     """
 
     def __init__(self, prior: dict | str | None = None, images_per_update: int = 4) -> None:
@@ -132,6 +132,8 @@ class PseudoLabelStatistics(L.Callback):
     def draw(
         self, trainer: L.Trainer, pl_module: L.LightningModule, pseudo_batch: PseudoLabelBatch
     ) -> None:
+        if self.images_per_update <= 0:
+            return
         shown = slice(0, self.images_per_update)
         figure = draw_pseudo_labels(
             pseudo_batch.strong_images[shown],
