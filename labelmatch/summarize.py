@@ -9,7 +9,8 @@ mean ± sample std over them for each setting of the other overrides (`DIR/summa
 or fold one to one (the two-stage recipe: stage 2 of seed S starts from the baseline of seed S,
 and no other). A job
 without a readable `results.json` (failed or still running) is listed with that status and left
-out of the means. Missing values (a supervised job has no teacher) are "—", empty in the CSV.
+out of the means. Missing values (a supervised job has no teacher) are "—", empty in the CSV; a
+mean over fewer runs than its row counts (a NaN left some out) says "(n of N)".
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 # Overrides that repeat one setting (Table 1 averages folds); means are taken over them.
@@ -57,12 +60,34 @@ class Job:
         return math.nan if value is None else 100.0 * value
 
 
+def setting_text(value: Any) -> str:
+    """A setting's value as the tables write it, one text per value whether a job gave it on
+    the command line or ran at it (`ran_with`): true / false, null, numbers as Python writes
+    them (1e-4 and 0.0001 alike), lists and maps as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
 def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
-    """Hydra's overrides.yaml list ("key=value", "+key=value", "~key") -> {key: value}."""
+    """Hydra's overrides.yaml list ("key=value", "+key=value", "~key") -> {key: value}, each
+    value read by Hydra's override grammar (`setting_text`); a line it cannot read is split
+    at its first "=" as written."""
+    parser = OverridesParser.create()
     parsed = {}
-    for line in lines:
-        key, _, value = str(line).partition("=")
-        parsed[key.lstrip("+")] = "(deleted)" if key.startswith("~") else value
+    for line in map(str, lines):
+        try:
+            override = parser.parse_override(line)
+        except HydraException:
+            key, _, value = line.partition("=")
+            parsed[key.lstrip("+~")] = "(deleted)" if key.startswith("~") else value
+            continue
+        key = override.key_or_group
+        parsed[key] = "(deleted)" if override.is_delete() else setting_text(override.value())
     return parsed
 
 
@@ -99,7 +124,7 @@ def ran_with(job_dir: Path, keys: Iterable[str]) -> dict[str, str]:
         if value is None:
             value = OmegaConf.select(config, key, throw_on_missing=False)
         if value is not None and not OmegaConf.is_config(value):
-            values[key] = str(value)
+            values[key] = setting_text(value)
     return values
 
 
@@ -142,13 +167,17 @@ def per_job_rows(jobs: Sequence[Job], keys: Sequence[str]) -> tuple[list[str], l
 
 
 def mean_and_std(values: Sequence[float]) -> str:
-    """ "mean ± sample std" of the non-NaN values (just the mean for one value)."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
+    """ "mean ± sample std" of the non-NaN values (just the mean for one value), with "(n of
+    N)" when NaN left some runs out, so the runs column is not read as the count behind it."""
+    kept = [v for v in values if not math.isnan(v)]
+    if not kept:
         return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    text = (
+        f"{kept[0]:.2f}"
+        if len(kept) == 1
+        else (f"{statistics.mean(kept):.2f} ± {statistics.stdev(kept):.2f}")
+    )
+    return text if len(kept) == len(values) else f"{text} ({len(kept)} of {len(values)})"
 
 
 def group_jobs(
@@ -162,16 +191,25 @@ def group_jobs(
     return groups
 
 
-def follows_repeats(jobs: Sequence[Job], key: str, repeats: Sequence[str]) -> bool:
-    """Whether, over the finished jobs that set `key`, each seed / fold has one value of it
-    and no two seeds / folds share one (a one-to-one map: each seed's own checkpoint)."""
-    values: dict[tuple[str, ...], set[str]] = {}
+def follows_repeats(
+    jobs: Sequence[Job], key: str, repeats: Sequence[str], settings: Sequence[str]
+) -> bool:
+    """Whether, over the finished jobs that set `key`, within each setting of the `settings`
+    overrides each seed / fold has one value of it and no two seeds / folds share one (a
+    one-to-one map: each seed's own checkpoint; two experiments each with their own baselines
+    are two such maps)."""
+    values: dict[tuple[tuple[str, ...], tuple[str, ...]], set[str]] = {}
     for job in jobs:
         if job.results is not None and key in job.overrides:
+            setting = tuple(job.overrides.get(k, "") for k in settings)
             repeat = tuple(job.overrides.get(k, "") for k in repeats)
-            values.setdefault(repeat, set()).add(job.overrides[key])
-    distinct = {value for per_repeat in values.values() for value in per_repeat}
-    return all(len(v) == 1 for v in values.values()) and len(distinct) == len(values)
+            values.setdefault((setting, repeat), set()).add(job.overrides[key])
+    if not all(len(v) == 1 for v in values.values()):
+        return False
+    per_setting: dict[tuple[str, ...], list[str]] = {}
+    for (setting, _), (value,) in values.items():
+        per_setting.setdefault(setting, []).append(value)
+    return all(len(set(v)) == len(v) for v in per_setting.values())
 
 
 def mean_rows(jobs: Sequence[Job], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
@@ -179,10 +217,12 @@ def mean_rows(jobs: Sequence[Job], keys: Sequence[str]) -> tuple[list[str], list
     PER_REPEAT_KEYS override that follows the seeds / folds one to one is part of the
     repetition; otherwise (two checkpoints for one seed, one for two) it is a setting."""
     repeats = [k for k in keys if k in REPEAT_KEYS]
+    others = [k for k in keys if k not in REPEAT_KEYS and k not in PER_REPEAT_KEYS]
     setting_keys = [
         k
         for k in keys
-        if k not in REPEAT_KEYS and not (k in PER_REPEAT_KEYS and follows_repeats(jobs, k, repeats))
+        if k not in REPEAT_KEYS
+        and not (k in PER_REPEAT_KEYS and follows_repeats(jobs, k, repeats, others))
     ]
     groups = group_jobs(jobs, setting_keys)
     header = [*setting_keys, f"runs (over {', '.join(repeats)})"]

@@ -117,6 +117,44 @@ def test_one_checkpoint_for_two_seeds_is_a_setting(tmp_path) -> None:
     ]  # fmt: skip
 
 
+def test_two_experiments_each_from_their_own_baselines_average_over_seeds(tmp_path) -> None:
+    """Seed 0 starts from one baseline per experiment: judged over the whole folder, seed 0
+    had two checkpoints, so init_from became a setting and no row averaged anything (until
+    2026-12-06); the map is one to one within each experiment."""
+    for experiment, maps in [("glyphs_10pct", (0.30, 0.34)), ("glyphs_shift", (0.40, 0.44))]:
+        for seed, value in enumerate(maps):
+            init = f"method.init_from=outputs/{experiment}/baseline-s{seed}/checkpoints/last.ckpt"
+            overrides = [f"experiment={experiment}", init, f"seed={seed}"]
+            fake_job(tmp_path / f"{experiment}-s{seed}", overrides, value)
+    summarize(tmp_path)
+    means = read_csv(tmp_path / "summary_mean.csv")
+    assert [(m["experiment"], m["runs (over seed)"], m["teacher mAP"]) for m in means] == [
+        ("glyphs_10pct", "2", "32.00 ± 2.83"), ("glyphs_shift", "2", "42.00 ± 2.83")
+    ]  # fmt: skip
+
+
+def test_a_default_and_its_override_are_one_setting_however_written(tmp_path) -> None:
+    """`ran_with` wrote the config's True and 0.0001 where the command lines said true and
+    1e-4, so runs of one setting fell into two mean rows (until 2026-12-06)."""
+    fake_job(tmp_path / "a", ["method.act.enabled=true", "optim.lr=1e-4", "seed=0"], 0.30)
+    for seed, value in [(1, 0.34), (2, 0.32)]:
+        fake_job(tmp_path / f"b{seed}", [f"seed={seed}"], value)
+        (tmp_path / f"b{seed}" / ".hydra" / "config.yaml").write_text(
+            OmegaConf.to_yaml({"method": {"act": {"enabled": True}}, "optim": {"lr": 0.0001}})
+        )
+    summarize(tmp_path)
+    means = read_csv(tmp_path / "summary_mean.csv")
+    assert [(m["runs (over seed)"], m["teacher mAP"]) for m in means] == [("3", "32.00 ± 2.00")]
+
+
+def test_a_mean_over_fewer_runs_than_the_row_counts_says_so(tmp_path) -> None:
+    for seed, value in [(0, 0.30), (1, float("nan")), (2, 0.32)]:
+        fake_job(tmp_path / f"s{seed}", ["method.alpha=1", f"seed={seed}"], value)
+    summarize(tmp_path)
+    [mean] = read_csv(tmp_path / "summary_mean.csv")
+    assert (mean["runs (over seed)"], mean["teacher mAP"]) == ("3", "31.00 ± 1.41 (2 of 3)")
+
+
 def test_no_mean_table_when_no_seed_or_fold_varies(tmp_path) -> None:
     for index, alpha in enumerate(["0.1", "0.2"]):
         fake_job(tmp_path / str(index), [f"method.alpha={alpha}", "seed=1"], 0.25)
