@@ -6,8 +6,8 @@ between jobs, steps, teacher and student AP x 100) and writes it to `DIR/summary
 `DIR/summary.csv`. When the sweep varies `seed` or `data.splits.fold`, a second table gives
 mean ± sample std over them for each setting of the other overrides (`DIR/summary_mean.csv`);
 `method.init_from` counts as part of the repetition, not as a setting, when it follows the seed
-or fold one to one (the two-stage recipe: stage 2 of seed S starts from the baseline of seed S,
-and no other). A job
+or fold one to one within each setting (the two-stage recipe: stage 2 of seed S starts from the
+baseline of seed S, and no other). A job
 without a readable `results.json` (failed or still running) is listed with that status and left
 out of the means. Missing values (a supervised job has no teacher) are "—", empty in the CSV; a
 mean over fewer runs than its row counts (a NaN left some out) says "(n of N)".
