@@ -342,6 +342,28 @@ def test_a_calibration_split_holding_labeled_images_is_refused(digits_root):
         module.setup("fit")
 
 
+def test_a_calibration_split_holding_unlabeled_images_is_refused(digits_root):
+    """The teacher pseudo-labels the unlabeled images at every step: until 2026-12-06 such a
+    calibration split was accepted without a word."""
+    splits = DigitsSplits(digits_root, **SMALL).resolve()
+    splits.calibration_json = splits.unlabeled_json
+    with pytest.raises(DataError, match="are unlabeled training images too"):
+        _module(splits).setup("fit")
+
+
+def test_fewer_val_images_than_processes_is_a_data_error(digits_root, monkeypatch):
+    """A rank with no val image stopped Lightning's validation with a RuntimeError (and had it
+    been allowed, the others would wait for that rank's predictions forever)."""
+    from labelmatch.data import datamodule as datamodule_module
+
+    data = _module(DigitsSplits(digits_root, **SMALL))
+    data.setup("fit")
+    size = len(data.val_dataset) + 1
+    monkeypatch.setattr(datamodule_module, "distributed_rank_and_world_size", lambda: (0, size))
+    with pytest.raises(DataError, match=rf"{size - 1} val images for {size} processes"):
+        data.val_dataloader()
+
+
 def test_supervised_module_has_no_unlabeled_loader(digits_root):
     data = _module(DigitsSplits(digits_root, **SMALL), use_unlabeled=False)
     data.setup("fit")

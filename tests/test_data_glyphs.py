@@ -369,3 +369,16 @@ def test_readme_lists_the_glyphs_and_shows_the_sample_grid():
     assert all(f"`glyphs_{p}pct`" in readme for p in (1, 5, 10))
     grid = re.search(r"\((docs/glyphs_samples\.png)\)", readme)
     assert grid and (REPO / grid[1]).stat().st_size < 200 * 1024
+
+
+def test_a_square_wider_than_the_canvas_has_no_spot_and_draws_nothing():
+    """A 48 px tall `M` is up to 77 px wide: on a canvas under that the placement drew from an
+    empty range (numpy "high <= 0") and generation stopped with a traceback; such a glyph is
+    now not placed. No draw is taken, so squares that fit are placed as before."""
+    from labelmatch.data.embedded import free_spot
+
+    rng = np.random.default_rng(0)
+    before = rng.bit_generator.state
+    assert free_spot(rng, 64, 77, []) is None
+    assert rng.bit_generator.state == before
+    assert free_spot(rng, 64, 64, []) == (0, 0)

@@ -72,6 +72,23 @@ def test_one_short_side_or_a_rule_beside_derived_keys(given, caplog):
     assert f"train/strong short sides {scales}" in caplog.text
 
 
+def test_short_sides_given_by_hand_are_not_capped_by_a_derived_long_side():
+    """Until 2026-12-06 the derived long side followed the images alone: 640 x 480 images gave
+    800, so data.train_scales=[480, ..., 800] (coco.yaml's own suggestion) trained at short
+    sides up to 600 and tested at 600 instead of 800, without a word."""
+    images = [{"id": 1, "width": 640, "height": 480}]
+    keys = {"train_scales": [480, 544, 608, 672, 736, 800], "weak_scales": None,
+            "strong_scales": None, "test_scale": 800, "max_size": None}  # fmt: skip
+    assert resolve_scales(keys, images, "x.json")["max_size"] == 1333  # 800 x 1333 / 800
+    # A given rule sizes its views itself; derived sizes keep their own long side.
+    assert (
+        resolve_scales({**keys, "train_scales": None, "test_scale": None}, images, "x.json")[
+            "max_size"
+        ]
+        == scales_for_images([(640, 480)]).max_size
+    )
+
+
 def test_no_usable_image_size_is_a_clear_error_naming_the_file():
     with pytest.raises(DataError, match="labeled.json: no image record with a positive integer"):
         resolve_scales({"test_scale": None}, [{"id": 1, "width": "wide"}], "labeled.json")

@@ -182,6 +182,9 @@ def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand(
         ACTRefresh(alpha=1.5)
     with pytest.raises(ConfigError, match=r"method.act.prior must be null, .* got 'foo'"):
         ACTRefresh(prior="foo")
+    for key in ("subset", "interval"):  # a subset of 0 failed only at the first refresh
+        with pytest.raises(ConfigError, match=rf"method.act.{key} must be a whole number >= 1"):
+            ACTRefresh(**{key: 0})
     # A refresh's estimate (one process, no calibration pass) reads the floor it is given.
     act = ACTRefresh(prior="estimated", estimator_calibrate=False, estimator_min_score=0.3)
     act.labeled_prior = act.prior = labeled_prior

@@ -102,6 +102,9 @@ class ACTRefresh(L.Callback):
                 f"method.alpha must lie in [0, 1] (the reliable share of each class's expected "
                 f"boxes, Eq. 6), got {alpha}"
             )
+        for key, value in (("interval", interval), ("subset", subset)):
+            if not (isinstance(value, int) and value >= 1):  # a 0 subset failed at the refresh
+                raise ConfigError(f"method.act.{key} must be a whole number >= 1, got {value!r}")
         check_prior_setting(prior)  # here, before the data is read
         check_above_pseudo_label_floor(
             f"method.act.min_threshold={min_threshold} is",

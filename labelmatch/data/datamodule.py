@@ -301,20 +301,24 @@ class DetectionDataModule(lightning.LightningDataModule):
         self, splits: CocoSplits, labeled_coco: dict, dataset: Any
     ) -> CocoDetection:
         """The calibration split (`CocoSplits.calibration_json`): annotated like the labeled
-        split, none of its images in it (calibrating on images the teacher trains on is what
-        the split is there to avoid)."""
+        split, none of its images in the labeled or the unlabeled split (calibrating on images
+        the teacher trains on, or pseudo-labels, is what the split is there to avoid)."""
         path = splits.calibration_json
         coco = load_coco_json(path)
         _same_categories(labeled_coco, splits.labeled_json, coco, path)
         calibration = dataset(splits.calibration_image_dir, path, coco, self.test_transform)
         if len(calibration) == 0 or calibration.report["boxes"] == 0:
             raise DataError(f"{path}: the calibration split has no usable image with a box")
-        shared = sorted(set(calibration.image_files) & set(self.labeled_dataset.image_files))
-        if shared:
-            raise DataError(
-                f"{path}: {len(shared)} of its images are labeled training images too (first: "
-                f"{shared[0]}); the calibration split must hold images training never reads"
-            )
+        for name, split in (
+            ("labeled", self.labeled_dataset),
+            ("unlabeled", self.unlabeled_dataset),
+        ):
+            shared = sorted(set(calibration.image_files) & set(split.image_files if split else ()))
+            if shared:
+                raise DataError(
+                    f"{path}: {len(shared)} of its images are {name} training images too (first: "
+                    f"{shared[0]}); the calibration split must hold images training never reads"
+                )
         return calibration
 
     def _unlabeled_dataset(
@@ -513,6 +517,11 @@ class DetectionDataModule(lightning.LightningDataModule):
         """Validation images in file order; under DDP each rank takes a strided share."""
         self._require_setup()
         rank, world_size = distributed_rank_and_world_size()
+        if len(self.val_dataset) < world_size:  # a rank without images stops Lightning's loop
+            raise DataError(
+                f"{self.val_dataset.ann_file}: {len(self.val_dataset)} val images for "
+                f"{world_size} processes, each validating a share: give at least {world_size}"
+            )
         share = range(rank, len(self.val_dataset), world_size)
         return self._loader(
             self.val_dataset,

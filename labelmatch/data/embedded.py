@@ -95,7 +95,10 @@ def free_spot(
     rng: np.random.Generator, canvas_size: int, size: int, taken: list[tuple[int, int, int]]
 ) -> tuple[int, int] | None:
     """Top-left (x, y) of a size x size square overlapping no taken (x, y, size) square, or
-    None when `_PLACEMENT_ATTEMPTS` uniform draws all collide."""
+    None when `_PLACEMENT_ATTEMPTS` uniform draws all collide or the square is larger than the
+    canvas (a wide glyph on a small canvas: no draw, so a square that fits draws as before)."""
+    if size > canvas_size:
+        return None
     for _ in range(_PLACEMENT_ATTEMPTS):
         x, y = (int(v) for v in rng.integers(0, canvas_size - size + 1, size=2))
         if all(_apart((x, y, size), square) for square in taken):

@@ -4,7 +4,9 @@ A draw is a dataset index plus the seed of its random augmentation. Both are pur
 (run seed, stream, position in the stream), so a resumed run re-creates the stream from the
 number of draws already consumed (the trainer's step x batch size) and gets the very same images
 with the very same augmentation, however many batches the loader workers had prefetched and
-however many workers there are.
+however many workers there are (the same pixels bit for bit at one thread count per process:
+the main process's several threads round a few float operations of a view differently from a
+worker's one, by about 1e-6).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ no information. Here the sizes follow the images instead, with the digits' propo
     S = the median short side of the labeled images, capped at 800 (never above the paper's);
     train and strong views: short side drawn from S x {0.75, 0.875, 1, 1.125, 1.25};
     weak view: S x {0.875, 1, 1.125}; test (validation, ACT reference): S;
-    long side at most S x 1333 / 800 (the paper's aspect cap), at least the longest view drawn.
+    long side at most S x 1333 / 800 (the paper's aspect cap), at least the longest view drawn;
+    with short sides given by hand (`data.train_scales=[...]`, `data.test_scale=...`) and the
+    long side left null, at least the largest given x 1333 / 800, so that none is capped.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def resolve_scales(keys: dict, images: list[dict], source: str) -> dict:
         )
     derived = scales_for_images(sizes)
     resolved = {**keys, **{name: getattr(derived, name) for name in missing}}
+    if "max_size" in missing:  # at least the paper's aspect cap of the largest short side given
+        given = [side for name in SCALE_KEYS[:4] if name not in missing
+                 for side in _short_sides(keys.get(name))]  # fmt: skip
+        if given:
+            cap = round(max(given) * PAPER_MAX_SIZE / PAPER_TEST_SCALE)
+            resolved["max_size"] = max(derived.max_size, cap)
     logger.info(
         "view sizes from %s (median short side %d px of %d images): train/strong short sides %s, "
         "weak %s, test %d, long side <= %d (%s derived; set data.<key> to choose)",
@@ -84,6 +92,16 @@ def resolve_scales(keys: dict, images: list[dict], source: str) -> dict:
         resolved["max_size"], ", ".join(missing),
     )  # fmt: skip
     return resolved
+
+
+def _short_sides(scales: object) -> list[int]:
+    """The short sides a given scale key names: one, a list of them, or none for a resize rule
+    (which sizes its views itself) or an absent key."""
+    if is_positive_integer(scales):
+        return [int(scales)]
+    if isinstance(scales, Sequence) and not isinstance(scales, str):
+        return [int(side) for side in scales if is_positive_integer(side)]
+    return []
 
 
 def _shown(scales: object) -> object:
