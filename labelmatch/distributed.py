@@ -35,7 +35,7 @@ def gather_rows(trainer: L.Trainer, rows: Tensor) -> Tensor:
     """Every rank's rows [B_r, ...] concatenated in rank order (row counts may differ), on the
     CPU; the strategy's all_gather of the counts, then of the rows padded to the longest."""
     if trainer.world_size == 1:
-        return rows
+        return rows.cpu()
     strategy = trainer.strategy
     device = strategy.root_device
     count = torch.tensor([len(rows)], device=device)

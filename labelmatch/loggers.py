@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
+from labelmatch.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -39,7 +41,7 @@ def resolve_wandb_mode(mode: str) -> str:
     """`logger.wandb.mode` as wandb takes it: "auto" becomes WANDB_MODE when set, else "online" when
     an API key is configured and "offline" otherwise."""
     if mode not in WANDB_MODES:
-        raise ValueError(f"logger.wandb.mode must be one of {WANDB_MODES}, got {mode!r}")
+        raise ConfigError(f"logger.wandb.mode must be one of {WANDB_MODES}, got {mode!r}")
     if mode != "auto":
         return mode
     return os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")

@@ -3,6 +3,8 @@
 import os
 import random
 import stat
+from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -15,6 +17,7 @@ from labelmatch.callbacks.random_states import capture_random_states, restore_ra
 from labelmatch.checkpoints import atomic_torch_save, check_checkpoint_classes, load_module
 from labelmatch.data import datamodule as datamodule_module
 from labelmatch.data.errors import DataError
+from labelmatch.errors import ConfigError
 
 NAMES, IDS = ["cat", "dog"], [3, 7]
 
@@ -132,6 +135,81 @@ def test_the_best_checkpoints_step_and_metrics_survive_a_resume_in_the_same_fold
     with pytest.warns(UserWarning, match="dirpath has changed"):
         elsewhere.load_state_dict(state)
     assert elsewhere.summary(tmp_path) is None
+
+
+def test_a_run_resumed_in_its_moved_folder_keeps_its_best(tmp_path):
+    """`mv runs/a runs/archive/a`, then ckpt_path=auto: ModelCheckpoint compares absolute
+    folders, so the moved run forgot its best and a worse validation overwrote best.ckpt
+    (until 2026-12-06). Resumed from its own checkpoints/, the state is moved with it."""
+    best = BestCheckpoint(tmp_path / "a" / "checkpoints", monitor="teacher/map")
+    best.best_model_path = str(tmp_path / "a" / "checkpoints" / "best.ckpt")
+    best.best_model_score = torch.tensor(0.6)
+    best.best_step, best.best_metrics = 40, {"teacher": {"map": 0.6}}
+    state = best.state_dict()
+    moved = BestCheckpoint(tmp_path / "archive" / "a" / "checkpoints", monitor="teacher/map")
+    trainer = SimpleNamespace(
+        ckpt_path=str(tmp_path / "archive" / "a" / "checkpoints" / "last.ckpt")
+    )
+    moved.on_load_checkpoint(trainer, None, {})
+    moved.load_state_dict(state)
+    assert float(moved.best_model_score) == pytest.approx(0.6)
+    assert moved.summary(tmp_path / "archive" / "a")["checkpoint"] == "checkpoints/best.ckpt"
+    # Started from another run's checkpoint, a new run does not take that run's best.
+    fork = BestCheckpoint(tmp_path / "c" / "checkpoints", monitor="teacher/map")
+    fork.on_load_checkpoint(SimpleNamespace(ckpt_path=trainer.ckpt_path), None, {})
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        fork.load_state_dict(state)
+    assert fork.summary(tmp_path / "c") is None
+
+
+def test_a_monitor_no_validation_logs_is_a_config_error_at_setup(tmp_path):
+    """`monitor=teacher/mAP` (a typo) wrote no best.ckpt and no `best` in results.json, without
+    a word (until 2026-12-06)."""
+    module = SimpleNamespace(eval_metrics={})
+    for monitor in ("teacher/mAP", "map", "teacher/ap/"):
+        with pytest.raises(ConfigError, match=f"best_checkpoint.monitor={monitor}: no validation"):
+            BestCheckpoint(tmp_path, monitor=monitor).setup(None, module, "fit")
+
+
+def test_periodic_saves_overwrite_last_ckpt_never_a_versioned_copy(tmp_path):
+    """With Lightning's version counter, a run whose restored state did not name an existing
+    last.ckpt (a stop before its first periodic save, a reused run folder) saved last-v1.ckpt
+    from then on, and ckpt_path=auto resumed the older last.ckpt (until 2026-12-06)."""
+    from labelmatch.run import build_callbacks
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["checkpoint_every_n_steps=2"])
+    callbacks = [
+        c for c in build_callbacks(cfg, tmp_path)
+        if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.save_last
+    ]  # fmt: skip
+    folder = Path(callbacks[0].dirpath)
+    folder.mkdir(parents=True)
+    torch.save({"global_step": -1}, folder / "last.ckpt")  # an earlier run's
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(64, 2)))
+    trainer = L.Trainer(
+        max_steps=4, limit_val_batches=0, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=callbacks, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(_ScriptedValidation([]), data)
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+def test_cuda_states_restore_onto_the_gpus_visible_now(monkeypatch):
+    """Saved with two GPUs visible, resumed with one: set_rng_state_all indexed a device that is
+    not there and stopped every retry with an IndexError (until 2026-12-06)."""
+    states = capture_random_states()
+    states["cuda"] = [
+        torch.full((4,), 0, dtype=torch.uint8),
+        torch.full((4,), 1, dtype=torch.uint8),
+    ]
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append(device))
+    restore_random_states(states)
+    assert calls == [0]
 
 
 class _ScriptedValidation(L.LightningModule):

@@ -108,3 +108,15 @@ def test_loggers_are_the_logger_groups_entries_csv_always(tmp_path):
     assert Path(loggers[0].log_dir) == Path(loggers[1].save_dir) == tmp_path
     wandb = compose_config(["logger=wandb", "logger.wandb.project=ssod"]).logger
     assert list(wandb) == ["csv", "wandb"] and wandb.wandb.project == "ssod"
+
+
+def test_channels_last_takes_true_false_or_auto_and_names_the_key_otherwise() -> None:
+    """`channels_last=yes` was a ValueError Hydra printed as its own three lines (no line in
+    run.log), and `channels_last=1` passed the check (1 == True) but never converted."""
+    from labelmatch.errors import ConfigError
+
+    for mode in (True, False, "auto"):
+        assert ChannelsLast(mode).mode == mode
+    for mode in ("yes", 1, 0):
+        with pytest.raises(ConfigError, match=r"channels_last must be true, false or auto"):
+            ChannelsLast(mode)

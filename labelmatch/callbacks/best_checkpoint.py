@@ -8,7 +8,10 @@ writer); this subclass adds two things:
 * validations before the teacher exists (during burn-in) have no `teacher/map`; they are no
   candidates, where `ModelCheckpoint` would stop the run for a missing monitored metric;
 * the step and the metrics of the best validation are remembered (and checkpointed, so a
-  resumed run still knows them) for `results.json`.
+  resumed run still knows them) for `results.json`;
+* a run resumed from its own `checkpoints/` keeps its best even when the run folder was moved
+  (`ModelCheckpoint` compares absolute folders and would forget it), and a `monitor` that no
+  validation can log is a config error at setup, not a run without `best.ckpt`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from labelmatch.callbacks.requirements import ScoredModule, require
+from labelmatch.errors import ConfigError
+from labelmatch.evaluation.coco_eval import STAT_INDEX
 
 BEST_NAME = "best"
 
@@ -45,10 +50,29 @@ class BestCheckpoint(ModelCheckpoint):
         )
         self.best_step: int | None = None
         self.best_metrics: dict[str, Any] | None = None
+        self._resumed_in_own_folder = False  # set while a checkpoint is being restored
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require(pl_module, ScoredModule, "BestCheckpoint")  # best.ckpt records eval_metrics
+        model, _, metric = str(self.monitor).partition("/")
+        loggable = model in ("student", "teacher") and (
+            metric in STAT_INDEX or (metric.startswith("ap/") and len(metric) > 3)
+        )
+        if not loggable:  # else no validation would ever write best.ckpt
+            raise ConfigError(
+                f"callbacks.best_checkpoint.monitor={self.monitor}: no validation logs it; "
+                "a model's (student/ or teacher/) map, map_50, map_75, map_small, map_medium, "
+                "map_large, mar_100 or ap/<class>"
+            )
         super().setup(trainer, pl_module, stage)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Called just before load_state_dict, with the path being restored known.
+        path = trainer.ckpt_path
+        own = Path(path).resolve().parent == Path(self.dirpath).resolve() if path else False
+        self._resumed_in_own_folder = own
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.monitor in trainer.callback_metrics:
@@ -98,6 +122,16 @@ class BestCheckpoint(ModelCheckpoint):
         return {**super().state_dict(), **best}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_in = state_dict.get("dirpath", self.dirpath)
+        if self._resumed_in_own_folder and saved_in != self.dirpath:  # the run folder moved
+            state_dict = {**state_dict, "dirpath": self.dirpath}
+            for key in ("best_model_path", "last_model_path", "kth_best_model_path"):
+                if state_dict.get(key):
+                    state_dict[key] = str(Path(self.dirpath) / Path(state_dict[key]).name)
+            state_dict["best_k_models"] = {
+                str(Path(self.dirpath) / Path(path).name): score
+                for path, score in state_dict.get("best_k_models", {}).items()
+            }
         super().load_state_dict(state_dict)
         # As ModelCheckpoint: the best is only carried over when resumed into the same folder.
         if state_dict.get("dirpath", self.dirpath) == self.dirpath:

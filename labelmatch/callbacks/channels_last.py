@@ -15,6 +15,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from labelmatch.errors import ConfigError
+
 
 def to_channels_last(detector: nn.Module) -> None:
     """Convolution weights and the backbone's input in channels_last, in place."""
@@ -28,8 +30,8 @@ class ChannelsLast(L.Callback):
     """Args: mode: True (always), False (never) or "auto" (on a CUDA device)."""
 
     def __init__(self, mode: bool | str = "auto") -> None:
-        if mode not in (True, False, "auto"):
-            raise ValueError(f"channels_last must be true, false or auto, got {mode!r}")
+        if not (isinstance(mode, bool) or mode == "auto"):  # 1 == True would pass `in`
+            raise ConfigError(f"channels_last must be true, false or auto, got {mode!r}")
         self.mode = mode
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

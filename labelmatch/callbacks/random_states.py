@@ -44,7 +44,10 @@ def restore_random_states(states: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy(), position, has_gauss, cached_gauss))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        # One state per GPU visible when saved; resumed where fewer are visible (a requeued
+        # job on a smaller share of the node), each visible device takes its own.
+        for device, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, device)
 
 
 class RandomStates(L.Callback):

@@ -3,7 +3,7 @@
 A callback calls `require(obj, Protocol, who)` in its `setup`: a module or datamodule that lacks
 a member fails there, with one message naming the callback, the object and every missing member,
 instead of an AttributeError deep inside a training step. `LabelMatchModule` and
-`LabelMatchDataModule` satisfy all of them; a test double needs only what its callback reads.
+`DetectionDataModule` satisfy all of them; a test double needs only what its callback reads.
 
 A member annotated with another protocol (`hparams: HasClassNames`) is checked inside too, and
 reported with its path (`hparams.class_names`).
