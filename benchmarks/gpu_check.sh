@@ -8,8 +8,9 @@
 #
 # Then each step's output in $OUT/gpu_check.log (the run folders stay in $RUNS, off $OUT, so that
 # only the few files below come back, also when the call is cut short):
-#   1. the tests that need a CUDA device (the soft-target loss under fp16 autocast; predict on
-#      cuda against the CPU, after a smoke run of its fixture);
+#   1. the tests that need a CUDA device (the criterion's losses computed on the device, RPLM
+#      included; predict on cuda against the CPU, after a smoke run of its fixture); fp16 runs in
+#      step 3, no unit test here runs it;
 #   2. the digits recipe (1000 steps, burn-in 500, ACT, self-assignment, RPLM) in bf16-mixed:
 #      results.json -> $OUT/digits_bf16.json, to set beside the CPU's numbers (README);
 #   3. 800 steps in 16-mixed (fp16 with gradient scaling), 300 past the switch: -> $OUT/digits_fp16.json;
