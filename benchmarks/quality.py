@@ -1527,6 +1527,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
             f"{banned}: experiment, method, seed and the baseline are set by --experiment, "
             "--comparison, --seeds and the harness"
         )
+    repeated = sorted({seed for seed in args.seeds if args.seeds.count(seed) > 1})
+    if repeated:  # a seed read twice would count as two in the means and the targets' seeds
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: seed(s) {repeated} repeated")
     if not (REPO / "conf" / "experiment" / f"{args.experiment}.yaml").is_file():
         parser.error(f"--experiment {args.experiment}: no conf/experiment/{args.experiment}.yaml")
     only_on = ONLY_ON.get(args.comparison)

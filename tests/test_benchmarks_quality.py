@@ -599,6 +599,15 @@ def test_a_failed_training_side_by_side_stops_the_rest(
     assert not fake_training.exists()
 
 
+def test_a_repeated_seed_is_refused(capsys: pytest.CaptureFixture) -> None:
+    """`--seeds 0 0 1` read seed 0's record twice: its means weighted it twice and the targets
+    counted three seeds, so a target could PASS on two (review, 2026-12-06)."""
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--seeds", "0", "0", "1"])
+    assert "--seeds 0 0 1: seed(s) [0] repeated" in capsys.readouterr().err
+    assert quality.parse_args(["--seeds", "1", "0"])[0].seeds == [1, 0]
+
+
 def test_jobs_need_the_thread_count_set(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
