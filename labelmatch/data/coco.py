@@ -121,6 +121,15 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_coco_box(bbox: Any) -> bool:
+    """COCO's [x, y, w, h]: 4 finite numbers (what the loaders and pycocotools' IoU read)."""
+    return (
+        isinstance(bbox, list | tuple)
+        and len(bbox) == 4
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in bbox)
+    )
+
+
 def is_training_box(annotation: dict) -> bool:
     """Whether training learns from the annotation: `iscrowd=1` and `ignore=1` (MMDetection's
     CocoDataset skips such boxes; some converted datasets mark regions so) are no target."""
@@ -396,11 +405,7 @@ class CocoDetection(torch.utils.data.Dataset):
         if "bbox" not in annotation:
             raise DataError(f"{where} (image id {image_id}): has no 'bbox'")
         bbox = annotation["bbox"]
-        if (
-            not isinstance(bbox, list | tuple)
-            or len(bbox) != 4
-            or not all(isinstance(v, int | float) and math.isfinite(v) for v in bbox)
-        ):
+        if not is_coco_box(bbox):
             raise DataError(
                 f"{where} (image id {image_id}): bbox must be 4 finite numbers, got {bbox!r}"
             )

@@ -11,7 +11,6 @@ import functools
 import io
 import json
 import logging
-import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
-from labelmatch.data.coco import is_integer, load_coco_json
+from labelmatch.data.coco import is_coco_box, is_integer, load_coco_json
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +204,7 @@ def _load_ground_truth(path: str, mtime_ns: int) -> tuple[COCO, dict[int, str]]:
         missing = [key for key in _GT_ANNOTATION_KEYS if key not in annotation]
         if missing:
             problem = f"lacks {missing}, which COCO bbox evaluation needs"
-        elif not _is_box(annotation["bbox"]):
+        elif not is_coco_box(annotation["bbox"]):
             problem = f"bbox must be 4 finite numbers, got {annotation['bbox']!r}"
         else:
             annotations.append(annotation)
@@ -248,18 +247,6 @@ def _load_ground_truth(path: str, mtime_ns: int) -> tuple[COCO, dict[int, str]]:
     with contextlib.redirect_stdout(io.StringIO()):
         ground_truth.createIndex()
     return ground_truth, problems
-
-
-def _is_box(bbox: Any) -> bool:
-    """COCO's [x, y, w, h]: 4 finite numbers (what pycocotools' IoU reads)."""
-    return (
-        isinstance(bbox, list | tuple)
-        and len(bbox) == 4
-        and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in bbox
-        )
-    )
 
 
 def _scored_images(
