@@ -48,6 +48,7 @@ from labelmatch.checkpoints import (
 )
 from labelmatch.cli import cli_errors
 from labelmatch.data.errors import DataError
+from labelmatch.data.images import DECODE_ERRORS
 from labelmatch.data.transforms import TestTransform
 from labelmatch.instantiate import instantiate_datamodule
 from labelmatch.models.roi_align import OneLevelShortcutRoIAlign
@@ -248,7 +249,7 @@ def verification_images(
         for i, path in enumerate(image_files(Path(cfg.images))[: cfg.num_images], 1):
             try:  # the header was readable (image_files); the data past it may not be
                 views.append(image_view(path, transform, i, exif_orientation)[1])
-            except (RuntimeError, OSError, ValueError) as error:
+            except DECODE_ERRORS as error:
                 message = f"images={cfg.images}: {path.name} cannot be decoded ({error})"
                 raise DataError(message) from error
         return views

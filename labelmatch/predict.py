@@ -38,7 +38,7 @@ from torchvision.utils import draw_bounding_boxes
 from labelmatch.checkpoints import load_module, pick_detector, training_config, training_reading
 from labelmatch.cli import cli_errors
 from labelmatch.data.errors import DataError
-from labelmatch.data.images import DECODABLE_FORMATS, decode_rgb, read_header
+from labelmatch.data.images import DECODABLE_FORMATS, DECODE_ERRORS, decode_rgb, read_header
 from labelmatch.data.split_files.image_folder import image_size
 from labelmatch.data.transforms import TestTransform, resized_size
 from labelmatch.errors import ConfigError
@@ -223,7 +223,7 @@ def predict(cfg: DictConfig) -> list[dict]:
         for image_id, path in batch_files:
             try:  # the header was readable (image_files); the data past it may not be
                 decoded.append((path, *image_view(path, transform, image_id, exif_orientation)))
-            except (RuntimeError, OSError, ValueError) as error:
+            except DECODE_ERRORS as error:
                 log.warning("%s: cannot decode the image (%s), skipped", path, error)
                 unreadable.append(path.name)
         if not decoded:

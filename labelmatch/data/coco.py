@@ -22,7 +22,13 @@ from torchvision import tv_tensors
 
 from labelmatch.data.categories import CategoryMap
 from labelmatch.data.errors import DataError, UnknownCategoryError
-from labelmatch.data.images import HEADER_ERRORS, ImageHeader, decode_rgb, read_header
+from labelmatch.data.images import (
+    DECODE_ERRORS,
+    HEADER_ERRORS,
+    ImageHeader,
+    decode_rgb,
+    read_header,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -525,7 +531,7 @@ class CocoDetection(torch.utils.data.Dataset):
         where = f"{record.path} (image id {record.image_id}, {self.ann_file})"
         try:
             image = decode_rgb(record.path, record.orientation)
-        except (RuntimeError, OSError, ValueError) as error:
+        except DECODE_ERRORS as error:
             problem = f"cannot read or decode image: {error}"
         else:
             if tuple(image.shape[-2:]) == (record.height, record.width):

@@ -32,6 +32,8 @@ EXIF_ORIENTATION_TAG = 0x0112
 
 # What `read_header` raises for a file the loaders cannot read.
 HEADER_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
+# What `decode_rgb` raises for a file whose data past a readable header is damaged.
+DECODE_ERRORS = (RuntimeError, OSError, ValueError)
 
 # EXIF orientation -> the image axes flipped after a transpose (5-8) or without one (1-4), as
 # PIL's exif_transpose: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
