@@ -172,11 +172,10 @@ def mean_and_std(values: Sequence[float]) -> str:
     kept = [v for v in values if not math.isnan(v)]
     if not kept:
         return "—"
-    text = (
-        f"{kept[0]:.2f}"
-        if len(kept) == 1
-        else (f"{statistics.mean(kept):.2f} ± {statistics.stdev(kept):.2f}")
-    )
+    if len(kept) == 1:
+        text = f"{kept[0]:.2f}"
+    else:
+        text = f"{statistics.mean(kept):.2f} ± {statistics.stdev(kept):.2f}"
     return text if len(kept) == len(values) else f"{text} ({len(kept)} of {len(values)})"
 
 

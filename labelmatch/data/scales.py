@@ -54,7 +54,8 @@ def scales_for_images(sizes: Iterable[tuple[int, int]]) -> DatasetScales:
     return DatasetScales(train, weak, train, short, max_size)
 
 
-SCALE_KEYS = ("train_scales", "weak_scales", "strong_scales", "test_scale", "max_size")
+SHORT_SIDE_KEYS = ("train_scales", "weak_scales", "strong_scales", "test_scale")
+SCALE_KEYS = (*SHORT_SIDE_KEYS, "max_size")
 
 
 def resolve_scales(keys: dict, images: list[dict], source: str) -> dict:
@@ -79,7 +80,7 @@ def resolve_scales(keys: dict, images: list[dict], source: str) -> dict:
     derived = scales_for_images(sizes)
     resolved = {**keys, **{name: getattr(derived, name) for name in missing}}
     if "max_size" in missing:  # at least the paper's aspect cap of the largest short side given
-        given = [side for name in SCALE_KEYS[:4] if name not in missing
+        given = [side for name in SHORT_SIDE_KEYS if name not in missing
                  for side in _short_sides(keys.get(name))]  # fmt: skip
         if given:
             cap = round(max(given) * PAPER_MAX_SIZE / PAPER_TEST_SCALE)
