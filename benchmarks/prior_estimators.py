@@ -96,8 +96,11 @@ class Pass:
                 keep = nms(boxes, scores, agnostic_iou)
             kept.append(keep)
         pick = lambda tensors: torch.cat([t[k] for t, k in zip(tensors, kept)])  # noqa: E731
+        image_index = torch.repeat_interleave(
+            torch.arange(len(kept)), torch.tensor([len(k) for k in kept], dtype=torch.long)
+        )
         return TeacherDetections(
-            pick(self.labels), pick(self.scores), pick(self.rows), len(self.boxes)
+            pick(self.labels), pick(self.scores), pick(self.rows), len(self.boxes), image_index
         )
 
     def matched_labels(self, floor: float) -> tuple[Tensor, Tensor]:

@@ -167,6 +167,17 @@ def test_prior_targets_gap_closed_under_shift_and_cost_without() -> None:
     assert (
         "No target" in quality.check_targets("prior_calibration", prior_runs(50.0, 49.0, 51.0))[0]
     )
+    # The shift-tested estimate is judged by the same targets as the estimate it tests.
+    for tested, untested in (
+        ("prior_shift_test", "prior_shift"),
+        ("prior_no_shift_test", "prior_no_shift"),
+    ):
+        runs = prior_runs(50.0, 49.4, 49.0 if tested == "prior_shift_test" else None)
+        assert quality.check_targets(tested, runs) == quality.check_targets(untested, runs)
+    tested_row = quality.RUNS["labelmatch_estimated_prior_shift_test"]
+    assert set(tested_row) - set(quality.RUNS["labelmatch_estimated_prior_0.3"]) == {
+        "method.act.estimator.shift_test_level=0.05"
+    }
     calibrated = quality.RUNS["labelmatch_estimated_prior_calibration_split"]
     assert "data.splits.num_calibration=300" in calibrated
     assert set(quality.RUNS["labelmatch_estimated_prior_0.3"]) < set(calibrated)  # nothing else
@@ -237,6 +248,10 @@ def test_act_prior_measures_read_the_last_refresh_against_the_unlabeled_truth(
     assert math.isnan(quality.act_prior_measures(tmp_path, ["a", "b"])["tv_to_gt"])
     (tmp_path / "metrics.csv").write_text("step,pseudo/kl_to_gt\n20,0.5\n")
     assert all(math.isnan(v) for v in quality.act_prior_measures(tmp_path, ["a", "b"]).values())
+    # With the shift test: the share of refreshes at which it detected a shift (1 of 2 here).
+    header += ",act/shift_test/detected"
+    (tmp_path / "metrics.csv").write_text(f"{header}\n10,0.5,0.5,2.0,1.0\n20,1.5,0.5,4.5,0.0\n")
+    assert quality.act_prior_measures(tmp_path, ["a", "b"])["shift_detected"] == 0.5
 
 
 def test_unlabeled_truth_is_the_runs_unlabeled_prior(tmp_path: Path, smoke_run: Path) -> None:

@@ -190,7 +190,7 @@ def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand(
     act.labeled_prior = act.prior = labeled_prior
     trainer = SimpleNamespace(world_size=1)
     module = SimpleNamespace(global_step=8)
-    detections = [{"class_scores": rows}]
+    detections = [{"labels": labels, "scores": scores, "class_scores": rows}]
     estimate = act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)
     assert estimate.class_ratios.tolist() == pytest.approx(floored.class_ratios.tolist())
     assert estimate.boxes_per_image == pytest.approx(2.7)

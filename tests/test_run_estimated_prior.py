@@ -79,3 +79,30 @@ def test_a_calibration_split_is_what_the_estimate_calibrates_on(
     labeled = [row for row in rows if row and row[0] == "labeled"]
     assert len(report) == 1 and report[0][1] == "8" and report[0][-1].endswith("labeled.json")
     assert report[0][-1] != labeled[0][-1]  # another generated dataset's labeled canvases
+
+
+def test_the_shift_test_decides_at_each_refresh_what_act_aims_at(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """method.act.estimator.shift_test_level: every refresh logs the estimate and the test, and
+    ACT aims at the estimate where a shift is detected, else at the labeled prior."""
+    rows = estimated_run(
+        tmp_path / "run",
+        cache_dir,
+        "data.splits.unlabeled_class_prior=reversed",
+        "method.act.estimator.shift_test_level=0.05",
+    )
+    by_step: dict[int, dict[str, str]] = {}  # a refresh's events may land on separate rows
+    for row in rows:
+        by_step.setdefault(int(row["step"]), {}).update({k: v for k, v in row.items() if v})
+    refreshes = [row for row in by_step.values() if row.get("act/shift_test/statistic")]
+    assert [int(row["step"]) for row in refreshes] == [40, 48, 56]
+    for row in refreshes:
+        assert float(row["act/shift_test/critical"]) == pytest.approx(2.807, abs=1e-3)  # C = 10
+        detected = float(row["act/shift_test/detected"])
+        assert detected == float(
+            float(row["act/shift_test/statistic"]) > float(row["act/shift_test/critical"])
+        )
+        aimed = [float(row[f"act/prior/{d}"]) for d in DIGITS]
+        kind = "estimated_prior" if detected else "labeled_prior"
+        assert aimed == pytest.approx([float(row[f"act/{kind}/{d}"]) for d in DIGITS])

@@ -29,6 +29,7 @@ from labelmatch.callbacks.requirements import (
     UnlabeledDataModule,
     require,
 )
+from labelmatch.data.samplers import Stream, stream_seed
 from labelmatch.distributed import gather_rows
 from labelmatch.errors import ConfigError
 from labelmatch.method.act import (
@@ -40,6 +41,7 @@ from labelmatch.method.act import (
     check_prior_setting,
     configured_prior,
     estimated_class_prior,
+    label_shift_test,
     labeled_class_prior,
     online_act_thresholds,
     scores_by_class,
@@ -72,6 +74,10 @@ class ACTRefresh(L.Callback):
     estimator_calibrate: calibrate the estimate on a pass over labeled images (up to `subset`).
     estimator_min_score: the estimate reads only detections scoring at least this (0: all; the
         default 0.3 is conf/method/labelmatch.yaml's, docs/method.md §2).
+    shift_test_level: with prior="estimated", aim at the labeled prior at a refresh unless
+        `label_shift_test` at this level detects a shift (docs/method.md §2 "Shift test");
+        None aims at every estimate.
+    shift_test_resamples: the test's bootstrap resamples.
     mode: "offline" (a refresh pass every `interval` steps) or "online" (a score queue).
     queue_images, queue_top_k: online queue size, images x scores per class (official 12800, 20).
     online_interval: steps between threshold updates from the queue (online mode).
@@ -94,6 +100,8 @@ class ACTRefresh(L.Callback):
         estimator_tolerance: float = 1e-6,
         estimator_calibrate: bool = True,
         estimator_min_score: float = 0.3,
+        shift_test_level: float | None = None,
+        shift_test_resamples: int = 200,
     ) -> None:
         if mode not in self.MODES:
             raise ConfigError(f"method.act.mode must be one of {self.MODES}, got {mode!r}")
@@ -128,6 +136,18 @@ class ACTRefresh(L.Callback):
                 f"method.act.estimator.min_score must lie in [0, 1), got {estimator_min_score}"
             )
         self.estimator_min_score = estimator_min_score
+        if shift_test_level is not None and not 0 < shift_test_level < 1:
+            raise ConfigError(
+                f"method.act.estimator.shift_test_level must be null or lie in (0, 1), got "
+                f"{shift_test_level}"
+            )
+        if not (isinstance(shift_test_resamples, int) and shift_test_resamples >= 2):
+            raise ConfigError(
+                f"method.act.estimator.shift_test_resamples must be a whole number >= 2, got "
+                f"{shift_test_resamples!r}"
+            )
+        self.shift_test_level = shift_test_level
+        self.shift_test_resamples = shift_test_resamples
         # The configured prior (the labeled one for null and "estimated"). An estimate is not
         # kept here: it goes to the module with the thresholds it gave (`set_thresholds`), which
         # checkpoints it as `threshold_prior`, the one home of the prior they aim at.
@@ -267,6 +287,7 @@ class ACTRefresh(L.Callback):
             scores,
             gather_rows(trainer, class_score_rows(detections, self.prior.num_classes)),
             num_images,
+            image_index_of(trainer, detections),
         )
         calibration, calibration_prior = None, None
         if self.estimator_calibrate:
@@ -294,6 +315,7 @@ class ACTRefresh(L.Callback):
                 self.estimator_min_score,
                 num_images,
             )
+            return prior
         log.info(
             "ACT estimated prior at step %d: %.2f boxes per image (labeled %.2f), class shares "
             "%s after %d EM iterations",
@@ -303,7 +325,56 @@ class ACTRefresh(L.Callback):
             ", ".join(f"{r:.3f}" for r in prior.class_ratios.tolist()),
             iterations,
         )
-        return prior
+        if self.shift_test_level is None:
+            return prior
+        # The estimate is logged whether or not ACT aims at it (act/prior/* is the aim).
+        pl_module.log_event(prior_metrics(pl_module.hparams.class_names, prior, "estimated_prior"))
+        if self.shift_detected(trainer, pl_module, unlabeled, calibration, calibration_prior):
+            return prior
+        return self.labeled_prior
+
+    def shift_detected(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        unlabeled: TeacherDetections,
+        calibration: TeacherDetections | None,
+        calibration_prior: ClassPrior | None,
+    ) -> bool:
+        """`label_shift_test` on the estimate's inputs, its resamples drawn from the run's
+        SHIFT_TEST stream at this step (the same on every rank and after a resume); logged."""
+        generator = torch.Generator()
+        step = pl_module.global_step
+        generator.manual_seed(stream_seed(trainer.datamodule.seed, Stream.SHIFT_TEST, step))
+        test = label_shift_test(
+            unlabeled,
+            self.labeled_prior,
+            generator,
+            calibration,
+            calibration_prior,
+            self.shift_test_level,
+            self.shift_test_resamples,
+            self.estimator_iterations,
+            self.estimator_tolerance,
+            self.estimator_min_score,
+        )
+        pl_module.log_event(
+            {
+                "act/shift_test/statistic": test.statistic,
+                "act/shift_test/critical": test.critical,
+                "act/shift_test/detected": float(test.detected),
+            }
+        )
+        log.info(
+            "ACT shift test at step %d: max |z| %.2f %s %.2f (level %g): %s",
+            step,
+            test.statistic,
+            ">" if test.detected else "<=",
+            test.critical,
+            self.shift_test_level,
+            "ACT aims at the estimate" if test.detected else "ACT keeps the labeled prior",
+        )
+        return test.detected
 
     # ------------------------------------------------------------------------ online mode
     def on_train_batch_end(
@@ -431,7 +502,16 @@ def detections_on(
     rows = class_score_rows(detections, len(pl_module.reliable_thresholds))
     if trainer is not None:
         labels, scores, rows = (gather_rows(trainer, t) for t in (labels, scores, rows))
-    return TeacherDetections(labels, scores, rows, num_images)
+    return TeacherDetections(labels, scores, rows, num_images, image_index_of(trainer, detections))
+
+
+def image_index_of(trainer: L.Trainer | None, detections: list[dict[str, Tensor]]) -> Tensor:
+    """int64[N]: the image of each detection of every rank's images in gathered order (ranks
+    in order, each rank's images in order), as `gather_rows` concatenates their rows."""
+    counts = torch.tensor([len(d["labels"]) for d in detections], dtype=torch.long)
+    if trainer is not None:
+        counts = gather_rows(trainer, counts)
+    return torch.repeat_interleave(torch.arange(len(counts)), counts)
 
 
 def concatenate(detections: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:

@@ -32,6 +32,7 @@ class Stream(IntEnum):
     UNLABELED = 1
     REFERENCE = 2  # the ACT refresh's unlabeled subset
     REFERENCE_LABELED = 3  # the estimated prior's calibration subset
+    SHIFT_TEST = 4  # the estimated prior's shift test: its bootstrap resamples
 
 
 class Draw(NamedTuple):

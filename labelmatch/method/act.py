@@ -93,6 +93,7 @@ def em_label_shift(
     source_prior: Tensor,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
+    start: Tensor | None = None,
 ) -> tuple[Tensor, int]:
     """The target prior under label shift, by EM (Saerens, Latinne & Decaestecker, 2002).
 
@@ -106,6 +107,9 @@ def em_label_shift(
     likelihood of the samples under π (Saerens et al., 2002, §2.3). A class no sample gives any
     posterior mass ends at share 0. Returns (π float64[C], summing to 1; iterations run).
     With no sample weight at all there is nothing to estimate from: π = p_l, 0 iterations.
+    `start`: π⁰ instead of p_l (float[C], > 0, sums to 1); the likelihood is concave in π, so
+    the same maximum is reached, in fewer iterations from a nearby start (the shift test's
+    resamples start from the estimate).
     """
     posteriors = posteriors.detach().double()
     weights = weights.detach().double().flatten()
@@ -120,7 +124,8 @@ def em_label_shift(
         raise ValueError(f"need max_iterations >= 1, tolerance > 0: {max_iterations}, {tolerance}")
     if weights.sum() <= 0:
         return source.clone(), 0
-    prior, iterations, moved = source.clone(), 0, float("inf")
+    prior = source.clone() if start is None else start.detach().double().flatten().clone()
+    iterations, moved = 0, float("inf")
     while iterations < max_iterations and moved > tolerance:
         updated = _weighted_mean(_reweighted(posteriors, prior / source), weights)
         updated = updated / updated.sum()
@@ -135,13 +140,15 @@ class TeacherDetections:
 
     labels: int64[N] in 1..C; scores: float[N]; class_scores: float[N, C + 1], the softmax row
     (background first) of the proposal each detection comes from, so that
-    `class_scores[i, labels[i]] == scores[i]`.
+    `class_scores[i, labels[i]] == scores[i]`; image_index: int64[N] in 0..num_images-1, the
+    image each detection is on (needed only by `label_shift_test`, which resamples images).
     """
 
     labels: Tensor
     scores: Tensor
     class_scores: Tensor
     num_images: int
+    image_index: Tensor | None = None
 
     def weighted_posteriors(self, num_classes: int) -> tuple[Tensor, Tensor]:
         """(posteriors float64[N, C], weights float64[N]) on the CPU: each detection's foreground
@@ -165,9 +172,26 @@ class TeacherDetections:
     def scoring_at_least(self, min_score: float) -> "TeacherDetections":
         """The detections whose score is >= `min_score`, on the same images."""
         keep = self.scores >= min_score
+        index = None if self.image_index is None else self.image_index[keep]
         return TeacherDetections(
-            self.labels[keep], self.scores[keep], self.class_scores[keep], self.num_images
+            self.labels[keep], self.scores[keep], self.class_scores[keep], self.num_images, index
         )
+
+    def image_multiplicities(self, generator: torch.Generator) -> Tensor:
+        """float64[N]: how often each detection's image is drawn when `num_images` images are
+        drawn with replacement from them (a bootstrap resample, each image with all its
+        detections)."""
+        if self.image_index is None:
+            raise ValueError("resampling images needs each detection's image_index")
+        index = self.image_index.detach().cpu().long()
+        if index.shape != self.scores.shape or (
+            index.numel() and (index.min() < 0 or index.max() >= self.num_images)
+        ):
+            raise ValueError(
+                f"image_index must be [{self.scores.numel()}] in 0..{self.num_images - 1}"
+            )
+        drawn = torch.randint(self.num_images, (self.num_images,), generator=generator)
+        return torch.bincount(drawn, minlength=self.num_images).double()[index]
 
 
 def calibration_biases(
@@ -176,6 +200,7 @@ def calibration_biases(
     prior: Tensor,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
+    start: Tensor | None = None,
 ) -> Tensor:
     """Per-class biases b float64[C] that make the posteriors agree with a known prior.
 
@@ -188,11 +213,15 @@ def calibration_biases(
     that the EM of Saerens et al. (2002) fails without them; fitted here by matching the known
     prior rather than by the likelihood of per-box labels, so no detection needs to be matched
     to a ground-truth box. A class without any posterior mass keeps b = 1 (nothing to fit).
+    `start`: the biases to iterate from instead of 1 (float[C] > 0; the shift test's resamples
+    start from the fit on all images).
     """
     posteriors = posteriors.detach().double()
     weights = weights.detach().double().flatten()
     prior = torch.as_tensor(prior, dtype=torch.float64).flatten()
     biases = torch.ones(posteriors.shape[1], dtype=torch.float64)
+    if start is not None:
+        biases = start.detach().double().flatten().clone()
     if weights.sum() <= 0:
         return biases
     for _ in range(max_iterations):
@@ -241,34 +270,180 @@ def estimated_class_prior(
     `calibration`, B_u = S_u then misses the objects found only below the floor; calibrated, the
     ratio S_u / S_l is taken above the same floor on both sets.
     """
-    if min_score > 0:
-        unlabeled = unlabeled.scoring_at_least(min_score)
-        calibration = calibration.scoring_at_least(min_score) if calibration is not None else None
-    num_classes = labeled_prior.num_classes
-    posteriors, weights = unlabeled.weighted_posteriors(num_classes)
-    if weights.sum() <= 0:
+    estimator = _PriorEstimator.of(
+        unlabeled, labeled_prior, calibration, calibration_prior, min_score
+    )
+    if estimator is None:
         return labeled_prior, 0
-    boxes_per_image = weights.sum().item() / unlabeled.num_images
-    source = labeled_prior
-    if calibration is not None:
-        known_posteriors, known_weights = calibration.weighted_posteriors(num_classes)
-        if known_weights.sum() > 0:
-            source = labeled_prior if calibration_prior is None else calibration_prior
+    prior, iterations, _ = estimator.estimate(max_iterations, tolerance)
+    return prior, iterations
+
+
+@dataclass(frozen=True, eq=False)
+class _PriorEstimator:
+    """`estimated_class_prior`'s inputs in the form it computes with (after the score floor):
+    posteriors float64[N, C] and weights float64[N] of the unlabeled detections, and of the
+    calibration detections when there are any (`known_*`, fitted to `source`, the known prior),
+    so that `label_shift_test` can run it again with every weight multiplied by how often its
+    image is drawn."""
+
+    unlabeled: TeacherDetections
+    posteriors: Tensor
+    weights: Tensor
+    source: ClassPrior  # the prior EM starts from and re-weights against
+    calibration: TeacherDetections | None = None
+    known_posteriors: Tensor | None = None
+    known_weights: Tensor | None = None
+
+    @classmethod
+    def of(
+        cls,
+        unlabeled: TeacherDetections,
+        labeled_prior: ClassPrior,
+        calibration: TeacherDetections | None,
+        calibration_prior: ClassPrior | None,
+        min_score: float,
+    ) -> "_PriorEstimator | None":
+        """None when no unlabeled detection reaches `min_score` (nothing to estimate from)."""
+        if min_score > 0:
+            unlabeled = unlabeled.scoring_at_least(min_score)
+            if calibration is not None:
+                calibration = calibration.scoring_at_least(min_score)
+        posteriors, weights = unlabeled.weighted_posteriors(labeled_prior.num_classes)
+        if weights.sum() <= 0:
+            return None
+        if calibration is not None:
+            known_posteriors, known_weights = calibration.weighted_posteriors(
+                labeled_prior.num_classes
+            )
+            if known_weights.sum() > 0:
+                source = labeled_prior if calibration_prior is None else calibration_prior
+                return cls(
+                    unlabeled, posteriors, weights, source,
+                    calibration, known_posteriors, known_weights,
+                )  # fmt: skip
+        return cls(unlabeled, posteriors, weights, labeled_prior)
+
+    def estimate(
+        self,
+        max_iterations: int,
+        tolerance: float,
+        multiplicities: Tensor | None = None,
+        known_multiplicities: Tensor | None = None,
+        start: tuple[Tensor, Tensor | None] | None = None,
+    ) -> tuple[ClassPrior, int, tuple[Tensor, Tensor | None]]:
+        """(prior, EM iterations, (shares, biases) to warm-start a resample from), with each
+        unlabeled / calibration weight multiplied by `multiplicities` / `known_multiplicities`
+        (float64[N] each; None: 1)."""
+        weights = self.weights if multiplicities is None else self.weights * multiplicities
+        posteriors, biases = self.posteriors, None
+        boxes_per_image = weights.sum().item() / self.unlabeled.num_images
+        if self.calibration is not None:
+            known_weights = self.known_weights
+            if known_multiplicities is not None:
+                known_weights = known_weights * known_multiplicities
             biases = calibration_biases(
-                known_posteriors,
+                self.known_posteriors,
                 known_weights,
-                source.class_ratios,
+                self.source.class_ratios,
                 max_iterations,
                 tolerance,
+                start=None if start is None else start[1],
             )
             posteriors = _reweighted(posteriors, biases)
-            known_sum = known_weights.sum().item() / calibration.num_images
-            boxes_per_image *= source.boxes_per_image / known_sum
-    shares, iterations = em_label_shift(
-        posteriors, weights, source.class_ratios, max_iterations, tolerance
+            known_sum = known_weights.sum().item() / self.calibration.num_images
+            boxes_per_image *= self.source.boxes_per_image / max(known_sum, 1e-300)
+        shares, iterations = em_label_shift(
+            posteriors,
+            weights,
+            self.source.class_ratios,
+            max_iterations,
+            tolerance,
+            start=None if start is None else start[0],
+        )
+        counts = self.unlabeled.num_images * boxes_per_image * shares
+        prior = class_prior_from_counts(counts, self.unlabeled.num_images)
+        return prior, iterations, (shares, biases)
+
+
+@dataclass(frozen=True, eq=False)
+class LabelShiftTest:
+    """The outcome of `label_shift_test`: z float64[C], each class's estimated share minus its
+    labeled share over the bootstrap standard deviation of the estimate; `critical`, the bound
+    |z_c| must pass for some class for a shift to be detected."""
+
+    z: Tensor
+    critical: float
+
+    @property
+    def statistic(self) -> float:
+        """max_c |z_c|."""
+        return self.z.abs().max().item()
+
+    @property
+    def detected(self) -> bool:
+        return self.statistic > self.critical
+
+
+def label_shift_test(
+    unlabeled: TeacherDetections,
+    labeled_prior: ClassPrior,
+    generator: torch.Generator,
+    calibration: TeacherDetections | None = None,
+    calibration_prior: ClassPrior | None = None,
+    level: float = 0.05,
+    resamples: int = 200,
+    max_iterations: int = 100,
+    tolerance: float = 1e-6,
+    min_score: float = 0.0,
+) -> LabelShiftTest:
+    """Does `estimated_class_prior` on the same arguments differ from the labeled prior by more
+    than the estimate's own noise? (docs/method.md §2 "Shift test", ours.)
+
+    The estimate is computed again `resamples` times, each time on the unlabeled reference
+    images and the calibration images drawn with replacement (each image with all its
+    detections: `image_index` is needed on both), warm-started from the estimate's own EM
+    shares and biases. With sd_c the standard deviation of class c's share over the resamples,
+        z_c = (estimate_c − labeled_c) / sd_c,
+    and a shift is detected when max_c |z_c| > Φ⁻¹(1 − level / (2C)): a two-sided test per
+    class, Bonferroni over the C classes, the aggregation Rabanser et al. (2019) use to detect
+    shift from a classifier's outputs (black-box shift detection, Lipton et al., 2018). The
+    labeled prior is held fixed: with the labeled images as calibration images (the default) its
+    sampling noise enters through the calibration biases fitted to it; with a calibration split
+    it does not, and the test detects a shift more readily. A class whose share no resample
+    moves has sd 0: z 0 if its estimate equals its labeled share, else infinite. No unlabeled
+    detection at the score floor: nothing is estimated, z = 0.
+    """
+    num_classes = labeled_prior.num_classes
+    if not 0 < level < 1 or resamples < 2:
+        raise ValueError(f"need 0 < level < 1 and resamples >= 2, got {level} and {resamples}")
+    critical = (
+        torch.distributions.Normal(0.0, 1.0)
+        .icdf(torch.tensor(1 - level / (2 * num_classes), dtype=torch.float64))
+        .item()
     )
-    counts = unlabeled.num_images * boxes_per_image * shares
-    return class_prior_from_counts(counts, unlabeled.num_images), iterations
+    estimator = _PriorEstimator.of(
+        unlabeled, labeled_prior, calibration, calibration_prior, min_score
+    )
+    if estimator is None:
+        return LabelShiftTest(torch.zeros(num_classes, dtype=torch.float64), critical)
+    estimate, _, start = estimator.estimate(max_iterations, tolerance)
+    shares = []
+    for _ in range(resamples):
+        multiplicities = estimator.unlabeled.image_multiplicities(generator)
+        known = None
+        if estimator.calibration is not None:
+            known = estimator.calibration.image_multiplicities(generator)
+        again, _, _ = estimator.estimate(max_iterations, tolerance, multiplicities, known, start)
+        shares.append(again.class_ratios)
+    deviation = estimate.class_ratios - labeled_prior.class_ratios
+    spread = torch.stack(shares).std(dim=0)
+    z = torch.where(
+        spread > 0,
+        deviation / spread.clamp(min=1e-300),
+        torch.where(deviation == 0, 0.0, torch.inf * deviation.sign()),
+    )
+    return LabelShiftTest(z, critical)
 
 
 def scores_by_class(labels: Tensor, scores: Tensor, num_classes: int) -> list[Tensor]:
