@@ -43,6 +43,13 @@ every other split). Like the val columns, a diagnostic no run can use:
 
     python benchmarks/prior_estimators.py outputs/bench-quality/digits/labelmatch-s3 --focus 8 \
         --calibration-data data.splits.seed=1 data.splits.num_labeled=300
+
+`--shift-test` prints another table instead: the shift test of `method.act.estimator.
+shift_test_level=0.05` (`label_shift_test`, 200 resamples, generator seed 0) on the pass a
+refresh at `--step` (default 500) would make, min(1000, unlabeled) reference images drawn as
+there and every labeled image as calibration, with the untested estimate's TV from the truth and
+from the labeled prior and the three classes of largest |z|. Hydra overrides of the run's data
+(`data.splits.seed=2`) may follow the run folders.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ from labelmatch.method.act import (
     calibration_biases,
     em_label_shift,
     estimated_class_prior,
+    label_shift_test,
     unlabeled_class_prior,
 )
 from labelmatch.method.teacher import score_floor
@@ -428,9 +436,62 @@ def compare(
     return "\n\n".join("\n".join(table) for table in tables)
 
 
+def shift_tests(
+    runs: Sequence[Path],
+    experiment: str | None = None,
+    overrides: Sequence[str] = (),
+    step: int = 500,
+    level: float = 0.05,
+) -> str:
+    """The shift test's table (`--shift-test`, the module docstring), one row per run."""
+    lines = [
+        "| run | max abs z | bound | shift detected | TV estimate, truth | TV labeled, truth "
+        "| TV estimate, labeled | largest abs z: class z (estimate vs labeled share, truth) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        module, _ = load_module(run / "checkpoints/last.ckpt")
+        module.teacher = pick_detector(module, "teacher")
+        config = [f"experiment={experiment or run.parent.name}", "data.num_workers=0", *overrides]
+        datamodule = fitted_datamodule(repo_config(config).data)
+        reference = min(1000, len(datamodule.unlabeled_dataset))
+        unlabeled = teacher_pass(module, datamodule.reference_dataloader(reference, step))
+        every_labeled = len(datamodule.labeled_dataset)
+        labeled = teacher_pass(
+            module, datamodule.reference_dataloader(every_labeled, step, labeled=True)
+        )
+        prior = datamodule.labeled_class_prior
+        truth = unlabeled_class_prior(datamodule).class_ratios
+        passes = (unlabeled.detections(), prior, labeled.detections())
+        estimate, _ = estimated_class_prior(*passes, min_score=SHIPPED_FLOOR)
+        generator = torch.Generator().manual_seed(0)
+        test = label_shift_test(
+            passes[0], prior, generator, passes[2], level=level, min_score=SHIPPED_FLOOR
+        )
+        names, shares = datamodule.class_names, estimate.class_ratios
+        largest = test.z.abs().argsort(descending=True)[:3].tolist()
+        classes = ", ".join(
+            f"`{names[i]}` {test.z[i]:.2f} ({shares[i]:.3f} vs {prior.class_ratios[i]:.3f}, "
+            f"{truth[i]:.3f})"
+            for i in largest
+        )
+        tvs = (
+            total_variation(shares, truth),
+            total_variation(prior.class_ratios, truth),
+            total_variation(shares, prior.class_ratios),
+        )
+        lines.append(
+            f"| {run.parent.name}/{run.name} | {test.statistic:.2f} | {test.critical:.2f} | "
+            f"{'yes' if test.detected else 'no'} | "
+            + " | ".join(f"{tv:.3f}" for tv in tvs)
+            + f" | {classes} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders with checkpoints/last.ckpt")
+    parser.add_argument("runs", nargs="+", help="run folders with checkpoints/last.ckpt")
     parser.add_argument("--experiment", help="the runs' experiment (default: each folder's parent)")
     parser.add_argument(
         "--focus", nargs="+", default=[], metavar="CLASS", help="class names for the focus table"
@@ -442,8 +503,20 @@ def main(argv: Sequence[str]) -> None:
         metavar="OVERRIDE",
         help="Hydra overrides of a second dataset whose labeled images calibrate (held-out)",
     )
+    parser.add_argument(
+        "--shift-test", action="store_true", help="the shift test's table instead (docstring)"
+    )
+    parser.add_argument("--step", type=int, default=500, help="the refresh step (--shift-test)")
     args = parser.parse_args(argv)
-    print(compare(args.runs, args.experiment, args.focus, args.calibration_data))
+    # Hydra overrides of the runs' data: key=value that is not a folder (multirun's are seed=0)
+    overrides = [r for r in args.runs if "=" in r and not Path(r).is_dir()]
+    runs = [Path(r) for r in args.runs if r not in overrides]
+    if args.shift_test:
+        print(shift_tests(runs, args.experiment, overrides, args.step))
+        return
+    if overrides:
+        parser.error(f"data overrides {overrides} go with --shift-test only")
+    print(compare(runs, args.experiment, args.focus, args.calibration_data))
 
 
 if __name__ == "__main__":

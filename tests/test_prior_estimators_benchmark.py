@@ -212,3 +212,15 @@ def test_held_out_calibration_passes_over_the_other_datasets_labeled_images(smok
     # Another generator seed draws other canvases: not the run's own labeled images.
     assert not torch.equal(prior.class_ratios, own.labeled_class_prior.class_ratios)
     assert samples.true_counts.sum() > 0
+
+
+def test_the_shift_test_table_reads_a_refresh_like_pass(smoke_run: Path, capsys) -> None:
+    """One row per run; the smoke teacher has no detection at the 0.3 floor, so nothing is
+    estimated: z 0, not detected, the bound for ten classes at level 0.05."""
+    prior_estimators.main([str(smoke_run), "--experiment", "smoke", "--shift-test"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("| run | max abs z | bound | shift detected")
+    cells = [cell.strip() for cell in lines[2].split("|")[1:-1]]
+    assert cells[1:4] == ["0.00", "2.81", "no"]
+    with pytest.raises(SystemExit):  # a data override without --shift-test
+        prior_estimators.main([str(smoke_run), "--experiment", "smoke", "data.splits.seed=2"])
