@@ -1513,7 +1513,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         default="methods",
         help="which rows: methods (default: supervised, mean teacher, LabelMatch offline and "
         "online ACT), main, uncertain, act_interval, alpha, rplm (the paper's comparisons), "
-        "prior_shift, prior_no_shift, prior_min_score (issue #17)",
+        "prior_shift, prior_no_shift, prior_shift_test, prior_no_shift_test, prior_min_score, "
+        "prior_calibration (issue #17)",
     )
     parser.add_argument(
         "--seeds",

@@ -9,12 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from labelmatch.callbacks.act_refresh import ACTRefresh
+import labelmatch.callbacks.act_refresh as act_refresh
+from labelmatch.callbacks.act_refresh import ACTRefresh, image_index_of
 from labelmatch.errors import ConfigError
 from labelmatch.method.act import (
     ClassPrior,
     LabelShiftTest,
     TeacherDetections,
+    em_label_shift,
     estimated_class_prior,
     label_shift_test,
 )
@@ -215,3 +217,55 @@ def test_shift_test_options_are_checked_where_given() -> None:
     for resamples in (1, 0, 2.5):
         with pytest.raises(ConfigError, match="shift_test_resamples must be a whole number"):
             ACTRefresh(prior="estimated", shift_test_resamples=resamples)
+
+
+def test_image_index_follows_the_ranks_gathered_order(monkeypatch) -> None:
+    """Under DDP each rank's detections are gathered rank after rank (`gather_rows`); so are
+    the per-image counts the index is built from. Rank 0 holds images with 2, 0 and 1
+    detections, rank 1 (stood in for here) images with 1 and 3: seven detections on five
+    images, image 1 empty."""
+    other_rank = {"counts": torch.tensor([1, 3])}
+    monkeypatch.setattr(
+        act_refresh, "gather_rows", lambda trainer, rows: torch.cat([rows, other_rank["counts"]])
+    )
+    detections = [{"labels": torch.ones(n, dtype=torch.long)} for n in (2, 0, 1)]
+    trainer = SimpleNamespace(world_size=2)
+    assert image_index_of(trainer, detections).tolist() == [0, 0, 2, 3, 4, 4, 4]
+    other_rank["counts"] = torch.zeros(0, dtype=torch.long)  # a rank without images
+    assert image_index_of(trainer, detections).tolist() == [0, 0, 2]
+    assert image_index_of(None, []).tolist() == []
+
+
+def test_a_warm_start_from_the_estimate_reaches_the_same_shares() -> None:
+    posteriors = exact(REVERSED, 400, seed=8).weighted_posteriors(4)[0]
+    weights = torch.ones(len(posteriors))
+    cold, cold_iterations = em_label_shift(posteriors, weights, LABELED, 1000, 1e-10)
+    warm, warm_iterations = em_label_shift(posteriors, weights, LABELED, 1000, 1e-10, start=cold)
+    assert cold_iterations > 10 and warm_iterations <= 2
+    assert warm.tolist() == pytest.approx(cold.tolist(), abs=1e-8)
+
+
+def test_the_shift_test_needs_the_estimated_prior_and_logs_a_refresh_without_detections() -> None:
+    for prior in (None, "oracle", {"class_ratios": [1, 1], "boxes_per_image": 2.0}):
+        with pytest.raises(ConfigError, match="shift_test_level tests the estimate"):
+            ACTRefresh(prior=prior, shift_test_level=0.05)
+    # No detection at the estimator's floor: nothing to test, the labeled prior, not detected.
+    labeled_prior = ClassPrior(LABELED, 1.0)
+    faint = exact(LABELED, 10, seed=8)
+    faint = TeacherDetections(
+        faint.labels, faint.scores * 0.01, faint.class_scores * 0.01, 10, faint.image_index
+    )
+    act = ACTRefresh(
+        prior="estimated", estimator_calibrate=False, estimator_min_score=0.3,
+        shift_test_level=0.05,
+    )  # fmt: skip
+    act.labeled_prior = act.prior = labeled_prior
+    logged: dict = {}
+    trainer = SimpleNamespace(world_size=1, datamodule=SimpleNamespace(seed=3))
+    module = SimpleNamespace(global_step=8, log_event=logged.update)
+    detections = [{"labels": faint.labels[4 * i : 4 * i + 4]} for i in range(10)]
+    for detection, i in zip(detections, range(10)):
+        detection["class_scores"] = faint.class_scores[4 * i : 4 * i + 4]
+    prior = act.estimate_prior(trainer, module, detections, faint.labels, faint.scores, 10)
+    assert prior is labeled_prior
+    assert logged == {"act/shift_test/statistic": 0.0, "act/shift_test/detected": 0.0}

@@ -141,6 +141,11 @@ class ACTRefresh(L.Callback):
                 f"method.act.estimator.shift_test_level must be null or lie in (0, 1), got "
                 f"{shift_test_level}"
             )
+        if shift_test_level is not None and prior != ESTIMATED:
+            raise ConfigError(
+                f"method.act.estimator.shift_test_level tests the estimate of "
+                f"method.act.prior={ESTIMATED}; this run's prior is {prior!r}"
+            )
         if not (isinstance(shift_test_resamples, int) and shift_test_resamples >= 2):
             raise ConfigError(
                 f"method.act.estimator.shift_test_resamples must be a whole number >= 2, got "
@@ -315,6 +320,10 @@ class ACTRefresh(L.Callback):
                 self.estimator_min_score,
                 num_images,
             )
+            if self.shift_test_level is not None:  # nothing to test: no shift detected
+                pl_module.log_event(
+                    {"act/shift_test/statistic": 0.0, "act/shift_test/detected": 0.0}
+                )
             return prior
         log.info(
             "ACT estimated prior at step %d: %.2f boxes per image (labeled %.2f), class shares "

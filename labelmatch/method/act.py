@@ -108,8 +108,10 @@ def em_label_shift(
     posterior mass ends at share 0. Returns (π float64[C], summing to 1; iterations run).
     With no sample weight at all there is nothing to estimate from: π = p_l, 0 iterations.
     `start`: π⁰ instead of p_l (float[C], > 0, sums to 1); the likelihood is concave in π, so
-    the same maximum is reached, in fewer iterations from a nearby start (the shift test's
-    resamples start from the estimate).
+    where EM converges within `max_iterations` the same maximum is reached, in fewer iterations
+    from a nearby start (the shift test's resamples start from the estimate). Where the
+    likelihood is flat (two classes the posteriors barely tell apart) EM may stop at the limit
+    short of it, and a warm start then ends further along than a cold one.
     """
     posteriors = posteriors.detach().double()
     weights = weights.detach().double().flatten()
@@ -172,7 +174,9 @@ class TeacherDetections:
     def scoring_at_least(self, min_score: float) -> "TeacherDetections":
         """The detections whose score is >= `min_score`, on the same images."""
         keep = self.scores >= min_score
-        index = None if self.image_index is None else self.image_index[keep]
+        index = (
+            None if self.image_index is None else self.image_index[keep.to(self.image_index.device)]
+        )
         return TeacherDetections(
             self.labels[keep], self.scores[keep], self.class_scores[keep], self.num_images, index
         )
