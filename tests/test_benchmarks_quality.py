@@ -301,19 +301,34 @@ def test_a_run_counts_as_trained_with_a_default_written_out_later(tmp_path: Path
     assert quality.not_trained_with(recorded, config, expected) == expected
 
 
-def test_the_estimators_floor_default_and_the_runs_that_predate_it() -> None:
-    """The score floor is the default: a run of `method.act.prior=estimated` alone counts as the
-    0.3 row. A run whose config predates the key was trained with min_score 0 (the no-floor row),
-    not with 0.3."""
+def test_the_estimators_defaults_and_the_runs_that_predate_them() -> None:
+    """The score floor and the shift test are the defaults: a run of `method.act.prior=estimated`
+    alone counts as the shift-tested row. A run whose config predates a key was trained with the
+    value before it: min_score 0 (the no-floor row), shift_test_level null (every estimate aimed
+    at, the 0.3 row)."""
+    tested = ["experiment=digits", *quality.RUNS["labelmatch_estimated_prior_shift_test"], "seed=0"]
     floor = ["experiment=digits", *quality.RUNS["labelmatch_estimated_prior_0.3"], "seed=0"]
     no_floor = ["experiment=digits", *quality.RUNS["labelmatch_estimated_prior"], "seed=0"]
     user = ["experiment=digits", "method=labelmatch", "method.act.prior=estimated", "seed=0"]
     config = compose_config(user)
     assert config.method.act.estimator.min_score == 0.3
-    assert quality.not_trained_with(user, config, floor) == []
-    assert quality.not_trained_with(user, config, no_floor) == ["method.act.estimator.min_score=0"]
-    old = OmegaConf.create(OmegaConf.to_container(config))
-    del old.method.act.estimator["min_score"]  # a run before the key (399d547)
+    assert config.method.act.estimator.shift_test_level == 0.05
+    untested = "method.act.estimator.shift_test_level=null"
+    assert quality.not_trained_with(user, config, tested) == []
+    assert quality.not_trained_with(user, config, floor) == [untested]
+    assert quality.not_trained_with(user, config, no_floor) == [
+        "method.act.estimator.min_score=0",
+        untested,
+    ]
+    # A run between the two keys (399d547 to b8a0d12): the floor, no shift test.
+    between = OmegaConf.create(OmegaConf.to_container(config))
+    del between.method.act.estimator["shift_test_level"]
+    assert quality.not_trained_with(user, between, floor) == []
+    assert quality.not_trained_with(user, between, tested) == [
+        "method.act.estimator.shift_test_level=0.05"
+    ]
+    old = OmegaConf.create(OmegaConf.to_container(between))
+    del old.method.act.estimator["min_score"]  # a run before both keys
     assert quality.not_trained_with(user, old, no_floor) == []
     assert quality.not_trained_with(user, old, floor) == ["method.act.estimator.min_score=0.3"]
     # Only a key listed as predated falls back to its old value.

@@ -185,8 +185,12 @@ def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand(
     for key in ("subset", "interval"):  # a subset of 0 failed only at the first refresh
         with pytest.raises(ConfigError, match=rf"method.act.{key} must be a whole number >= 1"):
             ACTRefresh(**{key: 0})
-    # A refresh's estimate (one process, no calibration pass) reads the floor it is given.
-    act = ACTRefresh(prior="estimated", estimator_calibrate=False, estimator_min_score=0.3)
+    # A refresh's estimate (one process, no calibration pass, no shift test: every estimate is
+    # aimed at) reads the floor it is given.
+    act = ACTRefresh(
+        prior="estimated", estimator_calibrate=False, estimator_min_score=0.3,
+        shift_test_level=None,
+    )  # fmt: skip
     act.labeled_prior = act.prior = labeled_prior
     trainer = SimpleNamespace(world_size=1)
     module = SimpleNamespace(global_step=8)
@@ -197,7 +201,10 @@ def test_min_score_drops_low_scoring_detections_from_both_passes_by_hand(
     assert act.prior is labeled_prior  # the estimate is the refresh's, for the module to keep
     # A teacher with nothing above the floor (early in training): the labeled prior, and a
     # warning that says so.
-    act = ACTRefresh(prior="estimated", estimator_calibrate=False, estimator_min_score=0.95)
+    act = ACTRefresh(
+        prior="estimated", estimator_calibrate=False, estimator_min_score=0.95,
+        shift_test_level=None,
+    )  # fmt: skip
     act.labeled_prior = act.prior = labeled_prior
     with caplog.at_level(logging.WARNING, logger="labelmatch"):
         estimate = act.estimate_prior(trainer, module, detections, labels, scores, num_images=1)

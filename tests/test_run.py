@@ -270,6 +270,7 @@ RESUME = (
                 "method.act.mode=online",
                 "method.act.prior=estimated",
                 "method.act.estimator.min_score=0",
+                "method.act.estimator.shift_test_level=null",  # aim at the estimate, always
             ),
         ),
     ],

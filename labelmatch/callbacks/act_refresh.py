@@ -75,8 +75,9 @@ class ACTRefresh(L.Callback):
     estimator_min_score: the estimate reads only detections scoring at least this (0: all; the
         default 0.3 is conf/method/labelmatch.yaml's, docs/method.md §2).
     shift_test_level: with prior="estimated", aim at the labeled prior at a refresh unless
-        `label_shift_test` at this level detects a shift (docs/method.md §2 "Shift test");
-        None aims at every estimate.
+        `label_shift_test` at this level detects a shift (docs/method.md §2 "Shift test"; the
+        default 0.05 is conf/method/labelmatch.yaml's); None aims at every estimate. Read only
+        with prior="estimated", as the other estimator settings.
     shift_test_resamples: the test's bootstrap resamples.
     mode: "offline" (a refresh pass every `interval` steps) or "online" (a score queue).
     queue_images, queue_top_k: online queue size, images x scores per class (official 12800, 20).
@@ -100,7 +101,7 @@ class ACTRefresh(L.Callback):
         estimator_tolerance: float = 1e-6,
         estimator_calibrate: bool = True,
         estimator_min_score: float = 0.3,
-        shift_test_level: float | None = None,
+        shift_test_level: float | None = 0.05,
         shift_test_resamples: int = 200,
     ) -> None:
         if mode not in self.MODES:
@@ -140,11 +141,6 @@ class ACTRefresh(L.Callback):
             raise ConfigError(
                 f"method.act.estimator.shift_test_level must be null or lie in (0, 1), got "
                 f"{shift_test_level}"
-            )
-        if shift_test_level is not None and prior != ESTIMATED:
-            raise ConfigError(
-                f"method.act.estimator.shift_test_level tests the estimate of "
-                f"method.act.prior={ESTIMATED}; this run's prior is {prior!r}"
             )
         if not (isinstance(shift_test_resamples, int) and shift_test_resamples >= 2):
             raise ConfigError(
