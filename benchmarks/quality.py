@@ -1092,7 +1092,8 @@ def gap_closed_verdict(
 def cost_verdict(ours: str, theirs: str, values: dict[str, list[float]], limit: float) -> Verdict:
     """mean(ours) at most `limit` mAP below mean(theirs)."""
     mine, other = statistics.mean(values[ours]), statistics.mean(values[theirs])
-    detail = f"{mine:.1f} vs {other:.1f}: costs {other - mine:+.1f} points"
+    shown = round(other - mine, 1) + 0.0  # a cost that rounds to zero reads +0.0, not -0.0
+    detail = f"{mine:.1f} vs {other:.1f}: costs {shown:+.1f} points"
     return Verdict(f"{ours} ≥ {theirs} − {limit:g} mAP", other - mine <= limit + ROUNDING, detail)
 
 

@@ -161,6 +161,8 @@ def test_prior_targets_gap_closed_under_shift_and_cost_without() -> None:
         "- estimated prior ≥ labeled prior − 0.5 mAP: **PASS** (49.5 vs 50.0: costs +0.5 points)"
     ]
     assert "**MISSED**" in quality.check_targets("prior_no_shift", prior_runs(50.0, 49.4, None))[0]
+    above = quality.check_targets("prior_no_shift", prior_runs(50.0, 50.03, None))[0]
+    assert "(50.0 vs 50.0: costs +0.0 points)" in above  # not -0.0: 0.03 above the labeled prior
     # The estimator's score floor is a lead: reported, not judged.
     assert "No target" in quality.check_targets("prior_min_score", prior_runs(50.0, 49.0, 51.0))[0]
     # So is where the estimate calibrates: a split given to one row only is not #17's comparison.
